@@ -1,0 +1,75 @@
+"""Prints the best validation scores and the best checkpoint at the end of training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from rich.console import Console
+from rich.table import Table
+
+
+class RunSummary(L.Callback):
+    """Records validation metrics per epoch; on fit end prints and saves ``summary.json``.
+
+    "Best" is the epoch the checkpoint callback chose (its ``monitor``), so the printed
+    PSNR/SSIM belong to the same weights as the printed checkpoint path.
+    """
+
+    def __init__(self, filename: str = "summary.json") -> None:
+        self.filename = filename
+        self.history: list[dict[str, float]] = []
+        self.summary: dict = {}
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        row = {"epoch": trainer.current_epoch}
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("val/"):
+                row[key] = float(value)
+        self.history.append(row)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        checkpoint = trainer.checkpoint_callback
+        monitor = "val/psnr"
+        best_path = None
+        if isinstance(checkpoint, ModelCheckpoint):
+            monitor = checkpoint.monitor or monitor
+            best_path = checkpoint.best_model_path or checkpoint.last_model_path or None
+        scored = [row for row in self.history if monitor in row]
+        best = max(scored, key=lambda row: row[monitor]) if scored else {}
+        self.summary = {
+            "best_epoch": best.get("epoch"),
+            "best": {k: v for k, v in best.items() if k != "epoch"},
+            "best_checkpoint": best_path,
+            "epochs_run": len(self.history),
+            "history": self.history,
+        }
+        if not trainer.is_global_zero:
+            return
+        Path(trainer.default_root_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(trainer.default_root_dir) / self.filename, "w") as handle:
+            json.dump(self.summary, handle, indent=2)
+        table = Table(title="best validation epoch (metrics vs clean truth)")
+        table.add_column("metric")
+        table.add_column("restored", justify="right")
+        table.add_column("noisy input", justify="right")
+        for metric in ("psnr", "ssim", "lpips"):
+            key = f"val/{metric}"
+            if key in best:
+                baseline = best.get(f"val/input/{metric}")
+                table.add_row(
+                    metric.upper() + (" [dB]" if metric == "psnr" else ""),
+                    f"{best[key]:.3f}",
+                    f"{baseline:.3f}" if baseline is not None else "-",
+                )
+        console = Console()
+        console.print(table)
+        console.print(
+            "PSNR/SSIM data range: per image, the clean truth's max - min in asinh-normalised "
+            "units."
+        )
+        console.print(f"best epoch: {best.get('epoch')}  best checkpoint: {best_path}")

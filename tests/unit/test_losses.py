@@ -1,0 +1,55 @@
+import pytest
+import torch
+
+from astrorestore.losses.pixel import (
+    RestorationLoss,
+    gradient_loss,
+    l1_loss,
+    masked_mean,
+    ssim_loss,
+)
+
+
+def test_l1_known_value():
+    pred = torch.zeros(1, 1, 4, 4)
+    target = torch.full((1, 1, 4, 4), 2.0)
+    assert l1_loss(pred, target).item() == pytest.approx(2.0)
+
+
+def test_masked_mean_uses_only_masked_pixels():
+    values = torch.tensor([[1.0, 3.0], [5.0, 100.0]]).view(1, 1, 2, 2)
+    mask = torch.tensor([[1, 1], [1, 0]]).view(1, 1, 2, 2).bool()
+    assert masked_mean(values, mask).item() == pytest.approx(3.0)
+
+
+def test_gradient_loss_known_value():
+    # target: horizontal ramp (dx = 1, dy = 0); pred: flat (dx = dy = 0) -> 0.5 * (1 + 0)
+    target = torch.arange(5.0).repeat(5, 1).view(1, 1, 5, 5)
+    pred = torch.zeros_like(target)
+    assert gradient_loss(pred, target).item() == pytest.approx(0.5)
+    assert gradient_loss(target + 7.0, target).item() == pytest.approx(0.0)
+
+
+def test_ssim_loss_zero_for_identical_and_positive_otherwise():
+    torch.manual_seed(0)
+    target = torch.randn(2, 1, 32, 32)
+    assert ssim_loss(target, target).item() == pytest.approx(0.0, abs=1e-5)
+    assert ssim_loss(target + 0.5 * torch.randn_like(target), target).item() > 0.1
+
+
+def test_restoration_loss_weights_combine_terms():
+    torch.manual_seed(1)
+    target = torch.randn(2, 1, 32, 32)
+    pred = target + 0.3 * torch.randn_like(target)
+    loss = RestorationLoss(l1_weight=1.0, ssim_weight=0.5, gradient_weight=2.0)
+    total, terms = loss(pred, target)
+    expected = terms["l1"] + 0.5 * terms["ssim"] + 2.0 * terms["gradient"]
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+    l1_only, l1_terms = RestorationLoss(ssim_weight=0.0, gradient_weight=0.0)(pred, target)
+    assert set(l1_terms) == {"l1"}
+    assert l1_only.item() == pytest.approx(terms["l1"].item())
+
+
+def test_negative_weight_rejected():
+    with pytest.raises(ValueError, match="ssim_weight"):
+        RestorationLoss(ssim_weight=-1.0)

@@ -1,0 +1,9 @@
+"""Train a restoration model: `python train.py [model=...] [data=...] [key=value ...]`."""
+
+from pathlib import Path
+
+from astrorestore.cli import run_hydra
+from astrorestore.train import train
+
+if __name__ == "__main__":
+    run_hydra(train, Path(__file__).resolve().parent / "configs", "train")
