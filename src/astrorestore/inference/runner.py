@@ -1,0 +1,140 @@
+"""Batch inference: resolve inputs, check them all, then restore and write each file."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import astrorestore
+from astrorestore.errors import UserError
+from astrorestore.inference.restore import Restorer, check_tile, restore_image
+from astrorestore.inference.tiling import check_overlap
+from astrorestore.io.images import read_image, resolve_io, write_image
+
+LoadRestorer = Callable[[str, str], Restorer]
+
+_USAGE = "python infer.py ckpt_path=<file.ckpt> input=<file|folder|glob> output=<file|folder>"
+
+
+def _get(cfg: Any, key: str, default: Any = None) -> Any:
+    value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
+    return default if value is None else value
+
+
+def _require(cfg: Any, key: str) -> str:
+    value = _get(cfg, key)
+    if value is None or str(value).strip() == "":
+        raise UserError(f"{key} is required: {_USAGE}")
+    return str(value)
+
+
+def _as_int(cfg: Any, key: str, default: int, minimum: int) -> int:
+    value = _get(cfg, key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        try:
+            value = int(str(value))
+        except ValueError:
+            raise UserError(f"{key}={value!r} must be an integer; pass {key}=<int>") from None
+    if value < minimum:
+        raise UserError(f"{key}={value} must be at least {minimum}; pass {key}=<int >= {minimum}>")
+    return int(value)
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' if available else 'cpu'; 'cuda' without a GPU is a user error."""
+    device = str(device).strip().lower()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"device={device} but no CUDA GPU is available; pass device=cpu or auto"
+            )
+        return device
+    if device == "cpu":
+        return device
+    raise UserError(f"device={device!r} is not supported; pass device=auto, cpu or cuda")
+
+
+def _preflight(pairs: list[tuple[Path, Path]], hdu: Any, tile: int) -> list[tuple[int, int]]:
+    # Every input is read once before anything is written, so one bad file in a batch fails
+    # the run up front instead of after hours of work with half the outputs on disk.
+    shapes = []
+    for src, _ in pairs:
+        loaded = read_image(src, hdu=hdu)
+        data = loaded.data
+        height, width = data.shape[:2]
+        if not np.isfinite(data).any():
+            raise UserError(
+                f"{src} has no finite pixels (all NaN/inf); check the file or pass hdu=<index>"
+            )
+        if min(height, width) < tile:
+            raise UserError(
+                f"{src}: image is {height}x{width}, smaller than the tile size {tile}; pass "
+                f"tile_size=<a multiple of the model's size multiple no larger than "
+                f"{min(height, width)}>"
+            )
+        shapes.append((height, width))
+        del loaded, data
+    return shapes
+
+
+def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
+    """Restore every input of ``cfg`` and return the written output paths.
+
+    ``cfg`` keys: ckpt_path, input, output, tile_size, overlap, batch_size, device
+    ('auto'|'cpu'|'cuda'), hdu (None|int|str), progress (bool).
+    """
+    ckpt_path = _require(cfg, "ckpt_path")
+    input_spec = _require(cfg, "input")
+    output_spec = _require(cfg, "output")
+    tile = _as_int(cfg, "tile_size", 256, 1)
+    overlap = _as_int(cfg, "overlap", 32, 0)
+    batch_size = _as_int(cfg, "batch_size", 8, 1)
+    check_overlap(tile, overlap)
+    hdu = _get(cfg, "hdu")
+    progress = bool(_get(cfg, "progress", False))
+    device = resolve_device(_get(cfg, "device", "auto"))
+
+    pairs = resolve_io(input_spec, output_spec)
+    shapes = _preflight(pairs, hdu, tile)
+
+    restorer = load_restorer(ckpt_path, device)
+    multiple = int(getattr(restorer, "size_multiple", 1) or 1)
+    if tile % multiple:
+        best = max((tile // multiple) * multiple, multiple)
+        raise UserError(
+            f"tile_size={tile} is not a multiple of {multiple}, which model {restorer.name} "
+            f"requires; pass tile_size={best}"
+        )
+    # Checked for all files before the first write, for the same reason as the preflight.
+    for height, width in shapes:
+        check_tile(height, width, tile, multiple)
+
+    history = [
+        f"astrorestore: restored with {restorer.name}",
+        f"checkpoint: {restorer.ckpt_path}",
+        f"tile_size={tile} overlap={overlap} (tiled, raised-cosine blend)",
+    ]
+    keywords = {
+        "ARMODEL": (str(restorer.name), "astrorestore model"),
+        "ARCKPT": (Path(str(restorer.ckpt_path)).name, "checkpoint file"),
+        "ARVERS": (astrorestore.__version__, "astrorestore version"),
+    }
+    written: list[Path] = []
+    for src, dst in pairs:
+        start = time.perf_counter()
+        source = read_image(src, hdu=hdu)
+        restored = restore_image(source.data, restorer, tile, overlap, batch_size, progress)
+        write_image(dst, restored, source, history=history, keywords=keywords)
+        height, width = source.data.shape[:2]
+        del source, restored
+        elapsed = time.perf_counter() - start
+        print(f"{src} -> {dst} ({height}x{width}, {elapsed:.1f} s)", flush=True)
+        written.append(dst)
+    return written

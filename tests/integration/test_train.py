@@ -1,0 +1,88 @@
+"""Training through the real Hydra entry point (train.py), as a user runs it."""
+
+import json
+
+import pytest
+import torch
+
+from tests.conftest import run_script
+
+TINY = ["debug=tiny", "logger=csv"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """One short real training shared by the tests that need a checkpoint."""
+    root = tmp_path_factory.mktemp("trained")
+    result = run_script(
+        "train.py", *TINY, "trainer.max_epochs=3", "data.patches_per_epoch=64", root=root
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = next((root / "logs" / "train" / "runs").iterdir())
+    return root, run_dir, result
+
+
+def test_fast_dev_run(run):
+    result = run("train.py", "debug=fast_dev_run", "logger=csv")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_training_writes_checkpoints_panels_and_summary(trained_run):
+    root, run_dir, result = trained_run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["epochs_run"] == 3
+    assert "val/psnr" in summary["best"] and "val/ssim" in summary["best"]
+    best = summary["best_checkpoint"]
+    assert best and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert len(list((run_dir / "panels").glob("epoch_*.png"))) == 3
+    # the printed summary names the best checkpoint and the PSNR data range
+    assert "best checkpoint" in result.stdout and "data range" in result.stdout
+    checkpoint = torch.load(best, map_location="cpu", weights_only=False)
+    assert checkpoint["astrorestore"]["method"] == "supervised"
+    assert checkpoint["astrorestore"]["config"]["model"]["net"]["depth"] == 2
+    # LPIPS is never part of the model weights
+    assert not any("lpips" in key for key in checkpoint["state_dict"])
+
+
+def test_training_improves_on_noisy_input(trained_run):
+    _, run_dir, _ = trained_run
+    best = json.loads((run_dir / "summary.json").read_text())["best"]
+    assert best["val/psnr"] > best["val/input/psnr"]
+
+
+def test_resume_from_checkpoint(trained_run, run):
+    _, run_dir, _ = trained_run
+    last = run_dir / "checkpoints" / "last.ckpt"
+    result = run("train.py", *TINY, "trainer.max_epochs=4", "data.patches_per_epoch=64",
+                 f"ckpt_path={last}", "test=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Restoring states from the checkpoint" in result.stdout + result.stderr
+
+
+def test_wandb_offline_logger(run, tmp_path):
+    result = run("train.py", "debug=tiny", "trainer.max_epochs=1", "logger=wandb", "test=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    offline_runs = list(tmp_path.glob("logs/train/runs/*/wandb/offline-run-*"))
+    assert offline_runs, "no offline wandb run folder written"
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("model=supervsied", "model=supervised"),
+        ("trainer.max_epoch=2", "trainer.max_epochs"),
+        ("data.patch_size=36", "data.patch_size"),
+    ],
+)
+def test_bad_config_is_one_line_error(run, override, expected):
+    result = run("train.py", override, "logger=csv")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0]
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes(run):
+    result = run("train.py", *TINY, "trainer=ddp_sim", "trainer.max_epochs=1", "test=false",
+                 "callbacks.progress_bar=null")
+    assert result.returncode == 0, result.stderr[-3000:]

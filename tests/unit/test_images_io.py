@@ -1,0 +1,295 @@
+import hashlib
+import os
+
+import numpy as np
+import pytest
+import tifffile
+from astropy.io import fits
+from PIL import Image
+
+from astrorestore.errors import UserError
+from astrorestore.io.images import (
+    SUPPORTED_SUFFIXES,
+    image_format,
+    read_image,
+    resolve_io,
+    write_image,
+)
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _mef(path, scaled=False):
+    primary = fits.PrimaryHDU()
+    primary.header["OBSERVER"] = "test"
+    data = np.arange(30 * 40, dtype=np.float32).reshape(30, 40)
+    if scaled:
+        sci = fits.ImageHDU((data % 1000).astype(np.int16), name="SCI")
+        sci.header["BSCALE"] = 2.0
+        sci.header["BZERO"] = 10.0
+    else:
+        sci = fits.ImageHDU(data, name="SCI")
+    sci.header["GAIN"] = (1.5, "e-/ADU")
+    table = fits.BinTableHDU.from_columns([fits.Column(name="x", format="E", array=[1.0, 2.0])])
+    fits.HDUList([primary, sci, table]).writeto(path)
+    return data
+
+
+def test_supported_suffixes_and_formats():
+    assert ".fits.gz" in SUPPORTED_SUFFIXES and ".npy" in SUPPORTED_SUFFIXES
+    assert image_format("a.FITS.gz") == "fits"
+    assert image_format("a.JPG") == "jpeg"
+    assert image_format("a.tif") == "tiff"
+    assert image_format("a.txt") is None
+
+
+def test_fits_picks_sci_extension_and_round_trips(tmp_path):
+    src = tmp_path / "in.fits"
+    data = _mef(src)
+    img = read_image(src)
+    assert img.format == "fits" and img.hdu_index == 1
+    assert img.data.dtype == np.float32
+    np.testing.assert_array_equal(img.data, data)
+    before = _digest(src)
+    out = tmp_path / "sub" / "out.fits"
+    write_image(out, img.data * 2, img, history=["hello"], keywords={"ARMODEL": ("m", "c")})
+    assert _digest(src) == before
+    with fits.open(out) as hl:
+        assert len(hl) == 3
+        assert hl[0].header["OBSERVER"] == "test"
+        assert hl[1].header["GAIN"] == 1.5
+        assert hl[1].header["ARMODEL"] == "m"
+        assert "hello" in str(hl[1].header["HISTORY"])
+        assert hl[1].data.dtype.kind == "f"
+        np.testing.assert_array_equal(hl[1].data, data * 2)
+        np.testing.assert_array_equal(hl[2].data["x"], [1.0, 2.0])
+    assert [p.name for p in out.parent.iterdir()] == ["out.fits"]
+
+
+def test_fits_scaled_ints_become_physical_float(tmp_path):
+    src = tmp_path / "in.fits"
+    _mef(src, scaled=True)
+    img = read_image(src)
+    assert img.source_dtype == np.int16
+    assert img.data[0, 1] == pytest.approx(1 * 2.0 + 10.0)
+    out = tmp_path / "out.fits"
+    write_image(out, img.data + 0.25, img, history=[], keywords={})
+    with fits.open(out) as hl:
+        assert "BSCALE" not in hl[1].header and "BZERO" not in hl[1].header
+        assert hl[1].header["BITPIX"] == -32
+        np.testing.assert_allclose(hl[1].data, img.data + 0.25)
+
+
+def test_fits_explicit_hdu_and_errors(tmp_path):
+    src = tmp_path / "in.fits"
+    _mef(src)
+    assert read_image(src, hdu="SCI").hdu_index == 1
+    assert read_image(src, hdu=1).hdu_index == 1
+    with pytest.raises(UserError, match="no image data"):
+        read_image(src, hdu=2)
+    with pytest.raises(UserError, match="no HDU"):
+        read_image(src, hdu="NOPE")
+
+
+def test_fits_cube_rejected_but_degenerate_axis_squeezed(tmp_path):
+    cube = tmp_path / "cube.fits"
+    fits.PrimaryHDU(np.zeros((3, 20, 20), np.float32)).writeto(cube)
+    with pytest.raises(UserError, match=r"3-D cube of shape \(3, 20, 20\)"):
+        read_image(cube)
+    flat = tmp_path / "flat.fits"
+    fits.PrimaryHDU(np.ones((1, 20, 30), np.float32)).writeto(flat)
+    img = read_image(flat)
+    assert img.data.shape == (20, 30)
+    out = tmp_path / "o.fits"
+    write_image(out, img.data, img, history=[], keywords={})
+    with fits.open(out) as hl:
+        assert hl[0].header["NAXIS"] == 3 and hl[0].data.shape == (1, 20, 30)
+
+
+def test_fits_without_image_data(tmp_path):
+    src = tmp_path / "empty.fits"
+    fits.PrimaryHDU().writeto(src)
+    with pytest.raises(UserError, match="no image data"):
+        read_image(src)
+
+
+def test_fits_gz_round_trip(tmp_path):
+    src = tmp_path / "in.fits.gz"
+    fits.PrimaryHDU(np.ones((10, 12), np.float32)).writeto(src)
+    img = read_image(src)
+    out = tmp_path / "out.fits.gz"
+    write_image(out, img.data * 3, img, history=[], keywords={})
+    assert out.read_bytes()[:2] == b"\x1f\x8b"
+    np.testing.assert_array_equal(read_image(out).data, 3.0)
+
+
+@pytest.mark.parametrize("cut", [1000, 2880 + 100])
+def test_corrupt_fits(tmp_path, cut):
+    good = tmp_path / "good.fits"
+    fits.PrimaryHDU(np.ones((50, 50), np.float32)).writeto(good)
+    bad = tmp_path / "bad.fits"
+    bad.write_bytes(good.read_bytes()[:cut])
+    with pytest.raises(UserError, match=r"cannot read .*bad\.fits.*valid FITS file"):
+        read_image(bad)
+
+
+def test_missing_and_unsupported(tmp_path):
+    with pytest.raises(UserError, match="input file not found"):
+        read_image(tmp_path / "nope.fits")
+    txt = tmp_path / "a.txt"
+    txt.write_text("x")
+    with pytest.raises(UserError, match=r"\.fits\.gz"):
+        read_image(txt)
+
+
+def test_random_bytes_png(tmp_path):
+    bad = tmp_path / "noise.png"
+    bad.write_bytes(os.urandom(500))
+    with pytest.raises(UserError, match="cannot read .*valid PNG file"):
+        read_image(bad)
+
+
+def test_png_gray_rgba_and_16bit(tmp_path):
+    rng = np.random.default_rng(0)
+    g8 = rng.integers(0, 256, (20, 30), dtype=np.uint8)
+    Image.fromarray(g8).save(tmp_path / "g8.png")
+    img = read_image(tmp_path / "g8.png")
+    assert img.data.shape == (20, 30) and img.source_dtype == np.uint8
+    np.testing.assert_array_equal(img.data, g8)
+
+    rgba = rng.integers(0, 256, (20, 30, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "c.png")
+    img = read_image(tmp_path / "c.png")
+    assert img.data.shape == (20, 30, 3)
+    np.testing.assert_array_equal(img.data, rgba[..., :3])
+
+    g16 = rng.integers(0, 65536, (20, 30), dtype=np.uint16)
+    Image.fromarray(g16).save(tmp_path / "g16.png")
+    img = read_image(tmp_path / "g16.png")
+    assert img.source_dtype == np.uint16
+    np.testing.assert_array_equal(img.data, g16.astype(np.float32))
+    out = tmp_path / "out" / "g16.png"
+    write_image(out, img.data + 0.4, img, history=[], keywords={})
+    back = np.asarray(Image.open(out))
+    assert back.dtype == np.uint16
+    np.testing.assert_array_equal(back, g16)
+
+
+def test_png_uint8_write_rounds_and_clips(tmp_path):
+    Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / "a.png")
+    img = read_image(tmp_path / "a.png")
+    restored = img.data.copy()
+    restored[0, 0] = -20
+    restored[0, 1] = 300
+    restored[0, 2] = 10.6
+    restored[0, 3] = np.nan
+    write_image(tmp_path / "b.png", restored, img, history=[], keywords={})
+    back = np.asarray(Image.open(tmp_path / "b.png"))
+    assert back.dtype == np.uint8
+    assert list(back[0, :4]) == [0, 255, 11, 0]
+
+
+def test_jpeg_round_trip(tmp_path):
+    rgb = np.zeros((16, 16, 3), np.uint8)
+    rgb[..., 0] = 200
+    Image.fromarray(rgb).save(tmp_path / "a.jpg", quality=100)
+    img = read_image(tmp_path / "a.jpg")
+    assert img.format == "jpeg" and img.data.shape == (16, 16, 3)
+    write_image(tmp_path / "b.jpeg", img.data, img, history=[], keywords={})
+    back = np.asarray(Image.open(tmp_path / "b.jpeg"))
+    assert back.dtype == np.uint8 and abs(int(back[8, 8, 0]) - 200) <= 3
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+def test_tiff_round_trip_keeps_dtype(tmp_path, dtype):
+    arr = (np.arange(24 * 18).reshape(24, 18) % 200).astype(dtype)
+    tifffile.imwrite(tmp_path / "a.tif", arr)
+    img = read_image(tmp_path / "a.tif")
+    np.testing.assert_array_equal(img.data, arr.astype(np.float32))
+    write_image(tmp_path / "b.tiff", img.data, img, history=[], keywords={})
+    back = tifffile.imread(tmp_path / "b.tiff")
+    expected = np.float32 if np.dtype(dtype).kind == "f" else dtype
+    assert back.dtype == expected
+    np.testing.assert_array_equal(back, arr.astype(expected))
+
+
+def test_tiff_rgb_and_stack(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 60000, (10, 12, 3), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    img = read_image(tmp_path / "rgb.tif")
+    assert img.data.shape == (10, 12, 3)
+    write_image(tmp_path / "o.tif", img.data, img, history=[], keywords={})
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "o.tif"), rgb)
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((5, 10, 12), np.uint16))
+    with pytest.raises(UserError, match="stack"):
+        read_image(tmp_path / "stack.tif")
+
+
+def test_npy(tmp_path):
+    arr = np.random.default_rng(0).random((9, 11))
+    arr[2, 3] = np.nan
+    np.save(tmp_path / "a.npy", arr)
+    img = read_image(tmp_path / "a.npy")
+    assert img.data.dtype == np.float32 and np.isnan(img.data[2, 3])
+    write_image(tmp_path / "b.npy", img.data, img, history=[], keywords={})
+    back = np.load(tmp_path / "b.npy")
+    assert back.dtype == np.float32
+    np.testing.assert_array_equal(back, img.data)
+    np.save(tmp_path / "c.npy", np.zeros((2, 3, 4, 5)))
+    with pytest.raises(UserError, match="shape"):
+        read_image(tmp_path / "c.npy")
+
+
+def test_write_refuses_input_path_and_format_change(tmp_path):
+    np.save(tmp_path / "a.npy", np.ones((4, 4)))
+    img = read_image(tmp_path / "a.npy")
+    before = _digest(tmp_path / "a.npy")
+    with pytest.raises(UserError, match="output path equals the input"):
+        write_image(tmp_path / "." / "a.npy", img.data, img, history=[], keywords={})
+    with pytest.raises(UserError, match="keep the input format"):
+        write_image(tmp_path / "a.png", img.data, img, history=[], keywords={})
+    assert _digest(tmp_path / "a.npy") == before
+
+
+def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
+    np.save(tmp_path / "a.npy", np.ones((4, 4)))
+    img = read_image(tmp_path / "a.npy")
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(np, "save", boom)
+    out_dir = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        write_image(out_dir / "b.npy", img.data, img, history=[], keywords={})
+    assert list(out_dir.iterdir()) == []
+
+
+def test_resolve_io_file_folder_glob(tmp_path):
+    for name in ("b.npy", "a.npy", "c.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    pairs = resolve_io(str(tmp_path / "a.npy"), str(tmp_path / "out.npy"))
+    assert pairs == [(tmp_path / "a.npy", tmp_path / "out.npy")]
+    pairs = resolve_io(str(tmp_path), str(tmp_path / "res"))
+    assert [(p.name, q) for p, q in pairs] == [
+        ("a.npy", tmp_path / "res" / "a.npy"),
+        ("b.npy", tmp_path / "res" / "b.npy"),
+    ]
+    assert not (tmp_path / "res").exists()  # created only when something is written
+    pairs = resolve_io(str(tmp_path / "*.npy"), str(tmp_path / "res"))
+    assert len(pairs) == 2
+    with pytest.raises(UserError, match="pattern"):
+        resolve_io(str(tmp_path / "*.fits"), str(tmp_path / "res"))
+    with pytest.raises(UserError, match="looks like a single file"):
+        resolve_io(str(tmp_path / "*.npy"), str(tmp_path / "out.npy"))
+    with pytest.raises(UserError, match="output path equals the input"):
+        resolve_io(str(tmp_path / "a.npy"), str(tmp_path / "a.npy"))
+    with pytest.raises(UserError, match="output path equals the input"):
+        resolve_io(str(tmp_path), str(tmp_path))
+    with pytest.raises(UserError, match="input file not found"):
+        resolve_io(str(tmp_path / "zzz.npy"), str(tmp_path / "res"))
+    with pytest.raises(UserError, match="no supported images"):
+        resolve_io(str(tmp_path / "sub"), str(tmp_path / "res"))

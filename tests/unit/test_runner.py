@@ -1,0 +1,228 @@
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+from astropy.io import fits
+from astropy.wcs import WCS
+from omegaconf import OmegaConf
+from PIL import Image
+
+import astrorestore
+from astrorestore.errors import UserError
+from astrorestore.inference.runner import run_inference
+
+
+class NanNormalizer:
+    def stats(self, x):
+        flat = x.flatten(2)
+        offset = flat.nanmedian(dim=2).values[..., None, None]
+        mean = flat.nanmean(dim=2, keepdim=True)
+        scale = ((flat - mean) ** 2).nanmean(dim=2).sqrt()[..., None, None]
+        return offset, scale
+
+    def forward(self, x, offset, scale):
+        return (x - offset) / scale
+
+    def inverse(self, z, offset, scale):
+        return z * scale + offset
+
+
+class FakeRestorer:
+    def __init__(self, ckpt_path: str, device: str) -> None:
+        conv = torch.nn.Conv2d(1, 1, 3, padding=1, padding_mode="replicate", bias=False)
+        with torch.no_grad():
+            conv.weight.fill_(1.0 / 9.0)
+        self.net = conv.eval()
+        self.normalizer = NanNormalizer()
+        self.size_multiple = 8
+        self.device = torch.device(device)
+        self.name = "fake-blur"
+        self.ckpt_path = ckpt_path
+
+
+class Loader:
+    def __init__(self) -> None:
+        self.calls = []
+
+    def __call__(self, ckpt_path, device):
+        self.calls.append((ckpt_path, device))
+        return FakeRestorer(ckpt_path, device)
+
+
+def make_cfg(inp, out, **over):
+    cfg = {
+        "ckpt_path": "/models/fake.ckpt",
+        "input": str(inp),
+        "output": str(out),
+        "tile_size": 32,
+        "overlap": 8,
+        "batch_size": 4,
+        "device": "cpu",
+        "hdu": None,
+        "progress": False,
+    }
+    cfg.update(over)
+    return OmegaConf.create(cfg)
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def noisy(shape, seed=0):
+    return np.random.default_rng(seed).normal(500.0, 20.0, size=shape).astype(np.float32)
+
+
+def write_mef(path):
+    primary = fits.PrimaryHDU()
+    primary.header["TELESCOP"] = ("TestScope", "telescope")
+    primary.header["EXPTIME"] = 30.0
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [150.1, 2.2]
+    wcs.wcs.crpix = [30.5, 25.5]
+    wcs.wcs.cdelt = [-0.0002, 0.0002]
+    wcs.wcs.cunit = ["deg", "deg"]
+    wcs_header = wcs.to_header()
+    data = noisy((50, 60))
+    sci = fits.ImageHDU(data, header=wcs_header, name="SCI")
+    table = fits.BinTableHDU.from_columns(
+        [fits.Column(name="flux", format="E", array=np.arange(4, dtype=np.float32))], name="CAT"
+    )
+    fits.HDUList([primary, sci, table]).writeto(path)
+    return data, wcs_header
+
+
+def test_mef_fits_end_to_end(tmp_path, capsys):
+    src = tmp_path / "field.fits"
+    data, wcs_header = write_mef(src)
+    before = digest(src)
+    loader = Loader()
+    out = tmp_path / "out" / "restored.fits"
+    written = run_inference(make_cfg(src, out), loader)
+    assert written == [out]
+    assert loader.calls == [("/models/fake.ckpt", "cpu")]
+    assert digest(src) == before
+    with fits.open(src) as orig, fits.open(out) as res:
+        assert [h.name for h in res] == [h.name for h in orig]
+        assert res[0].header["TELESCOP"] == "TestScope"
+        for key in wcs_header:
+            assert res["SCI"].header[key] == orig["SCI"].header[key], key
+        hdr = res["SCI"].header
+        assert hdr["ARMODEL"] == "fake-blur"
+        assert hdr["ARCKPT"] == "fake.ckpt"
+        assert hdr["ARVERS"] == astrorestore.__version__
+        history = "\n".join(str(h) for h in hdr["HISTORY"])
+        assert "fake-blur" in history and "tile_size=32" in history
+        restored = res["SCI"].data
+        assert restored.shape == data.shape
+        assert restored.std() < 0.5 * data.std()
+        np.testing.assert_array_equal(res["CAT"].data["flux"], orig["CAT"].data["flux"])
+    line = capsys.readouterr().out.strip()
+    assert line == line.splitlines()[0] and "-> " in line and "(50x60," in line
+
+
+def test_output_equals_input_is_refused(tmp_path):
+    src = tmp_path / "field.fits"
+    write_mef(src)
+    before = digest(src)
+    with pytest.raises(UserError, match="output path equals the input"):
+        run_inference(make_cfg(src, src), Loader())
+    assert digest(src) == before
+
+
+@pytest.mark.parametrize("key", ["ckpt_path", "input", "output"])
+def test_required_keys(tmp_path, key):
+    with pytest.raises(UserError, match=f"{key} is required"):
+        run_inference(make_cfg(tmp_path / "a.fits", tmp_path / "o", **{key: None}), Loader())
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(UserError, match="input file not found"):
+        run_inference(make_cfg(tmp_path / "nope.fits", tmp_path / "out"), Loader())
+
+
+def test_cube_refused(tmp_path):
+    src = tmp_path / "cube.fits"
+    fits.PrimaryHDU(np.zeros((4, 40, 40), np.float32)).writeto(src)
+    loader = Loader()
+    with pytest.raises(UserError, match="3-D cube"):
+        run_inference(make_cfg(src, tmp_path / "out"), loader)
+    assert loader.calls == []
+
+
+def test_corrupt_fits_in_batch_writes_nothing(tmp_path):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    fits.PrimaryHDU(noisy((40, 40))).writeto(inputs / "a_good.fits")
+    fits.PrimaryHDU(noisy((40, 40))).writeto(tmp_path / "full.fits")
+    (inputs / "b_bad.fits").write_bytes((tmp_path / "full.fits").read_bytes()[:4000])
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match="cannot read .*b_bad.fits"):
+        run_inference(make_cfg(inputs, out), Loader())
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_image_smaller_than_tile(tmp_path):
+    np.save(tmp_path / "small.npy", noisy((20, 40)))
+    with pytest.raises(UserError, match="smaller than the tile size 32"):
+        run_inference(make_cfg(tmp_path / "small.npy", tmp_path / "out"), Loader())
+
+
+def test_tile_not_multiple_fails_before_writing(tmp_path):
+    np.save(tmp_path / "a.npy", noisy((40, 40)))
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match="tile_size=24"):
+        run_inference(make_cfg(tmp_path / "a.npy", out, tile_size=30, overlap=4), Loader())
+    assert not out.exists()
+
+
+def test_folder_of_pngs(tmp_path):
+    inputs = tmp_path / "pngs"
+    inputs.mkdir()
+    for i, name in enumerate(("one.png", "two.png")):
+        arr = np.clip(noisy((40, 48), seed=i) / 4, 0, 255).astype(np.uint8)
+        Image.fromarray(arr).save(inputs / name)
+    out = tmp_path / "out"
+    written = run_inference(make_cfg(inputs, out), Loader())
+    assert [p.name for p in written] == ["one.png", "two.png"]
+    for p in written:
+        arr = np.asarray(Image.open(p))
+        assert arr.dtype == np.uint8 and arr.shape == (40, 48)
+
+
+def test_glob_rgb_png(tmp_path):
+    rgb = np.clip(np.stack([noisy((40, 40), s) / 4 for s in range(3)], -1), 0, 255)
+    Image.fromarray(rgb.astype(np.uint8)).save(tmp_path / "c.png")
+    written = run_inference(make_cfg(str(tmp_path / "*.png"), tmp_path / "out"), Loader())
+    arr = np.asarray(Image.open(written[0]))
+    assert arr.shape == (40, 40, 3) and arr.dtype == np.uint8
+
+
+def test_npy_nan_kept(tmp_path):
+    arr = noisy((40, 40))
+    arr[5, 7] = np.nan
+    np.save(tmp_path / "a.npy", arr)
+    out = tmp_path / "b.npy"
+    run_inference(make_cfg(tmp_path / "a.npy", out), Loader())
+    res = np.load(out)
+    assert res.dtype == np.float32
+    assert np.isnan(res[5, 7]) and np.isfinite(res).sum() == arr.size - 1
+
+
+def test_all_nan_input(tmp_path):
+    np.save(tmp_path / "a.npy", np.full((40, 40), np.nan, np.float32))
+    with pytest.raises(UserError, match="no finite pixels"):
+        run_inference(make_cfg(tmp_path / "a.npy", tmp_path / "out"), Loader())
+
+
+def test_bad_settings(tmp_path):
+    np.save(tmp_path / "a.npy", noisy((40, 40)))
+    with pytest.raises(UserError, match="overlap"):
+        run_inference(make_cfg(tmp_path / "a.npy", tmp_path / "o", overlap=32), Loader())
+    with pytest.raises(UserError, match="device"):
+        run_inference(make_cfg(tmp_path / "a.npy", tmp_path / "o", device="tpu"), Loader())
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA GPU"):
+            run_inference(make_cfg(tmp_path / "a.npy", tmp_path / "o", device="cuda"), Loader())

@@ -1,0 +1,134 @@
+"""Tests of the simulated-field LightningDataModule."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+
+from astrorestore.data.noise import PoissonGaussianNoise
+from astrorestore.data.normalization import AsinhNormalizer
+from astrorestore.data.simulated import SimulatedFieldDataModule
+from astrorestore.errors import UserError
+
+KEYS = {"input", "target", "offset", "scale", "noisy_e", "clean_e"}
+
+
+def _datamodule(**overrides) -> SimulatedFieldDataModule:
+    kwargs = dict(
+        field_size=96,
+        n_train_fields=2,
+        n_val_fields=1,
+        n_test_fields=1,
+        patch_size=32,
+        batch_size=4,
+        patches_per_epoch=8,
+        val_patches_per_field=4,
+        seed=0,
+        scene={"n_stars": 20, "n_galaxies": 8},
+    )
+    kwargs.update(overrides)
+    return SimulatedFieldDataModule(
+        PoissonGaussianNoise(read_noise=5.0, exposure_range=(0.5, 2.0)),
+        AsinhNormalizer(softening=3.0),
+        **kwargs,
+    )
+
+
+def test_train_and_val_batches_after_transfer() -> None:
+    dm = _datamodule()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert set(batch) == {"clean"} and batch["clean"].shape == (4, 1, 32, 32)
+    out = dm.on_after_batch_transfer(batch, 0)
+    assert set(out) == KEYS
+    for key in ("input", "target", "noisy_e", "clean_e"):
+        assert out[key].shape == (4, 1, 32, 32) and out[key].dtype == torch.float32
+    assert out["offset"].shape == out["scale"].shape == (4, 1, 1, 1)
+    # Successive training batches get fresh noise from the kept generator.
+    again = dm.on_after_batch_transfer(batch, 0)
+    assert not torch.equal(out["noisy_e"], again["noisy_e"])
+
+    val = next(iter(dm.val_dataloader()))
+    assert set(val) == {"clean", "noisy"}
+    out = dm.on_after_batch_transfer(val, 0)
+    assert set(out) == KEYS
+    assert torch.equal(out["clean_e"], val["clean"]) and torch.equal(out["noisy_e"], val["noisy"])
+    # The normalisation is invertible batch-wise.
+    back = dm.normalizer.inverse(out["input"], out["offset"], out["scale"])
+    torch.testing.assert_close(back, val["noisy"], rtol=1e-5, atol=1e-3)
+
+
+def test_fields_and_catalogs_are_kept() -> None:
+    dm = _datamodule()
+    dm.setup("test")
+    assert dm.val_fields.shape == (1, 96, 96) and dm.test_fields.shape == (1, 96, 96)
+    assert len(dm.val_catalogs) == 1 and len(dm.test_catalogs) == 1
+    assert {"x", "y", "flux", "kind", "sky"} <= set(dm.test_catalogs[0])
+    assert len(dm.test_dataloader().dataset) == 4
+
+
+def test_val_set_is_identical_for_same_seed() -> None:
+    a, b = _datamodule(), _datamodule()
+    torch.manual_seed(123)  # global state must not matter
+    a.setup("fit")
+    torch.manual_seed(456)
+    b.setup("fit")
+    assert torch.equal(a.val_set.noisy, b.val_set.noisy)
+    assert torch.equal(a.val_set.clean, b.val_set.clean)
+    assert not torch.equal(a.val_set.noisy, _setup(_datamodule(seed=1)).val_set.noisy)
+
+
+def _setup(dm: SimulatedFieldDataModule) -> SimulatedFieldDataModule:
+    dm.setup("fit")
+    return dm
+
+
+def _train_patches(seed: int, num_workers: int = 0) -> torch.Tensor:
+    L.seed_everything(seed, workers=True, verbose=False)
+    dm = _setup(_datamodule(num_workers=num_workers))
+    return torch.cat([b["clean"] for b in dm.train_dataloader()])
+
+
+def test_train_patches_are_reproducible() -> None:
+    a, b, c = _train_patches(7), _train_patches(7), _train_patches(8)
+    assert a.shape == (8, 1, 32, 32)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_train_patches_are_reproducible_with_workers() -> None:
+    a, b = _train_patches(7, num_workers=2), _train_patches(7, num_workers=2)
+    assert torch.equal(a, b)
+    # Two workers must not produce the same crops.
+    assert not torch.equal(a[:4], a[4:])
+
+
+def _source_rate(dm: SimulatedFieldDataModule) -> float:
+    patches = torch.cat([b["clean"] for b in dm.train_dataloader()])
+    return (patches.flatten(1).amax(dim=1) > 20.0 + 100.0).float().mean().item()
+
+
+def test_source_patch_fraction_forces_sources() -> None:
+    L.seed_everything(0, workers=True, verbose=False)
+    dm = _setup(_datamodule(patches_per_epoch=64, scene={"n_stars": 40, "n_galaxies": 10}))
+    base = _source_rate(dm)
+    dm.source_patch_fraction = 1.0
+    assert dm.train_set.source_patch_fraction == 1.0
+    forced = _source_rate(dm)
+    assert forced > 0.9 and forced > base
+    with pytest.raises(UserError, match="source_patch_fraction"):
+        dm.source_patch_fraction = 1.5
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        ({"patch_size": 30}, "data.patch_size"),
+        ({"patch_size": 128}, "data.patch_size"),
+        ({"batch_size": 0}, "data.batch_size"),
+    ],
+)
+def test_bad_values_raise_user_error(overrides: dict, key: str) -> None:
+    with pytest.raises(UserError, match=key):
+        _datamodule(**overrides)

@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+
+from astrorestore.errors import UserError
+from astrorestore.inference.tiling import blend_weights, predict_tiled, tile_starts
+
+
+def test_tile_starts_cover_and_end_flush():
+    assert tile_starts(100, 32, 8) == [0, 24, 48, 68]
+    assert tile_starts(32, 32, 8) == [0]
+    assert tile_starts(64, 32, 0) == [0, 32]
+    for length in (33, 57, 100, 129):
+        starts = tile_starts(length, 32, 6)
+        covered = np.zeros(length, bool)
+        for s in starts:
+            covered[s : s + 32] = True
+        assert covered.all()
+        assert starts[-1] == length - 32
+
+
+def test_tile_starts_rejects_small_image_and_bad_overlap():
+    with pytest.raises(UserError, match="smaller than the tile size"):
+        tile_starts(20, 32, 4)
+    with pytest.raises(UserError, match="overlap"):
+        tile_starts(100, 32, 32)
+    with pytest.raises(UserError, match="overlap"):
+        tile_starts(100, 32, -1)
+
+
+@pytest.mark.parametrize("tile,overlap", [(16, 0), (16, 4), (32, 8), (32, 16), (16, 12)])
+def test_blend_weights_positive_and_centre_one(tile, overlap):
+    w = blend_weights(tile, overlap)
+    assert w.shape == (tile, tile)
+    assert w.dtype == np.float32
+    assert (w > 0).all()
+    if 2 * overlap < tile:
+        assert w[tile // 2, tile // 2] == pytest.approx(1.0)
+    np.testing.assert_allclose(w, w.T)
+    np.testing.assert_allclose(w, w[::-1, ::-1])
+
+
+def test_ramps_sum_to_one_across_overlap():
+    tile, overlap = 32, 8
+    row = blend_weights(tile, overlap)[tile // 2]
+    step = tile - overlap
+    summed = row[step:] + row[: tile - step]
+    np.testing.assert_allclose(summed, 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(70, 53), (32, 32), (100, 41), (45, 99)])
+def test_identity_predict_reproduces_image(shape):
+    rng = np.random.default_rng(0)
+    img = rng.normal(100, 10, size=shape).astype(np.float32)
+    calls = []
+
+    def predict(tiles):
+        calls.append(tiles.shape[0])
+        assert tiles.shape[1:] == (1, 16, 16)
+        return tiles.copy()
+
+    out = predict_tiled(img, predict, tile=16, overlap=4, batch_size=3)
+    assert out.shape == img.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out, img, rtol=1e-6, atol=1e-6)
+    assert max(calls) <= 3
+
+
+def test_constant_offset_has_no_seams():
+    img = np.random.default_rng(1).random((61, 77)).astype(np.float32)
+    out = predict_tiled(img, lambda t: t + 5.0, tile=16, overlap=6, batch_size=8)
+    np.testing.assert_allclose(out, img + 5.0, atol=1e-5)
+
+
+def test_progress_bar_runs():
+    img = np.ones((40, 40), np.float32)
+    out = predict_tiled(img, lambda t: t * 2, tile=16, overlap=4, progress=True)
+    np.testing.assert_allclose(out, 2.0, atol=1e-6)
+
+
+def test_predict_tiled_validates():
+    img = np.zeros((20, 20), np.float32)
+    with pytest.raises(UserError, match="20x20"):
+        predict_tiled(img, lambda t: t, tile=32, overlap=4)
+    with pytest.raises(UserError, match="overlap"):
+        predict_tiled(img, lambda t: t, tile=16, overlap=16)
