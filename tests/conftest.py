@@ -26,13 +26,25 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
-def run_script(script: str, *args: str, root: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_script(
+    script: str, *args: str, root: Path, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """Run train.py/infer.py as a user would; outputs land under ``root``."""
-    env = dict(os.environ, PROJECT_ROOT=str(root), WANDB_MODE="offline", WANDB_SILENT="true",
-               PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0")
+    env = dict(
+        os.environ,
+        PROJECT_ROOT=str(root),
+        WANDB_MODE="offline",
+        WANDB_SILENT="true",
+        PYTHONUNBUFFERED="1",
+        HYDRA_FULL_ERROR="0",
+    )
     return subprocess.run(
         [sys.executable, str(REPO / script), *args],
-        cwd=root, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

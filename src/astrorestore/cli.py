@@ -63,7 +63,9 @@ def check_overrides(config_dir: Path, config_name: str, overrides: list[str]) ->
         options = _group_options(config_dir, key)
         if options:
             values = (
-                list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+                list(override.sweep_iterator())
+                if override.is_sweep_override()
+                else [override.value()]
             )
             for value in values:
                 if value is not None and str(value) not in options:
@@ -111,8 +113,19 @@ def _cli_overrides(argv: list[str]) -> list[str]:
         if skip_next:
             skip_next = False
             continue
-        if arg in ("--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-dir",
-                   "-cd", "--info", "-i", "--experimental-rerun"):
+        if arg in (
+            "--cfg",
+            "-c",
+            "--package",
+            "-p",
+            "--config-name",
+            "-cn",
+            "--config-dir",
+            "-cd",
+            "--info",
+            "-i",
+            "--experimental-rerun",
+        ):
             skip_next = arg not in ("--info", "-i")
             continue
         if arg.startswith("-"):

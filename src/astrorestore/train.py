@@ -43,8 +43,8 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
-    datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model)
+    datamodule = instantiate(cfg.data, _convert_="all")
+    model = instantiate(cfg.model, _convert_="all")
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = _instantiate_dict(cfg.get("callbacks"))
     if cfg.get("curriculum"):
@@ -56,7 +56,9 @@ def train(cfg: DictConfig) -> float | None:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if cfg.get("test") and not trainer.fast_dev_run:
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            best = (
+                trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            )
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     finally:

@@ -5,21 +5,7 @@ import json
 import pytest
 import torch
 
-from tests.conftest import run_script
-
-TINY = ["debug=tiny", "logger=csv"]
-
-
-@pytest.fixture(scope="session")
-def trained_run(tmp_path_factory):
-    """One short real training shared by the tests that need a checkpoint."""
-    root = tmp_path_factory.mktemp("trained")
-    result = run_script(
-        "train.py", *TINY, "trainer.max_epochs=3", "data.patches_per_epoch=64", root=root
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = next((root / "logs" / "train" / "runs").iterdir())
-    return root, run_dir, result
+from tests.integration.conftest import TINY
 
 
 def test_fast_dev_run(run):
@@ -53,8 +39,14 @@ def test_training_improves_on_noisy_input(trained_run):
 def test_resume_from_checkpoint(trained_run, run):
     _, run_dir, _ = trained_run
     last = run_dir / "checkpoints" / "last.ckpt"
-    result = run("train.py", *TINY, "trainer.max_epochs=4", "data.patches_per_epoch=64",
-                 f"ckpt_path={last}", "test=false")
+    result = run(
+        "train.py",
+        *TINY,
+        "trainer.max_epochs=4",
+        "data.patches_per_epoch=64",
+        f"ckpt_path={last}",
+        "test=false",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Restoring states from the checkpoint" in result.stdout + result.stderr
 
@@ -83,6 +75,12 @@ def test_bad_config_is_one_line_error(run, override, expected):
 
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes(run):
-    result = run("train.py", *TINY, "trainer=ddp_sim", "trainer.max_epochs=1", "test=false",
-                 "callbacks.progress_bar=null")
+    result = run(
+        "train.py",
+        *TINY,
+        "trainer=ddp_sim",
+        "trainer.max_epochs=1",
+        "test=false",
+        "callbacks.progress_bar=null",
+    )
     assert result.returncode == 0, result.stderr[-3000:]

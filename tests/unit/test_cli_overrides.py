@@ -12,8 +12,16 @@ def test_valid_overrides_pass():
     check_overrides(
         CONFIGS,
         "train",
-        ["model=supervised", "noise=gaussian", "data.noise.sigma=3", "trainer.max_epochs=2",
-         "model.optimizer.lr=1e-3", "data.patch_size=32", "logger=csv", "seed=3"],
+        [
+            "model=supervised",
+            "noise=gaussian",
+            "data.noise.sigma=3",
+            "trainer.max_epochs=2",
+            "model.optimizer.lr=1e-3",
+            "data.patch_size=32",
+            "logger=csv",
+            "seed=3",
+        ],
     )
 
 

@@ -29,7 +29,9 @@ def test_metric_accumulates_mean_over_images():
     metric.update(pred[:1], truth[:1])
     metric.update(pred[1:], truth[1:])
     result = metric.compute()
-    assert result["psnr"].item() == pytest.approx(psnr_per_image(pred, truth).mean().item(), rel=1e-5)
+    assert result["psnr"].item() == pytest.approx(
+        psnr_per_image(pred, truth).mean().item(), rel=1e-5
+    )
 
 
 def test_lpips_missing_weights_warns_once_and_returns_none(tmp_path, monkeypatch, caplog):

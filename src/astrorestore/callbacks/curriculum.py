@@ -68,7 +68,7 @@ class Curriculum(L.Callback):
         if self._base_lrs is None:
             self._base_lrs = [group["lr"] for opt in optimizers for group in opt.param_groups]
         groups = [group for opt in optimizers for group in opt.param_groups]
-        for group, base_lr in zip(groups, self._base_lrs):
+        for group, base_lr in zip(groups, self._base_lrs, strict=False):
             group["lr"] = base_lr * stage.lr_scale
         log.info(
             "curriculum stage %d/%d '%s' from epoch %d: exposure %s, source patches %s, lr x%g",

@@ -32,7 +32,7 @@ def render_panels(panel: dict, title: str = "") -> plt.Figure:
             truth,
             panel["restored"][row, 0].numpy() - truth,
         )
-        for column, (name, image) in enumerate(zip(columns, images)):
+        for column, (name, image) in enumerate(zip(columns, images, strict=False)):
             axis = axes[row, column]
             if name == "restored - truth":
                 limit = max(float(np.abs(images[0] - truth).std()), 1e-6) * 2

@@ -33,6 +33,8 @@ class RunSummary(L.Callback):
         self.history.append(row)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.fast_dev_run:
+            return
         checkpoint = trainer.checkpoint_callback
         monitor = "val/psnr"
         best_path = None

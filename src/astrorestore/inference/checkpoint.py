@@ -37,7 +37,7 @@ def read_checkpoint(ckpt_path: str | Path) -> dict:
             "path of its best checkpoint)"
         )
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise UserError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(checkpoint, dict) or "astrorestore" not in checkpoint:

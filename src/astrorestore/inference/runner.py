@@ -101,10 +101,11 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
     progress = bool(_get(cfg, "progress", False))
     device = resolve_device(_get(cfg, "device", "auto"))
 
+    # The checkpoint first: a wrong model is the more basic mistake than a wrong image.
+    restorer = load_restorer(ckpt_path, device)
     pairs = resolve_io(input_spec, output_spec)
     shapes = _preflight(pairs, hdu, tile)
 
-    restorer = load_restorer(ckpt_path, device)
     multiple = int(getattr(restorer, "size_multiple", 1) or 1)
     if tile % multiple:
         best = max((tile // multiple) * multiple, multiple)

@@ -29,7 +29,7 @@ def psnr_per_image(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return torch.stack(
         [
             peak_signal_noise_ratio(p[None], t[None], data_range=float(r))
-            for p, t, r in zip(pred.float(), truth.float(), ranges)
+            for p, t, r in zip(pred.float(), truth.float(), ranges, strict=False)
         ]
     )
 
@@ -37,7 +37,7 @@ def psnr_per_image(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
 def ssim_per_image(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """SSIM of each image, data range = that image's truth range (images shifted to >= 0)."""
     values = []
-    for p, t, r in zip(pred.float(), truth.float(), truth_data_range(truth)):
+    for p, t, r in zip(pred.float(), truth.float(), truth_data_range(truth), strict=False):
         low = t.amin()
         values.append(
             structural_similarity_index_measure(
@@ -54,8 +54,12 @@ class RestorationMetrics(Metric):
 
     def __init__(self) -> None:
         super().__init__()
-        self.add_state("psnr_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("ssim_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state(
+            "psnr_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
+        )
+        self.add_state(
+            "ssim_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
+        )
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, pred: torch.Tensor, truth: torch.Tensor) -> None:

@@ -84,9 +84,7 @@ def build_lpips(
     return model
 
 
-def lpips_distance(
-    model: torch.nn.Module, pred: torch.Tensor, truth: torch.Tensor
-) -> torch.Tensor:
+def lpips_distance(model: torch.nn.Module, pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """Per-image LPIPS; both images scaled to [-1, 1] by the truth's own range."""
     flat = truth.flatten(1)
     low = flat.amin(1).view(-1, 1, 1, 1)

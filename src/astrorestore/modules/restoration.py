@@ -51,9 +51,12 @@ class RestorationModule(L.LightningModule):
         n_panel_images: int = 4,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "loss"], logger=False)
+        # Only plain values go into hparams, so checkpoints load with torch's weights_only.
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"], logger=False)
         self.net = net
         self.loss = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
         self.val_metrics = RestorationMetrics()
         self.val_input_metrics = RestorationMetrics()
         self.test_metrics = RestorationMetrics()
@@ -125,10 +128,10 @@ class RestorationModule(L.LightningModule):
         self._log_epoch_metrics("test")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.hparams.optimizer(params=self.net.parameters())
-        if self.hparams.scheduler is None:
+        optimizer = self.optimizer_factory(params=self.net.parameters())
+        if self.scheduler_factory is None:
             return {"optimizer": optimizer}
-        scheduler = self.hparams.scheduler(optimizer=optimizer)
+        scheduler = self.scheduler_factory(optimizer=optimizer)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {

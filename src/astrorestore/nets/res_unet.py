@@ -111,11 +111,11 @@ class ResidualUNet(nn.Module):
             )
         features = self.stem(x)
         skips = []
-        for down, encoder in zip(self.down, self.encoders):
+        for down, encoder in zip(self.down, self.encoders, strict=False):
             skips.append(features)
             features = encoder(down(features))
         features = self.bottleneck(features)
-        for up, decoder, skip in zip(self.up, self.decoders, reversed(skips)):
+        for up, decoder, skip in zip(self.up, self.decoders, reversed(skips), strict=False):
             features = decoder(torch.cat([up(features), skip], dim=1))
         return self.noise_head(features)
 

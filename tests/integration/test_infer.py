@@ -1,0 +1,217 @@
+"""Inference through the real entry point (infer.py) with a checkpoint trained by train.py."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from astrorestore.data.scene import render_field
+
+
+def sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def best_ckpt(trained_run):
+    _, run_dir, _ = trained_run
+    return json.loads((run_dir / "summary.json").read_text())["best_checkpoint"]
+
+
+@pytest.fixture
+def noisy_fits(tmp_path):
+    """A 2-extension FITS: primary header + SCI image with a WCS; truth kept aside."""
+    truth, _ = render_field(96, np.random.default_rng(5), n_stars=12, n_galaxies=4)
+    rng = np.random.default_rng(6)
+    noisy = (rng.poisson(truth) + rng.normal(0, 5.0, truth.shape)).astype(np.float32)
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [150.1, 2.2]
+    wcs.wcs.crpix = [48, 48]
+    wcs.wcs.cdelt = [-3e-5, 3e-5]
+    header = wcs.to_header()
+    header["FILTER"] = "F200W"
+    primary = fits.PrimaryHDU()
+    primary.header["TELESCOP"] = "SIMULATED"
+    path = tmp_path / "field.fits"
+    fits.HDUList([primary, fits.ImageHDU(noisy, header=header, name="SCI")]).writeto(path)
+    return path, noisy, truth, header
+
+
+def test_fits_round_trip_keeps_header_and_reduces_noise(run, best_ckpt, noisy_fits, tmp_path):
+    path, noisy, truth, header = noisy_fits
+    before = sha(path)
+    out = tmp_path / "restored.fits"
+    result = run(
+        "infer.py",
+        f"ckpt_path={best_ckpt}",
+        f"input={path}",
+        f"output={out}",
+        "tile_size=64",
+        "overlap=16",
+        "progress=false",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sha(path) == before  # input untouched
+    with fits.open(out) as hdul:
+        assert len(hdul) == 2 and hdul[0].header["TELESCOP"] == "SIMULATED"
+        sci = hdul["SCI"]
+        restored = sci.data.astype(np.float64)
+        for key in ("CTYPE1", "CTYPE2", "CRVAL1", "CRVAL2", "CRPIX1", "CRPIX2", "CDELT1", "FILTER"):
+            assert sci.header[key] == header[key]
+        assert sci.header["ARMODEL"] == "supervised"
+        assert any("astrorestore" in str(line) for line in sci.header["HISTORY"])
+    assert restored.shape == noisy.shape
+    sky = np.abs(truth - 20.0) < 0.5
+    assert np.std((restored - truth)[sky]) < 0.8 * np.std((noisy - truth)[sky])
+
+
+def test_nan_pixels_stay_nan_without_spreading(run, best_ckpt, tmp_path):
+    rng = np.random.default_rng(1)
+    image = (20 + rng.normal(0, 5, (64, 64))).astype(np.float32)
+    image[30, 30] = np.nan
+    image[5, 40] = np.inf
+    path = tmp_path / "frame.npy"
+    np.save(path, image)
+    out = tmp_path / "out.npy"
+    result = run(
+        "infer.py",
+        f"ckpt_path={best_ckpt}",
+        f"input={path}",
+        f"output={out}",
+        "tile_size=32",
+        "overlap=8",
+        "progress=false",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    restored = np.load(out)
+    assert np.isnan(restored[30, 30]) and np.isnan(restored[5, 40])
+    assert np.isfinite(restored).sum() == image.size - 2
+    assert abs(restored[29:32, 29:32][np.isfinite(restored[29:32, 29:32])].mean() - 20) < 5
+
+
+def test_rgb_png_luminance_path(run, best_ckpt, tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    rgb = np.clip(rng.normal(100, 20, (64, 64, 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    result = run(
+        "infer.py",
+        f"ckpt_path={best_ckpt}",
+        f"input={tmp_path / 'a.png'}",
+        f"output={tmp_path / 'out'}",
+        "tile_size=32",
+        "overlap=8",
+        "progress=false",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = np.asarray(Image.open(tmp_path / "out" / "a.png"))
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+
+
+def one_error_line(result):
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr[-2000:]
+    return lines[0]
+
+
+def test_missing_input(run, best_ckpt, tmp_path):
+    line = one_error_line(
+        run(
+            "infer.py",
+            f"ckpt_path={best_ckpt}",
+            f"input={tmp_path / 'nope.fits'}",
+            f"output={tmp_path / 'o.fits'}",
+        )
+    )
+    assert "nope.fits" in line
+    assert not (tmp_path / "o.fits").exists()
+
+
+def test_missing_checkpoint(run, noisy_fits, tmp_path):
+    path = noisy_fits[0]
+    line = one_error_line(
+        run(
+            "infer.py",
+            f"ckpt_path={tmp_path / 'x.ckpt'}",
+            f"input={path}",
+            f"output={tmp_path / 'o.fits'}",
+        )
+    )
+    assert "checkpoint not found" in line
+
+
+def test_foreign_checkpoint(run, noisy_fits, tmp_path):
+    foreign = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"layer.weight": torch.zeros(2)}}, foreign)
+    line = one_error_line(
+        run(
+            "infer.py",
+            f"ckpt_path={foreign}",
+            f"input={noisy_fits[0]}",
+            f"output={tmp_path / 'o.fits'}",
+        )
+    )
+    assert "not an astrorestore checkpoint" in line
+    assert not (tmp_path / "o.fits").exists()
+
+
+def test_cube_rejected(run, best_ckpt, tmp_path):
+    path = tmp_path / "cube.fits"
+    fits.PrimaryHDU(np.zeros((3, 64, 64), np.float32)).writeto(path)
+    line = one_error_line(
+        run("infer.py", f"ckpt_path={best_ckpt}", f"input={path}", f"output={tmp_path / 'o.fits'}")
+    )
+    assert "cube" in line
+
+
+def test_image_smaller_than_tile(run, best_ckpt, tmp_path):
+    path = tmp_path / "small.fits"
+    fits.PrimaryHDU(np.ones((40, 40), np.float32)).writeto(path)
+    line = one_error_line(
+        run(
+            "infer.py",
+            f"ckpt_path={best_ckpt}",
+            f"input={path}",
+            f"output={tmp_path / 'o.fits'}",
+            "tile_size=64",
+        )
+    )
+    assert "tile" in line
+    assert not (tmp_path / "o.fits").exists()
+
+
+def test_output_equal_to_input(run, best_ckpt, noisy_fits):
+    path = noisy_fits[0]
+    before = sha(path)
+    line = one_error_line(
+        run("infer.py", f"ckpt_path={best_ckpt}", f"input={path}", f"output={path}", "tile_size=64")
+    )
+    assert "output" in line
+    assert sha(path) == before
+
+
+def test_corrupt_file_among_good_ones_writes_nothing(run, best_ckpt, noisy_fits, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.fits").write_bytes(noisy_fits[0].read_bytes())
+    (folder / "b.fits").write_bytes(noisy_fits[0].read_bytes()[:4000])
+    out = tmp_path / "out"
+    line = one_error_line(
+        run(
+            "infer.py", f"ckpt_path={best_ckpt}", f"input={folder}", f"output={out}", "tile_size=64"
+        )
+    )
+    assert "b.fits" in line
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_misspelled_key(run):
+    line = one_error_line(run("infer.py", "tile_sise=64"))
+    assert "tile_size" in line
