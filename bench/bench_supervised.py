@@ -114,7 +114,12 @@ def detections(image, catalog, sky_sigma, fwhm, tolerance=2.0):
     found = finder(image - np.median(image))
     if found is None:
         return 0, 0
-    detected = np.column_stack([found["xcentroid"], found["ycentroid"]])
+    names = (
+        ("x_centroid", "y_centroid")
+        if "x_centroid" in found.colnames
+        else ("xcentroid", "ycentroid")
+    )
+    detected = np.column_stack([found[names[0]], found[names[1]]])
     truth = np.column_stack([catalog["x"], catalog["y"]])
     distance = np.hypot(*(detected[:, None, :] - truth[None, :, :]).transpose(2, 0, 1))
     matched_truth = (distance.min(axis=0) < tolerance).sum()

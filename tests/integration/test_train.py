@@ -84,3 +84,20 @@ def test_ddp_on_two_cpu_processes(run):
         "callbacks.progress_bar=null",
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_summary_history_matches_logged_metrics(trained_run):
+    # Each epoch's row must hold that epoch's metrics (not the previous epoch's).
+    import csv
+
+    _, run_dir, _ = trained_run
+    history = json.loads((run_dir / "summary.json").read_text())["history"]
+    with open(next(run_dir.glob("csv/version_*/metrics.csv"))) as handle:
+        logged = {
+            int(row["epoch"]): float(row["val/psnr"])
+            for row in csv.DictReader(handle)
+            if row["val/psnr"]
+        }
+    assert [row["epoch"] for row in history] == [0, 1, 2]
+    for row in history:
+        assert row["val/psnr"] == pytest.approx(logged[row["epoch"]], rel=1e-6)

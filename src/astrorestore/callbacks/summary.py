@@ -23,7 +23,9 @@ class RunSummary(L.Callback):
         self.history: list[dict[str, float]] = []
         self.summary: dict = {}
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    # on_validation_end runs after the module's on_validation_epoch_end has logged the epoch's
+    # metrics; a callback's on_validation_epoch_end would still see the previous epoch's.
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         row = {"epoch": trainer.current_epoch}

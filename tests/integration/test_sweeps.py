@@ -1,0 +1,38 @@
+"""Each sweep in sweeps/ runs once (tiny settings) and its report ranks the jobs."""
+
+import pytest
+
+from astrorestore.sweep_report import collect, main
+from tests.conftest import REPO
+
+SWEEPS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
+JOBS = {"learning_rate": 4, "noise_level": 3}
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_sweep_runs_every_job(run, tmp_path, sweep, capsys):
+    result = run(
+        "train.py",
+        "-m",
+        "-cd",
+        str(REPO / "sweeps"),
+        "-cn",
+        sweep,
+        "debug=tiny",
+        "logger=csv",
+        "trainer.max_epochs=1",
+        "test=false",
+        "callbacks.progress_bar=null",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep_dir,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
+    rows = collect(sweep_dir, "val/psnr")
+    assert len(rows) == JOBS[sweep]
+    assert all(row["value"] is not None for row in rows)
+    assert rows[0]["value"] >= rows[-1]["value"]
+    assert main([str(sweep_dir)]) == 0
+    assert rows[0]["job"] in capsys.readouterr().out
+
+
+def test_report_on_empty_folder(tmp_path):
+    assert main([str(tmp_path)]) == 2
