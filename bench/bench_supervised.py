@@ -249,7 +249,7 @@ def plot(noisy, restored, truth, rel_noisy, rel_restored, path, norm) -> None:
     axes[3].hist(rel_restored, bins=bins, alpha=0.5, label="restored")
     axes[3].set_xlabel("relative aperture-flux error")
     axes[3].legend()
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 0.95))
     figure.savefig(path, dpi=80)
 
 

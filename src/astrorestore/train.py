@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -24,11 +25,8 @@ def check_config(cfg: DictConfig) -> None:
             f"data.patch_size={patch} must be a multiple of {multiple} "
             f"(2**model.net.depth); e.g. data.patch_size={max(multiple, patch // multiple * multiple)}"
         )
-    if cfg.get("ckpt_path"):
-        from pathlib import Path
-
-        if not Path(cfg.ckpt_path).is_file():
-            raise UserError(f"ckpt_path={cfg.ckpt_path} does not exist; pass a .ckpt to resume")
+    if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
+        raise UserError(f"ckpt_path={cfg.ckpt_path} does not exist; pass a .ckpt to resume")
 
 
 def _instantiate_dict(section: DictConfig | None) -> list[Any]:
