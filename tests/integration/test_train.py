@@ -21,6 +21,8 @@ def test_training_writes_checkpoints_panels_and_summary(trained_run):
     best = summary["best_checkpoint"]
     assert best and (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert len(list((run_dir / "panels").glob("epoch_*.png"))) == 3
+    # all three curriculum stages ran (3 epochs: easy, hard, filter)
+    assert "stage 3/3 'filter' from epoch 2" in result.stdout + result.stderr
     # the printed summary names the best checkpoint and the PSNR data range
     assert "best checkpoint" in result.stdout and "data range" in result.stdout
     checkpoint = torch.load(best, map_location="cpu", weights_only=False)
@@ -101,3 +103,9 @@ def test_summary_history_matches_logged_metrics(trained_run):
     assert [row["epoch"] for row in history] == [0, 1, 2]
     for row in history:
         assert row["val/psnr"] == pytest.approx(logged[row["epoch"]], rel=1e-6)
+
+
+@pytest.mark.gpu
+def test_one_gpu_bf16(run):
+    result = run("train.py", *TINY, "trainer=gpu", "trainer.max_epochs=1", "test=false")
+    assert result.returncode == 0, result.stderr[-3000:]
