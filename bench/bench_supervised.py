@@ -16,7 +16,9 @@ Steps (all on whatever machine runs it; the figures are printed and written to
      error (restored - true) / true, and its median absolute value, restored vs noisy;
    - source detections (DAOStarFinder at 5 sigma) matched to the catalogue: recovered
      sources and spurious detections, in the noisy, restored and clean images.
-3. Training throughput (patches/s) over optimisation steps of the default network and batch,
+3. Seams: on an empty 700x700 sky frame, the residual rms within 2 px of tile boundaries
+   divided by the rms elsewhere, with the default overlap (32 px) and with none (~1 = no seam).
+4. Training throughput (patches/s) over optimisation steps of the default network and batch,
    and inference speed (megapixels/s) of tiled restoration of a 1024x1024 frame.
 
 Usage: ``python bench/bench_supervised.py [--ckpt CKPT] [-- hydra overrides...]``
@@ -127,6 +129,24 @@ def detections(image, catalog, sky_sigma, fwhm, tolerance=2.0):
     return int(matched_truth), int(spurious)
 
 
+def seam_ratio(restorer, sky: float, read_noise: float, tile: int, overlap: int) -> float:
+    from astrorestore.inference.restore import restore_image
+    from astrorestore.inference.tiling import tile_starts
+
+    size = 700
+    rng = np.random.default_rng(HELD_OUT_SEED + 1)
+    truth = np.full((size, size), sky)
+    noisy = (rng.poisson(truth) + rng.normal(0, read_noise, truth.shape)).astype(np.float32)
+    residual = restore_image(noisy, restorer, tile=tile, overlap=overlap) - truth
+    near = set()
+    for start in tile_starts(size, tile, overlap)[1:]:
+        for boundary in (start, start + overlap):
+            near.update(range(boundary - 2, boundary + 3))
+    columns = np.array(sorted(c for c in near if 0 <= c < size))
+    others = np.setdiff1d(np.arange(size), columns)
+    return float(residual[:, columns].std() / residual[:, others].std())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -214,6 +234,11 @@ def main() -> None:
         "detections_5sigma": {
             name: {"recovered": r, "spurious": s} for name, (r, s) in det.items()
         },
+    }
+
+    report["seams"] = {
+        "edge_to_interior_rms_overlap32": seam_ratio(restorer, sky, read_noise, 256, 32),
+        "edge_to_interior_rms_overlap0": seam_ratio(restorer, sky, read_noise, 128, 0),
     }
 
     # speed
