@@ -132,3 +132,20 @@ def test_source_patch_fraction_forces_sources() -> None:
 def test_bad_values_raise_user_error(overrides: dict, key: str) -> None:
     with pytest.raises(UserError, match=key):
         _datamodule(**overrides)
+
+
+def test_ranks_draw_different_patches_and_noise() -> None:
+    # DDP: the same global seed on every rank must not give every rank the same data.
+    from types import SimpleNamespace
+
+    draws = []
+    for rank in (0, 1):
+        L.seed_everything(3, workers=True)
+        dm = _datamodule()
+        dm.trainer = SimpleNamespace(global_rank=rank)
+        dm.setup("fit")
+        clean = next(iter(dm.train_dataloader()))
+        noise = dm.on_after_batch_transfer({"clean": torch.full_like(clean["clean"], 50.0)}, 0)
+        draws.append((clean["clean"], noise["noisy_e"]))
+    assert not torch.equal(draws[0][0], draws[1][0])
+    assert not torch.equal(draws[0][1], draws[1][1])
