@@ -1,0 +1,156 @@
+"""FITS: find the science HDU, read it in physical units, write a restored copy of the file.
+
+Every other HDU is copied unchanged and the science header keeps its WCS; only the cards that
+the new float32 data make false (scaling, checksums) are dropped.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from astrorestore.errors import UserError
+from astrorestore.io.formats import LoadedImage, as_image_array
+
+_STALE_FITS_CARDS = ("CHECKSUM", "DATASUM", "BLANK", "BSCALE", "BZERO")
+
+
+def _squeeze_leading(arr: np.ndarray) -> np.ndarray:
+    # numpy's leading axes are FITS's trailing ones (NAXIS3, ...); size-1 ones are harmless.
+    while arr.ndim > 2 and arr.shape[0] == 1:
+        arr = arr[0]
+    return arr
+
+
+def _fits_image_shape(h: Any) -> tuple[int, ...] | None:
+    """On-disk image shape (numpy order) of an HDU, or None if it carries no image data."""
+    from astropy.io import fits
+
+    if not isinstance(h, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+        return None
+    naxis = h.header.get("NAXIS", 0)
+    if not naxis:
+        return None
+    shape = h.shape
+    if not shape or 0 in shape:
+        return None
+    return tuple(shape)
+
+
+def read_fits(path: Path, hdu: int | str | None) -> LoadedImage:
+    from astropy.io import fits
+
+    if isinstance(hdu, str) and hdu.strip().lstrip("-").isdigit():
+        hdu = int(hdu)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with fits.open(path, mode="readonly") as hdul:
+            hdul.readall()
+            # astropy only warns about a short file; a truncated trailing extension would
+            # otherwise surface when the output is written, after a long restoration.
+            for w in caught:
+                if "truncated" in str(w.message):
+                    raise OSError(
+                        str(w.message).split(":")[0] + " (file is shorter than its headers say)"
+                    )
+            index = _select_hdu(hdul, hdu, path)
+            sci = hdul[index]
+            # Read BITPIX before touching .data: astropy rewrites it when it applies BZERO.
+            raw_dtype = _fits_raw_dtype(sci)
+            disk_shape = tuple(sci.data.shape)
+            data = _squeeze_leading(np.asarray(sci.data))
+            if data.ndim != 2:
+                raise UserError(_cube_message(path, index, disk_shape))
+            arr = as_image_array(data, path, "FITS image")
+    return LoadedImage(
+        path=path,
+        format="fits",
+        data=arr,
+        hdu_index=index,
+        source_dtype=raw_dtype,
+        extra={"disk_shape": disk_shape},
+    )
+
+
+def _fits_raw_dtype(h: Any) -> np.dtype:
+    bitpix = h.header.get("ZBITPIX", h.header.get("BITPIX", -32))
+    kinds = {8: np.uint8, 16: np.int16, 32: np.int32, 64: np.int64, -32: np.float32}
+    return np.dtype(kinds.get(bitpix, np.float64))
+
+
+def _cube_message(path: Path, index: int, shape: tuple[int, ...]) -> str:
+    return (
+        f"{path} HDU {index} is a {len(shape)}-D cube of shape {shape}; astrorestore restores 2-D "
+        "images — pass hdu=<index> of a 2-D extension or split the cube into planes"
+    )
+
+
+def _select_hdu(hdul: Any, hdu: int | str | None, path: Path) -> int:
+    if hdu is not None:
+        try:
+            index = hdul.index_of(hdu)
+        except (KeyError, IndexError):
+            names = [f"{i}:{h.name}" for i, h in enumerate(hdul)]
+            raise UserError(
+                f"{path} has no HDU {hdu!r}; available HDUs: {', '.join(names)} — pass one of them "
+                "as hdu=<index or name>"
+            ) from None
+        if not isinstance(index, int) or index >= len(hdul) or index < -len(hdul):
+            raise UserError(f"{path} has no HDU {hdu!r}; it has {len(hdul)} HDUs (0-based)")
+        index = index % len(hdul)
+        if _fits_image_shape(hdul[index]) is None:
+            raise UserError(
+                f"{path} HDU {hdu!r} holds no image data; pass hdu=<index> of an image extension"
+            )
+        return index
+
+    candidates = [(i, _fits_image_shape(h)) for i, h in enumerate(hdul)]
+    images = [(i, s) for i, s in candidates if s is not None]
+    if not images:
+        raise UserError(
+            f"{path} contains no image data in any HDU; pass a FITS file with a 2-D image"
+        )
+
+    def is_2d(shape: tuple[int, ...]) -> bool:
+        return len([n for n in shape[:-2] if n != 1]) == 0 and len(shape) >= 2
+
+    for i, s in images:
+        if hdul[i].name.upper() == "SCI" and is_2d(s):
+            return i
+    for i, s in images:
+        if is_2d(s):
+            return i
+    first, shape = images[0]
+    if len(shape) < 2:
+        raise UserError(f"{path} HDU {first} holds 1-D data of shape {shape}; pass a 2-D image")
+    raise UserError(_cube_message(path, first, shape))
+
+
+def write_fits(
+    tmp: Path,
+    restored: np.ndarray,
+    source: LoadedImage,
+    history: list[str],
+    keywords: dict[str, tuple[Any, str]],
+) -> None:
+    from astropy.io import fits
+
+    assert source.hdu_index is not None
+    disk_shape = source.extra.get("disk_shape", restored.shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+        with fits.open(source.path, mode="readonly") as hdul:
+            sci = hdul[source.hdu_index]
+            header = sci.header
+            for key in _STALE_FITS_CARDS:
+                header.remove(key, ignore_missing=True, remove_all=True)
+            # Restore degenerate axes so NAXISn in the kept header stays truthful.
+            sci.data = np.asarray(restored, dtype=np.float32).reshape(disk_shape)
+            for line in history:
+                header.add_history(line)
+            for key, (value, comment) in keywords.items():
+                header[key] = (value, comment)
+            hdul.writeto(tmp, overwrite=True, output_verify="silentfix")
