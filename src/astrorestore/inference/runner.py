@@ -61,27 +61,20 @@ def resolve_device(device: str) -> str:
     raise UserError(f"device={device!r} is not supported; pass device=auto, cpu or cuda")
 
 
-def _preflight(pairs: list[tuple[Path, Path]], hdu: Any, tile: int) -> list[tuple[int, int]]:
+def _preflight(pairs: list[tuple[Path, Path]], hdu: Any, tile: int, multiple: int) -> None:
     # Every input is read once before anything is written, so one bad file in a batch fails
     # the run up front instead of after hours of work with half the outputs on disk.
-    shapes = []
     for src, _ in pairs:
-        loaded = read_image(src, hdu=hdu)
-        data = loaded.data
-        height, width = data.shape[:2]
+        data = read_image(src, hdu=hdu).data
         if not np.isfinite(data).any():
             raise UserError(
                 f"{src} has no finite pixels (all NaN/inf); check the file or pass hdu=<index>"
             )
-        if min(height, width) < tile:
-            raise UserError(
-                f"{src}: image is {height}x{width}, smaller than the tile size {tile}; pass "
-                f"tile_size=<a multiple of the model's size multiple no larger than "
-                f"{min(height, width)}>"
-            )
-        shapes.append((height, width))
-        del loaded, data
-    return shapes
+        try:
+            check_tile(data.shape[0], data.shape[1], tile, multiple)
+        except UserError as exc:
+            raise UserError(f"{src}: {exc}") from None
+        del data
 
 
 def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
@@ -103,9 +96,6 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
 
     # The checkpoint first: a wrong model is the more basic mistake than a wrong image.
     restorer = load_restorer(ckpt_path, device)
-    pairs = resolve_io(input_spec, output_spec)
-    shapes = _preflight(pairs, hdu, tile)
-
     multiple = int(getattr(restorer, "size_multiple", 1) or 1)
     if tile % multiple:
         best = max((tile // multiple) * multiple, multiple)
@@ -113,9 +103,8 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
             f"tile_size={tile} is not a multiple of {multiple}, which model {restorer.name} "
             f"requires; pass tile_size={best}"
         )
-    # Checked for all files before the first write, for the same reason as the preflight.
-    for height, width in shapes:
-        check_tile(height, width, tile, multiple)
+    pairs = resolve_io(input_spec, output_spec)
+    _preflight(pairs, hdu, tile, multiple)
 
     history = [
         f"astrorestore: restored with {restorer.name}",
