@@ -65,10 +65,8 @@ def train_default(overrides: list[str]) -> tuple[str, float, dict]:
 def training_throughput(config: dict, steps: int = 20) -> float:
     from hydra.utils import instantiate
 
-    from astrorestore.losses.pixel import RestorationLoss
-
     net = instantiate(config["model"]["net"])
-    loss = RestorationLoss(**{k: v for k, v in config["model"]["loss"].items() if k != "_target_"})
+    loss = instantiate(config["model"]["loss"])
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
     batch, patch = config["data"]["batch_size"], config["data"]["patch_size"]
     x = torch.randn(batch, 1, patch, patch)

@@ -79,7 +79,9 @@ class RestorationModule(L.LightningModule):
             self.log(f"train/{name}", value, batch_size=batch_size)
         return total
 
-    def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+    def _evaluate(
+        self, batch: dict[str, torch.Tensor], stage: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         pred = self(batch["input"])
         truth = batch["clean"] if "clean" in batch else batch["target"]
         total, _ = self.loss(pred, batch["target"], batch.get("loss_mask"))
@@ -95,13 +97,12 @@ class RestorationModule(L.LightningModule):
                 batch_size=pred.shape[0],
                 sync_dist=True,
             )
-        return pred
+        return pred, truth
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        pred = self._evaluate(batch, "val")
+        pred, truth = self._evaluate(batch, "val")
         if batch_idx == 0:
             n = self.hparams.n_panel_images
-            truth = batch["clean"] if "clean" in batch else batch["target"]
             self.panel = {
                 "input": batch["input"][:n].detach().float().cpu(),
                 "restored": pred[:n].detach().float().cpu(),
