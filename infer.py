@@ -4,7 +4,7 @@
 from pathlib import Path
 
 from astrorestore.cli import run_hydra
-from astrorestore.inference.checkpoint import load_restorer
+from astrorestore.inference.restorer import load_restorer
 from astrorestore.inference.runner import run_inference
 
 

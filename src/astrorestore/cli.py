@@ -21,18 +21,22 @@ from astrorestore.errors import UserError
 EXIT_USER_ERROR = 2
 
 
-def _group_options(config_dir: Path, group: str) -> list[str]:
-    folder = config_dir / group
-    return sorted(path.stem for path in folder.glob("*.yaml")) if folder.is_dir() else []
+def _group_options(config_dirs: list[Path], group: str) -> list[str]:
+    options = set()
+    for config_dir in config_dirs:
+        folder = config_dir / group
+        if folder.is_dir():
+            options.update(path.stem for path in folder.glob("*.yaml"))
+    return sorted(options)
 
 
-def _flat_keys(config: DictConfig, prefix: str = "") -> list[str]:
+def _flat_keys(config: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of a plain (container) config tree."""
     keys = []
-    for key in config.keys() if isinstance(config, DictConfig) else []:
-        full = f"{prefix}{key}"
-        keys.append(full)
-        child = config._get_node(key)
-        if isinstance(child, DictConfig):
+    if isinstance(config, dict):
+        for key, child in config.items():
+            full = f"{prefix}{key}"
+            keys.append(full)
             keys.extend(_flat_keys(child, full + "."))
     return keys
 
@@ -45,22 +49,41 @@ def _first_line(exc: BaseException) -> str:
     return ": ".join(parts)
 
 
-def check_overrides(config_dir: Path, config_name: str, overrides: list[str]) -> None:
-    """Raise UserError if an override names an unknown key, group or group option."""
+def _unknown_key_error(key: str, known: set[str]) -> UserError:
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return UserError(
+        f"unknown config key '{key}'{hint}; list the keys with "
+        f"`python {Path(sys.argv[0]).name} --cfg job`, or add a new key with +{key}=..."
+    )
+
+
+def check_overrides(
+    config_dir: Path,
+    config_name: str,
+    overrides: list[str],
+    extra_dirs: tuple[Path, ...] = (),
+) -> None:
+    """Raise UserError if an override names an unknown key, group or group option.
+
+    ``extra_dirs`` are added to the config search path (Hydra's ``-cd/--config-dir``).
+    """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
 
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as exc:  # hydra's OverrideParseException
         raise UserError(f"cannot parse overrides {overrides}: {_first_line(exc)}") from None
+    config_dirs = [config_dir, *extra_dirs]
     group_overrides, key_overrides = [], []
     for override in parsed:
         key = override.key_or_group
         if key.startswith("hydra") or override.is_add() or override.is_force_add():
             continue
-        options = _group_options(config_dir, key)
+        options = _group_options(config_dirs, key)
         if options:
             values = (
                 list(override.sweep_iterator())
@@ -80,64 +103,81 @@ def check_overrides(config_dir: Path, config_name: str, overrides: list[str]) ->
         else:
             key_overrides.append(override)
 
+    # The compose API looks for the primary config only in the directory it is initialised
+    # with; the others (e.g. configs/ when -cd points at sweeps/) join the search path.
+    init_dir, *others = [*extra_dirs, config_dir]
+    search = [f"file://{d.resolve()}" for d in others]
+    search_override = [f"hydra.searchpath=[{','.join(search)}]"] if search else []
+    simple = group_overrides + [o.input_line for o in key_overrides if not o.is_sweep_override()]
+
+    def keys_of(config: Any) -> set[str]:
+        return set(_flat_keys(OmegaConf.to_container(config, resolve=False)))
+
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(str(config_dir), version_base="1.3"):
-            config = compose(config_name, overrides=group_overrides)
-            known = set(_flat_keys(config))
-            for override in key_overrides:
-                key = override.key_or_group
-                if override.is_delete() or key in known:
-                    continue
-                close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise UserError(
-                    f"unknown config key '{key}'{hint}; list the keys with "
-                    f"`python {Path(sys.argv[0]).name} --cfg job`, or add a new key with +{key}=..."
-                )
-            simple = group_overrides + [
-                o.input_line for o in key_overrides if not o.is_sweep_override()
-            ]
+        with initialize_config_dir(str(Path(init_dir).resolve()), version_base="1.3"):
             try:
-                compose(config_name, overrides=simple)
+                config = compose(config_name, overrides=search_override + simple)
             except Exception as exc:
+                # Only on failure: compose without the key overrides to name the bad key.
+                try:
+                    base = compose(config_name, overrides=search_override + group_overrides)
+                except Exception:
+                    raise UserError(f"bad override: {_first_line(exc)}") from None
+                known = keys_of(base)
+                for override in key_overrides:
+                    if not override.is_delete() and override.key_or_group not in known:
+                        raise _unknown_key_error(override.key_or_group, known) from None
                 raise UserError(f"bad override: {_first_line(exc)}") from None
+            known = keys_of(config)
+            for override in key_overrides:  # sweep keys were not part of the composition
+                if not override.is_delete() and override.key_or_group not in known:
+                    raise _unknown_key_error(override.key_or_group, known)
     finally:
         GlobalHydra.instance().clear()
 
 
-def _cli_overrides(argv: list[str]) -> list[str]:
-    """The key=value arguments (not Hydra's own flags such as -m or --cfg job)."""
-    overrides, skip_next = [], False
-    for arg in argv:
-        if skip_next:
-            skip_next = False
-            continue
-        if arg in (
-            "--cfg",
-            "-c",
-            "--package",
-            "-p",
-            "--config-name",
-            "-cn",
-            "--config-dir",
-            "-cd",
-            "--info",
-            "-i",
-            "--experimental-rerun",
-        ):
-            skip_next = arg not in ("--info", "-i")
+# Hydra's own flags; those followed by a value, with what they set.
+_VALUE_FLAGS = {
+    "--cfg": None,
+    "-c": None,
+    "--package": None,
+    "-p": None,
+    "--config-name": "name",
+    "-cn": "name",
+    "--config-dir": "dir",
+    "-cd": "dir",
+    "--config-path": "path",
+    "-cp": "path",
+    "--experimental-rerun": None,
+}
+
+
+def _split_argv(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The key=value arguments, and the config name/dir/path flags (others are skipped)."""
+    overrides: list[str] = []
+    flags: dict[str, str] = {}
+    args = iter(argv)
+    for arg in args:
+        name, _, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        if name in _VALUE_FLAGS:
+            value = inline or next(args, "")
+            if _VALUE_FLAGS[name]:
+                flags[_VALUE_FLAGS[name]] = value
             continue
         if arg.startswith("-"):
             continue
         overrides.append(arg)
-    return overrides
+    return overrides, flags
 
 
-def run_hydra(task: Callable[[DictConfig], Any], config_dir: Path, config_name: str) -> None:
-    """Check the overrides, then run ``task`` under ``hydra.main``; UserError -> exit 2."""
+def run_hydra(entry: Callable[[DictConfig], Any], config_dir: Path, config_name: str) -> None:
+    """Check the overrides, then run ``entry`` under ``hydra.main``; UserError -> exit 2."""
+    overrides, flags = _split_argv(sys.argv[1:])
+    primary = Path(flags["path"]).expanduser().resolve() if flags.get("path") else config_dir
+    extra = (Path(flags["dir"]).expanduser().resolve(),) if flags.get("dir") else ()
     try:
-        check_overrides(config_dir, config_name, _cli_overrides(sys.argv[1:]))
+        check_overrides(primary, flags.get("name", config_name), overrides, extra)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
@@ -145,7 +185,7 @@ def run_hydra(task: Callable[[DictConfig], Any], config_dir: Path, config_name: 
     @hydra.main(config_path=str(config_dir), config_name=config_name, version_base="1.3")
     def main(cfg: DictConfig) -> Any:
         try:
-            return task(cfg)
+            return entry(cfg)
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)

@@ -7,32 +7,76 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from astrorestore.callbacks.provenance import Provenance
 from astrorestore.callbacks.summary import RunSummary
+from astrorestore.checks import check_multiple
 from astrorestore.errors import UserError
 
 log = logging.getLogger(__name__)
 
+# Metrics where lower is better; everything else named here is higher-is-better.
+_LOWER_IS_BETTER = ("loss", "lpips", "error", "bias", "delta_e")
+_HIGHER_IS_BETTER = ("psnr", "ssim", "f1", "precision", "recall", "colourfulness")
+
+
+def resolve_monitor(metric: str, mode: str, has_truth: bool) -> tuple[str, str]:
+    """The run's one monitor and mode. ``auto``: ``val/psnr`` (max) when the validation data
+    have a clean truth, else ``val/loss`` (min); an explicit metric's mode follows its name."""
+    if metric == "auto":
+        metric = "val/psnr" if has_truth else "val/loss"
+    if mode == "auto":
+        name = metric.rsplit("/", 1)[-1]
+        if any(word in name for word in _LOWER_IS_BETTER):
+            mode = "min"
+        elif any(word in name for word in _HIGHER_IS_BETTER):
+            mode = "max"
+        else:
+            raise UserError(
+                f"monitor.metric={metric}: cannot tell whether higher or lower is better; "
+                "pass monitor.mode=max or monitor.mode=min"
+            )
+    if mode not in ("max", "min"):
+        raise UserError(f"monitor.mode={mode} is invalid: use max, min or auto")
+    if metric.rsplit("/", 1)[-1] in ("psnr", "ssim", "lpips") and not has_truth:
+        raise UserError(
+            f"monitor.metric={metric} needs a clean truth, which these data do not have; "
+            "use monitor.metric=val/loss (or auto)"
+        )
+    return metric, mode
+
 
 def check_config(cfg: DictConfig) -> None:
-    """Cross-field checks that would otherwise fail deep inside training."""
-    multiple = 2 ** int(OmegaConf.select(cfg, "model.net.depth", default=0))
-    patch = int(cfg.data.patch_size)
-    if patch % multiple:
-        raise UserError(
-            f"data.patch_size={patch} must be a multiple of {multiple} "
-            f"(2**model.net.depth); e.g. data.patch_size={max(multiple, patch // multiple * multiple)}"
-        )
+    """Checks on the config alone, before anything is built."""
     if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
         raise UserError(f"ckpt_path={cfg.ckpt_path} does not exist; pass a .ckpt to resume")
+
+
+def check_parts(datamodule: Any, model: Any) -> None:
+    """Cross-checks between the built data module and model (each fact checked once, here)."""
+    patch = getattr(datamodule, "patch_size", None)
+    if patch is not None:
+        check_multiple("data.patch_size", patch, getattr(model, "size_multiple", 1))
+    masks = datamodule.pairing.makes_loss_mask or "valid" in datamodule.provides
+    loss = getattr(model, "loss", None)
+    if masks and loss is not None and hasattr(loss, "check_mask_support"):
+        loss.check_mask_support()
 
 
 def _instantiate_dict(section: DictConfig | None) -> list[Any]:
     if not section:
         return []
     return [instantiate(item) for item in section.values() if item and "_target_" in item]
+
+
+def _model_name(cfg: DictConfig) -> str:
+    try:
+        return str(HydraConfig.get().runtime.choices.get("model") or cfg.model._target_)
+    except ValueError:  # not running under Hydra (tests composing by hand)
+        return str(cfg.model._target_).rsplit(".", 1)[-1]
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -42,11 +86,16 @@ def train(cfg: DictConfig) -> float | None:
         L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data, _convert_="all")
+    metric, mode = resolve_monitor(cfg.monitor.metric, cfg.monitor.mode, datamodule.has_truth)
+    with open_dict(cfg):
+        cfg.monitor.metric, cfg.monitor.mode = metric, mode
     model = instantiate(cfg.model, _convert_="all")
-    model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    check_parts(datamodule, model)
+    run_config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = _instantiate_dict(cfg.get("callbacks"))
     if cfg.get("curriculum"):
         callbacks.append(instantiate(cfg.curriculum))
+    callbacks.append(Provenance(run_config, _model_name(cfg)))
     loggers = _instantiate_dict(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
@@ -70,8 +119,5 @@ def train(cfg: DictConfig) -> float | None:
             pass
 
     summary = next((c.summary for c in callbacks if isinstance(c, RunSummary)), {})
-    optimized = cfg.get("optimized_metric")
-    if optimized:
-        value = summary.get("best", {}).get(optimized, metrics.get(optimized))
-        return float(value) if value is not None else None
-    return None
+    value = summary.get("best", {}).get(metric, metrics.get(metric))
+    return float(value) if value is not None else None

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from astrorestore.cli import _cli_overrides, check_overrides
+from astrorestore.cli import _split_argv, check_overrides
 from astrorestore.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -15,7 +15,7 @@ def test_valid_overrides_pass():
         [
             "model=supervised",
             "noise=gaussian",
-            "data.noise.sigma=3",
+            "data.pairing.noise.sigma=3",
             "trainer.max_epochs=2",
             "model.optimizer.lr=1e-3",
             "data.patch_size=32",
@@ -45,10 +45,10 @@ def test_sweep_values_are_checked():
 
 
 def test_key_from_selected_group_is_known():
-    # data.noise.sigma only exists once noise=gaussian is chosen.
-    with pytest.raises(UserError, match="data.noise.sigma"):
-        check_overrides(CONFIGS, "train", ["data.noise.sigma=3"])
-    check_overrides(CONFIGS, "train", ["noise=gaussian", "data.noise.sigma=3"])
+    # data.pairing.noise.sigma only exists once noise=gaussian is chosen.
+    with pytest.raises(UserError, match="data.pairing.noise.sigma"):
+        check_overrides(CONFIGS, "train", ["data.pairing.noise.sigma=3"])
+    check_overrides(CONFIGS, "train", ["noise=gaussian", "data.pairing.noise.sigma=3"])
 
 
 def test_bad_value_type_is_one_line():
@@ -57,5 +57,25 @@ def test_bad_value_type_is_one_line():
     assert "\n" not in str(info.value)
 
 
-def test_cli_overrides_skip_hydra_flags():
-    assert _cli_overrides(["-m", "a=1", "--cfg", "job", "b=2"]) == ["a=1", "b=2"]
+def test_split_argv_skips_hydra_flags_and_keeps_config_location():
+    overrides, flags = _split_argv(
+        ["-m", "a=1", "--cfg", "job", "b=2", "-cd", "sweeps", "--config-name=lr", "-cp", "/x"]
+    )
+    assert overrides == ["a=1", "b=2"]
+    assert flags == {"dir": "sweeps", "name": "lr", "path": "/x"}
+
+
+def test_sweep_config_from_extra_dir_is_composed(tmp_path):
+    # `-cd sweeps -cn learning_rate`: keys are checked against that config, not train.yaml.
+    sweeps = CONFIGS.parent / "sweeps"
+    check_overrides(CONFIGS, "learning_rate", ["trainer.max_epochs=1"], (sweeps,))
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("defaults:\n  - train\n  - _self_\nmy_key: 1\n")
+    check_overrides(CONFIGS, "extra", ["my_key=2"], (tmp_path,))
+    with pytest.raises(UserError, match="my_kee"):
+        check_overrides(CONFIGS, "extra", ["my_kee=2"], (tmp_path,))
+
+
+def test_unknown_sweep_key_is_refused():
+    with pytest.raises(UserError, match="did you mean 'model.optimizer.lr'"):
+        check_overrides(CONFIGS, "train", ["model.optimizer.lrr=1,2"])

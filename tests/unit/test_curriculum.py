@@ -5,7 +5,16 @@ import torch
 
 from astrorestore.callbacks.curriculum import Curriculum
 from astrorestore.data.noise import PoissonGaussianNoise
+from astrorestore.data.normalization import AsinhNormalizer
+from astrorestore.data.pairing import SupervisedPairing
+from astrorestore.data.simulated import SimulatedFieldDataModule
 from astrorestore.errors import UserError
+
+
+def _datamodule() -> SimulatedFieldDataModule:
+    return SimulatedFieldDataModule(
+        SupervisedPairing(PoissonGaussianNoise()), AsinhNormalizer(), field_size=64, patch_size=32
+    )
 
 STAGES = [
     {"name": "easy", "fraction": 0.3, "exposure_range": [2.0, 4.0], "lr_scale": 1.0},
@@ -30,7 +39,7 @@ def test_bad_stages_rejected(stages):
 def test_stages_change_noise_patches_and_lr():
     curriculum = Curriculum(STAGES)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
-    datamodule = SimpleNamespace(noise=PoissonGaussianNoise(), source_patch_fraction=0.0)
+    datamodule = _datamodule()
     trainer = SimpleNamespace(
         max_epochs=10, current_epoch=0, datamodule=datamodule, optimizers=[optimizer]
     )
@@ -41,7 +50,7 @@ def test_stages_change_noise_patches_and_lr():
         curriculum.on_train_epoch_start(trainer, module)
         seen.append(
             (
-                datamodule.noise.exposure_range,
+                datamodule.pairing.noise.exposure_range,
                 datamodule.source_patch_fraction,
                 optimizer.param_groups[0]["lr"],
             )
@@ -49,3 +58,49 @@ def test_stages_change_noise_patches_and_lr():
     assert seen[0] == ((2.0, 4.0), 0.0, 0.5)
     assert seen[3] == ((0.25, 1.0), 0.0, 0.5)
     assert seen[9] == ((0.25, 1.0), 0.8, pytest.approx(0.05))
+
+
+def _trainer(datamodule, optimizer):
+    return SimpleNamespace(
+        max_epochs=10, current_epoch=0, datamodule=datamodule, optimizers=[optimizer]
+    )
+
+
+def test_stage_keeps_a_rate_the_scheduler_lowered():
+    # The curriculum must not undo ReduceLROnPlateau: a stage scales the current rate.
+    curriculum = Curriculum(STAGES)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    trainer = _trainer(_datamodule(), optimizer)
+    module = SimpleNamespace(log=lambda *args, **kwargs: None)
+    curriculum.on_train_epoch_start(trainer, module)
+    optimizer.param_groups[0]["lr"] = 0.2  # the scheduler halved... and more
+    for epoch in range(1, 9):
+        trainer.current_epoch = epoch
+        curriculum.on_train_epoch_start(trainer, module)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.2 * 0.1)
+
+
+def test_resumed_stage_does_not_scale_the_rate_twice():
+    curriculum = Curriculum(STAGES)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    trainer = _trainer(_datamodule(), optimizer)
+    module = SimpleNamespace(log=lambda *args, **kwargs: None)
+    trainer.current_epoch = 9
+    curriculum.on_train_epoch_start(trainer, module)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+    resumed = Curriculum(STAGES)
+    resumed.load_state_dict(curriculum.state_dict())
+    fresh_dm = _datamodule()
+    trainer = _trainer(fresh_dm, optimizer)  # the optimizer state comes back with its rate
+    trainer.current_epoch = 9
+    resumed.on_train_epoch_start(trainer, module)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+    assert fresh_dm.source_patch_fraction == 0.8  # data settings are applied again
+
+
+def test_unsupported_stage_setting_fails_at_fit_start():
+    stages = [{"name": "a", "fraction": 1.0, "blur_sigma": 2.0}]
+    curriculum = Curriculum(stages)
+    trainer = _trainer(_datamodule(), torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1))
+    with pytest.raises(UserError, match="blur_sigma.*exposure_range, source_patch_fraction"):
+        curriculum.on_fit_start(trainer, None)

@@ -8,13 +8,9 @@ from astropy.io import fits
 from PIL import Image
 
 from astrorestore.errors import UserError
-from astrorestore.io.images import (
-    SUPPORTED_SUFFIXES,
-    image_format,
-    read_image,
-    resolve_io,
-    write_image,
-)
+from astrorestore.io.formats import SUPPORTED_SUFFIXES, image_format
+from astrorestore.io.images import read_image, write_image
+from astrorestore.io.paths import resolve_io
 
 
 def _digest(path):

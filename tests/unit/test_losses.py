@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from astrorestore.errors import UserError
+
 from astrorestore.losses.pixel import (
     RestorationLoss,
     gradient_loss,
@@ -51,5 +53,5 @@ def test_restoration_loss_weights_combine_terms():
 
 
 def test_negative_weight_rejected():
-    with pytest.raises(ValueError, match="ssim_weight"):
+    with pytest.raises(UserError, match="ssim_weight"):
         RestorationLoss(ssim_weight=-1.0)

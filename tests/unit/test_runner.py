@@ -10,15 +10,17 @@ from PIL import Image
 
 import astrorestore
 from astrorestore.errors import UserError
+from astrorestore.inference.restorer import NetForward, Restorer
 from astrorestore.inference.runner import run_inference
 
 
 class NanNormalizer:
     def stats(self, x):
+        x = torch.where(torch.isfinite(x), x, torch.full_like(x, float("nan")))
         flat = x.flatten(2)
         offset = flat.nanmedian(dim=2).values[..., None, None]
         mean = flat.nanmean(dim=2, keepdim=True)
-        scale = ((flat - mean) ** 2).nanmean(dim=2).sqrt()[..., None, None]
+        scale = ((flat - mean) ** 2).nanmean(dim=2).sqrt().clamp_min(1e-6)[..., None, None]
         return offset, scale
 
     def forward(self, x, offset, scale):
@@ -28,17 +30,21 @@ class NanNormalizer:
         return z * scale + offset
 
 
-class FakeRestorer:
-    def __init__(self, ckpt_path: str, device: str) -> None:
-        conv = torch.nn.Conv2d(1, 1, 3, padding=1, padding_mode="replicate", bias=False)
-        with torch.no_grad():
-            conv.weight.fill_(1.0 / 9.0)
-        self.net = conv.eval()
-        self.normalizer = NanNormalizer()
-        self.size_multiple = 8
-        self.device = torch.device(device)
-        self.name = "fake-blur"
-        self.ckpt_path = ckpt_path
+def FakeRestorer(ckpt_path: str, device: str) -> Restorer:  # noqa: N802
+    conv = torch.nn.Conv2d(1, 1, 3, padding=1, padding_mode="replicate", bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(1.0 / 9.0)
+    return Restorer(
+        fn=NetForward(conv.eval()),
+        normalizer=NanNormalizer(),
+        in_channels=1,
+        out_channels=1,
+        scale=1,
+        size_multiple=8,
+        device=torch.device(device),
+        name="fake-blur",
+        ckpt_path=ckpt_path,
+    )
 
 
 class Loader:

@@ -8,10 +8,11 @@ import torch
 
 from astrorestore.data.noise import PoissonGaussianNoise
 from astrorestore.data.normalization import AsinhNormalizer
+from astrorestore.data.pairing import SupervisedPairing
 from astrorestore.data.simulated import SimulatedFieldDataModule
 from astrorestore.errors import UserError
 
-KEYS = {"input", "target", "offset", "scale", "noisy_e", "clean_e"}
+KEYS = {"input", "target", "truth", "offset", "scale"}
 
 
 def _datamodule(**overrides) -> SimulatedFieldDataModule:
@@ -29,7 +30,7 @@ def _datamodule(**overrides) -> SimulatedFieldDataModule:
     )
     kwargs.update(overrides)
     return SimulatedFieldDataModule(
-        PoissonGaussianNoise(read_noise=5.0, exposure_range=(0.5, 2.0)),
+        SupervisedPairing(PoissonGaussianNoise(read_noise=5.0, exposure_range=(0.5, 2.0))),
         AsinhNormalizer(softening=3.0),
         **kwargs,
     )
@@ -42,21 +43,23 @@ def test_train_and_val_batches_after_transfer() -> None:
     assert set(batch) == {"clean"} and batch["clean"].shape == (4, 1, 32, 32)
     out = dm.on_after_batch_transfer(batch, 0)
     assert set(out) == KEYS
-    for key in ("input", "target", "noisy_e", "clean_e"):
+    for key in ("input", "target", "truth"):
         assert out[key].shape == (4, 1, 32, 32) and out[key].dtype == torch.float32
+    assert torch.equal(out["target"], out["truth"])  # supervised: the target is the truth
     assert out["offset"].shape == out["scale"].shape == (4, 1, 1, 1)
     # Successive training batches get fresh noise from the kept generator.
     again = dm.on_after_batch_transfer(batch, 0)
-    assert not torch.equal(out["noisy_e"], again["noisy_e"])
+    assert not torch.equal(out["input"], again["input"])
 
     val = next(iter(dm.val_dataloader()))
-    assert set(val) == {"clean", "noisy"}
+    assert set(val) == {"input", "target", "truth"}  # paired once, at set-up
     out = dm.on_after_batch_transfer(val, 0)
     assert set(out) == KEYS
-    assert torch.equal(out["clean_e"], val["clean"]) and torch.equal(out["noisy_e"], val["noisy"])
-    # The normalisation is invertible batch-wise.
+    # The normalisation is invertible batch-wise and uses the noisy input's statistics.
     back = dm.normalizer.inverse(out["input"], out["offset"], out["scale"])
-    torch.testing.assert_close(back, val["noisy"], rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(back, val["input"], rtol=1e-5, atol=1e-3)
+    truth = dm.normalizer.inverse(out["truth"], out["offset"], out["scale"])
+    torch.testing.assert_close(truth, val["truth"], rtol=1e-5, atol=1e-3)
 
 
 def test_fields_and_catalogs_are_kept() -> None:
@@ -74,9 +77,10 @@ def test_val_set_is_identical_for_same_seed() -> None:
     a.setup("fit")
     torch.manual_seed(456)
     b.setup("fit")
-    assert torch.equal(a.val_set.noisy, b.val_set.noisy)
-    assert torch.equal(a.val_set.clean, b.val_set.clean)
-    assert not torch.equal(a.val_set.noisy, _setup(_datamodule(seed=1)).val_set.noisy)
+    assert torch.equal(a.val_set.tensors["input"], b.val_set.tensors["input"])
+    assert torch.equal(a.val_set.tensors["truth"], b.val_set.tensors["truth"])
+    other = _setup(_datamodule(seed=1)).val_set.tensors["input"]
+    assert not torch.equal(a.val_set.tensors["input"], other)
 
 
 def _setup(dm: SimulatedFieldDataModule) -> SimulatedFieldDataModule:
@@ -124,7 +128,7 @@ def test_source_patch_fraction_forces_sources() -> None:
 @pytest.mark.parametrize(
     ("overrides", "key"),
     [
-        ({"patch_size": 30}, "data.patch_size"),
+        ({"patch_size": 0}, "data.patch_size"),
         ({"patch_size": 128}, "data.patch_size"),
         ({"batch_size": 0}, "data.batch_size"),
     ],
@@ -146,6 +150,6 @@ def test_ranks_draw_different_patches_and_noise() -> None:
         dm.setup("fit")
         clean = next(iter(dm.train_dataloader()))
         noise = dm.on_after_batch_transfer({"clean": torch.full_like(clean["clean"], 50.0)}, 0)
-        draws.append((clean["clean"], noise["noisy_e"]))
+        draws.append((clean["clean"], noise["input"]))
     assert not torch.equal(draws[0][0], draws[1][0])
     assert not torch.equal(draws[0][1], draws[1][1])

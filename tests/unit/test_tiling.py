@@ -58,7 +58,7 @@ def test_identity_predict_reproduces_image(shape):
         assert tiles.shape[1:] == (1, 16, 16)
         return tiles.copy()
 
-    out = predict_tiled(img, predict, tile=16, overlap=4, batch_size=3)
+    out = predict_tiled(img[None], predict, tile=16, overlap=4, batch_size=3)[0]
     assert out.shape == img.shape and out.dtype == np.float32
     np.testing.assert_allclose(out, img, rtol=1e-6, atol=1e-6)
     assert max(calls) <= 3
@@ -66,19 +66,34 @@ def test_identity_predict_reproduces_image(shape):
 
 def test_constant_offset_has_no_seams():
     img = np.random.default_rng(1).random((61, 77)).astype(np.float32)
-    out = predict_tiled(img, lambda t: t + 5.0, tile=16, overlap=6, batch_size=8)
+    out = predict_tiled(img[None], lambda t: t + 5.0, tile=16, overlap=6, batch_size=8)[0]
     np.testing.assert_allclose(out, img + 5.0, atol=1e-5)
 
 
 def test_progress_bar_runs():
     img = np.ones((40, 40), np.float32)
-    out = predict_tiled(img, lambda t: t * 2, tile=16, overlap=4, progress=True)
+    out = predict_tiled(img[None], lambda t: t * 2, tile=16, overlap=4, progress=True)
     np.testing.assert_allclose(out, 2.0, atol=1e-6)
 
 
 def test_predict_tiled_validates():
-    img = np.zeros((20, 20), np.float32)
+    img = np.zeros((1, 20, 20), np.float32)
     with pytest.raises(UserError, match="20x20"):
         predict_tiled(img, lambda t: t, tile=32, overlap=4)
     with pytest.raises(UserError, match="overlap"):
         predict_tiled(img, lambda t: t, tile=16, overlap=16)
+
+
+def test_scaled_multichannel_prediction_is_placed_on_the_output_grid():
+    # A x2 "super-resolution" to 3 channels: nearest enlargement, channel c multiplied by c+1.
+    img = np.random.default_rng(2).random((1, 40, 56)).astype(np.float32)
+
+    def predict(tiles):
+        big = tiles.repeat(2, axis=2).repeat(2, axis=3)
+        return np.concatenate([big * (c + 1) for c in range(3)], axis=1)
+
+    out = predict_tiled(img, predict, tile=16, overlap=4, batch_size=5, scale=2)
+    assert out.shape == (3, 80, 112)
+    expected = img[0].repeat(2, axis=0).repeat(2, axis=1)
+    for c in range(3):
+        np.testing.assert_allclose(out[c], expected * (c + 1), rtol=1e-5, atol=1e-6)

@@ -1,16 +1,20 @@
 """Curriculum: train on easy data first, then hard data, then fine-tune on source-rich patches.
 
-Each stage covers a fraction of ``trainer.max_epochs`` and sets, on the data module:
-``noise.exposure_range`` (longer exposure = higher signal-to-noise = easier) and
-``source_patch_fraction`` (the share of training patches forced to contain a source; the
-"filter" stage keeps patches with stars/galaxies so the last epochs polish what matters for
-photometry). ``lr_scale`` multiplies the optimizer's initial learning rate for that stage.
+Each stage covers a fraction of ``trainer.max_epochs`` and hands its ``settings`` to the data
+module (``datamodule.apply_stage``), which says which it supports: e.g. ``exposure_range`` of
+the pairing's noise model (longer exposure = higher signal-to-noise = easier) and
+``source_patch_fraction`` (the share of training patches forced to contain a source). Unknown
+settings fail when training starts, not at the stage that needs them.
+
+``lr_scale`` is relative to the first stage: entering a stage multiplies the *current* rate by
+the ratio of the new and old scales, so a reduction the LR scheduler made is kept.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import lightning as L
 
@@ -23,16 +27,26 @@ log = logging.getLogger(__name__)
 class Stage:
     name: str
     fraction: float
-    exposure_range: tuple[float, float] | None = None
-    source_patch_fraction: float | None = None
     lr_scale: float = 1.0
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 class Curriculum(L.Callback):
     def __init__(self, stages: list[dict]) -> None:
         if not stages:
             raise UserError("curriculum.stages is empty; use curriculum=none to train without one")
-        self.stages = [Stage(**dict(stage)) for stage in stages]
+        self.stages = []
+        for raw in stages:
+            raw = dict(raw)
+            try:
+                name, fraction = raw.pop("name"), float(raw.pop("fraction"))
+            except KeyError as exc:
+                raise UserError(f"curriculum stage {raw} has no '{exc.args[0]}'") from None
+            lr_scale = float(raw.pop("lr_scale", 1.0))
+            if lr_scale <= 0:
+                raise UserError(f"curriculum stage '{name}': lr_scale={lr_scale} must be > 0")
+            settings = {key: value for key, value in raw.items() if value is not None}
+            self.stages.append(Stage(name, fraction, lr_scale, settings))
         total = sum(stage.fraction for stage in self.stages)
         if any(stage.fraction <= 0 for stage in self.stages) or abs(total - 1.0) > 1e-6:
             raise UserError(
@@ -40,7 +54,7 @@ class Curriculum(L.Callback):
                 f"{[s.fraction for s in self.stages]}"
             )
         self.current: int | None = None
-        self._base_lrs: list[float] | None = None
+        self._applied_lr_scale = 1.0
 
     def stage_index(self, epoch: int, max_epochs: int) -> int:
         """Stage for ``epoch``: boundaries at cumulative fractions of max_epochs."""
@@ -51,6 +65,14 @@ class Curriculum(L.Callback):
                 return index
         return len(self.stages) - 1
 
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Every stage's settings checked against the data before the first epoch.
+        supported = trainer.datamodule.stage_settings()
+        for stage in self.stages:
+            unknown = sorted(set(stage.settings) - set(supported))
+            if unknown:
+                trainer.datamodule.apply_stage(**{unknown[0]: stage.settings[unknown[0]]})
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
         index = self.stage_index(trainer.current_epoch, max_epochs)
@@ -59,32 +81,28 @@ class Curriculum(L.Callback):
             return
         self.current = index
         stage = self.stages[index]
-        datamodule = trainer.datamodule
-        if stage.exposure_range is not None:
-            datamodule.noise.exposure_range = tuple(stage.exposure_range)
-        if stage.source_patch_fraction is not None:
-            datamodule.source_patch_fraction = stage.source_patch_fraction
-        optimizers = trainer.optimizers
-        if self._base_lrs is None:
-            self._base_lrs = [group["lr"] for opt in optimizers for group in opt.param_groups]
-        groups = [group for opt in optimizers for group in opt.param_groups]
-        for group, base_lr in zip(groups, self._base_lrs, strict=False):
-            group["lr"] = base_lr * stage.lr_scale
+        trainer.datamodule.apply_stage(**stage.settings)
+        ratio = stage.lr_scale / self._applied_lr_scale
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] *= ratio
+        self._applied_lr_scale = stage.lr_scale
         log.info(
-            "curriculum stage %d/%d '%s' from epoch %d: exposure %s, source patches %s, lr x%g",
+            "curriculum stage %d/%d '%s' from epoch %d: %s, lr x%g",
             index + 1,
             len(self.stages),
             stage.name,
             trainer.current_epoch,
-            stage.exposure_range,
-            stage.source_patch_fraction,
+            stage.settings,
             stage.lr_scale,
         )
 
     def state_dict(self) -> dict:
-        return {"current": self.current, "base_lrs": self._base_lrs}
+        return {"current": self.current, "applied_lr_scale": self._applied_lr_scale}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        # Resuming re-applies the stage of the resumed epoch at the next epoch start.
-        self._base_lrs = state_dict.get("base_lrs")
+        # The data settings are not in the checkpoint: the stage of the resumed epoch is applied
+        # again at the next epoch start. The restored optimizer already has the stage's rate,
+        # which the remembered scale keeps from being applied twice.
+        self._applied_lr_scale = float(state_dict.get("applied_lr_scale", 1.0))
         self.current = None

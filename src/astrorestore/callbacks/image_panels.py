@@ -1,8 +1,8 @@
-"""Input | restored | truth | residual panels at the end of each validation epoch.
+"""Input | restored | truth | error | residual panels at the end of each validation epoch.
 
 Saved as PNG under ``<output_dir>/panels/`` (whatever the logger) and sent to Weights &
-Biases when a WandbLogger is active. All panels of a row share one display range (the
-truth's 0.5-99.8 percentiles in the normalised space) so they can be compared by eye.
+Biases when a WandbLogger is active. The residual (input − restored) is the panel to look at:
+it should be noise, with nothing left at the sources.
 """
 
 from __future__ import annotations
@@ -18,32 +18,66 @@ import matplotlib.pyplot as plt  # noqa: E402
 from lightning.pytorch.loggers import WandbLogger  # noqa: E402
 
 
+def _display(image: np.ndarray) -> np.ndarray:
+    """(C, H, W) -> what imshow takes: (H, W) grey or (H, W, 3) colour."""
+    return image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1)
+
+
+def _upsample(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Nearest-neighbour enlargement of a low-resolution input, for display beside the output."""
+    factor = shape[-1] // image.shape[-1]
+    if factor > 1:
+        image = image.repeat(factor, axis=-2).repeat(factor, axis=-1)
+    return image
+
+
 def render_panels(panel: dict, title: str = "") -> plt.Figure:
-    """Figure with one row per image: input, restored, truth, restored - truth."""
-    rows = panel["truth"].shape[0]
-    columns = ("input", "restored", "truth", "restored - truth")
-    figure, axes = plt.subplots(rows, 4, figsize=(10, 2.6 * rows), squeeze=False)
+    """One row per image: input | restored | truth | restored − truth | input − restored.
+
+    Columns that cannot exist are left out: no truth on real frames, no residual where the
+    output has another shape than the input (colorization). Grey panels of a row share one
+    display range (the truth's, else the input's, 0.5–99.8 percentiles).
+    """
+    truth_all = panel.get("truth")
+    rows = panel["restored"].shape[0]
+    columns: list[str] = ["input", "restored"]
+    if truth_all is not None:
+        columns += ["truth", "restored − truth"]
+    same_shape = panel["input"].shape == panel["restored"].shape
+    if same_shape:
+        columns.append("input − restored")
+    figure, axes = plt.subplots(
+        rows, len(columns), figsize=(2.5 * len(columns), 2.6 * rows), squeeze=False
+    )
     for row in range(rows):
-        truth = panel["truth"][row, 0].numpy()
-        low, high = np.percentile(truth, [0.5, 99.8])
-        images = (
-            panel["input"][row, 0].numpy(),
-            panel["restored"][row, 0].numpy(),
-            truth,
-            panel["restored"][row, 0].numpy() - truth,
-        )
-        for column, (name, image) in enumerate(zip(columns, images, strict=False)):
+        restored = panel["restored"][row].numpy()
+        source = _upsample(panel["input"][row].numpy(), restored.shape)
+        truth = None if truth_all is None else truth_all[row].numpy()
+        reference = truth if truth is not None else source
+        low, high = np.percentile(reference, [0.5, 99.8])
+        images = {"input": source, "restored": restored}
+        if truth is not None:
+            images["truth"] = truth
+            images["restored − truth"] = restored - truth
+        if same_shape:
+            images["input − restored"] = source - restored
+        noise = float(np.abs(source - reference).std()) if source.shape == reference.shape else 0
+        limit = max(noise, float(np.abs(reference).std()) * 0.05, 1e-6) * 2
+        for column, name in enumerate(columns):
             axis = axes[row, column]
-            if name == "restored - truth":
-                limit = max(float(np.abs(images[0] - truth).std()), 1e-6) * 2
-                axis.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit)
+            image = _display(images[name])
+            if "−" in name:
+                axis.imshow(image if image.ndim == 2 else image.mean(-1), cmap="RdBu_r",
+                            vmin=-limit, vmax=limit)
+            elif image.ndim == 3:
+                axis.imshow(np.clip(image, 0.0, 1.0))
             else:
                 axis.imshow(image, cmap="magma", vmin=low, vmax=high)
             axis.set_xticks([])
             axis.set_yticks([])
             if row == 0:
                 axis.set_title(name, fontsize=9)
-    figure.suptitle(title + "  (asinh-normalised units)", fontsize=10)
+    figure.suptitle(title + "  (normalised units)", fontsize=10)
     figure.tight_layout()
     return figure
 

@@ -14,11 +14,14 @@ from rich.table import Table
 class RunSummary(L.Callback):
     """Records validation metrics per epoch; on fit end prints and saves ``summary.json``.
 
-    "Best" is the epoch the checkpoint callback chose (its ``monitor``), so the printed
-    PSNR/SSIM belong to the same weights as the printed checkpoint path.
+    "Best" is the epoch the checkpoint callback chose (its ``monitor`` and ``mode``), so the
+    printed PSNR/SSIM belong to the same weights as the printed checkpoint path; without a
+    checkpoint callback, ``monitor``/``mode`` given here decide.
     """
 
-    def __init__(self, filename: str = "summary.json") -> None:
+    def __init__(self, monitor: str, mode: str, filename: str = "summary.json") -> None:
+        self.monitor = monitor
+        self.mode = mode
         self.filename = filename
         self.history: list[dict[str, float]] = []
         self.summary: dict = {}
@@ -38,14 +41,17 @@ class RunSummary(L.Callback):
         if trainer.fast_dev_run:
             return
         checkpoint = trainer.checkpoint_callback
-        monitor = "val/psnr"
-        best_path = None
-        if isinstance(checkpoint, ModelCheckpoint):
-            monitor = checkpoint.monitor or monitor
+        monitor, mode, best_path = self.monitor, self.mode, None
+        if isinstance(checkpoint, ModelCheckpoint) and checkpoint.monitor:
+            # The checkpoint callback's choice is the one whose weights we can point at.
+            monitor, mode = checkpoint.monitor, checkpoint.mode
             best_path = checkpoint.best_model_path or checkpoint.last_model_path or None
         scored = [row for row in self.history if monitor in row]
-        best = max(scored, key=lambda row: row[monitor]) if scored else {}
+        pick = max if mode == "max" else min
+        best = pick(scored, key=lambda row: row[monitor]) if scored else {}
         self.summary = {
+            "monitor": monitor,
+            "mode": mode,
             "best_epoch": best.get("epoch"),
             "best": {k: v for k, v in best.items() if k != "epoch"},
             "best_checkpoint": best_path,
@@ -76,4 +82,8 @@ class RunSummary(L.Callback):
             "PSNR/SSIM data range: per image, the clean truth's max - min in asinh-normalised "
             "units."
         )
-        console.print(f"best epoch: {best.get('epoch')}  best checkpoint: {best_path}")
+        if not any(f"val/{metric}" in best for metric in ("psnr", "ssim", "lpips")):
+            console.print("no clean truth: PSNR/SSIM cannot be measured; selected by "
+                          f"{monitor} ({mode})")
+        console.print(f"best epoch: {best.get('epoch')} by {monitor} ({mode})  "
+                      f"best checkpoint: {best_path}")

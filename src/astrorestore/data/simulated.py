@@ -1,9 +1,9 @@
-"""LightningDataModule of simulated deep fields with noise drawn on the device.
+"""Simulated deep fields: clean crops in electrons for the shared paired data module.
 
 The clean fields are rendered once in ``setup``. Training items are random crops of the train
-fields in electrons; noise is drawn per batch on the device in ``on_after_batch_transfer`` (cheap,
-and every epoch sees fresh noise). Validation and test items are fixed crops with noise drawn once
-from a fixed generator, so every run and every epoch is scored on exactly the same images.
+fields; the pairing draws noise (or masks) per batch on the device (see
+:class:`~astrorestore.data.base.PairedDataModule`). Validation and test items are fixed crops,
+paired once from ``data.seed``, so every run and every epoch is scored on the same images.
 """
 
 from __future__ import annotations
@@ -11,14 +11,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from astrorestore.data.noise import NoiseModel
-from astrorestore.data.normalization import AsinhNormalizer
+from astrorestore.data.base import PairedDataModule
+from astrorestore.data.pairing import Pairing
 from astrorestore.data.scene import render_field
 from astrorestore.errors import UserError
 
@@ -107,32 +106,36 @@ class RandomPatchDataset(Dataset):
         return {"clean": torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32))[None]}
 
 
-class FixedPatchDataset(Dataset):
-    """Precomputed ``{"clean": (1, P, P), "noisy": (1, P, P)}`` pairs in electrons."""
+class FixedCrops(Dataset):
+    """Fixed crops of fields: ``{"clean": (1, P, P)}`` in electrons, the same in every epoch."""
 
-    def __init__(self, clean: Tensor, noisy: Tensor) -> None:
-        self.clean = clean
-        self.noisy = noisy
+    def __init__(self, fields: np.ndarray, patch_size: int, per_field: int) -> None:
+        corners = _grid_positions(fields.shape[-1], patch_size, per_field)
+        p = patch_size
+        crops = [field[y : y + p, x : x + p] for field in fields for (y, x) in corners]
+        self.clean = torch.from_numpy(np.stack(crops)[:, None].copy())
 
     def __len__(self) -> int:
         return self.clean.shape[0]
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        return {"clean": self.clean[index], "noisy": self.noisy[index]}
+        return {"clean": self.clean[index]}
 
 
-class SimulatedFieldDataModule(L.LightningDataModule):
-    """Simulated deep fields (see ``render_field``) with on-device noise and asinh normalisation.
+class SimulatedFieldDataModule(PairedDataModule):
+    """Simulated deep fields (see ``render_field``): clean crops in electrons.
 
-    Batches reach the model (after ``on_after_batch_transfer``) as ``input``/``target``
-    (normalised noisy/clean), ``offset``/``scale`` (per image, to undo the normalisation) and
-    ``noisy_e``/``clean_e`` (electrons).
+    The pairing (``data.pairing``) decides what a training example is and draws the noise.
     """
+
+    data_name = "simulated"
+    provides = frozenset({"clean"})
+    channels = 1
 
     def __init__(
         self,
-        noise: NoiseModel,
-        normalizer: AsinhNormalizer,
+        pairing: Pairing,
+        normalizer: Any,
         field_size: int = 256,
         n_train_fields: int = 8,
         n_val_fields: int = 2,
@@ -146,16 +149,13 @@ class SimulatedFieldDataModule(L.LightningDataModule):
         source_patch_fraction: float = 0.0,
         scene: dict | None = None,
     ) -> None:
-        super().__init__()
         if field_size < 8:
             raise UserError(f"data.field_size={field_size} is invalid: use an integer >= 8")
-        if patch_size <= 0 or patch_size % 8 or patch_size > field_size:
+        if not 0 < patch_size <= field_size:
             raise UserError(
-                f"data.patch_size={patch_size} is invalid: use a positive multiple of 8 that is "
-                f"<= data.field_size ({field_size})"
+                f"data.patch_size={patch_size} is invalid: use a positive size <= data.field_size "
+                f"({field_size})"
             )
-        if batch_size <= 0:
-            raise UserError(f"data.batch_size={batch_size} is invalid: use an integer > 0")
         for key, value in (
             ("n_train_fields", n_train_fields),
             ("n_val_fields", n_val_fields),
@@ -165,11 +165,9 @@ class SimulatedFieldDataModule(L.LightningDataModule):
         ):
             if value <= 0:
                 raise UserError(f"data.{key}={value} is invalid: use an integer > 0")
-        if num_workers < 0:
-            raise UserError(f"data.num_workers={num_workers} is invalid: use an integer >= 0")
-        self.save_hyperparameters(ignore=["noise", "normalizer"])
-        self.noise = noise
-        self.normalizer = normalizer
+        super().__init__(pairing, normalizer, batch_size, num_workers, seed)
+        self.save_hyperparameters(ignore=["pairing", "normalizer"])
+        self.patch_size = int(patch_size)
         self.scene = dict(scene) if scene is not None else {}
         self._source_patch_fraction = 0.0
         self.source_patch_fraction = source_patch_fraction
@@ -179,10 +177,6 @@ class SimulatedFieldDataModule(L.LightningDataModule):
         self.val_catalogs: list[dict] = []
         self.test_fields: np.ndarray | None = None
         self.test_catalogs: list[dict] = []
-        self.train_set: RandomPatchDataset | None = None
-        self.val_set: FixedPatchDataset | None = None
-        self.test_set: FixedPatchDataset | None = None
-        self._noise_generator: torch.Generator | None = None
 
     @property
     def source_patch_fraction(self) -> float:
@@ -199,25 +193,24 @@ class SimulatedFieldDataModule(L.LightningDataModule):
         if getattr(self, "train_set", None) is not None:
             self.train_set.source_patch_fraction = value
 
-    def _fixed_set(
-        self, fields: np.ndarray, noise_seq: np.random.SeedSequence
-    ) -> FixedPatchDataset:
-        p = self.hparams.patch_size
-        corners = _grid_positions(self.hparams.field_size, p, self.hparams.val_patches_per_field)
-        crops = [field[y : y + p, x : x + p] for field in fields for (y, x) in corners]
-        clean = torch.from_numpy(np.stack(crops)[:, None].copy())
-        generator = torch.Generator().manual_seed(int(noise_seq.generate_state(1, np.uint64)[0]))
-        noisy, target = self.noise(clean, generator)
-        # The noise model's target (exposure-scaled clean) is the truth that matches ``noisy``.
-        return FixedPatchDataset(target.contiguous(), noisy.contiguous())
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        hp = self.hparams
-        train_seq, val_seq, test_seq, val_noise, test_noise = np.random.SeedSequence(hp.seed).spawn(
-            5
+    def stage_settings(self) -> dict:
+        settings = super().stage_settings()
+        settings["source_patch_fraction"] = lambda value: setattr(
+            self, "source_patch_fraction", value
         )
+        return settings
+
+    def _seeds(self) -> list[np.random.SeedSequence]:
+        # train, val and test fields, then the val and test noise (one draw each).
+        return np.random.SeedSequence(self.hparams.seed).spawn(5)
+
+    def fixed_seeds(self) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
+        seeds = self._seeds()
+        return seeds[3], seeds[4]
+
+    def build_sets(self) -> tuple[Dataset, Dataset, Dataset]:
+        hp = self.hparams
+        train_seq, val_seq, test_seq = self._seeds()[:3]
         self.train_fields, self.train_catalogs = _render_set(
             train_seq, hp.n_train_fields, hp.field_size, self.scene
         )
@@ -228,69 +221,14 @@ class SimulatedFieldDataModule(L.LightningDataModule):
             test_seq, hp.n_test_fields, hp.field_size, self.scene
         )
         skies = np.array([c["sky"] for c in self.train_catalogs], dtype=np.float64)
-        self.train_set = RandomPatchDataset(
+        train = RandomPatchDataset(
             self.train_fields,
             skies,
-            hp.patch_size,
+            self.patch_size,
             hp.patches_per_epoch,
             self.source_patch_fraction,
         )
-        self.val_set = self._fixed_set(self.val_fields, val_noise)
-        self.test_set = self._fixed_set(self.test_fields, test_noise)
-
-    def _loader(self, dataset: Dataset) -> DataLoader:
-        workers = self.hparams.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size,
-            shuffle=False,
-            num_workers=workers,
-            # Non-persistent workers copy the dataset afresh each epoch, picking up curriculum
-            # changes (source_patch_fraction) and new seeds.
-            persistent_workers=False,
-            pin_memory=torch.cuda.is_available(),
-        )
-
-    def _global_rank(self) -> int:
-        return self.trainer.global_rank if self.trainer is not None else 0
-
-    def train_dataloader(self) -> DataLoader:
-        if self.train_set is None:
-            self.setup("fit")
-        # Different ranks must draw different crops from the same torch seed.
-        self.train_set.rank = self._global_rank()
-        return self._loader(self.train_set)
-
-    def val_dataloader(self) -> DataLoader:
-        if self.val_set is None:
-            self.setup("validate")
-        return self._loader(self.val_set)
-
-    def test_dataloader(self) -> DataLoader:
-        if self.test_set is None:
-            self.setup("test")
-        return self._loader(self.test_set)
-
-    def _device_generator(self, device: torch.device) -> torch.Generator:
-        # Created once per device and kept, so successive batches get fresh noise; seeded from the
-        # global seed (torch.initial_seed(), set by seed_everything) and offset per rank.
-        if self._noise_generator is None or self._noise_generator.device != device:
-            seed = (torch.initial_seed() + 1000 * self._global_rank()) % (2**63)
-            self._noise_generator = torch.Generator(device=device).manual_seed(seed)
-        return self._noise_generator
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> dict[str, Tensor]:
-        clean = batch["clean"].float()
-        if "noisy" in batch:
-            noisy, target = batch["noisy"].float(), clean
-        else:
-            noisy, target = self.noise(clean, self._device_generator(clean.device))
-        offset, scale = self.normalizer.stats(noisy)
-        return {
-            "input": self.normalizer.forward(noisy, offset, scale),
-            "target": self.normalizer.forward(target, offset, scale),
-            "offset": offset,
-            "scale": scale,
-            "noisy_e": noisy,
-            "clean_e": target,
-        }
+        per_field = hp.val_patches_per_field
+        val = FixedCrops(self.val_fields, self.patch_size, per_field)
+        test = FixedCrops(self.test_fields, self.patch_size, per_field)
+        return train, val, test

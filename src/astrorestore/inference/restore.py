@@ -1,30 +1,18 @@
-"""Restore whole images with a trained network: NaN handling, global normalisation, tiling.
+"""Restore whole images with a :class:`~astrorestore.inference.restorer.Restorer`.
 
-The restorer is duck-typed (see :class:`Restorer`) so this module does not depend on how a
-checkpoint is loaded.
+NaN handling, one normalisation per image, tiling, and the colour conventions: which channels
+the restorer takes and gives decides the path, never what kind of model it is.
 """
 
 from __future__ import annotations
-
-from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from astrorestore.errors import UserError
+from astrorestore.inference.restorer import Restorer
 from astrorestore.inference.tiling import check_overlap, predict_tiled
 from astrorestore.io.color import rgb_to_ycbcr, ycbcr_to_rgb
-
-
-class Restorer(Protocol):
-    """What restoration needs from a loaded model."""
-
-    net: torch.nn.Module
-    normalizer: Any
-    size_multiple: int
-    device: torch.device
-    name: str
-    ckpt_path: str
 
 
 def largest_valid_tile(height: int, width: int, multiple: int, requested: int) -> int:
@@ -55,62 +43,72 @@ def check_tile(height: int, width: int, tile: int, multiple: int) -> None:
     )
 
 
-def _safe_scale(scale: torch.Tensor) -> torch.Tensor:
-    # A flat image has zero spread; dividing by it would turn the whole output into NaN.
-    ok = torch.isfinite(scale) & (scale > 0)
-    return torch.where(ok, scale, torch.ones_like(scale))
+def check_image(data: np.ndarray, restorer: Restorer, tile: int) -> None:
+    """Everything that makes an image unusable with ``restorer``, as one-line UserErrors."""
+    if not (data.ndim == 2 or (data.ndim == 3 and data.shape[2] == 3)):
+        raise UserError(
+            f"image of shape {data.shape} is neither grey (H, W) nor RGB (H, W, 3); "
+            "split it into 2-D planes first"
+        )
+    if data.ndim == 2 and restorer.in_channels != 1:
+        raise UserError(
+            f"model {restorer.name} takes {restorer.in_channels}-channel (colour) images, but the "
+            "input is grey; pass colour images"
+        )
+    check_tile(data.shape[0], data.shape[1], tile, restorer.size_multiple)
+    if not np.isfinite(data).any():
+        raise UserError(
+            f"image ({data.shape[0]}x{data.shape[1]}) has no finite pixels (all NaN/inf); check "
+            "the input file or pass hdu=<index> of the science extension"
+        )
 
 
-def restore_plane(
+def restore_channels(
     image: np.ndarray,
     restorer: Restorer,
     tile: int,
     overlap: int,
     batch_size: int = 8,
     progress: bool = False,
+    seed: int = 0,
 ) -> np.ndarray:
-    """Restore one 2-D plane; returns float32 of the same shape, NaN where the input was not finite.
+    """Restore a ``(C, H, W)`` array whose C is the restorer's input channels.
 
-    Non-finite pixels are filled with the median of the finite pixels before the network
-    sees them (a global, not local, median: cheap, and bad pixels are normally isolated or
-    in masked regions where the sky level is the best guess), so they cannot spread through
-    the convolutions. Normalisation statistics are computed once on the whole image; per-tile
-    statistics would give every tile a different scale and show up as seams.
+    The image must have passed :func:`check_image`. Returns float32
+    ``(C_out, scale·H, scale·W)``, NaN where the input was not finite (in any
+    channel). Non-finite pixels are filled with the median of the finite pixels before the
+    network sees them (bad pixels are normally isolated or in masked regions, where the sky
+    level is the best guess), so they cannot spread through the convolutions. The
+    normalisation statistics are computed once on the whole image, with the NaNs ignored:
+    per-tile statistics would give every tile a different scale and show up as seams.
+    A stochastic restorer draws from one generator seeded with ``seed`` for the whole image.
     """
-    if image.ndim != 2:
-        raise ValueError(f"restore_plane expects a 2-D image, got shape {image.shape}")
-    height, width = image.shape
     check_overlap(tile, overlap)
-    check_tile(height, width, tile, restorer.size_multiple)
     finite = np.isfinite(image)
-    if not finite.any():
-        raise UserError(
-            f"image ({height}x{width}) has no finite pixels (all NaN/inf); check the input file "
-            "or pass hdu=<index> of the science extension"
-        )
     src = np.asarray(image, dtype=np.float32)
     filled = np.where(finite, src, np.float32(np.median(src[finite]))).astype(np.float32)
-
     device = torch.device(restorer.device)
     norm = restorer.normalizer
-    net = restorer.net
-    with torch.no_grad():
-        # Stats see the NaNs (the normaliser is NaN-aware), so filled pixels do not bias them.
-        full = torch.from_numpy(np.ascontiguousarray(src))[None, None].to(device)
-        offset, scale = norm.stats(full)
-        scale = _safe_scale(scale)
-        z = norm.forward(torch.from_numpy(filled)[None, None].to(device), offset, scale)
-        z_np = z[0, 0].float().cpu().numpy()
-        del full, z
+    generator = torch.Generator(device=device).manual_seed(int(seed))
+    with torch.inference_mode():
+        offset, scale = norm.stats(torch.from_numpy(np.ascontiguousarray(src))[None].to(device))
+        z = norm.forward(torch.from_numpy(filled)[None].to(device), offset, scale)
+        z_np = z[0].float().cpu().numpy()
+        del z
 
         def predict(tiles: np.ndarray) -> np.ndarray:
-            x = torch.from_numpy(tiles).to(device)
-            return net(x).float().cpu().numpy()
+            return restorer(torch.from_numpy(tiles).to(device), generator).float().cpu().numpy()
 
-        z_out = predict_tiled(z_np, predict, tile, overlap, batch_size, progress)
-        out = norm.inverse(torch.from_numpy(z_out)[None, None].to(device), offset, scale)
-        restored = out[0, 0].float().cpu().numpy()
-    restored[~finite] = np.nan
+        z_out = predict_tiled(z_np, predict, tile, overlap, batch_size, progress, restorer.scale)
+        if offset.shape[1] != 1 and offset.shape[1] != z_out.shape[0]:
+            # Statistics per input channel cannot be matched to other output channels.
+            offset, scale = offset.mean(1, keepdim=True), scale.mean(1, keepdim=True)
+        out = norm.inverse(torch.from_numpy(z_out)[None].to(device), offset, scale)
+        restored = out[0].float().cpu().numpy()
+    bad = ~finite.all(axis=0)
+    if restorer.scale > 1:
+        bad = bad.repeat(restorer.scale, axis=0).repeat(restorer.scale, axis=1)
+    restored[:, bad] = np.nan
     return restored
 
 
@@ -121,19 +119,28 @@ def restore_image(
     overlap: int,
     batch_size: int = 8,
     progress: bool = False,
+    seed: int = 0,
 ) -> np.ndarray:
-    """Restore a grey (H, W) or RGB (H, W, 3) image.
+    """Restore a grey ``(H, W)`` or RGB ``(H, W, 3)`` image; returns ``(sH, sW)`` or ``(sH, sW, 3)``.
 
-    RGB images are restored on luminance only (BT.601 Y); chroma is kept as is, because the
-    networks are single-channel and chroma noise is far less visible than luminance noise.
+    - grey restorer (1 -> 1) on an RGB image: restore the luminance (BT.601 Y) only, keep the
+      chroma (up-sampled for a scale factor), because chroma noise is far less visible;
+    - colouring restorer (1 -> 3) on an RGB image: its luminance is coloured anew;
+    - colour restorer (3 -> 3) on a grey image: refused, there is nothing to take colour from.
     """
-    if data.ndim == 2:
-        return restore_plane(data, restorer, tile, overlap, batch_size, progress)
-    if data.ndim == 3 and data.shape[2] == 3:
+    check_image(data, restorer, tile)
+    run = lambda x: restore_channels(x, restorer, tile, overlap, batch_size, progress, seed)  # noqa: E731
+    rgb, grey_in = data.ndim == 3, restorer.in_channels == 1
+    if rgb and grey_in:
         ycc = rgb_to_ycbcr(np.asarray(data, dtype=np.float32))
-        ycc[..., 0] = restore_plane(ycc[..., 0], restorer, tile, overlap, batch_size, progress)
-        return ycbcr_to_rgb(ycc).astype(np.float32)
-    raise UserError(
-        f"image of shape {data.shape} is neither grey (H, W) nor RGB (H, W, 3); "
-        "split it into 2-D planes first"
-    )
+        out = run(ycc[None, ..., 0])
+        if restorer.out_channels != 1:
+            return np.moveaxis(out, 0, -1)
+        s = restorer.scale
+        chroma = ycc[..., 1:].repeat(s, axis=0).repeat(s, axis=1) if s > 1 else ycc[..., 1:]
+        return ycbcr_to_rgb(np.concatenate([out[0][..., None], chroma], axis=-1)).astype(
+            np.float32
+        )
+    x = data[None] if not rgb else np.moveaxis(np.asarray(data, dtype=np.float32), -1, 0)
+    out = run(x)
+    return out[0] if out.shape[0] == 1 else np.moveaxis(out, 0, -1)

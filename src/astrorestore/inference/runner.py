@@ -12,9 +12,11 @@ import torch
 
 import astrorestore
 from astrorestore.errors import UserError
-from astrorestore.inference.restore import Restorer, check_tile, restore_image
+from astrorestore.inference.restore import check_image, restore_image
+from astrorestore.inference.restorer import Restorer
 from astrorestore.inference.tiling import check_overlap
-from astrorestore.io.images import read_image, resolve_io, write_image
+from astrorestore.io.images import read_image, write_image
+from astrorestore.io.paths import resolve_io
 
 LoadRestorer = Callable[[str, str], Restorer]
 
@@ -61,17 +63,13 @@ def resolve_device(device: str) -> str:
     raise UserError(f"device={device!r} is not supported; pass device=auto, cpu or cuda")
 
 
-def _preflight(pairs: list[tuple[Path, Path]], hdu: Any, tile: int, multiple: int) -> None:
+def _preflight(pairs: list[tuple[Path, Path]], hdu: Any, tile: int, restorer: Restorer) -> None:
     # Every input is read once before anything is written, so one bad file in a batch fails
     # the run up front instead of after hours of work with half the outputs on disk.
     for src, _ in pairs:
         data = read_image(src, hdu=hdu).data
-        if not np.isfinite(data).any():
-            raise UserError(
-                f"{src} has no finite pixels (all NaN/inf); check the file or pass hdu=<index>"
-            )
         try:
-            check_tile(data.shape[0], data.shape[1], tile, multiple)
+            check_image(data, restorer, tile)
         except UserError as exc:
             raise UserError(f"{src}: {exc}") from None
         del data
@@ -81,7 +79,7 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
     """Restore every input of ``cfg`` and return the written output paths.
 
     ``cfg`` keys: ckpt_path, input, output, tile_size, overlap, batch_size, device
-    ('auto'|'cpu'|'cuda'), hdu (None|int|str), progress (bool).
+    ('auto'|'cpu'|'cuda'), hdu (None|int|str), progress (bool), seed (int; stochastic models).
     """
     ckpt_path = _require(cfg, "ckpt_path")
     input_spec = _require(cfg, "input")
@@ -90,27 +88,25 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
     overlap = _as_int(cfg, "overlap", 32, 0)
     batch_size = _as_int(cfg, "batch_size", 8, 1)
     check_overlap(tile, overlap)
+    seed = _as_int(cfg, "seed", 0, 0)
     hdu = _get(cfg, "hdu")
     progress = bool(_get(cfg, "progress", False))
     device = resolve_device(_get(cfg, "device", "auto"))
 
     # The checkpoint first: a wrong model is the more basic mistake than a wrong image.
     restorer = load_restorer(ckpt_path, device)
-    multiple = int(getattr(restorer, "size_multiple", 1) or 1)
-    if tile % multiple:
-        best = max((tile // multiple) * multiple, multiple)
-        raise UserError(
-            f"tile_size={tile} is not a multiple of {multiple}, which model {restorer.name} "
-            f"requires; pass tile_size={best}"
-        )
     pairs = resolve_io(input_spec, output_spec)
-    _preflight(pairs, hdu, tile, multiple)
+    _preflight(pairs, hdu, tile, restorer)
 
     history = [
         f"astrorestore: restored with {restorer.name}",
         f"checkpoint: {restorer.ckpt_path}",
         f"tile_size={tile} overlap={overlap} (tiled, raised-cosine blend)",
     ]
+    if restorer.scale > 1:
+        history.append(f"super-resolved x{restorer.scale}; WCS rescaled to the new pixel grid")
+    if restorer.stochastic:
+        history.append(f"stochastic restorer, seed={seed}")
     keywords = {
         "ARMODEL": (str(restorer.name), "astrorestore model"),
         "ARCKPT": (Path(str(restorer.ckpt_path)).name, "checkpoint file"),
@@ -120,11 +116,14 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
     for src, dst in pairs:
         start = time.perf_counter()
         source = read_image(src, hdu=hdu)
-        restored = restore_image(source.data, restorer, tile, overlap, batch_size, progress)
-        write_image(dst, restored, source, history=history, keywords=keywords)
+        restored = restore_image(source.data, restorer, tile, overlap, batch_size, progress, seed)
+        write_image(dst, restored, source, history, keywords, restorer.scale)
         height, width = source.data.shape[:2]
         del source, restored
         elapsed = time.perf_counter() - start
-        print(f"{src} -> {dst} ({height}x{width}, {elapsed:.1f} s)", flush=True)
+        shape = f"{height}x{width}"
+        if restorer.scale > 1:
+            shape += f" -> {height * restorer.scale}x{width * restorer.scale}"
+        print(f"{src} -> {dst} ({shape}, {elapsed:.1f} s)", flush=True)
         written.append(dst)
     return written

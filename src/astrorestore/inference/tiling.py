@@ -2,7 +2,9 @@
 
 Networks are run on fixed-size tiles so memory stays bounded for arbitrarily large images.
 Overlapping tiles are blended with a raised-cosine window: neighbouring windows sum to one
-across the overlap, so a constant offset in the prediction leaves no seams.
+across the overlap, so a constant offset in the prediction leaves no seams. Outputs may have
+other channels than the input and a scale factor (super-resolution): tiles are placed on the
+scaled grid and blended there.
 """
 
 from __future__ import annotations
@@ -82,40 +84,52 @@ def predict_tiled(
     overlap: int,
     batch_size: int = 8,
     progress: bool = False,
+    scale: int = 1,
 ) -> np.ndarray:
-    """Apply ``predict`` ((N,1,T,T) -> (N,1,T,T)) to a 2-D image tile by tile and blend.
+    """Apply ``predict`` to a ``(C, H, W)`` image tile by tile and blend the outputs.
 
-    Returns a float32 (H, W) array. ``image`` must be finite where the prediction should be
-    meaningful; callers handle NaN before tiling.
+    ``predict`` maps ``(N, C, T, T)`` tiles to ``(N, C_out, scale·T, scale·T)``; the result is a
+    float32 ``(C_out, scale·H, scale·W)`` array, each tile's output weighted by the blending window
+    of the output grid. ``image`` must be finite where the prediction should be meaningful;
+    callers handle NaN before tiling.
     """
-    if image.ndim != 2:
-        raise ValueError(f"predict_tiled expects a 2-D image, got shape {image.shape}")
+    if image.ndim != 3:
+        raise ValueError(f"predict_tiled expects a (C, H, W) image, got shape {image.shape}")
     check_overlap(tile, overlap)
     if batch_size < 1:
         raise UserError(f"batch_size={batch_size} must be at least 1")
-    height, width = image.shape
+    if scale < 1:
+        raise ValueError(f"scale must be >= 1, got {scale}")
+    _, height, width = image.shape
     if min(height, width) < tile:
         raise UserError(
             f"image is {height}x{width}, smaller than the tile size {tile}; "
             f"pass tile_size=<no larger than {min(height, width)}>"
         )
     positions = list(product(tile_starts(height, tile, overlap), tile_starts(width, tile, overlap)))
-    weight = blend_weights(tile, overlap).astype(np.float64)
-    # float64 accumulators: tiny border weights divide back without precision loss.
-    acc = np.zeros((height, width), dtype=np.float64)
-    norm = np.zeros((height, width), dtype=np.float64)
+    out_tile = tile * scale
+    weight = blend_weights(out_tile, overlap * scale).astype(np.float64)
     src = np.asarray(image, dtype=np.float32)
+    acc: np.ndarray | None = None  # (C_out, sH, sW), allocated once C_out is known
+    # float64 accumulators: tiny border weights divide back without precision loss.
+    norm = np.zeros((height * scale, width * scale), dtype=np.float64)
 
     with _progress_bar(len(positions)) if progress else _no_progress() as advance:
         for batch in _batches(positions, batch_size):
-            tiles = np.stack([src[y : y + tile, x : x + tile] for y, x in batch])[:, None]
+            tiles = np.stack([src[:, y : y + tile, x : x + tile] for y, x in batch])
             out = np.asarray(predict(tiles))
-            if out.shape != tiles.shape:
-                raise ValueError(f"predict returned shape {out.shape} for input {tiles.shape}")
+            if out.ndim != 4 or out.shape[0] != len(batch) or out.shape[-2:] != (out_tile, out_tile):
+                raise ValueError(
+                    f"predict returned shape {out.shape} for tiles {tiles.shape} at scale {scale}"
+                )
+            if acc is None:
+                acc = np.zeros((out.shape[1], height * scale, width * scale), dtype=np.float64)
             for k, (y, x) in enumerate(batch):
-                acc[y : y + tile, x : x + tile] += out[k, 0] * weight
-                norm[y : y + tile, x : x + tile] += weight
+                ys, xs = y * scale, x * scale
+                acc[:, ys : ys + out_tile, xs : xs + out_tile] += out[k] * weight
+                norm[ys : ys + out_tile, xs : xs + out_tile] += weight
             advance(len(batch))
+    assert acc is not None
     return (acc / norm).astype(np.float32)
 
 

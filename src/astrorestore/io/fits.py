@@ -129,17 +129,54 @@ def _select_hdu(hdul: Any, hdu: int | str | None, path: Path) -> int:
     raise UserError(_cube_message(path, first, shape))
 
 
+def rescale_wcs(header: Any, scale: int) -> None:
+    """Rewrite the celestial WCS of ``header`` for pixels ``scale`` times smaller.
+
+    Pixel ``p`` (1-based FITS convention, centres at integers) of the input covers output pixels
+    whose centres map back as ``p' = (p - 0.5)·scale + 0.5``; the world coordinates per pixel
+    shrink by ``scale``: CDELTi, or CDi_j where the header uses a CD matrix (a PC matrix is a
+    rotation and stays, its CDELTi are scaled — defaulting to 1 where absent).
+    """
+    if scale == 1:
+        return
+    naxis = int(header.get("WCSAXES", header.get("NAXIS", 2)) or 2)
+    axes = range(1, min(naxis, 2) + 1)
+    for i in axes:
+        if f"CRPIX{i}" in header:
+            header[f"CRPIX{i}"] = (header[f"CRPIX{i}"] - 0.5) * scale + 0.5
+    has_cd = any(f"CD{i}_{j}" in header for i in axes for j in axes)
+    if has_cd:
+        for i in axes:
+            for j in axes:
+                if f"CD{i}_{j}" in header:
+                    header[f"CD{i}_{j}"] = header[f"CD{i}_{j}"] / scale
+    else:
+        for i in axes:
+            header[f"CDELT{i}"] = header.get(f"CDELT{i}", 1.0) / scale
+
+
 def write_fits(
     tmp: Path,
     restored: np.ndarray,
     source: LoadedImage,
     history: list[str],
     keywords: dict[str, tuple[Any, str]],
+    scale: int = 1,
 ) -> None:
+    """Copy the source file with the science data replaced by ``restored``.
+
+    A restored image of the source's shape keeps the on-disk shape (degenerate axes included);
+    a scaled image gets its WCS rescaled; a colour image is written as a (3, H, W) cube.
+    """
     from astropy.io import fits
 
     assert source.hdu_index is not None
-    disk_shape = source.extra.get("disk_shape", restored.shape)
+    data = np.asarray(restored, dtype=np.float32)
+    if data.ndim == 3:
+        data = np.ascontiguousarray(np.moveaxis(data, -1, 0))
+    if data.shape == source.data.shape:
+        # Restore degenerate axes so NAXISn in the kept header stays truthful.
+        data = data.reshape(source.extra.get("disk_shape", data.shape))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fits.verify.VerifyWarning)
         with fits.open(source.path, mode="readonly") as hdul:
@@ -147,8 +184,8 @@ def write_fits(
             header = sci.header
             for key in _STALE_FITS_CARDS:
                 header.remove(key, ignore_missing=True, remove_all=True)
-            # Restore degenerate axes so NAXISn in the kept header stays truthful.
-            sci.data = np.asarray(restored, dtype=np.float32).reshape(disk_shape)
+            sci.data = data
+            rescale_wcs(header, scale)
             for line in history:
                 header.add_history(line)
             for key, (value, comment) in keywords.items():

@@ -1,7 +1,10 @@
-"""Pixel losses for restoration: L1, 1 - SSIM, image-gradient L1, and their weighted sum.
+"""Pixel losses for restoration: L1, L2, 1 - SSIM, image-gradient L1, and their weighted sum.
 
-All inputs are normalised (asinh) images of shape (B, C, H, W). Each term reduces with
-``masked_mean`` so a future blind-spot or NaN mask is handled in one place.
+All inputs are normalised (asinh) images of shape (B, C, H, W). Pixel-wise terms reduce with
+``masked_mean``, so a blind-spot or bad-pixel mask applies to them in one place. Terms that
+compare neighbourhoods (SSIM, gradients) cannot be restricted to isolated pixels: given a
+mask they refuse it, instead of silently using every pixel (with which a blind-spot network
+would learn the identity).
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import torch
 from pytorch_msssim import ssim
 from torch import nn
+
+from astrorestore.errors import UserError
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -21,6 +26,10 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch
 
 def l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None):
     return masked_mean((pred - target).abs(), mask)
+
+
+def l2_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None):
+    return masked_mean((pred - target).square(), mask)
 
 
 def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,9 +56,10 @@ def ssim_loss(pred: torch.Tensor, target: torch.Tensor, win_size: int = 7) -> to
 
 
 class RestorationLoss(nn.Module):
-    """``l1_weight * L1 + ssim_weight * (1 - SSIM) + gradient_weight * gradient L1``.
+    """``l1·L1 + l2·L2 + ssim·(1 - SSIM) + gradient·gradient-L1`` (weights from config).
 
-    ``forward`` returns the total and a dict of the individual terms for logging.
+    ``forward`` returns the total and a dict of the individual terms for logging. L1 and L2
+    honour a mask; SSIM and the gradient term refuse one (see the module docstring).
     """
 
     def __init__(
@@ -58,31 +68,53 @@ class RestorationLoss(nn.Module):
         ssim_weight: float = 0.2,
         gradient_weight: float = 0.1,
         ssim_window: int = 7,
+        l2_weight: float = 0.0,
     ) -> None:
         super().__init__()
         for name, value in (
             ("l1_weight", l1_weight),
+            ("l2_weight", l2_weight),
             ("ssim_weight", ssim_weight),
             ("gradient_weight", gradient_weight),
         ):
             if value < 0:
-                raise ValueError(f"loss.{name} must be >= 0, got {value}")
+                raise UserError(f"model.loss.{name}={value} is invalid: use a value >= 0")
+        if l1_weight + l2_weight + ssim_weight + gradient_weight <= 0:
+            raise UserError("model.loss has every weight at 0: set at least one of them > 0")
         self.l1_weight = l1_weight
+        self.l2_weight = l2_weight
         self.ssim_weight = ssim_weight
         self.gradient_weight = gradient_weight
         self.ssim_window = ssim_window
+
+    @property
+    def supports_mask(self) -> bool:
+        """True when every active term can be restricted to a mask."""
+        return self.ssim_weight == 0 and self.gradient_weight == 0
+
+    def check_mask_support(self) -> None:
+        if not self.supports_mask:
+            raise UserError(
+                "this training masks the loss (blind spots or bad pixels), but the SSIM and "
+                "gradient terms compare neighbourhoods and cannot be masked; set "
+                "model.loss.ssim_weight=0 model.loss.gradient_weight=0 (e.g. loss=l1)"
+            )
 
     def forward(
         self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         # SSIM's Gaussian window is float32-sensitive; keep it out of bf16 autocast.
         pred, target = pred.float(), target.float()
-        terms = {"l1": l1_loss(pred, target, mask)}
+        if mask is not None:
+            self.check_mask_support()
+        weighted = {}
+        if self.l1_weight > 0:
+            weighted["l1"] = (self.l1_weight, l1_loss(pred, target, mask))
+        if self.l2_weight > 0:
+            weighted["l2"] = (self.l2_weight, l2_loss(pred, target, mask))
         if self.ssim_weight > 0:
-            terms["ssim"] = ssim_loss(pred, target, self.ssim_window)
+            weighted["ssim"] = (self.ssim_weight, ssim_loss(pred, target, self.ssim_window))
         if self.gradient_weight > 0:
-            terms["gradient"] = gradient_loss(pred, target)
-        total = self.l1_weight * terms["l1"]
-        total = total + self.ssim_weight * terms.get("ssim", 0.0)
-        total = total + self.gradient_weight * terms.get("gradient", 0.0)
-        return total, terms
+            weighted["gradient"] = (self.gradient_weight, gradient_loss(pred, target))
+        total = sum(weight * value for weight, value in weighted.values())
+        return total, {name: value for name, (_, value) in weighted.items()}

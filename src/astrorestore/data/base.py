@@ -1,0 +1,204 @@
+"""The data side every method shares: datasets in physical units -> pairing -> normalisation.
+
+Subclasses only provide datasets (``train_set``, ``val_set``, ``test_set``) whose items are
+dicts of physical-unit tensors (``clean``, ``noisy``, ``noisy2``, ``valid``). This base class
+
+- applies the pairing per batch on the batch's device (``on_after_batch_transfer``), with a
+  generator seeded per rank, so noise draws and blind-spot masks are fresh every batch;
+- makes the validation and test sets fixed: the pairing is applied once, at set-up, with a
+  generator seeded from ``seed``, so every epoch and every run is scored on the same examples;
+- normalises ``input``/``target``/``truth``/``observed`` with statistics of the observed frame
+  and passes ``offset``/``scale`` on, so the normalisation can be inverted exactly;
+- exposes the settings a curriculum may change (``stage_settings``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from astrorestore.data.pairing import Pairing
+from astrorestore.errors import UserError
+
+NORMALISED_KEYS = ("input", "target", "truth", "observed")
+
+
+class PairedExamples(Dataset):
+    """Fixed examples, already paired (physical units): one dict of tensors per item."""
+
+    def __init__(self, tensors: dict[str, Tensor]) -> None:
+        lengths = {t.shape[0] for t in tensors.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"tensors of different lengths: {lengths}")
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return next(iter(self.tensors.values())).shape[0]
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return {key: value[index] for key, value in self.tensors.items()}
+
+
+class PairedDataModule(L.LightningDataModule):
+    """Base data module: pairing + normaliser + loaders. See the module docstring.
+
+    Args:
+        pairing: what a training example is (see :mod:`astrorestore.data.pairing`).
+        normalizer: maps physical units to what the network sees, exactly invertible.
+        batch_size, num_workers: loader settings.
+        seed: seed of the fixed validation/test examples (not the global seed).
+    """
+
+    #: Name used in messages (the Hydra option, e.g. ``simulated``).
+    data_name = "custom"
+    #: Keys of the training items before pairing.
+    provides: frozenset[str] = frozenset({"clean"})
+    #: Image channels of the data (1 for astronomical frames, 3 for colour photographs).
+    channels = 1
+
+    def __init__(
+        self,
+        pairing: Pairing,
+        normalizer: Any,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size <= 0:
+            raise UserError(f"data.batch_size={batch_size} is invalid: use an integer > 0")
+        if num_workers < 0:
+            raise UserError(f"data.num_workers={num_workers} is invalid: use an integer >= 0")
+        pairing.check_data(self.channels, self.provides, self.data_name)
+        self.pairing = pairing
+        self.normalizer = normalizer
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
+        self.seed = int(seed)
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+        self._generator: torch.Generator | None = None
+
+    # ------------------------------------------------------------------ what methods may ask
+    @property
+    def has_truth(self) -> bool:
+        """Whether validation batches carry a clean truth (else only val/loss can judge a run)."""
+        return "clean" in self.provides
+
+    @property
+    def scale(self) -> int:
+        return int(getattr(self.pairing, "scale", 1))
+
+    def stage_settings(self) -> dict[str, Callable[[Any], None]]:
+        """Setters a curriculum stage may call, by config key."""
+        settings: dict[str, Callable[[Any], None]] = {}
+        noise = getattr(self.pairing, "noise", None)
+        if noise is not None and hasattr(noise, "exposure_range"):
+
+            def set_exposure(value: Any) -> None:
+                noise.exposure_range = tuple(value)
+
+            settings["exposure_range"] = set_exposure
+        return settings
+
+    def apply_stage(self, **settings: Any) -> None:
+        """Apply a curriculum stage; an unknown or unsupported setting is a UserError."""
+        setters = self.stage_settings()
+        for key, value in settings.items():
+            if key not in setters:
+                raise UserError(
+                    f"curriculum stage sets '{key}', which data={self.data_name} with "
+                    f"{type(self.pairing).__name__} does not support (it supports: "
+                    f"{', '.join(sorted(setters)) or 'nothing'}); use curriculum=none"
+                )
+            setters[key](value)
+
+    # ------------------------------------------------------------------ subclasses
+    def build_sets(self) -> tuple[Dataset, Dataset, Dataset]:
+        """Return (train, val, test) datasets of unpaired physical-unit items."""
+        raise NotImplementedError
+
+    def fixed_seeds(self) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
+        """Seeds of the one pairing draw of the validation and the test set."""
+        val_seq, test_seq = np.random.SeedSequence([self.seed, 1]).spawn(2)
+        return val_seq, test_seq
+
+    # ------------------------------------------------------------------ set-up
+    def fixed_examples(self, dataset: Dataset, seed_sequence: np.random.SeedSequence) -> PairedExamples:
+        """Pair every item of ``dataset`` once with a generator from ``seed_sequence``."""
+        items = [dataset[i] for i in range(len(dataset))]
+        batch = {key: torch.stack([item[key] for item in items]) for key in items[0]}
+        seed = int(seed_sequence.generate_state(1, np.uint64)[0])
+        paired = self.pairing(batch, torch.Generator().manual_seed(seed))
+        return PairedExamples({key: value.contiguous() for key, value in paired.items()})
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        train, val, test = self.build_sets()
+        val_seq, test_seq = self.fixed_seeds()
+        self.train_set = train
+        self.val_set = self.fixed_examples(val, val_seq)
+        self.test_set = self.fixed_examples(test, test_seq)
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, dataset: Dataset) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            # Fresh workers each epoch copy the dataset afresh: they see curriculum changes
+            # and draw from new seeds.
+            persistent_workers=False,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def _global_rank(self) -> int:
+        return self.trainer.global_rank if self.trainer is not None else 0
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        # Different ranks must draw different crops from the same torch seed.
+        if hasattr(self.train_set, "rank"):
+            self.train_set.rank = self._global_rank()
+        return self._loader(self.train_set)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup("validate")
+        return self._loader(self.val_set)
+
+    def test_dataloader(self) -> DataLoader:
+        self.setup("test")
+        return self._loader(self.test_set)
+
+    # ------------------------------------------------------------------ per batch, on device
+    def device_generator(self, device: torch.device) -> torch.Generator:
+        """One generator per device, seeded from the global seed and offset per rank."""
+        if self._generator is None or self._generator.device != device:
+            seed = (torch.initial_seed() + 1000 * self._global_rank()) % (2**63)
+            self._generator = torch.Generator(device=device).manual_seed(seed)
+        return self._generator
+
+    def normalise(self, paired: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Normalise with the observed frame's statistics; keep ``offset``/``scale``."""
+        reference = paired.get("observed", paired["input"])
+        offset, scale = self.normalizer.stats(reference)
+        out = {key: value for key, value in paired.items() if key not in NORMALISED_KEYS}
+        for key in NORMALISED_KEYS:
+            if key in paired:
+                out[key] = self.normalizer.forward(paired[key].float(), offset, scale)
+        out["offset"], out["scale"] = offset, scale
+        return out
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> dict[str, Tensor]:
+        if "input" not in batch:  # training batches are paired here; fixed sets already are
+            batch = self.pairing(batch, self.device_generator(next(iter(batch.values())).device))
+        return self.normalise(batch)

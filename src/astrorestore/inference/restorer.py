@@ -1,0 +1,138 @@
+"""The restorer contract: what inference needs from a trained model, rebuilt from a checkpoint.
+
+A :class:`Restorer` maps normalised tiles ``(B, in_channels, T, T)`` to normalised outputs
+``(B, out_channels, scale·T, scale·T)`` and carries the normaliser that takes images to and from
+that space. ``infer.py`` knows nothing else about a model: not whether it is a GAN, a sampler or
+a plain network. The checkpoint says how to rebuild it (see
+:mod:`astrorestore.callbacks.provenance`): a Hydra ``_target_`` called with the loaded network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from astrorestore.callbacks.provenance import CHECKPOINT_FORMAT
+from astrorestore.errors import UserError
+
+
+class NetForward(torch.nn.Module):
+    """The plainest restorer: one forward pass of the network."""
+
+    stochastic = False
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.net(x)
+
+
+@dataclass
+class Restorer:
+    """A loaded model, ready for :func:`astrorestore.inference.restore.restore_image`."""
+
+    fn: torch.nn.Module
+    normalizer: Any
+    in_channels: int
+    out_channels: int
+    scale: int
+    size_multiple: int
+    device: torch.device
+    name: str
+    ckpt_path: str
+
+    @property
+    def stochastic(self) -> bool:
+        """True when outputs depend on random draws (tiles then share one seeded generator)."""
+        return bool(getattr(self.fn, "stochastic", False))
+
+    def __call__(self, tiles: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.fn(tiles, generator)
+
+
+def read_checkpoint(ckpt_path: str | Path) -> dict:
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        raise UserError(
+            f"checkpoint not found: {path}; pass ckpt_path=<file.ckpt> (training prints the "
+            "path of its best checkpoint)"
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(checkpoint, dict) or "astrorestore" not in checkpoint:
+        raise UserError(
+            f"{path} is not an astrorestore checkpoint (no 'astrorestore' metadata); "
+            "use a .ckpt written by `python train.py`"
+        )
+    return checkpoint
+
+
+def _upgrade_record(meta: dict, path: Path) -> dict:
+    """Records of format 1 (version 0.1.0 denoisers) rewritten in today's layout."""
+    config = meta.get("config") or {}
+    if meta.get("task") != "denoise" or "model" not in config or "data" not in config:
+        raise UserError(
+            f"{path} was made by an older astrorestore version ({meta.get('version', '?')}) in a "
+            "layout this version cannot read; retrain it with `python train.py`"
+        )
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": meta.get("version"),
+        "model": meta.get("method", "supervised"),
+        "restorer": {"_target_": f"{__name__}.NetForward"},
+        "weights": "net",
+        "net": config["model"]["net"],
+        "normalizer": config["data"]["normalizer"],
+        "io": {"in_channels": 1, "out_channels": 1, "scale": 1, "size_multiple": None},
+        "config": config,
+    }
+
+
+def load_restorer(ckpt_path: str | Path, device: str | torch.device = "cpu") -> Restorer:
+    path = Path(ckpt_path).expanduser()
+    checkpoint = read_checkpoint(path)
+    meta = checkpoint["astrorestore"]
+    if meta.get("format") is None:
+        meta = _upgrade_record(meta, path)
+    elif meta["format"] > CHECKPOINT_FORMAT:
+        raise UserError(
+            f"{path} was written by a newer astrorestore ({meta.get('version')}); upgrade "
+            "astrorestore to restore with it"
+        )
+    net = instantiate(OmegaConf.create(meta["net"]))
+    prefix = meta["weights"] + "."
+    state = {
+        key[len(prefix) :]: value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith(prefix)
+    }
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise UserError(
+            f"weights in {path} do not fit the network in its stored config: "
+            f"{str(exc).splitlines()[0]}"
+        ) from None
+    fn = instantiate(OmegaConf.create(meta["restorer"]), net=net)
+    device = torch.device(device)
+    io = meta["io"]
+    return Restorer(
+        fn=fn.to(device).eval(),
+        normalizer=instantiate(OmegaConf.create(meta["normalizer"])),
+        in_channels=int(io["in_channels"]),
+        out_channels=int(io["out_channels"]),
+        scale=int(io["scale"]),
+        size_multiple=int(io["size_multiple"] or getattr(net, "size_multiple", 1)),
+        device=device,
+        name=str(meta.get("model")),
+        ckpt_path=str(path.resolve()),
+    )

@@ -1,0 +1,81 @@
+"""Regression training: ``net(input)`` is fitted to ``target`` with a (masked) pixel loss.
+
+One module serves every method whose difference lies in the data: supervised denoising
+(noisy -> clean), Noise2Noise (noisy -> independent noisy) and Noise2Void (blind-spot masked
+noisy -> noisy, loss only at the masked pixels). The pairing decides; this module does not
+know which of them it is training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from astrorestore.modules.base import RestorationModule
+
+
+class RegressionModule(RestorationModule):
+    """Args:
+    net: the network (an ``nn.Module``), already built from its config.
+    loss: module ``(pred, target, mask) -> (total, terms)``.
+    optimizer: factory ``params -> Optimizer`` (Hydra ``_partial_``).
+    scheduler: optional factory ``optimizer -> scheduler``; it watches the run's monitor.
+    Other arguments: see :class:`RestorationModule`.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        **base: Any,
+    ) -> None:
+        super().__init__(**base)
+        # Only plain values go into hparams, so checkpoints load with torch's weights_only.
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"], logger=False)
+        self.net = net
+        self.loss = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+
+    @property
+    def size_multiple(self) -> int:
+        return int(getattr(self.net, "size_multiple", 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def restore(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.net(x)
+
+    def restorer_spec(self) -> dict[str, Any]:
+        return {"_target_": "astrorestore.inference.restorer.NetForward", "weights": "net"}
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        pred = self.net(batch["input"])
+        total, terms = self.loss(pred, batch["target"], batch.get("loss_mask"))
+        size = pred.shape[0]
+        self.log("train/loss", total, prog_bar=True, batch_size=size)
+        for name, value in terms.items():
+            self.log(f"train/{name}", value, batch_size=size)
+        return total
+
+    def evaluate_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        pred = self.net(batch["input"])
+        loss, _ = self.loss(pred, batch["target"], batch.get("loss_mask"))
+        # A blind-spot input has pixels replaced; the restoration is judged on the whole frame.
+        restored = self.net(batch["observed"]) if "observed" in batch else pred
+        return loss, restored
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(params=self.net.parameters())
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": self.scheduler_config(self.scheduler_factory(optimizer=optimizer)),
+        }
