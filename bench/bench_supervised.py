@@ -153,8 +153,9 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for training")
     args = parser.parse_args()
 
-    from astrorestore.data.scene import render_field
     from astrorestore.inference.checkpoint import load_restorer, read_checkpoint
+
+    from astrorestore.data.scene import render_field
     from astrorestore.inference.restore import restore_image
 
     RESULTS.mkdir(parents=True, exist_ok=True)

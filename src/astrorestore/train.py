@@ -55,13 +55,15 @@ def check_config(cfg: DictConfig) -> None:
         raise UserError(f"ckpt_path={cfg.ckpt_path} does not exist; pass a .ckpt to resume")
 
 
-def check_parts(datamodule: Any, model: Any) -> None:
-    """Cross-checks between the built data module and model (each fact checked once, here)."""
+def check_parts(datamodule: Any, parts: dict[str, Any]) -> None:
+    """Cross-checks between the built data module and the model's network and loss (each
+    fact checked once, here, where both sides exist)."""
     patch = getattr(datamodule, "patch_size", None)
-    if patch is not None:
-        check_multiple("data.patch_size", patch, getattr(model, "size_multiple", 1))
+    net = parts.get("net")
+    if patch is not None and net is not None:
+        check_multiple("data.patch_size", patch, getattr(net, "size_multiple", 1))
     masks = datamodule.pairing.makes_loss_mask or "valid" in datamodule.provides
-    loss = getattr(model, "loss", None)
+    loss = parts.get("loss")
     if masks and loss is not None and hasattr(loss, "check_mask_support"):
         loss.check_mask_support()
 
@@ -83,14 +85,18 @@ def train(cfg: DictConfig) -> float | None:
     """Train (and test) from a composed config; returns the optimised metric for sweeps."""
     check_config(cfg)
     if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.data, _convert_="all")
     metric, mode = resolve_monitor(cfg.monitor.metric, cfg.monitor.mode, datamodule.has_truth)
     with open_dict(cfg):
         cfg.monitor.metric, cfg.monitor.mode = metric, mode
-    model = instantiate(cfg.model, _convert_="all")
-    check_parts(datamodule, model)
+    # The network and loss first, so that a bad combination fails before anything is logged.
+    parts = {key: instantiate(cfg.model[key]) for key in ("net", "loss") if key in cfg.model}
+    check_parts(datamodule, parts)
+    model = instantiate(cfg.model, **parts, _convert_="all")
+    if cfg.get("seed") is not None:
+        log.info("seed %d", cfg.seed)
     run_config = OmegaConf.to_container(cfg, resolve=True)
     callbacks = _instantiate_dict(cfg.get("callbacks"))
     if cfg.get("curriculum"):

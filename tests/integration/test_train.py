@@ -25,9 +25,18 @@ def test_training_writes_checkpoints_panels_and_summary(trained_run):
     assert "stage 3/3 'filter' from epoch 2" in result.stdout + result.stderr
     # the printed summary names the best checkpoint and the PSNR data range
     assert "best checkpoint" in result.stdout and "data range" in result.stdout
-    checkpoint = torch.load(best, map_location="cpu", weights_only=False)
-    assert checkpoint["astrorestore"]["method"] == "supervised"
-    assert checkpoint["astrorestore"]["config"]["model"]["net"]["depth"] == 2
+    checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+    record = checkpoint["astrorestore"]
+    assert record["model"] == "supervised" and record["format"] == 2
+    assert record["restorer"]["_target_"].endswith("NetForward") and record["weights"] == "net"
+    assert record["io"] == {"in_channels": 1, "out_channels": 1, "scale": 1, "size_multiple": 4}
+    assert record["net"]["depth"] == 2 and record["normalizer"]["softening"] == 3.0
+    # The best checkpoint holds the best epoch by the run's monitor.
+    assert summary["monitor"] == "val/psnr" and summary["mode"] == "max"
+    scores = {row["epoch"]: row["val/psnr"] for row in summary["history"]}
+    best_epoch = max(scores, key=scores.get)
+    assert summary["best_epoch"] == best_epoch and best.endswith(f"best-epoch{best_epoch:03d}.ckpt")
+    assert checkpoint["epoch"] == best_epoch
     # LPIPS is never part of the model weights
     assert not any("lpips" in key for key in checkpoint["state_dict"])
 
@@ -38,7 +47,7 @@ def test_training_improves_on_noisy_input(trained_run):
     assert best["val/psnr"] > best["val/input/psnr"]
 
 
-def test_resume_from_checkpoint(trained_run, run):
+def test_resume_from_checkpoint(trained_run, run, tmp_path):
     _, run_dir, _ = trained_run
     last = run_dir / "checkpoints" / "last.ckpt"
     result = run(
@@ -50,7 +59,18 @@ def test_resume_from_checkpoint(trained_run, run):
         "test=false",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Restoring states from the checkpoint" in result.stdout + result.stderr
+    resumed_dir = next((tmp_path / "logs" / "train" / "runs").iterdir())
+    # It resumed at epoch 3 (the fourth), in the filter stage, with the saved learning rate.
+    history = json.loads((resumed_dir / "summary.json").read_text())["history"]
+    assert [row["epoch"] for row in history] == [3]
+    saved = torch.load(last, map_location="cpu", weights_only=True)
+    saved_lr = saved["optimizer_states"][0]["param_groups"][0]["lr"]
+    rows = _csv_rows(resumed_dir)
+    stage = [float(r["curriculum/stage"]) for r in rows if r.get("curriculum/stage")]
+    lrs = [float(r["lr-AdamW"]) for r in rows if r.get("lr-AdamW")]
+    assert stage == [2.0]  # 4 epochs: easy 0, hard 1-2, filter 3
+    assert lrs and lrs[0] == pytest.approx(saved_lr)
+    assert saved["global_step"] > 0
 
 
 def test_wandb_offline_logger(run, tmp_path):
@@ -88,18 +108,20 @@ def test_ddp_on_two_cpu_processes(run):
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def test_summary_history_matches_logged_metrics(trained_run):
-    # Each epoch's row must hold that epoch's metrics (not the previous epoch's).
+def _csv_rows(run_dir):
     import csv
 
+    with open(next(run_dir.glob("csv/version_*/metrics.csv"))) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_summary_history_matches_logged_metrics(trained_run):
+    # Each epoch's row must hold that epoch's metrics (not the previous epoch's).
     _, run_dir, _ = trained_run
     history = json.loads((run_dir / "summary.json").read_text())["history"]
-    with open(next(run_dir.glob("csv/version_*/metrics.csv"))) as handle:
-        logged = {
-            int(row["epoch"]): float(row["val/psnr"])
-            for row in csv.DictReader(handle)
-            if row["val/psnr"]
-        }
+    logged = {
+        int(row["epoch"]): float(row["val/psnr"]) for row in _csv_rows(run_dir) if row["val/psnr"]
+    }
     assert [row["epoch"] for row in history] == [0, 1, 2]
     for row in history:
         assert row["val/psnr"] == pytest.approx(logged[row["epoch"]], rel=1e-6)

@@ -16,6 +16,7 @@ def _datamodule() -> SimulatedFieldDataModule:
         SupervisedPairing(PoissonGaussianNoise()), AsinhNormalizer(), field_size=64, patch_size=32
     )
 
+
 STAGES = [
     {"name": "easy", "fraction": 0.3, "exposure_range": [2.0, 4.0], "lr_scale": 1.0},
     {"name": "hard", "fraction": 0.5, "exposure_range": [0.25, 1.0], "lr_scale": 1.0},

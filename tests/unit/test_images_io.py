@@ -289,3 +289,71 @@ def test_resolve_io_file_folder_glob(tmp_path):
         resolve_io(str(tmp_path / "zzz.npy"), str(tmp_path / "res"))
     with pytest.raises(UserError, match="no supported images"):
         resolve_io(str(tmp_path / "sub"), str(tmp_path / "res"))
+
+
+def test_write_that_fails_midway_keeps_the_old_output_and_leaves_no_part(tmp_path, monkeypatch):
+    # A writer that has already written part of the file when it fails: the destination must
+    # keep its previous content and no partial file may remain.
+    import astrorestore.io.images as images
+
+    np.save(tmp_path / "a.npy", np.ones((4, 4), np.float32))
+    img = read_image(tmp_path / "a.npy")
+    out = tmp_path / "out" / "b.npy"
+    write_image(out, img.data, img, history=[], keywords={})
+    before = _digest(out)
+
+    def half_writer(tmp, restored, source):
+        with open(tmp, "wb") as handle:
+            handle.write(b"\x93NUMPY partial")
+        raise OSError("disk full")
+
+    monkeypatch.setitem(images._WRITERS, "npy", half_writer)
+    with pytest.raises(UserError, match="cannot write"):
+        write_image(out, img.data * 2, img, history=[], keywords={})
+    assert _digest(out) == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["b.npy"]
+
+
+def test_fits_scaled_output_rescales_wcs_and_keeps_header(tmp_path):
+    from astropy.wcs import WCS
+
+    wcs = WCS(naxis=2)
+    wcs.wcs.crpix = [20.0, 15.0]
+    wcs.wcs.cdelt = [-1e-4, 1e-4]
+    wcs.wcs.crval = [150.0, 2.0]
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    header = wcs.to_header()
+    header["FILTER"] = "F200W"
+    data = np.random.default_rng(0).random((30, 40)).astype(np.float32)
+    fits.writeto(tmp_path / "in.fits", data, header)
+    source = read_image(tmp_path / "in.fits")
+    big = data.repeat(2, axis=0).repeat(2, axis=1)
+    write_image(tmp_path / "out.fits", big, source, history=["x2"], keywords={}, scale=2)
+    with fits.open(tmp_path / "out.fits") as hdul:
+        out_header, out_data = hdul[0].header, hdul[0].data
+    assert out_data.shape == (60, 80) and out_header["FILTER"] == "F200W"
+    before, after = WCS(header), WCS(out_header)
+    # The same sky position lies at the matching place of the finer grid (pixel corners agree).
+    for x, y in ((0.0, 0.0), (39.0, 29.0), (12.5, 7.25)):
+        sky = before.pixel_to_world_values(x, y)
+        fine = after.world_to_pixel_values(*sky)
+        np.testing.assert_allclose(fine, ((x + 0.5) * 2 - 0.5, (y + 0.5) * 2 - 0.5), atol=1e-6)
+
+
+def test_fits_cd_matrix_is_rescaled(tmp_path):
+    from astrorestore.io.fits import rescale_wcs
+
+    header = fits.Header(
+        {
+            "CRPIX1": 10.0,
+            "CRPIX2": 5.0,
+            "CD1_1": -2e-4,
+            "CD1_2": 1e-5,
+            "CD2_1": 1e-5,
+            "CD2_2": 2e-4,
+            "NAXIS": 2,
+        }
+    )
+    rescale_wcs(header, 4)
+    assert header["CD1_1"] == pytest.approx(-5e-5) and header["CD1_2"] == pytest.approx(2.5e-6)
+    assert header["CRPIX1"] == pytest.approx(38.5) and "CDELT1" not in header

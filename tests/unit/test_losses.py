@@ -2,7 +2,6 @@ import pytest
 import torch
 
 from astrorestore.errors import UserError
-
 from astrorestore.losses.pixel import (
     RestorationLoss,
     gradient_loss,
@@ -55,3 +54,25 @@ def test_restoration_loss_weights_combine_terms():
 def test_negative_weight_rejected():
     with pytest.raises(UserError, match="ssim_weight"):
         RestorationLoss(ssim_weight=-1.0)
+
+
+def test_mask_applies_to_every_term_of_the_full_loss():
+    pred, target = torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8)
+    target[0, 0, 4, 4] = 1.0  # the only masked pixel differs by 1
+    pred[0, 0, 0, :] = 5.0  # unmasked pixels differ wildly
+    mask = torch.zeros_like(pred, dtype=torch.bool)
+    mask[0, 0, 4, 4] = True
+    loss = RestorationLoss(l1_weight=1.0, l2_weight=0.5, ssim_weight=0.0, gradient_weight=0.0)
+    total, terms = loss(pred, target, mask)
+    assert terms["l1"].item() == pytest.approx(1.0) and terms["l2"].item() == pytest.approx(1.0)
+    assert total.item() == pytest.approx(1.5)
+
+
+def test_terms_that_cannot_be_masked_refuse_a_mask():
+    pred, target = torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 8, 8)
+    mask = torch.ones_like(pred, dtype=torch.bool)
+    with pytest.raises(UserError, match="ssim_weight=0"):
+        RestorationLoss(ssim_weight=0.2, gradient_weight=0.0)(pred, target, mask)
+    with pytest.raises(UserError, match="gradient_weight=0"):
+        RestorationLoss(ssim_weight=0.0, gradient_weight=0.1)(pred, target, mask)
+    assert not RestorationLoss().supports_mask and RestorationLoss(0.0 + 1, 0, 0).supports_mask

@@ -68,3 +68,13 @@ def test_lpips_plumbing_with_random_backbone_and_weight_loading(tmp_path):
     torch.save(alexnet.state_dict(), path)
     loaded = build_lpips(str(path))
     torch.testing.assert_close(loaded.net.slice1[0].weight, alexnet.features[0].weight)
+
+
+def test_psnr_range_comes_from_the_truth_not_the_prediction():
+    # pred has another range than the truth: the data range must still be the truth's (4).
+    truth = torch.zeros(1, 1, 4, 4)
+    truth[0, 0, 0, 0] = 4.0
+    pred = truth.clone()
+    pred[0, 0, 1, 1] = 8.0  # pred range 8; squared error 64 at one of 16 pixels -> MSE 4
+    value = psnr_per_image(pred, truth)[0].item()
+    assert value == pytest.approx(10 * math.log10(4.0**2 / 4.0), rel=1e-5)

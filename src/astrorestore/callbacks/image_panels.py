@@ -67,8 +67,12 @@ def render_panels(panel: dict, title: str = "") -> plt.Figure:
             axis = axes[row, column]
             image = _display(images[name])
             if "−" in name:
-                axis.imshow(image if image.ndim == 2 else image.mean(-1), cmap="RdBu_r",
-                            vmin=-limit, vmax=limit)
+                axis.imshow(
+                    image if image.ndim == 2 else image.mean(-1),
+                    cmap="RdBu_r",
+                    vmin=-limit,
+                    vmax=limit,
+                )
             elif image.ndim == 3:
                 axis.imshow(np.clip(image, 0.0, 1.0))
             else:

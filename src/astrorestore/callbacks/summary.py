@@ -83,7 +83,9 @@ class RunSummary(L.Callback):
             "units."
         )
         if not any(f"val/{metric}" in best for metric in ("psnr", "ssim", "lpips")):
-            console.print("no clean truth: PSNR/SSIM cannot be measured; selected by "
-                          f"{monitor} ({mode})")
-        console.print(f"best epoch: {best.get('epoch')} by {monitor} ({mode})  "
-                      f"best checkpoint: {best_path}")
+            console.print(
+                f"no clean truth: PSNR/SSIM cannot be measured; selected by {monitor} ({mode})"
+            )
+        console.print(
+            f"best epoch: {best.get('epoch')} by {monitor} ({mode})  best checkpoint: {best_path}"
+        )

@@ -131,7 +131,9 @@ class PairedDataModule(L.LightningDataModule):
         return val_seq, test_seq
 
     # ------------------------------------------------------------------ set-up
-    def fixed_examples(self, dataset: Dataset, seed_sequence: np.random.SeedSequence) -> PairedExamples:
+    def fixed_examples(
+        self, dataset: Dataset, seed_sequence: np.random.SeedSequence
+    ) -> PairedExamples:
         """Pair every item of ``dataset`` once with a generator from ``seed_sequence``."""
         items = [dataset[i] for i in range(len(dataset))]
         batch = {key: torch.stack([item[key] for item in items]) for key in items[0]}

@@ -60,7 +60,9 @@ class Pairing:
             )
         return self.noise
 
-    def observe(self, batch: Batch, generator: torch.Generator | None) -> tuple[Tensor, Tensor | None]:
+    def observe(
+        self, batch: Batch, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor | None]:
         """``(noisy, truth)``: the batch's own noisy frame, or a noise draw from its clean one."""
         clean = batch.get("clean")
         if "noisy" in batch:

@@ -138,9 +138,7 @@ def restore_image(
             return np.moveaxis(out, 0, -1)
         s = restorer.scale
         chroma = ycc[..., 1:].repeat(s, axis=0).repeat(s, axis=1) if s > 1 else ycc[..., 1:]
-        return ycbcr_to_rgb(np.concatenate([out[0][..., None], chroma], axis=-1)).astype(
-            np.float32
-        )
+        return ycbcr_to_rgb(np.concatenate([out[0][..., None], chroma], axis=-1)).astype(np.float32)
     x = data[None] if not rgb else np.moveaxis(np.asarray(data, dtype=np.float32), -1, 0)
     out = run(x)
     return out[0] if out.shape[0] == 1 else np.moveaxis(out, 0, -1)

@@ -53,7 +53,9 @@ class Restorer:
         """True when outputs depend on random draws (tiles then share one seeded generator)."""
         return bool(getattr(self.fn, "stochastic", False))
 
-    def __call__(self, tiles: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(
+        self, tiles: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         return self.fn(tiles, generator)
 
 

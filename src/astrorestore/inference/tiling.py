@@ -118,7 +118,11 @@ def predict_tiled(
         for batch in _batches(positions, batch_size):
             tiles = np.stack([src[:, y : y + tile, x : x + tile] for y, x in batch])
             out = np.asarray(predict(tiles))
-            if out.ndim != 4 or out.shape[0] != len(batch) or out.shape[-2:] != (out_tile, out_tile):
+            if (
+                out.ndim != 4
+                or out.shape[0] != len(batch)
+                or out.shape[-2:] != (out_tile, out_tile)
+            ):
                 raise ValueError(
                     f"predict returned shape {out.shape} for tiles {tiles.shape} at scale {scale}"
                 )

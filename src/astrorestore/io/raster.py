@@ -129,7 +129,5 @@ def write_tiff(tmp: Path, restored: np.ndarray, source: LoadedImage) -> None:
     tifffile.imwrite(tmp, arr, **kwargs)
 
 
-
-
 def write_npy(tmp: Path, restored: np.ndarray, source: LoadedImage) -> None:
     np.save(tmp, np.asarray(restored, dtype=np.float32), allow_pickle=False)

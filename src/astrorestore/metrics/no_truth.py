@@ -44,13 +44,17 @@ def sky_noise_ratio(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
         pixels = empty[b]
         if pixels.sum() < 16:
             continue
-        ratios.append(_robust_sigma(after[b][pixels]) / _robust_sigma(before[b][pixels]).clamp_min(1e-12))
+        ratios.append(
+            _robust_sigma(after[b][pixels]) / _robust_sigma(before[b][pixels]).clamp_min(1e-12)
+        )
     if not ratios:
         return torch.tensor(float("nan"), device=before.device)
     return torch.stack(ratios).median()
 
 
-def bright_flux_ratio(before: torch.Tensor, after: torch.Tensor, threshold: float = 20.0) -> torch.Tensor:
+def bright_flux_ratio(
+    before: torch.Tensor, after: torch.Tensor, threshold: float = 20.0
+) -> torch.Tensor:
     """Σ(after − sky) / Σ(before − sky) within 2 px of pixels > sky + threshold·σ (whole batch).
 
     NaN when the batch has no bright source.

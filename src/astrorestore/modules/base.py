@@ -57,10 +57,7 @@ class RestorationModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.metrics = torch.nn.ModuleDict(
-            {
-                name: RestorationMetrics()
-                for name in ("val", "val_input", "test", "test_input")
-            }
+            {name: RestorationMetrics() for name in ("val", "val_input", "test", "test_input")}
         )
         # Kept outside the module tree: LPIPS weights must not enter checkpoints.
         self.__dict__["lpips"] = build_lpips(lpips_weights) if compute_lpips else None
