@@ -50,7 +50,7 @@ def _eligible_tiles(prepared: Prepared, split: str, patch_size: int) -> np.ndarr
     return fits
 
 
-class _PerProcessRng:
+class PerProcessRng:
     """A numpy generator created lazily per process from ``torch.initial_seed()`` and the rank,
     as in ``simulated.RandomPatchDataset``: workers and ranks draw different crops, and
     ``seed_everything(s, workers=True)`` makes them reproducible."""
@@ -96,7 +96,7 @@ def _norm(rec: np.void) -> dict[str, Tensor]:
     }
 
 
-class RandomTileCrops(_PerProcessRng, Dataset):
+class RandomTileCrops(PerProcessRng, Dataset):
     """``length`` random ``patch_size`` crops of a split's tiles, randomly rotated/flipped."""
 
     def __init__(
@@ -200,7 +200,7 @@ def _is_rate(units: str) -> bool:
     return u.endswith("/s") or u.endswith("/sec") or u == "mjy/sr"
 
 
-class ExposurePairs(_PerProcessRng, Dataset):
+class ExposurePairs(PerProcessRng, Dataset):
     """Crops of the same sky region in two exposures of one pointing (real Noise2Noise pairs).
 
     Frames pair when they share a ``pointing_id`` in the manifest (same instrument, filter,
