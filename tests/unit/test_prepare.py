@@ -13,7 +13,7 @@ import torch
 from astrorestore.data.manifest import SPLITS, split_counts
 from astrorestore.data.normalization import AsinhNormalizer
 from astrorestore.data.prepare import main, prepare_folder
-from astrorestore.data.tile_cache import Prepared, run_qc
+from astrorestore.data.tile_cache import Prepared, run_qc, tile_stats
 from astrorestore.errors import UserError
 from tests.unit.fits_factory import write_jwst, write_plain
 
@@ -158,6 +158,13 @@ def test_qc_catches_leaks_and_bad_statistics(tmp_path) -> None:
     broken.tiles["train"]["scale"][0] = np.nan
     with pytest.raises(UserError, match="non-finite normalisation"):
         run_qc(broken)
+    data = np.load(prepared.path / "train_data.npy", mmap_mode="r+")
+    valid = np.load(prepared.path / "train_valid.npy", mmap_mode="r")
+    data[int(np.flatnonzero(valid)[0])] = np.inf
+    data.flush()
+    del data
+    with pytest.raises(UserError, match="non-finite valid pixels"):
+        run_qc(Prepared.load(prepared.path))
 
 
 def test_split_counts_keep_a_training_group() -> None:
@@ -174,3 +181,20 @@ def test_cli_prints_summary_and_reports_errors(tmp_path, capsys) -> None:
     assert "prepared 3 frames" in out and "units: electron" in out
     assert main([str(tmp_path / "missing"), "--no-progress"]) == 2
     assert capsys.readouterr().err.startswith("error: data.root=")
+
+
+def test_tile_stats_match_the_normalizer() -> None:
+    rng = np.random.default_rng(4)
+    for softening in (1.0, 3.0):
+        tile = rng.normal(50.0, 4.0, (64, 80)).astype(np.float32)
+        tile[:5] = np.nan
+        tile[rng.random(tile.shape) < 0.1] = np.nan
+        tile[30, 30] = 1e5  # a star core: the medians must ignore it
+        offset, scale = tile_stats(tile, softening)
+        t_off, t_scale = AsinhNormalizer(softening).stats(torch.from_numpy(tile)[None, None])
+        assert offset == pytest.approx(float(t_off), rel=1e-6)
+        assert scale == pytest.approx(float(t_scale), rel=1e-5)
+    flat = np.full((64, 64), 7.0, np.float32)  # constant: sigma 0, the floor applies
+    assert tile_stats(flat, 3.0)[1] == pytest.approx(
+        float(AsinhNormalizer().stats(torch.from_numpy(flat)[None, None])[1])
+    )

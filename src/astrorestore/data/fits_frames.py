@@ -333,8 +333,12 @@ def _assemble(path, hdul, index, data, raw_dtype, plane, gain, bad_dq_bits) -> F
     if dq is not None:
         if bad_dq_bits is None:
             bad_dq_bits = {"JWST": JWST_BAD_DQ, "HST": HST_BAD_DQ}.get(telescope, OTHER_BAD_DQ)
-        dq = np.asarray(dq).astype(np.int64)
-        valid &= (dq & int(bad_dq_bits)) == 0
+        dq = np.asarray(dq)
+        if dq.dtype.kind not in "iu":
+            dq = dq.astype(np.int64)
+        # Bits cast to the DQ's own type: no 8-byte copy of a large flag array.
+        bits = np.array(int(bad_dq_bits) & ((1 << (8 * dq.dtype.itemsize)) - 1)).astype(dq.dtype)
+        valid &= (dq & bits) == 0
 
     sigma = _noise_map(hdul, extver, shape, plane, path)
     if sigma is not None:

@@ -140,7 +140,7 @@ def prepare_folder(
         "softening": float(softening),
         "allow_mixed": bool(allow_mixed),
     }
-    normalizer = AsinhNormalizer(softening)
+    AsinhNormalizer(softening)  # refuses a bad softening before any work
     with _progress(progress) as bar:
         hashes = [(str(p.relative_to(root)), sha1_file(p)) for p in _step(bar, "hashing", files)]
         key = _cache_key(hashes, params)
@@ -161,7 +161,7 @@ def prepare_folder(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
-            info = _write_entry(tmp, root, rows, all_sigma, params, normalizer, bar)
+            info = _write_entry(tmp, root, rows, all_sigma, params, bar)
             info.update(root=str(root), key=key, skipped=skipped, params=params)
             write_manifest(rows, tmp / "manifest.csv")
             (tmp / "splits.json").write_text(json.dumps({"seed": seed, **splits}, indent=1))
@@ -209,8 +209,9 @@ def _list_frames(root, hashes, params, bar) -> tuple[list[ManifestRow], list[str
     return rows, skipped, all_sigma
 
 
-def _write_entry(tmp, root, rows, all_sigma, params, normalizer, bar) -> dict[str, Any]:
+def _write_entry(tmp, root, rows, all_sigma, params, bar) -> dict[str, Any]:
     """Second pass: stream each split's frames into its flat arrays and tile table."""
+    softening = params["softening"]
     frames: dict[str, list[list[int]]] = {s: [] for s in SPLITS}
     order = {s: [i for i, r in enumerate(rows) if r.split == s] for s in SPLITS}
     work = [(s, i) for s in SPLITS for i in order[s]]
@@ -240,7 +241,7 @@ def _write_entry(tmp, root, rows, all_sigma, params, normalizer, bar) -> dict[st
             frames[s].append([i, start, row.height, row.width])
             tiles[s].append(
                 tile_records(
-                    data, frame.valid, index, params["tile_size"], params["stride"], normalizer
+                    data, frame.valid, index, params["tile_size"], params["stride"], softening
                 )
             )
     finally:
