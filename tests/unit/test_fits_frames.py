@@ -129,3 +129,16 @@ def test_truncated_file_is_skipped(tmp_path) -> None:
     path.write_bytes(raw[: len(raw) - 2880 * 3])
     with pytest.raises(FrameSkipped, match="truncated|readable"):
         read_frame(path)
+
+
+def test_unknown_telescope_drops_any_dq_bit_unless_overridden(tmp_path) -> None:
+    data = np.ones((64, 64), np.float32)
+    dq = np.zeros((64, 64), np.int16)
+    dq[1, 1], dq[2, 2] = 64, 1
+    fits.HDUList(
+        [fits.PrimaryHDU(), fits.ImageHDU(data, name="SCI"), fits.ImageHDU(dq, name="DQ")]
+    ).writeto(tmp_path / "other.fits")
+    frame = read_frame(tmp_path / "other.fits")
+    assert not frame.valid[1, 1] and not frame.valid[2, 2] and frame.valid.sum() == 64 * 64 - 2
+    only_bit0 = read_frame(tmp_path / "other.fits", bad_dq_bits=1)
+    assert only_bit0.valid[1, 1] and not only_bit0.valid[2, 2]

@@ -254,9 +254,8 @@ def pointing_id(meta: dict[str, Any], shape: tuple[int, int], wcs: dict[str, flo
     dec_bin = round(wcs["dec"] / quantum)
     pa_bin = round(wcs["pa"] / 0.002)
     parts = [meta.get(k) or "-" for k in ("telescope", "instrument", "detector", "filter")]
-    return "|".join([*map(str, parts), f"{shape[0]}x{shape[1]}", str(ra_bin), str(dec_bin)]) + (
-        f"|{pa_bin}"
-    )
+    grid = [f"{shape[0]}x{shape[1]}", str(ra_bin), str(dec_bin), str(pa_bin)]
+    return "|".join([*map(str, parts), *grid])
 
 
 def _filter_name(headers: list[Any]) -> str | None:

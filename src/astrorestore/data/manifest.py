@@ -155,11 +155,16 @@ def check_consistency(rows: list[ManifestRow], allow_mixed: bool = False) -> Non
     scales = [r.pixel_scale for r in rows]
     known = [s for s in scales if math.isfinite(s)]
     if known and (len(known) != len(scales) or max(known) > min(known) * (1 + SCALE_TOLERANCE)):
+
+        def shown(r: ManifestRow) -> str:
+            scale = f"{r.pixel_scale:.4g} arcsec/px" if math.isfinite(r.pixel_scale) else "no WCS"
+            return f"{r.path}: {scale}"
+
         lo = min(rows, key=lambda r: r.pixel_scale if math.isfinite(r.pixel_scale) else -1)
         hi = max(rows, key=lambda r: r.pixel_scale if math.isfinite(r.pixel_scale) else -1)
         raise UserError(
-            f"the folder mixes pixel scales ({lo.path}: {lo.pixel_scale:.4g}, {hi.path}: "
-            f"{hi.pixel_scale:.4g} arcsec/px); keep one scale per folder or set "
+            f"the folder mixes pixel scales ({shown(lo)}, {shown(hi)}); keep one scale per "
+            "folder or set "
             "data.allow_mixed=true"
         )
 
