@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import numpy as np
@@ -80,3 +81,17 @@ def test_bad_values_raise_user_error() -> None:
         render_field(64, np.random.default_rng(0), star_flux_range=(10.0, 1.0))
     with pytest.raises(UserError, match="psf_fwhm"):
         render_field(64, np.random.default_rng(0), psf_fwhm=0.0)
+
+
+# SHA-256 of the float32 bytes of default fields, recorded before the PSF/sky/crowding options
+# were added: with today's keywords the renderer must stay bit-for-bit what it was.
+_DEFAULT_FIELD_SHA256 = {
+    (256, 0): "0dcfe4ba6a9ac09b1f776a4bda5b8712af62c59b5baed46ade3d01ffae4b192b",
+    ((96, 128), 3): "1ba8520a02795deb2654543b9fb19e675eb210dc7edc3fda4268eb3f4ac6cee6",
+}
+
+
+@pytest.mark.parametrize("size, seed", list(_DEFAULT_FIELD_SHA256))
+def test_default_field_is_unchanged_bit_for_bit(size, seed) -> None:
+    image, _ = render_field(size, np.random.default_rng(seed))
+    assert hashlib.sha256(image.tobytes()).hexdigest() == _DEFAULT_FIELD_SHA256[(size, seed)]
