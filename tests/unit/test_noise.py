@@ -218,3 +218,10 @@ def test_bad_ranges_raise_one_line_user_error(make, match: str) -> None:
     with pytest.raises(UserError, match=match) as info:
         make()
     assert "\n" not in str(info.value)
+
+
+def test_noise_sigma_refuses_a_batch_it_did_not_draw() -> None:
+    model = GaussianNoise(sigma_range=(1.0, 5.0))
+    model(_constant(batch=4, size=8), torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="latest draw was for 4"):
+        model.noise_sigma(_constant(batch=3, size=8))

@@ -158,9 +158,11 @@ class Augment:
         is_float = x.is_floating_point()
         photometric = is_float if photometric is None else photometric
         out = x
-        out = torch.where(params.flip_x[:, None, None, None], out.flip(-1), out)
-        out = torch.where(params.flip_y[:, None, None, None], out.flip(-2), out)
-        if bool((params.quarter_turns != 0).any()):
+        # Switches are checked on self, not on the drawn values: no host-device sync per batch.
+        if self.flips:
+            out = torch.where(params.flip_x[:, None, None, None], out.flip(-1), out)
+            out = torch.where(params.flip_y[:, None, None, None], out.flip(-2), out)
+        if self.rot90:
             turns = [torch.rot90(out, k, dims=(-2, -1)) for k in range(4)]
             if out.shape[-1] != out.shape[-2]:
                 turns[1], turns[3] = turns[0], turns[2]  # never drawn (see sample)

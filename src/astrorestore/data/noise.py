@@ -28,6 +28,16 @@ def _as_range(value: Sequence[float]) -> tuple[float, float]:
     return check_range("noise.exposure_range", value, low=0.0, strict_low=True)
 
 
+def _matching(param: Tensor | float, target: Tensor) -> Tensor | float:
+    """A per-image parameter of the latest draw, checked against the batch it describes."""
+    if isinstance(param, Tensor) and param.shape[0] != target.shape[0]:
+        raise ValueError(
+            f"noise_sigma got a batch of {target.shape[0]} images but the latest draw was for "
+            f"{param.shape[0]}: call it with the target of that draw"
+        )
+    return param
+
+
 def per_image_uniform(
     target: Tensor, lo: float, hi: float, generator: torch.Generator | None, log: bool = False
 ) -> Tensor:
@@ -166,7 +176,8 @@ class PoissonGaussianNoise(NoiseModel):
         return noisy
 
     def noise_sigma(self, target: Tensor) -> Tensor:
-        var = target.clamp_min(0.0) / self._gain + torch.as_tensor(self._read) ** 2
+        gain, read = _matching(self._gain, target), _matching(self._read, target)
+        var = target.clamp_min(0.0) / gain + torch.as_tensor(read, device=target.device) ** 2
         return torch.sqrt(var).expand_as(target)
 
     def __repr__(self) -> str:
@@ -228,7 +239,8 @@ class GaussianNoise(NoiseModel):
         )
 
     def noise_sigma(self, target: Tensor) -> Tensor:
-        return torch.as_tensor(self._sigma, device=target.device).expand_as(target).float()
+        sigma = torch.as_tensor(_matching(self._sigma, target), device=target.device)
+        return sigma.expand_as(target).float()
 
     def __repr__(self) -> str:
         return (
