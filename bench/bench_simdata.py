@@ -55,17 +55,17 @@ def main() -> None:
 
     default = dict(OmegaConf.load(REPO / "configs/scene/default.yaml"))
     randomized = dict(OmegaConf.load(REPO / "configs/scene/randomized.yaml"))
-    print("256x256 field render   mean ms   max ms")
+    print(f"{'256x256 field render':<26} mean ms   max ms")
     settings = {"default": default, "randomized": randomized}
     for family in ("moffat", "gaussian", "airy"):
         settings[f"randomized, {family} only"] = {**randomized, "psf": family}
     for name, scene in settings.items():
         mean, worst = _render_ms(scene, args.fields)
-        print(f"{name:<22} {mean:8.1f} {worst:8.1f}")
+        print(f"{name:<26} {mean:7.1f} {worst:8.1f}")
 
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     configs = sorted((REPO / "configs/noise").glob("*.yaml"))
-    print("\n(16, 1, 128, 128) batch   " + "   ".join(f"{d.type:>6} ms" for d in devices))
+    print(f"\n{'(16, 1, 128, 128) batch':<26}" + "".join(f"{d.type:>8} ms" for d in devices))
     rows: dict[str, list[float]] = {}
     for device in devices:
         clean = torch.full((16, 1, 128, 128), 100.0, device=device)
@@ -84,7 +84,7 @@ def main() -> None:
             _batch_ms(flips, clean, generator=generator, device=device)
         )
     for name, values in rows.items():
-        print(f"{name:<26}" + "".join(f"{v:11.2f}" for v in values))
+        print(f"{name:<26}" + "".join(f"{v:11.1f}" for v in values))
 
 
 if __name__ == "__main__":
