@@ -1,4 +1,8 @@
-"""Realistic simulated deep fields: Moffat-PSF stars and PSF-convolved Sersic galaxies on a sky.
+"""Realistic simulated deep fields: stars and PSF-convolved Sersic galaxies on a sky.
+
+A network trained on one PSF learns it and imposes it on real stars, so each field can draw its own
+PSF (Moffat, Gaussian or Airy-like with spikes; FWHM from undersampled to well sampled), sky level,
+crowding and saturation; with scalar options the field is exactly today's single-PSF field.
 
 Every source is rendered on a small local stamp (not the full frame) and the stamp is normalised
 to the source's catalog flux, so a 256x256 field takes a few tens of milliseconds and the pixels
@@ -8,31 +12,30 @@ of an isolated source sum exactly to its catalog flux (less whatever falls off t
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 import numpy as np
-from astropy.modeling.models import Moffat2D, Sersic2D
+from astropy.modeling.models import Sersic2D
 from scipy.signal import fftconvolve
 
+from astrorestore.checks import check_range
+from astrorestore.data.psf import (
+    PSF,
+    PSF_FAMILIES,
+    bin_oversampled,
+    moffat_alpha,
+    oversampled_grid,
+)
 from astrorestore.errors import UserError
 
-# Profiles are evaluated on a grid this many times finer than the pixels and then binned, so the
-# pixel values approximate the pixel-integrated flux even for a sharp 2.5 px core or a Sersic cusp.
-_OVERSAMPLE = 3
-# A star stamp extends until the profile drops below this (electrons per pixel): far below the
-# sky noise (~4.5 e- for a 20 e- sky), so truncating the wings leaves no visible edge.
-_WING_FLOOR = 0.02
-_MAX_STAR_RADIUS = 64
+__all__ = ["PSF", "moffat_alpha", "power_law_fluxes", "render_field", "render_psf_stamp"]
+
 # Galaxies are truncated at this many effective radii (the flux beyond is negligible for the image).
 _GALAXY_EXTENT = 4.0
 _MAX_GALAXY_RADIUS = 48
 # Brightest-star flux band, as a fraction of the top of star_flux_range: the cores of these stars
 # reach ~1e4 e- so every field has the dynamic range of a real deep image.
 _BRIGHT_BAND = 3.0
-
-
-def moffat_alpha(fwhm: float, beta: float) -> float:
-    """Moffat core width alpha (astropy's ``gamma``) that gives the requested FWHM."""
-    return fwhm / (2.0 * math.sqrt(2.0 ** (1.0 / beta) - 1.0))
 
 
 def power_law_fluxes(
@@ -47,34 +50,6 @@ def power_law_fluxes(
     return (a - u * (a - b)) ** (-1.0 / slope)
 
 
-def _oversampled_grid(radius: int, dx: float, dy: float) -> tuple[np.ndarray, np.ndarray]:
-    """Sub-pixel sample coordinates of a (2r+1)^2 stamp, relative to a source at (dx, dy)."""
-    n = 2 * radius + 1
-    step = 1.0 / _OVERSAMPLE
-    # Sub-sample centres within each pixel, e.g. -1/3, 0, +1/3 for an oversampling of 3.
-    sub = (np.arange(n * _OVERSAMPLE) + 0.5) * step - 0.5 - radius
-    return np.meshgrid(sub - dx, sub - dy)
-
-
-def _bin(samples: np.ndarray) -> np.ndarray:
-    n = samples.shape[0] // _OVERSAMPLE
-    return samples.reshape(n, _OVERSAMPLE, n, _OVERSAMPLE).sum(axis=(1, 3))
-
-
-def _moffat_stamp(radius: int, dx: float, dy: float, alpha: float, beta: float) -> np.ndarray:
-    xx, yy = _oversampled_grid(radius, dx, dy)
-    stamp = _bin(Moffat2D.evaluate(xx, yy, 1.0, 0.0, 0.0, alpha, beta))
-    return stamp / stamp.sum()
-
-
-def _star_radius(flux: float, alpha: float, beta: float, fwhm: float) -> int:
-    """Stamp half-size at which the star's profile falls below the wing floor."""
-    peak = flux * (beta - 1.0) / (math.pi * alpha**2)
-    ratio = max(peak / _WING_FLOOR, 1.0)
-    r = alpha * math.sqrt(ratio ** (1.0 / beta) - 1.0)
-    return int(min(max(math.ceil(r), math.ceil(3 * fwhm)), _MAX_STAR_RADIUS))
-
-
 def _add_stamp(image: np.ndarray, stamp: np.ndarray, cx: int, cy: int) -> None:
     """Add ``stamp`` centred on pixel (cx, cy), clipping it at the frame edges."""
     r = stamp.shape[0] // 2
@@ -87,69 +62,142 @@ def _add_stamp(image: np.ndarray, stamp: np.ndarray, cx: int, cy: int) -> None:
     image[max(0, y0) : min(h, y1), max(0, x0) : min(w, x1)] += stamp[sy0:sy1, sx0:sx1]
 
 
-def _check_range(name: str, value: tuple[float, float]) -> tuple[float, float]:
-    lo, hi = (float(v) for v in value)
-    if not (0.0 < lo <= hi):
-        raise UserError(f"{name}={value!r} is invalid: use [lo, hi] with 0 < lo <= hi")
-    return lo, hi
+def _check_flux_range(name: str, value: tuple[float, float]) -> tuple[float, float]:
+    return check_range(name, value, low=0.0, strict_low=True)
+
+
+def _is_scalar(value: object) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+def _draw_float(rng: np.random.Generator, key: str, value, low: float, log: bool) -> float:
+    """A scalar as given, or one draw from a ``[lo, hi]`` range (log-uniform if ``log``).
+
+    Scalars make no draw at all, so today's fields keep their random stream bit for bit.
+    """
+    if _is_scalar(value):
+        return float(value)
+    lo, hi = check_range(key, value, low=low, strict_low=True)
+    if log:
+        return float(lo * (hi / lo) ** rng.random())
+    return float(rng.uniform(lo, hi))
+
+
+def _draw_count(rng: np.random.Generator, key: str, value) -> int:
+    """A count as given, or a uniform integer in an inclusive ``[lo, hi]`` range."""
+    if _is_scalar(value):
+        return int(value)
+    lo, hi = check_range(key, value, low=0.0)
+    if lo != int(lo) or hi != int(hi):
+        raise UserError(
+            f"{key}={value!r} is invalid: use whole numbers [lo, hi] with 0 <= lo <= hi"
+        )
+    return int(rng.integers(int(lo), int(hi) + 1))
+
+
+def _draw_family(rng: np.random.Generator, psf) -> str:
+    """A family name, or one drawn from a ``{family: probability}`` mapping."""
+    if isinstance(psf, str):
+        return psf
+    try:
+        names = [str(k) for k in psf]
+        weights = np.array([float(psf[k]) for k in psf], dtype=np.float64)
+    except (TypeError, ValueError, KeyError):
+        names, weights = [], np.zeros(0)
+    unknown = [n for n in names if n not in PSF_FAMILIES]
+    if not names or unknown or np.any(weights < 0) or not weights.sum() > 0:
+        raise UserError(
+            f"scene.psf={psf!r} is invalid: use one of {', '.join(PSF_FAMILIES)} or a mapping "
+            "of them to probabilities >= 0 (not all 0)"
+        )
+    cdf = np.cumsum(weights / weights.sum())
+    return names[min(int(np.searchsorted(cdf, rng.random(), side="right")), len(names) - 1)]
 
 
 def render_field(
     size: int | tuple[int, int],
     rng: np.random.Generator,
     *,
-    sky: float = 20.0,
-    n_stars: int = 60,
-    n_galaxies: int = 25,
-    psf_fwhm: float = 2.5,
-    psf_beta: float = 3.0,
+    sky: float | Sequence[float] = 20.0,
+    n_stars: int | Sequence[int] = 60,
+    n_galaxies: int | Sequence[int] = 25,
+    psf_fwhm: float | Sequence[float] = 2.5,
+    psf_beta: float | Sequence[float] = 3.0,
     star_flux_range: tuple[float, float] = (3e2, 3e5),
     galaxy_flux_range: tuple[float, float] = (5e2, 1e5),
     flux_slope: float = 1.5,
     n_bright_stars: int = 2,
+    psf: str | Mapping[str, float] = "moffat",
+    spikes: int = 0,
+    spike_length: float = 10.0,
+    spike_intensity: float = 0.05,
+    saturation: float | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Render a noiseless field in electrons, sky included, and its source catalog.
 
     Star and galaxy fluxes follow power-law number counts (dN/dF ~ F^-(slope+1)) so most sources
     are faint; in addition ``n_bright_stars`` of the ``n_stars`` are drawn log-uniformly from the
     top of ``star_flux_range`` (within a factor 3 of its maximum), since a pure power law over a
-    small field rarely produces the 1e4 e- cores that make real data hard.
+    small field rarely produces the 1e4 e- cores that make real data hard. Sources sit at
+    sub-pixel positions and are integrated over the pixels (oversampled, then binned).
+
+    Every keyword marked "or range" takes a scalar (used as is) or ``[lo, hi]`` (one value drawn
+    per field), so one config can train on many PSFs, skies and crowding levels; the defaults
+    reproduce the original single-PSF field bit for bit.
 
     Args:
         size: ``H`` for a square field, or ``(H, W)``.
         rng: source of all randomness (same generator state -> identical field).
-        sky: flat sky level (electrons per pixel).
-        n_stars: number of stars, bright ones included.
-        n_galaxies: number of galaxies.
-        psf_fwhm: Moffat PSF FWHM (pixels).
-        psf_beta: Moffat power index (smaller = stronger wings).
+        sky: flat sky level (electrons per pixel), or range (log-uniform).
+        n_stars: number of stars, bright ones included, or inclusive range (crowding).
+        n_galaxies: number of galaxies, or inclusive range.
+        psf_fwhm: PSF FWHM (pixels), or range (log-uniform: 1.2 px undersampled to 5 px).
+        psf_beta: Moffat power index (smaller = stronger wings), or range (uniform).
         star_flux_range: total star flux limits (electrons).
         galaxy_flux_range: total galaxy flux limits (electrons).
         flux_slope: power-law slope of the number counts.
         n_bright_stars: stars drawn from the top of the flux range.
+        psf: ``moffat``, ``gaussian`` or ``airy``, or ``{family: probability}`` to mix them.
+        spikes: diffraction spikes of the ``airy`` family (0, 4 or 6).
+        spike_length: e-folding length of the spikes (pixels).
+        spike_intensity: fraction of a star's flux in its spikes, in [0, 1).
+        saturation: full well (electrons); pixels above it are clipped to it. ``None``: off.
 
     Returns:
         ``(image, catalog)``: ``image`` is float32 ``(H, W)``; ``catalog`` holds arrays ``x``
         (column), ``y`` (row), ``flux`` (electrons), ``kind`` (0 star, 1 galaxy), ``r_eff``
-        (pixels, 0 for stars), ``sersic_n`` (0 for stars), and the scalars ``sky`` and
-        ``psf_fwhm``.
+        (pixels, 0 for stars), ``sersic_n`` (0 for stars), ``saturated`` (bool: the source's
+        central pixel reached the full well), and the scalars ``sky``, ``psf_fwhm``,
+        ``psf_beta`` (NaN outside Moffat), ``psf_family``, ``saturation`` and ``psf`` (the
+        keywords that rebuild this field's PSF, e.g. ``render_psf_stamp(**catalog["psf"])``).
     """
     h, w = (size, size) if isinstance(size, int | np.integer) else (int(size[0]), int(size[1]))
     if h < 1 or w < 1:
         raise UserError(f"scene size={size!r} is invalid: use a positive int or (H, W)")
+    # Per-field draws happen only for the options given as ranges or mixtures, before any source
+    # is drawn, so a scalar-only call consumes exactly the random stream it always did.
+    family = _draw_family(rng, psf)
+    fwhm = _draw_float(rng, "scene.psf_fwhm", psf_fwhm, low=0.0, log=True)
+    beta = _draw_float(rng, "scene.psf_beta", psf_beta, low=1.0, log=False)
+    sky = _draw_float(rng, "scene.sky", sky, low=0.0, log=True)
+    n_stars = _draw_count(rng, "scene.n_stars", n_stars)
+    n_galaxies = _draw_count(rng, "scene.n_galaxies", n_galaxies)
     if n_stars < 0 or n_galaxies < 0 or n_bright_stars < 0:
         raise UserError(
             f"scene n_stars={n_stars}, n_galaxies={n_galaxies}, n_bright_stars={n_bright_stars}"
             " are invalid: use counts >= 0"
         )
-    if psf_fwhm <= 0 or psf_beta <= 1:
+    if sky < 0:
+        raise UserError(f"scene.sky={sky!r} is invalid: use a level >= 0 (electrons)")
+    if saturation is not None and not float(saturation) > sky:
         raise UserError(
-            f"scene psf_fwhm={psf_fwhm}, psf_beta={psf_beta} are invalid: use fwhm > 0, beta > 1"
+            f"scene.saturation={saturation!r} is invalid: use a full well above the sky "
+            f"({sky:g} e-) or null to turn it off"
         )
-    s_lo, s_hi = _check_range("scene.star_flux_range", star_flux_range)
-    g_lo, g_hi = _check_range("scene.galaxy_flux_range", galaxy_flux_range)
+    field_psf = PSF(family, fwhm, beta, int(spikes), float(spike_length), float(spike_intensity))
+    s_lo, s_hi = _check_flux_range("scene.star_flux_range", star_flux_range)
+    g_lo, g_hi = _check_flux_range("scene.galaxy_flux_range", galaxy_flux_range)
 
-    alpha = moffat_alpha(psf_fwhm, psf_beta)
     image = np.full((h, w), float(sky), dtype=np.float64)
 
     n_bright = min(n_bright_stars, n_stars)
@@ -163,8 +211,8 @@ def render_field(
     star_y = rng.uniform(0.0, h - 1.0, n_stars)
     for x, y, flux in zip(star_x, star_y, star_flux, strict=True):
         cx, cy = round(x), round(y)
-        radius = _star_radius(flux, alpha, psf_beta, psf_fwhm)
-        _add_stamp(image, flux * _moffat_stamp(radius, x - cx, y - cy, alpha, psf_beta), cx, cy)
+        radius = field_psf.star_radius(flux)
+        _add_stamp(image, flux * field_psf.stamp(radius, x - cx, y - cy), cx, cy)
 
     gal_flux = power_law_fluxes(rng, n_galaxies, g_lo, g_hi, flux_slope)
     gal_x = rng.uniform(0.0, w - 1.0, n_galaxies)
@@ -173,34 +221,82 @@ def render_field(
     gal_reff = rng.uniform(1.5, 8.0, n_galaxies)
     gal_ellip = rng.uniform(0.0, 0.7, n_galaxies)
     gal_theta = rng.uniform(0.0, math.pi, n_galaxies)
-    # One centred PSF kernel serves every galaxy; its truncation at 5 FWHM loses ~0.1% of the
-    # light, which the per-stamp renormalisation below puts back.
-    psf_radius = math.ceil(5 * psf_fwhm)
-    psf = _moffat_stamp(psf_radius, 0.0, 0.0, alpha, psf_beta)
+    # One centred PSF kernel serves every galaxy; its truncation (5 FWHM for the core) loses a
+    # little light, which the per-stamp renormalisation below puts back.
+    kernel = field_psf.stamp(field_psf.kernel_radius())
     for x, y, flux, n, reff, ellip, theta in zip(
         gal_x, gal_y, gal_flux, gal_n, gal_reff, gal_ellip, gal_theta, strict=True
     ):
         cx, cy = round(x), round(y)
         radius = int(min(math.ceil(_GALAXY_EXTENT * reff), _MAX_GALAXY_RADIUS))
-        xx, yy = _oversampled_grid(radius, x - cx, y - cy)
+        xx, yy = oversampled_grid(radius, x - cx, y - cy)
         # Truncate at the extent ellipse-independently (a circle) so the stamp has no square edge.
         profile = Sersic2D.evaluate(xx, yy, 1.0, reff, n, 0.0, 0.0, ellip, theta)
         profile[np.hypot(xx, yy) > radius] = 0.0
-        stamp = _bin(profile)
+        stamp = bin_oversampled(profile)
         # "full" convolution keeps all the light: the result grows by the kernel radius.
-        stamp = np.clip(fftconvolve(stamp, psf, mode="full"), 0.0, None)
+        stamp = np.clip(fftconvolve(stamp, kernel, mode="full"), 0.0, None)
         _add_stamp(image, flux * stamp / stamp.sum(), cx, cy)
 
+    all_x = np.concatenate([star_x, gal_x])
+    all_y = np.concatenate([star_y, gal_y])
+    saturated = np.zeros(len(all_x), dtype=bool)
+    if saturation is not None:
+        full_well = float(saturation)
+        centre = image[np.rint(all_y).astype(np.int64), np.rint(all_x).astype(np.int64)]
+        saturated = centre >= full_well
+        # A saturated pixel reads the full well: the light above it is lost, as on a detector.
+        np.minimum(image, full_well, out=image)
+
+    psf_keywords = field_psf.as_scene_keywords()
     catalog = {
-        "x": np.concatenate([star_x, gal_x]),
-        "y": np.concatenate([star_y, gal_y]),
+        "x": all_x,
+        "y": all_y,
         "flux": np.concatenate([star_flux, gal_flux]),
         "kind": np.concatenate(
             [np.zeros(n_stars, dtype=np.int64), np.ones(n_galaxies, dtype=np.int64)]
         ),
         "r_eff": np.concatenate([np.zeros(n_stars), gal_reff]),
         "sersic_n": np.concatenate([np.zeros(n_stars), gal_n]),
+        "saturated": saturated,
         "sky": float(sky),
-        "psf_fwhm": float(psf_fwhm),
+        "psf_fwhm": float(fwhm),
+        "psf_beta": psf_keywords["psf_beta"],
+        "psf_family": family,
+        "saturation": None if saturation is None else float(saturation),
+        "psf": psf_keywords,
     }
     return image.astype(np.float32), catalog
+
+
+def render_psf_stamp(
+    radius: int | None = None,
+    *,
+    psf: str = "moffat",
+    psf_fwhm: float = 2.5,
+    psf_beta: float = 3.0,
+    spikes: int = 0,
+    spike_length: float = 10.0,
+    spike_intensity: float = 0.05,
+    dx: float = 0.0,
+    dy: float = 0.0,
+) -> np.ndarray:
+    """Unit-flux, pixel-integrated ``(2r+1)^2`` stamp of a field's PSF, for fits and apertures.
+
+    Takes the same PSF keywords as ``render_field`` (scalars only), so the stamp of a rendered
+    field is ``render_psf_stamp(**catalog["psf"])``. ``radius`` defaults to the galaxy kernel's
+    (5 FWHM, longer with spikes); ``(dx, dy)`` shifts the source within the central pixel.
+    """
+    field_psf = PSF(
+        psf,
+        float(psf_fwhm),
+        float(psf_beta),
+        int(spikes),
+        float(spike_length),
+        float(spike_intensity),
+    )
+    if radius is None:
+        radius = field_psf.kernel_radius()
+    if int(radius) < 1:
+        raise UserError(f"psf stamp radius={radius!r} is invalid: use an integer >= 1")
+    return field_psf.stamp(int(radius), float(dx), float(dy))
