@@ -24,10 +24,7 @@ def check_range(
 
     Returns the pair as floats; a scalar is not a range and is refused.
     """
-    bound = ""
-    if low is not None:
-        bound = f"{'<' if strict_low else '<='} lo "
-        bound = f"{low:g} {bound}"
+    bound = "" if low is None else f"{low:g} {'<' if strict_low else '<='} "
     hint = f"use [lo, hi] with {bound}lo <= hi"
     try:
         lo, hi = (float(v) for v in value)

@@ -153,3 +153,23 @@ def test_ranks_draw_different_patches_and_noise() -> None:
         draws.append((clean["clean"], noise["input"]))
     assert not torch.equal(draws[0][0], draws[1][0])
     assert not torch.equal(draws[0][1], draws[1][1])
+
+
+def test_augment_runs_on_training_batches_before_pairing() -> None:
+    from astrorestore.data.augment import Augment
+
+    dm = _datamodule(augment=Augment(flips=True, rot90=True, translate_px=3))
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    calls = []
+    original = dm.pairing.__call__
+
+    def spy(inner, generator=None):
+        calls.append(inner["clean"].clone())
+        return original(inner, generator)
+
+    dm.pairing = type("Spy", (), {"__call__": staticmethod(spy)})()
+    dm.on_after_batch_transfer(batch, 0)
+    seen = calls[0]
+    assert not torch.equal(seen, batch["clean"])  # transformed before the pairing saw it
+    torch.testing.assert_close(seen.sum(), batch["clean"].sum(), rtol=1e-3, atol=1.0)

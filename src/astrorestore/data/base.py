@@ -51,6 +51,8 @@ class PairedDataModule(L.LightningDataModule):
     Args:
         pairing: what a training example is (see :mod:`astrorestore.data.pairing`).
         normalizer: maps physical units to what the network sees, exactly invertible.
+        augment: optional :class:`~astrorestore.data.augment.Augment` applied to training
+            batches on the device, before pairing (one draw for every image of an item).
         batch_size, num_workers: loader settings.
         seed: seed of the fixed validation/test examples (not the global seed).
     """
@@ -69,6 +71,7 @@ class PairedDataModule(L.LightningDataModule):
         batch_size: int = 16,
         num_workers: int = 0,
         seed: int = 0,
+        augment: Any = None,
     ) -> None:
         super().__init__()
         if batch_size <= 0:
@@ -76,6 +79,14 @@ class PairedDataModule(L.LightningDataModule):
         if num_workers < 0:
             raise UserError(f"data.num_workers={num_workers} is invalid: use an integer >= 0")
         pairing.check_data(self.channels, self.provides, self.data_name)
+        if augment is not None:
+            # Checked once, here: methods whose noise is tied to a detector axis or whose
+            # inputs are noisy pixels refuse transforms that would break that.
+            augment.check_compatible(
+                getattr(pairing, "structured_axis", None),
+                noisy_inputs="clean" not in self.provides,
+            )
+        self.augment = augment
         self.pairing = pairing
         self.normalizer = normalizer
         self.batch_size = int(batch_size)
@@ -202,5 +213,11 @@ class PairedDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> dict[str, Tensor]:
         if "input" not in batch:  # training batches are paired here; fixed sets already are
-            batch = self.pairing(batch, self.device_generator(next(iter(batch.values())).device))
+            generator = self.device_generator(next(iter(batch.values())).device)
+            if self.augment is not None:
+                keys = list(batch)
+                batch = dict(
+                    zip(keys, self.augment(*batch.values(), generator=generator), strict=True)
+                )
+            batch = self.pairing(batch, generator)
         return self.normalise(batch)

@@ -148,6 +148,7 @@ class SimulatedFieldDataModule(PairedDataModule):
         seed: int = 0,
         source_patch_fraction: float = 0.0,
         scene: dict | None = None,
+        augment: Any = None,
     ) -> None:
         if field_size < 8:
             raise UserError(f"data.field_size={field_size} is invalid: use an integer >= 8")
@@ -165,8 +166,8 @@ class SimulatedFieldDataModule(PairedDataModule):
         ):
             if value <= 0:
                 raise UserError(f"data.{key}={value} is invalid: use an integer > 0")
-        super().__init__(pairing, normalizer, batch_size, num_workers, seed)
-        self.save_hyperparameters(ignore=["pairing", "normalizer"])
+        super().__init__(pairing, normalizer, batch_size, num_workers, seed, augment)
+        self.save_hyperparameters(ignore=["pairing", "normalizer", "augment"])
         self.patch_size = int(patch_size)
         self.scene = dict(scene) if scene is not None else {}
         self._source_patch_fraction = 0.0
