@@ -28,8 +28,8 @@ def find_backbone_weights(weights_path: str | None = None) -> Path | None:
         path = Path(weights_path).expanduser()
         if not path.is_file():
             raise UserError(
-                f"metrics.lpips_weights={weights_path} does not exist; point it at "
-                f"{ALEXNET_WEIGHTS_FILE} or set metrics.lpips_weights=null"
+                f"model.lpips_weights={weights_path} does not exist; point it at "
+                f"{ALEXNET_WEIGHTS_FILE} or set model.lpips_weights=null"
             )
         return path
     cached = Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_WEIGHTS_FILE
@@ -68,7 +68,7 @@ def build_lpips(
     if path is None and not random_backbone:
         if not _warned:
             log.warning(
-                "LPIPS skipped: AlexNet weights (%s) not found in %s and metrics.lpips_weights "
+                "LPIPS skipped: AlexNet weights (%s) not found in %s and model.lpips_weights "
                 "is unset; no LPIPS will be logged",
                 ALEXNET_WEIGHTS_FILE,
                 Path(torch.hub.get_dir()) / "checkpoints",
