@@ -81,20 +81,28 @@ def _model_name(cfg: DictConfig) -> str:
         return str(cfg.model._target_).rsplit(".", 1)[-1]
 
 
+def build(cfg: DictConfig) -> tuple[Any, Any]:
+    """The data module and the model of a composed config, with the monitor resolved in ``cfg``.
+
+    The network and loss are built first and checked against the data, so that a bad
+    combination fails before anything else is built or logged.
+    """
+    datamodule = instantiate(cfg.data, _convert_="all")
+    metric, mode = resolve_monitor(cfg.monitor.metric, cfg.monitor.mode, datamodule.has_truth)
+    with open_dict(cfg):
+        cfg.monitor.metric, cfg.monitor.mode = metric, mode
+    parts = {key: instantiate(cfg.model[key]) for key in ("net", "loss") if key in cfg.model}
+    check_parts(datamodule, parts)
+    return datamodule, instantiate(cfg.model, **parts, _convert_="all")
+
+
 def train(cfg: DictConfig) -> float | None:
     """Train (and test) from a composed config; returns the optimised metric for sweeps."""
     check_config(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-
-    datamodule = instantiate(cfg.data, _convert_="all")
-    metric, mode = resolve_monitor(cfg.monitor.metric, cfg.monitor.mode, datamodule.has_truth)
-    with open_dict(cfg):
-        cfg.monitor.metric, cfg.monitor.mode = metric, mode
-    # The network and loss first, so that a bad combination fails before anything is logged.
-    parts = {key: instantiate(cfg.model[key]) for key in ("net", "loss") if key in cfg.model}
-    check_parts(datamodule, parts)
-    model = instantiate(cfg.model, **parts, _convert_="all")
+    datamodule, model = build(cfg)
+    metric = cfg.monitor.metric
     if cfg.get("seed") is not None:
         log.info("seed %d", cfg.seed)
     run_config = OmegaConf.to_container(cfg, resolve=True)

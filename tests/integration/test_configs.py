@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 
 from astrorestore.errors import UserError
-from astrorestore.train import check_parts, resolve_monitor
+from astrorestore.train import build, resolve_monitor
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 OPTIONS = {
@@ -36,13 +36,7 @@ def _compose(overrides):
 
 
 def _build(cfg):
-    datamodule = instantiate(cfg.data, _convert_="all")
-    metric, mode = resolve_monitor(cfg.monitor.metric, cfg.monitor.mode, datamodule.has_truth)
-    with open_dict(cfg):
-        cfg.monitor.metric, cfg.monitor.mode = metric, mode
-    parts = {key: instantiate(cfg.model[key]) for key in ("net", "loss") if key in cfg.model}
-    check_parts(datamodule, parts)
-    model = instantiate(cfg.model, **parts, _convert_="all")
+    datamodule, model = build(cfg)
     callbacks = [instantiate(c) for c in (cfg.callbacks or {}).values() if c]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
     return datamodule, model, trainer

@@ -100,13 +100,13 @@ def test_default_field_is_unchanged_bit_for_bit(size, seed) -> None:
     assert hashlib.sha256(image.tobytes()).hexdigest() == _DEFAULT_FIELD_SHA256[(size, seed)]
 
 
-SCENE_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "scene"
+DATA_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "data"
 # Only the source, no sky or neighbours: a field that is exactly one star.
 _ONE_STAR = {"sky": 0.0, "n_stars": 1, "n_galaxies": 0, "n_bright_stars": 0}
 
 
-def test_scene_default_yaml_is_todays_field() -> None:
-    scene = OmegaConf.load(SCENE_CONFIGS / "default.yaml")
+def test_simulated_yaml_scene_is_todays_field() -> None:
+    scene = OmegaConf.load(DATA_CONFIGS / "simulated.yaml").scene
     image, _ = render_field(256, np.random.default_rng(0), **scene)
     assert hashlib.sha256(image.tobytes()).hexdigest() == _DEFAULT_FIELD_SHA256[(256, 0)]
 
@@ -239,7 +239,7 @@ def test_saturation_clips_cores_and_flags_them() -> None:
 
 
 def test_randomized_yaml_renders_varied_fields() -> None:
-    scene = OmegaConf.load(SCENE_CONFIGS / "randomized.yaml")
+    scene = OmegaConf.load(DATA_CONFIGS / "simulated_randomized.yaml").scene
     cats = [render_field(64, np.random.default_rng(s), **scene)[1] for s in range(40)]
     assert {c["psf_family"] for c in cats} == {"moffat", "gaussian", "airy"}
     assert np.ptp([c["psf_fwhm"] for c in cats]) > 2.0

@@ -8,7 +8,6 @@ paired once from ``data.seed``, so every run and every epoch is scored on the sa
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,7 @@ from torch.utils.data import Dataset
 from astrorestore.data.base import PairedDataModule
 from astrorestore.data.pairing import Pairing
 from astrorestore.data.scene import render_field
+from astrorestore.data.seeding import PerProcessRng
 from astrorestore.errors import UserError
 
 # A crop "contains a source" when its brightest pixel exceeds the sky by this much (electrons):
@@ -46,15 +46,9 @@ def _grid_positions(field_size: int, patch_size: int, n: int) -> list[tuple[int,
     return corners[:n]
 
 
-class RandomPatchDataset(Dataset):
-    """Random, randomly flipped/rotated crops of the training fields: ``{"clean": (1, P, P)}``.
-
-    The numpy generator is created lazily in each process (each DataLoader worker, or the main
-    process) from ``torch.initial_seed()`` and the rank, then consumed item by item. Under
-    ``L.seed_everything(s, workers=True)`` the workers' initial seeds, hence the crops, are
-    reproducible; fresh workers every epoch (``persistent_workers=False``) get fresh seeds, and
-    with ``num_workers=0`` the one stream simply continues, so epochs differ either way.
-    """
+class RandomPatchDataset(PerProcessRng, Dataset):
+    """Random, randomly flipped/rotated crops of the training fields: ``{"clean": (1, P, P)}``,
+    drawn from a per-process stream (see :mod:`astrorestore.data.seeding`)."""
 
     def __init__(
         self,
@@ -69,21 +63,9 @@ class RandomPatchDataset(Dataset):
         self.patch_size = patch_size
         self.length = length
         self.source_patch_fraction = source_patch_fraction
-        self.rank = 0
-        self._rng: np.random.Generator | None = None
-        self._rng_key: tuple[int, int, int] | None = None
 
     def __len__(self) -> int:
         return self.length
-
-    def _generator(self) -> np.random.Generator:
-        # Keyed on the process and torch seed: a forked worker must not reuse the parent's stream,
-        # and re-seeding torch (seed_everything) restarts it.
-        key = (os.getpid(), torch.initial_seed(), self.rank)
-        if self._rng is None or key != self._rng_key:
-            self._rng = np.random.default_rng(np.random.SeedSequence([key[1], key[2]]))
-            self._rng_key = key
-        return self._rng
 
     def _crop(self, rng: np.random.Generator) -> tuple[np.ndarray, int]:
         n, h, w = self.fields.shape

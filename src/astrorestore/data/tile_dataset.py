@@ -15,7 +15,6 @@ A crop is rejected (and another drawn) when fewer than ``min_valid`` of its pixe
 
 from __future__ import annotations
 
-import os
 from itertools import combinations
 
 import numpy as np
@@ -23,6 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from astrorestore.data.seeding import PerProcessRng
 from astrorestore.data.tile_cache import Prepared
 from astrorestore.errors import UserError
 
@@ -48,23 +48,6 @@ def _eligible_tiles(prepared: Prepared, split: str, patch_size: int) -> np.ndarr
             f"px); use data.patch_size <= {largest}"
         )
     return fits
-
-
-class PerProcessRng:
-    """A numpy generator created lazily per process from ``torch.initial_seed()`` and the rank,
-    as in ``simulated.RandomPatchDataset``: workers and ranks draw different crops, and
-    ``seed_everything(s, workers=True)`` makes them reproducible."""
-
-    rank = 0
-    _rng: np.random.Generator | None = None
-    _rng_key: tuple[int, int, int] | None = None
-
-    def _generator(self) -> np.random.Generator:
-        key = (os.getpid(), torch.initial_seed(), self.rank)
-        if self._rng is None or key != self._rng_key:
-            self._rng = np.random.default_rng(np.random.SeedSequence([key[1], key[2]]))
-            self._rng_key = key
-        return self._rng
 
 
 def _orient(arrays: dict[str, np.ndarray], k: int, flip: bool) -> dict[str, Tensor]:
