@@ -9,11 +9,13 @@ one true source count as one match and one spurious detection, never as two matc
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 from astropy.stats import sigma_clipped_stats
 from photutils.detection import DAOStarFinder
+from photutils.utils.exceptions import NoDetectionsWarning
 from scipy.spatial import cKDTree
 
 from astrorestore.errors import UserError
@@ -59,7 +61,10 @@ def detect_sources(
     sigma = max(float(sigma), 1e-6 * max(abs(float(background)), 1.0))
     data = np.where(np.isfinite(image), image - background, 0.0)
     finder = DAOStarFinder(threshold=threshold * sigma, fwhm=fwhm, exclude_border=True)
-    found = finder(data, mask=mask)
+    with warnings.catch_warnings():
+        # An empty result is reported by the caller (a warning in the report), not on stderr.
+        warnings.simplefilter("ignore", NoDetectionsWarning)
+        found = finder(data, mask=mask)
     if found is None or len(found) == 0:
         empty = np.zeros(0)
         return {"x": empty, "y": empty, "peak": empty, "flux": empty}
