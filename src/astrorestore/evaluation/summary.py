@@ -29,6 +29,8 @@ _ROWS = (
     ("best-F1 threshold (sigma)", "detection.{k}.best_threshold", ".0f", 1.0, ""),
     ("flux bias (median rel.)", "photometry.{k}.bias", "+.2f", 100.0, " %"),
     ("flux scatter (robust rel.)", "photometry.{k}.scatter", ".2f", 100.0, " %"),
+    ("flux bias, S/N >= 20", "photometry.{k}.bias_bright", "+.2f", 100.0, " %"),
+    ("flux scatter, S/N >= 20", "photometry.{k}.scatter_bright", ".2f", 100.0, " %"),
     ("depth (mag, 90 % compl., purity >= 90 %)", "depth.{k}.magnitude", ".2f", 1.0, ""),
     ("bright-star peak ratio (median)", "psf.{k}.peak_ratio_median", ".3f", 1.0, ""),
     ("bright-star peak ratio (5th pct)", "psf.{k}.peak_ratio_p5", ".3f", 1.0, ""),

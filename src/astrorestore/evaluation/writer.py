@@ -24,14 +24,14 @@ from astrorestore.evaluation import photometry as phot
 GOALS = {"depth_gain_mag": 0.75, "spurious_rate": 0.01, "abs_flux_bias": 0.01}
 
 
-def _jsonable(value):
+def to_jsonable(value):
     """Plain JSON types; NaN/inf become None so no table or file ever shows NaN."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [to_jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return to_jsonable(value.tolist())
     if isinstance(value, np.bool_ | bool):
         return bool(value)
     if isinstance(value, np.integer):
@@ -167,7 +167,7 @@ def write_report(
             "aggregate": summary,
             "files": sorted(files + ["report.json", "summary.md"]),
         }
-        (temp / "report.json").write_text(json.dumps(_jsonable(payload), indent=2))
+        (temp / "report.json").write_text(json.dumps(to_jsonable(payload), indent=2))
         (temp / "summary.md").write_text(summary_markdown(title, results, summary, GOALS))
         if target.exists():
             old = target.with_name(f".{target.name}.old")
