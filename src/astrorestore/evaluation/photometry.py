@@ -168,3 +168,10 @@ def depth_at_purity(
         if limit is not None and (best is None or limit > best):
             best, best_index = limit, index
     return {"magnitude": best, "threshold_index": best_index}
+
+
+def finite_median(values) -> float | None:
+    """Median of the finite values, ``None`` (not NaN) when there are none."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    return float(np.median(values)) if len(values) else None

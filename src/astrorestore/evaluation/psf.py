@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 from astropy.modeling import fitting, models
 from photutils.centroids import centroid_2dg, centroid_sources
+from scipy.spatial import cKDTree
 
 from astrorestore.errors import UserError
 
@@ -131,3 +132,14 @@ def centroid_offsets(
     here = centroids(image, xy, fwhm=fwhm, background=background)
     there = centroids(truth, xy, fwhm=fwhm, background=truth_background)
     return np.hypot(*(here - there).T) if len(here) else np.zeros(0)
+
+
+def bright_isolated(
+    xy: np.ndarray, flux: np.ndarray, kind: np.ndarray, fwhm: float, n: int
+) -> np.ndarray:
+    """Indices of the ``n`` brightest stars (``kind == 0``) with no other source within 4 FWHM."""
+    if len(xy) == 0:
+        return np.zeros(0, int)
+    neighbours = cKDTree(xy).query_ball_point(xy, 4 * fwhm, return_length=True)
+    candidates = np.nonzero((neighbours == 1) & (kind == 0) & (flux > 0))[0]
+    return candidates[np.argsort(flux[candidates])[::-1][:n]]

@@ -74,6 +74,7 @@ def _image_section(result: dict) -> list[str]:
             lines.append(
                 f"| {label} | {_fmt(a, spec, scale, suffix)} | {_fmt(b, spec, scale, suffix)} |"
             )
+        lines.append("")
     else:
         detection = result["detection"]
         lines.append(
