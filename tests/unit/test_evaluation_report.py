@@ -55,6 +55,11 @@ def test_truth_evaluation_has_every_section(with_truth):
     assert 0 < result["psf"]["restored"]["peak_ratio_median"] < 1  # blurring lowers peaks
     assert result["psf"]["restored"]["fwhm_ratio_median"] > 1.1  # ... and widens stars
     assert result["psf"]["noisy"]["fwhm_ratio_median"] == pytest.approx(1.0, abs=0.1)
+    # Bright stars are complete in both; the per-magnitude tables are there for the report.
+    assert result["completeness"]["noisy"]["completeness"][0] == 1.0
+    assert result["completeness"]["restored"]["completeness"][0] == 1.0
+    assert result["photometry"]["restored"]["residual_vs_mag"]["center"]
+    assert result["astrometry"]["noisy"]["offset_vs_mag"]["median"]
     sources = result["tables"]["sources"]
     assert len(sources["x"]) == det["n_reference"]
 

@@ -157,6 +157,8 @@ def evaluate_against_truth(
     secure = snr >= 20
     photometry["bright_definition"] = "S/N >= 20 in the noisy aperture"
     fluxes = {"truth": true_flux}
+    edges = phot.magnitude_edges(mags)
+    completeness: dict = {}
     for key, image in (("noisy", noisy), ("restored", restored)):
         fluxes[key] = phot.aperture_fluxes(image, xy, aperture, sky=bkg_truth)
         matched = tables[f"matched_{key}"]
@@ -169,8 +171,13 @@ def evaluate_against_truth(
             "n_bright": bright["n"],
             "bias_bright": bright["bias"],
             "scatter_bright": bright["scatter"],
+            "residual_vs_mag": phot.binned_median(
+                mags[matched], _relative(fluxes[key], true_flux)[matched], edges
+            ),
         }
+        completeness[key] = phot.completeness_curve(mags[counted], matched[counted], edges)
     result["photometry"] = photometry
+    result["completeness"] = completeness
 
     # Star fidelity and astrometry.
     bright = psf.bright_isolated(xy, ref["flux"], ref["kind"], fwhm, n_bright)
@@ -201,6 +208,7 @@ def evaluate_against_truth(
         astrometry[key] = {
             "median_offset_px": phot.finite_median(offsets[key][matched]),
             "bright_median_offset_px": phot.finite_median(offsets[key][bright]),
+            "offset_vs_mag": phot.binned_median(mags[matched], offsets[key][matched], edges),
         }
     result["astrometry"] = astrometry
     tables["sources"] = {
@@ -219,3 +227,9 @@ def evaluate_against_truth(
         "offset_restored": offsets["restored"],
     }
     return xy
+
+
+def _relative(flux: np.ndarray, true_flux: np.ndarray) -> np.ndarray:
+    """(flux - true) / true, NaN where the true flux is not positive."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(true_flux > 0, (flux - true_flux) / true_flux, np.nan)

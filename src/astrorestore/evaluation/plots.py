@@ -75,6 +75,10 @@ def write_plots(folder: Path, results: list[dict]) -> list[str]:
             for key, sweep in sweeps.items():
                 axis.plot(sweep["threshold"], sweep[metric], "o-", color=_COLOURS[key], label=key)
             axis.set(xscale="log", xlabel="threshold (sigma)", title=metric)
+            # Label the swept thresholds themselves; log minor labels would overlap.
+            thresholds = sweeps["restored"]["threshold"]
+            axis.set_xticks(thresholds, [f"{t:g}" for t in thresholds])
+            axis.minorticks_off()
         axes[0].legend()
         save(figure, "prf_vs_threshold.png")
 
