@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from astropy.stats import SigmaClip
 from photutils.aperture import ApertureStats, CircularAnnulus, CircularAperture
 
 _MAD_TO_SIGMA = 1.4826
@@ -45,7 +46,9 @@ def aperture_fluxes(
     area = np.atleast_1d(np.asarray(stats.sum_aper_area.value, float))
     if sky is None:
         r_in, r_out = annulus or (2.0 * radius, 3.0 * radius)
-        ring = ApertureStats(image, CircularAnnulus(xy, r_in, r_out), mask=mask)
+        ring = ApertureStats(
+            image, CircularAnnulus(xy, r_in, r_out), mask=mask, sigma_clip=SigmaClip(sigma=3.0)
+        )
         level = np.atleast_1d(np.asarray(ring.median, float))
     else:
         level = np.full(len(xy), float(sky))
