@@ -159,6 +159,7 @@ def _row(aggregate: dict) -> dict:
 COLUMNS = (
     ("PSNR dB", "psnr_db", "{:.2f}"),
     ("SSIM", "ssim", "{:.3f}"),
+    ("PSNR asinh dB", "psnr_asinh_db", "{:.2f}"),
     ("sky noise", "sky_noise_ratio", "{:.2f}"),
     ("F1@5σ", "f1", "{:.3f}"),
     ("recall@5σ", "recall", "{:.3f}"),
@@ -195,7 +196,8 @@ def write_markdown(rows: list[dict], fields: list[dict], out: Path, args) -> Non
         f"{len(fields)} fields of {args.size}x{args.size} px (seeds {SEED0}+), PSF FWHM "
         f"{args.fwhms} px (Moffat beta 3), sky {SKY:g} e-, Poisson + {READ_NOISE:g} e- read noise, "
         f"exposure 1, stars 50 e- to 3e5 e- (counts slope 0.5). PSNR/SSIM in electrons against the truth's 0.5-99.5 percentile range "
-        f"(mean {first['data_range_e']:.1f} e-). Detection: DAOStarFinder at 5σ of each image's own "
+        f"(mean {first['data_range_e']:.1f} e-); PSNR asinh: in the networks' asinh space, "
+        "truth max-min there (the training logs' convention). Detection: DAOStarFinder at 5σ of each image's own "
         "background, matched to the catalog; recall on point sources; spurious = detections "
         "matching no catalog source. Depth: faintest magnitude with 90 % completeness at a "
         "threshold with purity ≥ 90 %, pooled over fields; gain = method - noisy input. "
