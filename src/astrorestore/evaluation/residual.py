@@ -66,7 +66,7 @@ def residual_analysis(
     ``variance_ratio`` robust variance of residual / sigma (1 = removed exactly the
     noise, < 1 = noise kept), the radial ``power_spectrum`` of residual / sigma and its
     ``low_high_power_ratio`` (1 for white noise), per-source residual flux relative to the
-    source flux (median and how many are beyond 5 sigma), and ``warnings``.
+    input's source flux (median, how many are beyond 5 sigma), and ``warnings``.
     """
     residual = np.asarray(noisy, float) - np.asarray(restored, float)
     # The restored image is the better estimate of the signal that sets the Poisson variance.
@@ -120,12 +120,14 @@ def residual_analysis(
 
 
 def _source_residuals(noisy, restored, residual, sigma, source_xy, fwhm, warnings) -> dict:
-    """Residual aperture flux at sources, relative to the source flux and to its own noise."""
+    """Residual aperture flux at sources, relative to the input's source flux and to its noise."""
     if source_xy is None or len(source_xy) == 0:
         return {"sources": {"n": 0}}
     radius = 1.5 * fwhm
-    background = float(np.nanmedian(restored))
-    flux = aperture_fluxes(restored, source_xy, radius, sky=background)
+    # Relative to the input's flux: a source the restoration erased reads 100 %, where dividing
+    # by the (near-zero) restored flux would give an unbounded number.
+    background = float(np.nanmedian(noisy))
+    flux = aperture_fluxes(noisy, source_xy, radius, sky=background)
     removed = aperture_fluxes(residual, source_xy, radius, sky=0.0)
     noise = np.sqrt(aperture_fluxes(sigma**2, source_xy, radius, sky=0.0))
     ok = np.isfinite(flux) & np.isfinite(removed) & (flux > 0) & (noise > 0)
