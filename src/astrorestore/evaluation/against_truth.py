@@ -9,6 +9,8 @@ fitted; the results fill the ``result`` and ``tables`` dicts of ``evaluate_image
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from astrorestore.evaluation import detection as det
@@ -21,7 +23,14 @@ from astrorestore.evaluation.quality import quality_metrics
 REFERENCE_THRESHOLD = 1.0
 
 
-def reference_sources(truth, catalog, fwhm, sigma, background, border) -> dict:
+def reference_sources(
+    truth: np.ndarray,
+    catalog: dict | None,
+    fwhm: float,
+    sigma: float,
+    background: float,
+    border: int,
+) -> dict:
     """Reference source list: the catalog if given, else detections on the truth image."""
     if catalog is not None:
         xy = det.positions(catalog)
@@ -47,24 +56,25 @@ def reference_sources(truth, catalog, fwhm, sigma, background, border) -> dict:
 
 
 def evaluate_against_truth(
-    restored,
-    noisy,
-    truth,
-    catalog,
-    fwhm,
-    threshold,
-    radius,
-    thresholds,
-    zeropoint,
-    n_bright,
-    sig_noisy,
-    bkg_noisy,
-    bkg_rest,
-    result,
-    tables,
-    warnings,
+    restored: np.ndarray,
+    noisy: np.ndarray,
+    truth: np.ndarray,
+    catalog: dict | None,
+    fwhm: float,
+    threshold: float,
+    radius: float,
+    thresholds: Sequence[float],
+    zeropoint: float,
+    n_bright: int,
+    sig_noisy: float,
+    bkg_noisy: float,
+    bkg_rest: float,
+    result: dict,
+    tables: dict,
+    warnings: list[str],
 ) -> np.ndarray:
-    """Simulations: everything against the truth. Fills ``result`` and ``tables``."""
+    """Simulations: everything against the truth. Fills ``result``, ``tables`` and ``warnings``
+    and returns the reference positions (for the residual analysis)."""
     bkg_truth, _ = det.background_stats(truth)
     border = max(3, int(np.ceil(fwhm)))
     ref = reference_sources(truth, catalog, fwhm, sig_noisy, bkg_truth, border)

@@ -173,7 +173,7 @@ def depth_at_purity(
     return {"magnitude": best, "threshold_index": best_index}
 
 
-def finite_median(values) -> float | None:
+def finite_median(values: np.ndarray | list) -> float | None:
     """Median of the finite values, ``None`` (not NaN) when there are none."""
     values = np.asarray(values, float)
     values = values[np.isfinite(values)]

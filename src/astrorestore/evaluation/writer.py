@@ -24,7 +24,7 @@ from astrorestore.evaluation import photometry as phot
 GOALS = {"depth_gain_mag": 0.75, "spurious_rate": 0.01, "abs_flux_bias": 0.01}
 
 
-def to_jsonable(value):
+def to_jsonable(value: object) -> object:
     """Plain JSON types; NaN/inf become None so no table or file ever shows NaN."""
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
