@@ -1,0 +1,142 @@
+"""evaluate_image / write_report / cheap_metrics end to end on a small simulated field."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from astrorestore.data.scene import render_field
+from astrorestore.errors import UserError
+from astrorestore.evaluation import cheap_metrics, evaluate_image, write_report
+from astrorestore.evaluation.baselines import gaussian
+
+READ = 5.0
+
+
+@pytest.fixture(scope="module")
+def field():
+    truth, catalog = render_field(128, np.random.default_rng(9100), n_stars=40, n_galaxies=5)
+    rng = np.random.default_rng(1)
+    noisy = (rng.poisson(truth) + rng.normal(0, READ, truth.shape)).astype(np.float32)
+    return truth, noisy, gaussian(noisy, sigma=1.0), catalog
+
+
+@pytest.fixture(scope="module")
+def with_truth(field):
+    truth, noisy, restored, catalog = field
+    return evaluate_image(restored, noisy, truth, catalog=catalog, name="field", read_noise=READ)
+
+
+def _has_nan(value) -> bool:
+    if isinstance(value, dict):
+        return any(_has_nan(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_nan(v) for v in value)
+    return isinstance(value, float) and math.isnan(value)
+
+
+def test_truth_evaluation_has_every_section(with_truth):
+    result = with_truth
+    for key in ("quality", "detection", "depth", "photometry", "psf", "astrometry", "residual"):
+        assert key in result
+    assert result["quality"]["data_range_e"] > 0
+    det = result["detection"]
+    assert det["reference"] == "catalog" and det["recall_on"].startswith("point sources (kind 0)")
+    # Thresholded at the noisy frame's sigma, the noiseless truth invents nothing.
+    assert det["truth"]["n_spurious"] == 0 and det["truth"]["n_recovered"] > 0
+    assert det["noisy"]["n_recovered"] > 0
+    assert (
+        det["restored"]["n_matched"] + det["restored"]["n_spurious"]
+        == det["restored"]["n_detected"]
+    )
+    assert 0 < result["psf"]["restored"]["peak_ratio_median"] < 1  # blurring lowers peaks
+    assert result["psf"]["restored"]["fwhm_ratio_median"] > 1.1  # ... and widens stars
+    assert result["psf"]["noisy"]["fwhm_ratio_median"] == pytest.approx(1.0, abs=0.1)
+    # Bright stars are complete in both; the per-magnitude tables are there for the report.
+    assert result["completeness"]["noisy"]["completeness"][0] == 1.0
+    assert result["completeness"]["restored"]["completeness"][0] == 1.0
+    assert result["photometry"]["restored"]["residual_vs_mag"]["center"]
+    assert result["astrometry"]["noisy"]["offset_vs_mag"]["median"]
+    sources = result["tables"]["sources"]
+    assert len(sources["x"]) == det["n_reference"]
+
+
+def test_report_files_and_keys(tmp_path, field, with_truth):
+    truth, noisy, restored, _ = field
+    no_truth = evaluate_image(restored, noisy, name="real", read_noise=READ)
+    folder = write_report([with_truth, no_truth], tmp_path / "report", title="test")
+    report = json.loads((folder / "report.json").read_text())
+    assert [image["name"] for image in report["images"]] == ["field", "real"]
+    assert {"mean", "pooled"} <= set(report["aggregate"])
+    assert "depth_gain_mag" in report["aggregate"]["pooled"]
+    for name in report["files"]:
+        assert (folder / name).is_file(), name
+    for png in (
+        "precision_recall.png",
+        "prf_vs_threshold.png",
+        "flux_scatter.png",
+        "flux_residual_vs_mag.png",
+        "completeness_vs_mag.png",
+        "centroid_offset_vs_mag.png",
+        "residual.png",
+    ):
+        assert png in report["files"]
+    header = (folder / "sources_field.csv").read_text().splitlines()[0]
+    assert header.startswith("x,y,kind,counted,mag,flux_truth")
+    summary = (folder / "summary.md").read_text()
+    assert "data range" in summary and "Goals met" in summary
+    assert not _has_nan(report)
+    # Writing again replaces the folder whole and leaves no temporary folders behind.
+    write_report([no_truth], folder)
+    assert json.loads((folder / "report.json").read_text())["images"][0]["name"] == "real"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
+
+
+def test_no_sources_is_reported_not_a_nan_table(tmp_path):
+    rng = np.random.default_rng(2)
+    truth = np.full((64, 64), 20.0, np.float32)
+    noisy = (truth + rng.normal(0, READ, truth.shape)).astype(np.float32)
+    result = evaluate_image(noisy, noisy, truth, name="empty")
+    assert any("no sources found in the truth" in w for w in result["warnings"])
+    assert result["detection"]["n_reference"] == 0
+    folder = write_report([result], tmp_path / "r")
+    assert not _has_nan(json.loads((folder / "report.json").read_text()))
+    assert "nan" not in (folder / "sources_empty.csv").read_text().lower()
+    no_truth = evaluate_image(noisy, noisy, name="blank")
+    assert any("no sources found in the noisy input" in w for w in no_truth["warnings"])
+
+
+def test_shape_mismatch_is_a_user_error(field):
+    truth, noisy, restored, _ = field
+    with pytest.raises(UserError, match=r"truth shape \(64, 64\) differs from the restored"):
+        evaluate_image(restored, noisy, truth[:64, :64])
+    with pytest.raises(UserError, match="noisy input shape"):
+        evaluate_image(restored, noisy[:, :100])
+
+
+def test_nan_truth_is_masked_and_said(field):
+    truth, noisy, restored, catalog = field
+    holed = truth.copy()
+    holed[:10, :10] = np.nan
+    result = evaluate_image(restored, noisy, holed, catalog=catalog, read_noise=READ)
+    assert any("NaN/inf pixels" in w and "masked" in w for w in result["warnings"])
+    assert np.isfinite(result["quality"]["restored"]["psnr"])
+    assert np.isfinite(result["residual"]["variance_ratio"])
+
+
+def test_empty_result_list_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="folder empty"):
+        write_report([], tmp_path / "r")
+
+
+def test_cheap_metrics_track_a_good_and_a_bad_restoration(field):
+    truth, noisy, restored, _ = field
+    perfect = cheap_metrics(truth, truth, noisy)
+    assert perfect["f1"] == 1.0
+    assert perfect["flux_bias"] == pytest.approx(0.0, abs=1e-9)
+    assert perfect["peak_ratio"] == pytest.approx(1.0)
+    blurred = cheap_metrics(restored, truth, noisy)
+    assert blurred["peak_ratio"] < 0.9 and blurred["flux_bias"] < 0
