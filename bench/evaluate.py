@@ -42,11 +42,8 @@ _RESTORERS: dict[str, object] = {}
 
 
 def _restore_with_checkpoint(path: str, image: np.ndarray) -> np.ndarray:
-    """Restore ``image`` (electrons) with a checkpoint: the only place that knows the inference API.
-
-    ``load_restorer`` and ``restore_image`` are being refactored; keep every use of them here.
-    """
-    from astrorestore.inference.checkpoint import load_restorer
+    """Restore ``image`` (electrons) with a checkpoint, through infer.py's own path."""
+    from astrorestore.inference.restorer import load_restorer
     from astrorestore.inference.restore import restore_image
 
     if path not in _RESTORERS:

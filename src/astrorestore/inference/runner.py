@@ -14,13 +14,23 @@ import astrorestore
 from astrorestore.errors import UserError
 from astrorestore.inference.restore import check_image, restore_image
 from astrorestore.inference.restorer import Restorer
+from astrorestore.inference.scoring import (
+    Scorer,
+    check_truth,
+    classical_restorer,
+    output_shape,
+    resolve_truths,
+)
 from astrorestore.inference.tiling import check_overlap
 from astrorestore.io.images import read_image, write_image
 from astrorestore.io.paths import resolve_io
 
 LoadRestorer = Callable[[str, str], Restorer]
 
-_USAGE = "python infer.py ckpt_path=<file.ckpt> input=<file|folder|glob> output=<file|folder>"
+_USAGE = (
+    "python infer.py ckpt_path=<file.ckpt> (or method=<classical method>) "
+    "input=<file|folder|glob> output=<file|folder> [truth=<file|folder>] [report=<dir>]"
+)
 
 
 def _get(cfg: Any, key: str, default: Any = None) -> Any:
@@ -63,13 +73,21 @@ def resolve_device(device: str) -> str:
     raise UserError(f"device={device!r} is not supported; pass device=auto, cpu or cuda")
 
 
-def _preflight(pairs: list[tuple[Path, Path]], hdu: Any, tile: int, restorer: Restorer) -> None:
+def _preflight(
+    pairs: list[tuple[Path, Path]], hdu: Any, tile: int, restorer: Restorer | None
+) -> None:
     # Every input is read once before anything is written, so one bad file in a batch fails
     # the run up front instead of after hours of work with half the outputs on disk.
     for src, _ in pairs:
         data = read_image(src, hdu=hdu).data
         try:
-            check_image(data, restorer, tile)
+            if restorer is not None:
+                check_image(data, restorer, tile)
+            elif data.ndim != 2 or not np.isfinite(data).any():
+                raise UserError(
+                    "classical methods restore grey images with finite pixels; got shape "
+                    f"{data.shape}"
+                )
         except UserError as exc:
             raise UserError(f"{src}: {exc}") from None
         del data
@@ -81,7 +99,10 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
     ``cfg`` keys: ckpt_path, input, output, tile_size, overlap, batch_size, device
     ('auto'|'cpu'|'cuda'), hdu (None|int|str), progress (bool), seed (int; stochastic models).
     """
-    ckpt_path = _require(cfg, "ckpt_path")
+    method = _get(cfg, "method")
+    if method and _get(cfg, "ckpt_path"):
+        raise UserError(f"pass either ckpt_path= or method=, not both: {_USAGE}")
+    ckpt_path = None if method else _require(cfg, "ckpt_path")
     input_spec = _require(cfg, "input")
     output_spec = _require(cfg, "output")
     tile = _as_int(cfg, "tile_size", 256, 1)
@@ -93,37 +114,66 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
     progress = bool(_get(cfg, "progress", False))
     device = resolve_device(_get(cfg, "device", "auto"))
 
-    # The checkpoint first: a wrong model is the more basic mistake than a wrong image.
-    restorer = load_restorer(ckpt_path, device)
-    pairs = resolve_io(input_spec, output_spec)
-    _preflight(pairs, hdu, tile, restorer)
+    evaluation = dict(_get(cfg, "eval", {}) or {})
+    if method:
+        name, scale, out_channels = str(method), 1, 1
+        classical = classical_restorer(
+            name, float(evaluation.get("gain", 1.0)), float(evaluation.get("read_noise", 5.0))
+        )
+        restore = classical
+        history = [f"astrorestore: restored with the classical method {name}"]
+        checkpoint_name = "none"
+    else:
+        # The checkpoint first: a wrong model is the more basic mistake than a wrong image.
+        restorer = load_restorer(ckpt_path, device)
+        name, scale, out_channels = restorer.name, restorer.scale, restorer.out_channels
 
-    history = [
-        f"astrorestore: restored with {restorer.name}",
-        f"checkpoint: {restorer.ckpt_path}",
-        f"tile_size={tile} overlap={overlap} (tiled, raised-cosine blend)",
-    ]
-    if restorer.scale > 1:
-        history.append(f"super-resolved x{restorer.scale}; WCS rescaled to the new pixel grid")
-    if restorer.stochastic:
-        history.append(f"stochastic restorer, seed={seed}")
+        def restore(data: np.ndarray) -> np.ndarray:
+            return restore_image(data, restorer, tile, overlap, batch_size, progress, seed)
+
+        history = [
+            f"astrorestore: restored with {restorer.name}",
+            f"checkpoint: {restorer.ckpt_path}",
+            f"tile_size={tile} overlap={overlap} (tiled, raised-cosine blend)",
+        ]
+        if scale > 1:
+            history.append(f"super-resolved x{scale}; WCS rescaled to the new pixel grid")
+        if restorer.stochastic:
+            history.append(f"stochastic restorer, seed={seed}")
+        checkpoint_name = Path(str(restorer.ckpt_path)).name
+    pairs = resolve_io(input_spec, output_spec)
+    truths = resolve_truths(_get(cfg, "truth"), [src for src, _ in pairs])
+    report = _get(cfg, "report")
+    scorer = Scorer(report, evaluation) if report else None
+    if truths and scorer is None:
+        raise UserError("truth= is only used for scoring: pass report=<dir> as well")
+    _preflight(pairs, hdu, tile, None if method else restorer)
+    for src, truth_path in truths.items():
+        shape = read_image(src, hdu=hdu).data.shape
+        check_truth(truth_path, output_shape(shape, scale, out_channels), hdu)
+
     keywords = {
-        "ARMODEL": (str(restorer.name), "astrorestore model"),
-        "ARCKPT": (Path(str(restorer.ckpt_path)).name, "checkpoint file"),
+        "ARMODEL": (name, "astrorestore model"),
+        "ARCKPT": (checkpoint_name, "checkpoint file"),
         "ARVERS": (astrorestore.__version__, "astrorestore version"),
     }
     written: list[Path] = []
     for src, dst in pairs:
         start = time.perf_counter()
         source = read_image(src, hdu=hdu)
-        restored = restore_image(source.data, restorer, tile, overlap, batch_size, progress, seed)
-        write_image(dst, restored, source, history, keywords, restorer.scale)
+        restored = restore(source.data)
+        write_image(dst, restored, source, history, keywords, scale)
+        if scorer is not None:
+            truth = read_image(truths[src], hdu=hdu).data if src in truths else None
+            scorer.add(src.name, restored, source.data, truth)
         height, width = source.data.shape[:2]
         del source, restored
         elapsed = time.perf_counter() - start
         shape = f"{height}x{width}"
-        if restorer.scale > 1:
-            shape += f" -> {height * restorer.scale}x{width * restorer.scale}"
+        if scale > 1:
+            shape += f" -> {height * scale}x{width * scale}"
         print(f"{src} -> {dst} ({shape}, {elapsed:.1f} s)", flush=True)
         written.append(dst)
+    if scorer is not None:
+        scorer.write(f"astrorestore evaluation: {name}")
     return written

@@ -1,0 +1,122 @@
+"""``infer.py ... truth=<file|folder> report=<dir>``: score restorations like an astronomer.
+
+The restored outputs (in the input's units) are evaluated against their noisy inputs and, where
+given, the clean truth with :mod:`astrorestore.evaluation`; a report folder (JSON, CSV, plots,
+``summary.md``) is written at the end. Classical baselines (``method=gaussian`` ...) go through
+the same path without a checkpoint, so every method is scored the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from astrorestore.errors import UserError
+from astrorestore.io.images import read_image
+
+
+def resolve_truths(spec: Any, inputs: list[Path]) -> dict[Path, Path]:
+    """Map each input to its truth file: one file for one input, or the same name in a folder."""
+    if spec is None or str(spec).strip() == "":
+        return {}
+    path = Path(str(spec)).expanduser()
+    if path.is_file():
+        if len(inputs) != 1:
+            raise UserError(
+                f"truth={path} is one file but input matches {len(inputs)} files; pass a truth "
+                "folder holding a file of the same name for each input"
+            )
+        return {inputs[0]: path}
+    if not path.is_dir():
+        raise UserError(f"truth={path} does not exist; pass the clean image or a folder of them")
+    truths = {}
+    for src in inputs:
+        match = path / src.name
+        if not match.is_file():
+            raise UserError(
+                f"no truth for {src.name} in {path}; every input needs a truth file of the same name"
+            )
+        truths[src] = match
+    return truths
+
+
+def check_truth(truth_path: Path, expected_shape: tuple[int, ...], hdu: Any) -> None:
+    """A truth must be readable, of the output's shape and not entirely NaN (preflight)."""
+    data = read_image(truth_path, hdu=hdu).data
+    if data.shape != expected_shape:
+        raise UserError(
+            f"truth {truth_path.name} has shape {data.shape} but the output will be "
+            f"{expected_shape}; pass the clean image of the same frame"
+        )
+    if not np.isfinite(data).any():
+        raise UserError(f"truth {truth_path.name} has no finite pixels; check the file")
+
+
+def classical_restorer(
+    method: str, gain: float, read_noise: float
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A whole-image classical restoration (grey images, physical units)."""
+    from astrorestore.evaluation.baselines import get_baseline
+
+    baseline = get_baseline(method)
+
+    def restore(image: np.ndarray) -> np.ndarray:
+        if image.ndim != 2:
+            raise UserError(f"method={method} restores grey (H, W) images; got shape {image.shape}")
+        finite = np.isfinite(image)
+        filled = np.where(finite, image, np.median(image[finite])).astype(np.float32)
+        out = np.asarray(baseline(filled, gain=gain, read_noise=read_noise), dtype=np.float32)
+        out[~finite] = np.nan
+        return out
+
+    return restore
+
+
+class Scorer:
+    """Collects per-image evaluations and writes one report folder at the end."""
+
+    def __init__(self, report_dir: Any, options: dict[str, Any]) -> None:
+        self.report_dir = Path(str(report_dir)).expanduser()
+        if self.report_dir.exists() and not self.report_dir.is_dir():
+            raise UserError(f"report={self.report_dir} exists and is not a folder; pass a folder")
+        self.options = options
+        self.results: list[dict] = []
+        self.skipped: list[str] = []
+
+    def add(
+        self, name: str, restored: np.ndarray, noisy: np.ndarray, truth: np.ndarray | None
+    ) -> None:
+        from astrorestore.evaluation import evaluate_image
+
+        if restored.ndim != 2 or restored.shape != noisy.shape:
+            # Photometry compares a frame with its own input pixel by pixel.
+            self.skipped.append(name)
+            return
+        self.results.append(evaluate_image(restored, noisy, truth, name=name, **self.options))
+
+    def write(self, title: str) -> Path | None:
+        from astrorestore.evaluation import write_report
+
+        if self.skipped:
+            print(
+                f"report: {len(self.skipped)} image(s) not scored (colour or rescaled output; the "
+                "astronomy evaluation needs grey frames of the input's size)",
+                flush=True,
+            )
+        if not self.results:
+            return None
+        path = write_report(self.results, self.report_dir, title=title)
+        print(f"report: {path / 'summary.md'}", flush=True)
+        return path
+
+
+def output_shape(shape: tuple[int, ...], scale: int, out_channels: int) -> tuple[int, ...]:
+    hw = (shape[0] * scale, shape[1] * scale)
+    return (
+        hw
+        if out_channels == 1 and len(shape) == 2
+        else (*hw, 3 if out_channels == 1 else out_channels)
+    )
