@@ -356,6 +356,10 @@ class FitsFolderDataModule(PairedDataModule):
     # ------------------------------------------------------------------ curriculum
     def stage_settings(self) -> dict:
         settings = super().stage_settings()
+        if not self.deep_as_clean:
+            # The noise model is never drawn from on frames used as they are: an exposure range
+            # would change nothing, so a curriculum that sets one is refused, not ignored.
+            settings.pop("exposure_range", None)
         if not self.pairs:
             settings["source_patch_fraction"] = self._set_source_patch_fraction
         return settings
