@@ -30,9 +30,7 @@ and ``scale`` to map them into the normalised space.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +41,11 @@ from torch.utils.data import Dataset
 
 from astrorestore.data.base import NORMALISED_KEYS, PairedDataModule, PairedExamples
 from astrorestore.data.demo_frames import DEMO_GAIN, ensure_demo_frames
-from astrorestore.data.manifest import SPLITS, discover_fits
-from astrorestore.data.normalization import AsinhNormalizer
+from astrorestore.data.frame_statistics import frame_statistics, use_frame_stats
+from astrorestore.data.manifest import discover_fits
 from astrorestore.data.pairing import Pairing
 from astrorestore.data.prepare import prepare_folder
-from astrorestore.data.tile_cache import Prepared, tile_stats
+from astrorestore.data.tile_cache import Prepared
 from astrorestore.data.tile_dataset import ExposurePairs, FixedTileCrops, RandomTileCrops
 from astrorestore.errors import UserError
 
@@ -401,51 +399,3 @@ class FitsFolderDataModule(PairedDataModule):
         maps = {key: batch[key] for key in ("sigma", "sigma2") if key in batch}
         paired = self.pairing(batch, generator)
         return self.normalise(paired | maps | carried)
-
-
-# ---------------------------------------------------------------------- frame statistics
-def _stats_path(prepared: Prepared, normalizer: Any) -> Path:
-    key = hashlib.sha1(repr(normalizer).encode()).hexdigest()[:12]
-    return prepared.path / f"frame_stats_{key}.npz"
-
-
-def frame_statistics(prepared: Prepared, normalizer: Any) -> dict[str, np.ndarray]:
-    """``{split: (n_frames, 2) [offset, scale]}``: the normaliser's statistics of every whole
-    frame, as ``infer.py`` computes them; saved next to the cache entry, computed once."""
-    path = _stats_path(prepared, normalizer)
-    if path.exists():
-        with np.load(path) as saved:
-            stats = {s: saved[s] for s in SPLITS}
-        if all(len(stats[s]) == len(prepared.frames[s]) for s in SPLITS):
-            return stats
-    stats = {}
-    for split in SPLITS:
-        rows = []
-        for index in range(len(prepared.frames[split])):
-            data, _, _ = prepared.frame(split, index)  # NaN at invalid pixels
-            rows.append(_whole_frame_stats(np.asarray(data), normalizer))
-        stats[split] = np.asarray(rows, np.float32).reshape(-1, 2)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
-    np.savez(tmp, **stats)
-    os.replace(tmp, path)  # atomic: concurrent ranks write identical files
-    return stats
-
-
-def _whole_frame_stats(data: np.ndarray, normalizer: Any) -> tuple[float, float]:
-    if isinstance(normalizer, AsinhNormalizer):
-        offset, scale = tile_stats(data, normalizer.softening)
-        return float(offset), float(scale)
-    offset, scale = normalizer.stats(torch.from_numpy(np.array(data, np.float32))[None, None])
-    return float(offset.flatten()[0]), float(scale.flatten()[0])
-
-
-def use_frame_stats(prepared: Prepared, stats: dict[str, np.ndarray]) -> None:
-    """Give every tile its parent frame's statistics (in memory): crops are then normalised,
-    and their invalid pixels filled with the sky, exactly as ``infer.py`` treats the frame."""
-    for split in SPLITS:
-        tiles = prepared.tiles[split].copy()
-        if len(tiles):
-            frames = tiles["frame"]
-            tiles["offset"] = stats[split][frames, 0]
-            tiles["scale"] = stats[split][frames, 1]
-        prepared.tiles[split] = tiles
