@@ -201,6 +201,10 @@ class FitsFolderDataModule(PairedDataModule):
         ):
             if int(value) != value or value <= 0:
                 raise UserError(f"data.{key}={value} is invalid: use an integer > 0")
+        if int(stride) != stride or not 1 <= stride <= tile_size:
+            raise UserError(
+                f"data.stride={stride} is invalid: use an integer in [1, data.tile_size={tile_size}]"
+            )
         if patch_size > tile_size:
             raise UserError(
                 f"data.patch_size={patch_size} is larger than data.tile_size={tile_size}: use "
