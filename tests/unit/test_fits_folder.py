@@ -199,3 +199,17 @@ def test_source_patch_fraction_draws_crops_with_sources(folder):
     assert sum(crops._has_source(crops[i]) for i in range(20)) >= 18
     assert "source_patch_fraction" in dm.stage_settings()
     assert "exposure_range" not in _module(folder, AsObserved(GaussianNoise())).stage_settings()
+
+
+def test_brightness_augmentation_moves_the_frame_statistics_with_the_flux(folder):
+    from astrorestore.data.augment import Augment
+
+    dm = _module(folder)
+    dm.setup("fit")
+    raw = next(iter(dm.train_dataloader()))
+    plain = dm.on_after_batch_transfer(dict(raw), 0)
+    dm.augment = Augment(flips=False, rot90=False, brightness_range=[2.0, 2.0])
+    brighter = dm.on_after_batch_transfer(dict(raw), 0)
+    torch.testing.assert_close(brighter["offset"], 2 * plain["offset"])
+    torch.testing.assert_close(brighter["sigma"], 2 * plain["sigma"])
+    torch.testing.assert_close(brighter["input"], plain["input"], atol=1e-5, rtol=1e-5)
