@@ -171,6 +171,17 @@ def _split_argv(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     return overrides, flags
 
 
+def find_user_error(exc: BaseException | None) -> UserError | None:
+    """The UserError ``exc`` is or was raised from (Hydra wraps errors of ``_target_`` calls)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, UserError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__
+    return None
+
+
 def run_hydra(entry: Callable[[DictConfig], Any], config_dir: Path, config_name: str) -> None:
     """Check the overrides, then run ``entry`` under ``hydra.main``; UserError -> exit 2."""
     overrides, flags = _split_argv(sys.argv[1:])
@@ -186,8 +197,12 @@ def run_hydra(entry: Callable[[DictConfig], Any], config_dir: Path, config_name:
     def main(cfg: DictConfig) -> Any:
         try:
             return entry(cfg)
-        except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+        except Exception as exc:
+            # Hydra's instantiate wraps a constructor's UserError in its own exception.
+            user_error = find_user_error(exc)
+            if user_error is None:
+                raise
+            print(f"error: {user_error}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
 
     main()

@@ -357,3 +357,63 @@ def test_fits_cd_matrix_is_rescaled(tmp_path):
     rescale_wcs(header, 4)
     assert header["CD1_1"] == pytest.approx(-5e-5) and header["CD1_2"] == pytest.approx(2.5e-6)
     assert header["CRPIX1"] == pytest.approx(38.5) and "CDELT1" not in header
+
+
+def _jwst_like(path, shape=(24, 32)):
+    primary = fits.PrimaryHDU()
+    primary.header["TELESCOP"] = "JWST"
+    data = np.full(shape, 5.0, np.float32)
+    sci = fits.ImageHDU(data, name="SCI")
+    sci.header["CTYPE1"], sci.header["CRVAL1"] = "RA---TAN", 53.1
+    dq = np.zeros(shape, np.uint32)
+    dq[2, 3] = 1 << 11  # HOT: unusable
+    dq[4, 5] = 1 << 2  # JUMP_DET: usable
+    hdus = [primary, sci, fits.ImageHDU(np.ones(shape, np.float32), name="ERR")]
+    hdus += [fits.ImageHDU(dq, name="DQ")]
+    hdus += [
+        fits.ImageHDU(np.ones(shape, np.float32), name=n) for n in ("VAR_POISSON", "VAR_RNOISE")
+    ]
+    hdus += [fits.ImageHDU(np.ones(shape, np.float32), name="WHT")]
+    fits.HDUList(hdus).writeto(path)
+    return data, dq
+
+
+def test_fits_output_keeps_input_noise_under_new_names_and_nans_dq_flagged_pixels(tmp_path):
+    src = tmp_path / "in_cal.fits"
+    data, dq = _jwst_like(src)
+    img = read_image(src)
+    restored = img.data * 0.5
+    write_image(tmp_path / "out.fits", restored, img, history=[], keywords={})
+    assert restored[2, 3] == 2.5  # the caller's array is not touched
+    with fits.open(tmp_path / "out.fits") as hl:
+        names = [h.name for h in hl]
+        assert names == ["PRIMARY", "SCI", "ERR_IN", "DQ", "VAR_POISSON_IN", "VAR_RNOISE_IN", "WHT"]
+        for name in ("ERR_IN", "VAR_POISSON_IN", "VAR_RNOISE_IN"):
+            assert hl[name].header["ARINPUT"] is True
+            assert "noise of the input" in str(hl[name].header["COMMENT"])
+            np.testing.assert_array_equal(hl[name].data, 1.0)  # the values themselves are kept
+        np.testing.assert_array_equal(hl["DQ"].data, dq)  # DQ passes through unchanged
+        out = hl["SCI"].data
+        assert np.isnan(out[2, 3]) and np.isnan(out).sum() == 1  # HOT is NaN, JUMP_DET is not
+        assert out[4, 5] == 2.5
+        assert hl["SCI"].header["CRVAL1"] == 53.1
+        history = str(hl["SCI"].header["HISTORY"])
+        assert "1 pixels flagged in DQ" in history and "ERR_IN" in history
+
+
+def test_fits_output_renames_only_the_restored_chip(tmp_path):
+    src = tmp_path / "flt.fits"
+    hdus = [fits.PrimaryHDU()]
+    for ver in (1, 2):
+        hdus.append(fits.ImageHDU(np.ones((16, 16), np.float32), name="SCI", ver=ver))
+        hdus.append(fits.ImageHDU(np.ones((16, 16), np.float32), name="ERR", ver=ver))
+    fits.HDUList(hdus).writeto(src)
+    img = read_image(src, hdu=3)  # SCI,2
+    write_image(tmp_path / "out.fits", img.data, img, history=[], keywords={})
+    with fits.open(tmp_path / "out.fits") as hl:
+        assert [(h.name, h.ver) for h in hl[1:]] == [
+            ("SCI", 1),
+            ("ERR", 1),
+            ("SCI", 2),
+            ("ERR_IN", 2),
+        ]

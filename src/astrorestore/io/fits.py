@@ -1,7 +1,12 @@
 """FITS: find the science HDU, read it in physical units, write a restored copy of the file.
 
-Every other HDU is copied unchanged and the science header keeps its WCS; only the cards that
-the new float32 data make false (scaling, checksums) are dropped.
+Every other HDU is copied and the science header keeps its WCS; only the cards that the new
+float32 data make false (scaling, checksums) are dropped. Two things in a telescope product stop
+being true once its science array is restored, and the write path says so instead of copying
+them silently: the noise extensions of the restored chip (``ERR``, ``VAR_*``) describe the
+*input*'s noise, so they are kept as ``ERR_IN``, ``VAR_POISSON_IN``... with a header note; and
+pixels the ``DQ`` array flags as unusable are NaN in the output, as NaN inputs already are (the
+``DQ`` array itself is copied unchanged).
 """
 
 from __future__ import annotations
@@ -16,6 +21,9 @@ from astrorestore.errors import UserError
 from astrorestore.io.formats import LoadedImage, as_image_array
 
 _STALE_FITS_CARDS = ("CHECKSUM", "DATASUM", "BLANK", "BSCALE", "BZERO")
+# Per-pixel noise of the science array (JWST, HST): true of the input, not of a restored output.
+INPUT_NOISE_EXTENSIONS = ("ERR", "VAR_POISSON", "VAR_RNOISE", "VAR_FLAT")
+INPUT_SUFFIX = "_IN"
 
 
 def _squeeze_leading(arr: np.ndarray) -> np.ndarray:
@@ -171,7 +179,7 @@ def write_fits(
     from astropy.io import fits
 
     assert source.hdu_index is not None
-    data = np.asarray(restored, dtype=np.float32)
+    data = np.array(restored, dtype=np.float32)  # a copy: DQ masking must not touch the caller's
     if data.ndim == 3:
         data = np.ascontiguousarray(np.moveaxis(data, -1, 0))
     if data.shape == source.data.shape:
@@ -184,10 +192,73 @@ def write_fits(
             header = sci.header
             for key in _STALE_FITS_CARDS:
                 header.remove(key, ignore_missing=True, remove_all=True)
+            extver = int(header.get("EXTVER", 1))
+            flagged = _dq_flagged(hdul, source.hdu_index, extver, data.shape)
+            if flagged is not None and flagged.any():
+                data[flagged.reshape(data.shape)] = np.nan
+                history = [*history, f"{int(flagged.sum())} pixels flagged in DQ set to NaN"]
             sci.data = data
             rescale_wcs(header, scale)
+            renamed = _keep_input_noise(hdul, source.hdu_index, extver)
+            if renamed:
+                history = [
+                    *history,
+                    f"input noise kept as {', '.join(renamed)}: it is not the output's noise",
+                ]
             for line in history:
                 header.add_history(line)
             for key, (value, comment) in keywords.items():
                 header[key] = (value, comment)
             hdul.writeto(tmp, overwrite=True, output_verify="silentfix")
+
+
+def _keep_input_noise(hdul: Any, sci_index: int, extver: int) -> list[str]:
+    """Rename the restored chip's noise extensions to ``<name>_IN`` with a header note.
+
+    Only the chip that was restored (same EXTVER): another chip's ERR still fits its own,
+    unchanged science array. Returns the new names.
+    """
+    renamed = []
+    for i, h in enumerate(hdul):
+        name = h.name.upper()
+        if i == sci_index or name not in INPUT_NOISE_EXTENSIONS:
+            continue
+        if int(h.header.get("EXTVER", 1)) != extver:
+            continue
+        h.name = name + INPUT_SUFFIX
+        h.header["ARINPUT"] = (True, "noise of the INPUT science data, not of the output")
+        h.header.add_comment(
+            f"astrorestore: was {name}; it describes the noise of the input science array "
+            "before restoration, not the noise of the restored output"
+        )
+        renamed.append(h.name)
+    return renamed
+
+
+def _dq_flagged(hdul: Any, sci_index: int, extver: int, shape: tuple[int, ...]) -> Any:
+    """Pixels of the restored chip that its DQ array marks unusable, or None (no DQ of
+    that shape). The bits are the telescope's, as in training (``data.fits_frames``)."""
+    from astrorestore.data.fits_frames import HST_BAD_DQ, JWST_BAD_DQ, OTHER_BAD_DQ
+
+    dq = None
+    for i, h in enumerate(hdul):
+        if i != sci_index and h.name.upper() == "DQ" and int(h.header.get("EXTVER", 1)) == extver:
+            dq = h
+            break
+    if dq is None or _fits_image_shape(dq) is None:
+        return None
+    flags = _squeeze_leading(np.asarray(dq.data))
+    squeezed = tuple(shape)
+    while len(squeezed) > 2 and squeezed[0] == 1:
+        squeezed = squeezed[1:]
+    if flags.shape != squeezed:  # a scaled or colour output has no pixel-matched DQ
+        return None
+    if flags.dtype.kind not in "iu":
+        flags = flags.astype(np.int64)
+    telescope = ""
+    for header in (hdul[sci_index].header, hdul[0].header):
+        telescope = telescope or str(header.get("TELESCOP", "")).strip().upper()
+    bits = {"JWST": JWST_BAD_DQ, "HST": HST_BAD_DQ}.get(telescope, OTHER_BAD_DQ)
+    # Bits cast to the DQ's own integer type (a signed 16-bit HST DQ must not overflow).
+    mask = np.array(int(bits) & ((1 << (8 * flags.dtype.itemsize)) - 1)).astype(flags.dtype)
+    return (flags & mask) != 0

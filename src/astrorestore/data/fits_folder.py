@@ -1,0 +1,405 @@
+"""Real telescope frames as training data: ``data=jwst`` and ``data=fits``.
+
+A folder of FITS frames is prepared once (``prepare.prepare_folder``: manifest, frame-level
+split, memory-mapped tile cache, QC) and then served by the tile datasets. What a training item
+is depends on where the targets come from (see ``REAL_DATA_README.md``):
+
+- frames as they are (default): ``noisy`` + ``valid`` — for self-supervised methods (Noise2Void);
+- ``pairs=true``: two exposures of one pointing, ``noisy`` + ``noisy2`` + ``valid`` — real
+  Noise2Noise pairs;
+- ``deep_as_clean=true``: deep, high-S/N frames act as ``clean`` + ``valid`` and the pairing
+  injects the configured noise — supervised or Noise2Noise training.
+
+``valid`` reaches the pairing, which turns it into ``loss_mask``: flagged and NaN pixels are
+never targets. Values are electrons when the headers allow the conversion (else the file's
+units, e.g. MJy/sr), and the network sees them asinh-normalised.
+
+**Normalisation agrees with inference.** ``infer.py`` fits one (sky, noise) pair per whole
+image. Where the frames are used as they are, training uses exactly that: each crop is
+normalised with its parent frame's statistics, computed once per cache entry with the
+normaliser's own definition (``tile_cache.tile_stats`` for the asinh normaliser, tested equal
+to ``AsinhNormalizer.stats``). With ``deep_as_clean`` the observed frame is a noise draw made
+per batch, whose whole-frame statistics do not exist, so crops are normalised on their own
+statistics (the shared default); ``tests/unit/test_fits_folder.py`` measures on a full-sized
+frame how little that changes the normalised values.
+
+Per-pixel noise maps (ERR or VAR_*) travel with the frames as they are: batches carry ``sigma``
+(and ``sigma2`` for pairs) in the same physical units as before normalisation, with ``offset``
+and ``scale`` to map them into the normalised space.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from astrorestore.data.base import NORMALISED_KEYS, PairedDataModule, PairedExamples
+from astrorestore.data.demo_frames import DEMO_GAIN, ensure_demo_frames
+from astrorestore.data.frame_statistics import frame_statistics, use_frame_stats
+from astrorestore.data.manifest import discover_fits
+from astrorestore.data.pairing import Pairing
+from astrorestore.data.prepare import prepare_folder
+from astrorestore.data.tile_cache import Prepared
+from astrorestore.data.tile_dataset import ExposurePairs, FixedTileCrops, RandomTileCrops
+from astrorestore.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# Keys that ride along the pairing untouched: the frame's normalisation and noise maps.
+CARRIED_KEYS = ("offset", "scale", "sigma", "sigma2")
+# A crop "contains a source" when a valid pixel exceeds the sky by this many noise sigmas.
+SOURCE_SIGMA = 10.0
+SOURCE_TRIES = 10
+# Keys the simulated data's debug presets (debug=tiny) set; a FITS folder has no such sizes.
+_SIMULATED_ONLY = {
+    "field_size",
+    "n_train_fields",
+    "n_val_fields",
+    "n_test_fields",
+    "val_patches_per_field",
+    "scene",
+}
+
+
+class SourceTileCrops(RandomTileCrops):
+    """Random crops, a share of them (``source_patch_fraction``) redrawn until they contain a
+    source (a valid pixel ``SOURCE_SIGMA`` noise sigmas above the crop's sky)."""
+
+    def __init__(self, *args: Any, source_patch_fraction: float = 0.0, softening: float = 3.0,
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(*args, **kwargs)
+        self.source_patch_fraction = float(source_patch_fraction)
+        self.softening = float(softening)
+
+    def _has_source(self, item: dict[str, Tensor]) -> bool:
+        values = item["noisy"][item["valid"]]
+        sigma = item["scale"].item() / self.softening
+        return (
+            values.numel() > 0
+            and values.max().item() > item["offset"].item() + SOURCE_SIGMA * sigma
+        )
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        item = super().__getitem__(index)
+        # Checked first, so a fraction of 0 draws nothing and leaves the crop stream unchanged.
+        if (
+            self.source_patch_fraction > 0
+            and self._generator().random() < self.source_patch_fraction
+        ):
+            for _ in range(SOURCE_TRIES - 1):
+                if self._has_source(item):
+                    break
+                item = super().__getitem__(index)
+        return item
+
+
+class FrameItems(Dataset):
+    """A tile dataset's items as the data module provides them (see the module docstring)."""
+
+    def __init__(self, dataset: Dataset, deep_as_clean: bool) -> None:
+        self.dataset = dataset
+        self.deep_as_clean = deep_as_clean
+
+    @property
+    def rank(self) -> int:
+        return getattr(self.dataset, "rank", 0)
+
+    @rank.setter
+    def rank(self, value: int) -> None:
+        self.dataset.rank = value
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        item = self.dataset[index]
+        if self.deep_as_clean:
+            # The deep frame's own sigma and statistics do not describe the injected noise.
+            return {"clean": item["noisy"], "valid": item["valid"]}
+        return item
+
+
+def _counts_photons(noise: Any) -> bool:
+    """Whether a noise model draws Poisson counts (meaningful only in electrons)."""
+    from astrorestore.data.noise import PoissonGaussianNoise
+
+    models = getattr(noise, "models", None) or [noise]
+    return any(isinstance(m, PoissonGaussianNoise) for m in models)
+
+
+class FitsFolderDataModule(PairedDataModule):
+    """A folder of FITS frames (``root``), or the embedded simulated JWST-like frames.
+
+    Args (config keys ``data.*``):
+        root: folder of FITS frames (searched recursively); None = the demo frames in
+            ``demo_dir`` (written once), or an error when ``demo_dir`` is None too.
+        cache_dir: where the tile cache goes (default ``<root>/.astrorestore-cache``).
+        demo_dir: folder of the embedded demo frames; None = no demo (``data=fits``).
+        name: the data's name in messages (``jwst``, ``fits``).
+        tile_size, stride: tiles of the cache; patch_size: training crop size.
+        patches_per_epoch: random training crops per epoch; val_patches: fixed crops (or
+            pairs) in the validation and in the test set.
+        min_valid: smallest share of valid pixels in a crop.
+        hdu, plane, gain, allow_mixed, val_fraction, test_fraction: see ``prepare_folder``.
+        pairs: train on real exposure pairs (Noise2Noise).
+        deep_as_clean: treat the frames as clean, high-S/N scenes; the pairing adds the noise.
+        source_patch_fraction: share of training crops redrawn until they hold a source.
+        progress: show a progress bar while preparing.
+        Others: see :class:`~astrorestore.data.base.PairedDataModule`.
+    """
+
+    channels = 1
+
+    def __init__(
+        self,
+        pairing: Pairing,
+        normalizer: Any,
+        root: str | None = None,
+        cache_dir: str | None = None,
+        demo_dir: str | None = None,
+        name: str = "fits",
+        tile_size: int = 512,
+        stride: int = 256,
+        patch_size: int = 64,
+        batch_size: int = 16,
+        patches_per_epoch: int = 1024,
+        val_patches: int = 64,
+        min_valid: float = 0.5,
+        hdu: int | str | None = None,
+        plane: int | None = None,
+        gain: float | None = None,
+        allow_mixed: bool = False,
+        pairs: bool = False,
+        deep_as_clean: bool = False,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        source_patch_fraction: float = 0.0,
+        progress: bool = True,
+        num_workers: int = 0,
+        seed: int = 0,
+        augment: Any = None,
+        **simulated_only: Any,
+    ) -> None:
+        unknown = sorted(set(simulated_only) - _SIMULATED_ONLY)
+        if unknown:
+            raise UserError(f"data.{unknown[0]} is not a setting of data={name}; remove it")
+        if pairs and deep_as_clean:
+            raise UserError(
+                "data.pairs=true and data.deep_as_clean=true exclude each other: real exposure "
+                "pairs are noisy, deep frames are clean; set one of them to false"
+            )
+        for key, value in (
+            ("patch_size", patch_size),
+            ("patches_per_epoch", patches_per_epoch),
+            ("val_patches", val_patches),
+        ):
+            if int(value) != value or value <= 0:
+                raise UserError(f"data.{key}={value} is invalid: use an integer > 0")
+        if int(stride) != stride or not 1 <= stride <= tile_size:
+            raise UserError(
+                f"data.stride={stride} is invalid: use an integer in [1, data.tile_size={tile_size}]"
+            )
+        if patch_size > tile_size:
+            raise UserError(
+                f"data.patch_size={patch_size} is larger than data.tile_size={tile_size}: use "
+                "a patch no larger than a tile"
+            )
+        if not 0.0 < min_valid <= 1.0:
+            raise UserError(f"data.min_valid={min_valid} is invalid: use a value in (0, 1]")
+        if not 0.0 <= source_patch_fraction <= 1.0:
+            raise UserError(
+                f"data.source_patch_fraction={source_patch_fraction} is invalid: use a value in "
+                "[0, 1]"
+            )
+        if root is None and demo_dir is None:
+            raise UserError(
+                f"data={name} needs data.root=<folder of FITS frames> (data=jwst without a root "
+                "trains on embedded simulated frames)"
+            )
+        if root is not None:
+            discover_fits(Path(root))  # a missing or empty folder fails now, in one line
+        # What the items hold decides which pairings can use them: known before the base's check.
+        self.data_name = name
+        self.provides = frozenset(
+            {"clean", "valid"}
+            if deep_as_clean
+            else {"noisy", "noisy2", "valid"}
+            if pairs
+            else {"noisy", "valid"}
+        )
+        try:
+            super().__init__(pairing, normalizer, batch_size, num_workers, seed, augment)
+        except UserError as exc:
+            if pairs or deep_as_clean:
+                raise
+            raise UserError(
+                f"{exc} (or, with data={name}: data.deep_as_clean=true if the frames are deep, "
+                "data.pairs=true for repeated exposures)"
+            ) from None
+        self.root = None if root is None else Path(root)
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.demo_dir = None if demo_dir is None else Path(demo_dir)
+        self.tile_size, self.stride = int(tile_size), int(stride)
+        self.patch_size = int(patch_size)
+        self.patches_per_epoch = int(patches_per_epoch)
+        self.val_patches = int(val_patches)
+        self.min_valid = float(min_valid)
+        self.hdu, self.plane, self.gain = hdu, plane, gain
+        self.allow_mixed = bool(allow_mixed)
+        self.pairs, self.deep_as_clean = bool(pairs), bool(deep_as_clean)
+        self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
+        self._source_patch_fraction = float(source_patch_fraction)
+        self.progress = bool(progress)
+        self.prepared: Prepared | None = None
+
+    # ------------------------------------------------------------------ preparation
+    @property
+    def softening(self) -> float:
+        return float(getattr(self.normalizer, "softening", 3.0))
+
+    def prepare_data(self) -> None:
+        self._prepare()
+
+    def _prepare(self) -> Prepared:
+        """Prepare the folder (a cache hit after the first time) and fit frame statistics."""
+        if self.prepared is not None:
+            return self.prepared
+        root, gain = self.root, self.gain
+        if root is None:
+            root = ensure_demo_frames(self.demo_dir)
+            if gain is None:
+                gain = DEMO_GAIN
+                log.info("demo frames: gain %.1f e-/DN, as data.gain would give it", gain)
+        prepared = prepare_folder(
+            root,
+            self.cache_dir,
+            tile_size=self.tile_size,
+            stride=self.stride,
+            seed=self.seed,
+            val_fraction=self.val_fraction,
+            test_fraction=self.test_fraction,
+            hdu=self.hdu,
+            plane=self.plane,
+            gain=gain,
+            softening=self.softening,
+            allow_mixed=self.allow_mixed,
+            progress=self.progress,
+        )
+        if self.deep_as_clean and prepared.units != "electron":
+            if _counts_photons(getattr(self.pairing, "noise", None)):
+                raise UserError(
+                    f"data.deep_as_clean with a Poisson noise model needs frames in electrons, "
+                    f"but {root} stays in {prepared.units}; pass data.gain=<e-/DN> (with "
+                    "PHOTMJSR and an exposure time in the headers) or use noise=gaussian"
+                )
+        use_frame_stats(prepared, frame_statistics(prepared, self.normalizer))
+        s = prepared.summary()
+        log.info(
+            "data=%s: %s frames %s, tiles %s, in %s; the network sees them asinh-normalised per %s",
+            self.data_name,
+            sum(s["frames"].values()),
+            s["frames"],
+            s["tiles"],
+            s["units"],
+            "patch (after the injected noise)" if self.deep_as_clean else "whole frame",
+        )
+        self.prepared = prepared
+        return prepared
+
+    # ------------------------------------------------------------------ sets
+    def build_sets(self) -> tuple[Dataset, Dataset, Dataset]:
+        prepared = self._prepare()
+        p, n = self.patch_size, self.val_patches
+        if self.pairs:
+            train = ExposurePairs(
+                prepared, "train", p, self.patches_per_epoch, min_valid=self.min_valid
+            )
+            val, test = (
+                ExposurePairs(prepared, s, p, n, min_valid=self.min_valid, fixed_seed=self.seed)
+                for s in ("val", "test")
+            )
+        else:
+            train = SourceTileCrops(
+                prepared,
+                "train",
+                p,
+                self.patches_per_epoch,
+                min_valid=self.min_valid,
+                source_patch_fraction=self._source_patch_fraction,
+                softening=self.softening,
+            )
+            val, test = (
+                FixedTileCrops(prepared, s, p, n, min_valid=self.min_valid) for s in ("val", "test")
+            )
+        return tuple(FrameItems(d, self.deep_as_clean) for d in (train, val, test))
+
+    def fixed_examples(
+        self, dataset: Dataset, seed_sequence: np.random.SeedSequence
+    ) -> PairedExamples:
+        """As the base, but the frame's statistics and noise maps ride along the pairing."""
+        items = [dataset[i] for i in range(len(dataset))]
+        batch = {key: torch.stack([item[key] for item in items]) for key in items[0]}
+        carried = {key: batch.pop(key) for key in CARRIED_KEYS if key in batch}
+        seed = int(seed_sequence.generate_state(1, np.uint64)[0])
+        paired = self.pairing(batch, torch.Generator().manual_seed(seed)) | carried
+        return PairedExamples({key: value.contiguous() for key, value in paired.items()})
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self._prepare()
+        super().setup(stage)
+
+    # ------------------------------------------------------------------ curriculum
+    def stage_settings(self) -> dict:
+        settings = super().stage_settings()
+        if not self.deep_as_clean:
+            # The noise model is never drawn from on frames used as they are: an exposure range
+            # would change nothing, so a curriculum that sets one is refused, not ignored.
+            settings.pop("exposure_range", None)
+        if not self.pairs:
+            settings["source_patch_fraction"] = self._set_source_patch_fraction
+        return settings
+
+    def _set_source_patch_fraction(self, value: float) -> None:
+        if not 0.0 <= float(value) <= 1.0:
+            raise UserError(f"data.source_patch_fraction={value} is invalid: use a value in [0, 1]")
+        self._source_patch_fraction = float(value)
+        if self.train_set is not None:  # workers copy the dataset each epoch, so this reaches them
+            self.train_set.dataset.source_patch_fraction = float(value)
+
+    # ------------------------------------------------------------------ per batch, on device
+    def normalise(self, paired: dict[str, Tensor]) -> dict[str, Tensor]:
+        """With the parent frame's statistics when the batch carries them, else per crop."""
+        if "offset" not in paired:
+            return super().normalise(paired)
+        offset, scale = paired["offset"].float(), paired["scale"].float()
+        out = {key: value for key, value in paired.items() if key not in NORMALISED_KEYS}
+        for key in NORMALISED_KEYS:
+            if key in paired:
+                out[key] = self.normalizer.forward(paired[key].float(), offset, scale)
+        out["offset"], out["scale"] = offset, scale
+        return out
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> dict[str, Tensor]:
+        if "input" in batch:  # fixed sets are paired already
+            return self.normalise(batch)
+        batch = dict(batch)
+        carried = {key: batch.pop(key) for key in ("offset", "scale") if key in batch}
+        generator = self.device_generator(next(iter(batch.values())).device)
+        if self.augment is not None:
+            # One draw for every image (and noise map) of the batch; the frame statistics
+            # follow a brightness change exactly, as both are linear in the flux.
+            params = self.augment.sample(next(iter(batch.values())), generator)
+            batch = {key: self.augment.apply(value, params) for key, value in batch.items()}
+            if self.augment.brightness_range is not None and carried:
+                gain = params.gain.view(-1, 1, 1, 1).to(carried["offset"])
+                carried = {key: value * gain for key, value in carried.items()}
+        maps = {key: batch[key] for key in ("sigma", "sigma2") if key in batch}
+        paired = self.pairing(batch, generator)
+        return self.normalise(paired | maps | carried)

@@ -1,0 +1,68 @@
+"""Whole-frame normalisation statistics of a prepared folder, so training crops are normalised
+as ``infer.py`` normalises the whole image.
+
+``infer.py`` fits one (offset, scale) per image. The tile cache stores statistics per tile;
+here each frame's are computed once with the normaliser's own definition, saved next to the
+cache entry (keyed on the normaliser), and given to every tile of that frame.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from astrorestore.data.manifest import SPLITS
+from astrorestore.data.normalization import AsinhNormalizer
+from astrorestore.data.tile_cache import Prepared, tile_stats
+
+
+def _stats_path(prepared: Prepared, normalizer: Any) -> Path:
+    key = hashlib.sha1(repr(normalizer).encode()).hexdigest()[:12]
+    return prepared.path / f"frame_stats_{key}.npz"
+
+
+def frame_statistics(prepared: Prepared, normalizer: Any) -> dict[str, np.ndarray]:
+    """``{split: (n_frames, 2) [offset, scale]}``: the normaliser's statistics of every whole
+    frame, as ``infer.py`` computes them; saved next to the cache entry, computed once."""
+    path = _stats_path(prepared, normalizer)
+    if path.exists():
+        with np.load(path) as saved:
+            stats = {s: saved[s] for s in SPLITS}
+        if all(len(stats[s]) == len(prepared.frames[s]) for s in SPLITS):
+            return stats
+    stats = {}
+    for split in SPLITS:
+        rows = []
+        for index in range(len(prepared.frames[split])):
+            data, _, _ = prepared.frame(split, index)  # NaN at invalid pixels
+            rows.append(_whole_frame_stats(np.asarray(data), normalizer))
+        stats[split] = np.asarray(rows, np.float32).reshape(-1, 2)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.npz")
+    np.savez(tmp, **stats)
+    os.replace(tmp, path)  # atomic: concurrent ranks write identical files
+    return stats
+
+
+def _whole_frame_stats(data: np.ndarray, normalizer: Any) -> tuple[float, float]:
+    if isinstance(normalizer, AsinhNormalizer):
+        offset, scale = tile_stats(data, normalizer.softening)
+        return float(offset), float(scale)
+    offset, scale = normalizer.stats(torch.from_numpy(np.array(data, np.float32))[None, None])
+    return float(offset.flatten()[0]), float(scale.flatten()[0])
+
+
+def use_frame_stats(prepared: Prepared, stats: dict[str, np.ndarray]) -> None:
+    """Give every tile its parent frame's statistics (in memory): crops are then normalised,
+    and their invalid pixels filled with the sky, exactly as ``infer.py`` treats the frame."""
+    for split in SPLITS:
+        tiles = prepared.tiles[split].copy()
+        if len(tiles):
+            frames = tiles["frame"]
+            tiles["offset"] = stats[split][frames, 0]
+            tiles["scale"] = stats[split][frames, 1]
+        prepared.tiles[split] = tiles
