@@ -16,7 +16,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from astrorestore.errors import UserError
+from astrorestore.errors import UserError, find_user_error
 
 EXIT_USER_ERROR = 2
 
@@ -169,17 +169,6 @@ def _split_argv(argv: list[str]) -> tuple[list[str], dict[str, str]]:
             continue
         overrides.append(arg)
     return overrides, flags
-
-
-def find_user_error(exc: BaseException | None) -> UserError | None:
-    """The UserError ``exc`` is or was raised from (Hydra wraps errors of ``_target_`` calls)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, UserError):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__
-    return None
 
 
 def run_hydra(entry: Callable[[DictConfig], Any], config_dir: Path, config_name: str) -> None:

@@ -8,3 +8,14 @@ class UserError(Exception):
 
     Entry points print ``error: <message>`` on one line and exit with status 2.
     """
+
+
+def find_user_error(exc: BaseException | None) -> UserError | None:
+    """The UserError ``exc`` is or was raised from (Hydra wraps errors of ``_target_`` calls)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, UserError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__
+    return None

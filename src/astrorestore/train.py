@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from astrorestore.callbacks.provenance import Provenance
 from astrorestore.callbacks.summary import RunSummary
 from astrorestore.checks import check_multiple
-from astrorestore.errors import UserError
+from astrorestore.errors import UserError, find_user_error
 
 log = logging.getLogger(__name__)
 
@@ -81,19 +81,30 @@ def _model_name(cfg: DictConfig) -> str:
         return str(cfg.model._target_).rsplit(".", 1)[-1]
 
 
+def _instantiate(node: Any, **kwargs: Any) -> Any:
+    """Hydra's instantiate, re-raising a constructor's UserError as itself (Hydra wraps it)."""
+    try:
+        return instantiate(node, **kwargs)
+    except Exception as exc:
+        error = find_user_error(exc)
+        if error is None or error is exc:
+            raise
+        raise error from None
+
+
 def build(cfg: DictConfig) -> tuple[Any, Any]:
     """The data module and the model of a composed config, with the monitor resolved in ``cfg``.
 
     The network and loss are built first and checked against the data, so that a bad
     combination fails before anything else is built or logged.
     """
-    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule = _instantiate(cfg.data, _convert_="all")
     metric, mode = resolve_monitor(cfg.monitor.metric, cfg.monitor.mode, datamodule.has_truth)
     with open_dict(cfg):
         cfg.monitor.metric, cfg.monitor.mode = metric, mode
-    parts = {key: instantiate(cfg.model[key]) for key in ("net", "loss") if key in cfg.model}
+    parts = {key: _instantiate(cfg.model[key]) for key in ("net", "loss") if key in cfg.model}
     check_parts(datamodule, parts)
-    return datamodule, instantiate(cfg.model, **parts, _convert_="all")
+    return datamodule, _instantiate(cfg.model, **parts, _convert_="all")
 
 
 def train(cfg: DictConfig) -> float | None:

@@ -107,6 +107,8 @@ class RestorationModule(L.LightningModule):
                 "input": observed[:n].detach().float().cpu(),
                 "restored": restored[:n].detach().float().cpu(),
                 "truth": None if truth is None else truth[:n].detach().float().cpu(),
+                "offset": batch["offset"][:n].detach().float().cpu(),
+                "scale": batch["scale"][:n].detach().float().cpu(),
             }
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
