@@ -25,7 +25,13 @@ OPTIONS = {
     for group in ("model", "data", "experiment")
 }
 # model x data combinations that are meant to work; every other one must fail in one line.
-WORKS = {("supervised", "simulated"), ("supervised", "simulated_randomized")}
+WORKS = {
+    ("supervised", "simulated"),
+    ("supervised", "simulated_randomized"),
+    # the PSF-robust bounded residual U-Net (issue 10), on fixed and randomised scenes
+    ("bounded", "simulated"),
+    ("bounded", "simulated_randomized"),
+}
 
 
 def _compose(overrides):
