@@ -94,7 +94,7 @@ def test_each_model_runs_through_train_py(run, model):
         "debug=tiny",
         "+trainer.fast_dev_run=true",
         "test=false",
-        "logger=none",
+        "logger=csv",
     )
     assert result.returncode == 0, result.stderr[-3000:]
 

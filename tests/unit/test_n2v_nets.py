@@ -61,3 +61,20 @@ def test_bottleneck_dilations_are_optional():
 def test_bad_sizes_fail_in_one_line(key, kwargs):
     with pytest.raises(UserError, match=f"model.net.{key}"):
         N2VUNet(**kwargs)
+
+
+def test_bounded_residual_moves_no_pixel_more_than_the_cap_in_electrons():
+    torch.manual_seed(0)
+    net = N2VUNet(base_channels=4, depth=1, residual=True, residual_bound=1.0)
+    torch.nn.init.normal_(net.head.weight, std=10.0)  # a wild correction
+    x = torch.linspace(-1.0, 9.0, 256).reshape(1, 1, 16, 16)  # sky to a bright core (asinh)
+    out = net(x)
+    # Back in electrons (scale 1): |sinh(out) - sinh(x)| <= bound, at every brightness.
+    moved = (torch.sinh(out) - torch.sinh(x)).abs()
+    assert moved.max() <= 1.0 + 1e-3 * torch.sinh(x).abs().max()
+    assert (out - x).abs()[x.abs() < 0.5].max() > 0.5  # near the sky it can still move
+
+
+def test_residual_bound_needs_residual():
+    with pytest.raises(UserError, match="residual=true"):
+        N2VUNet(residual_bound=1.0)

@@ -10,6 +10,12 @@ Those two and median replacement form a bundle checked in
 
 ``residual=True`` predicts a correction added to the input instead of the image itself; the
 training input's hidden pixels are replacements, so the network still cannot learn the identity.
+``residual_bound`` limits that correction to a few sky-noise sigmas *in electrons*: the asinh
+normalisation is ``z = asinh((x - sky) / scale)``, so the output ``asinh(sinh(z) + bound *
+tanh(net))`` moves a pixel by at most ``bound * scale`` electrons (``scale`` = softening x sky
+sigma: 5 sky sigmas for bound 5/3 and softening 3), at any brightness. Sky noise (a few sigmas)
+is removed in full, while a star core, which a blind-spot network cannot see and would flatten,
+stays within that cap of what was observed.
 """
 
 from __future__ import annotations
@@ -66,6 +72,8 @@ class N2VUNet(nn.Module):
         blur_pool: anti-aliased max-blur-pool down-sampling (N2V2) instead of max-pool.
         top_skip: keep the full-resolution skip connection (N2V2 removes it).
         residual: output ``input + net(input)`` instead of ``net(input)``.
+        residual_bound: with ``residual``, cap the correction at ``bound`` in the linear units
+            of the asinh normalisation (see the module docstring); None: no cap.
         dilations: dilation rates of residual blocks at the bottleneck (``[]``: none).
     """
 
@@ -78,6 +86,7 @@ class N2VUNet(nn.Module):
         top_skip: bool = True,
         residual: bool = False,
         dilations: tuple[int, ...] | list[int] = (),
+        residual_bound: float | None = None,
     ) -> None:
         super().__init__()
         if int(depth) != depth or depth < 1:
@@ -86,6 +95,12 @@ class N2VUNet(nn.Module):
             raise UserError(
                 f"model.net.base_channels={base_channels!r} is invalid: use a whole number >= 1"
             )
+        if residual_bound is not None and not (residual and residual_bound > 0):
+            raise UserError(
+                f"model.net.residual_bound={residual_bound!r} needs model.net.residual=true and "
+                "a value > 0 (or residual_bound=null)"
+            )
+        self.residual_bound = None if residual_bound is None else float(residual_bound)
         self.depth = int(depth)
         self.blur_pool = bool(blur_pool)
         self.top_skip = bool(top_skip)
@@ -135,4 +150,10 @@ class N2VUNet(nn.Module):
                 features = torch.cat([features, skip], dim=1)
             features = decoder(features)
         out = self.head(features)
-        return x + out if self.residual else out
+        if not self.residual:
+            return out
+        if self.residual_bound is not None:
+            # The cap is applied in linear units (sinh undoes the asinh), so it is exact.
+            linear = torch.sinh(x.clamp(-20.0, 20.0)) + self.residual_bound * torch.tanh(out)
+            return torch.asinh(linear)
+        return x + out
