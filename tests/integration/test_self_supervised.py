@@ -118,7 +118,13 @@ def test_n2v_checkpoint_restores_a_fits_frame_with_infer_py(run, tmp_path):
     frame, out = tmp_path / "frame.fits", tmp_path / "restored.fits"
     fits.PrimaryHDU(noisy).writeto(frame)
     result = run(
-        "infer.py", f"ckpt_path={ckpt}", f"input={frame}", f"output={out}", "progress=false"
+        "infer.py",
+        f"ckpt_path={ckpt}",
+        f"input={frame}",
+        f"output={out}",
+        "tile_size=64",
+        "overlap=16",
+        "progress=false",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     restored = fits.getdata(out)
