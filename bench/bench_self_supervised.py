@@ -102,6 +102,12 @@ def learned_methods() -> dict[str, dict]:
             loss=lambda: RestorationLoss(**l2),
             lr=4e-4,
         ),
+        "n2v_bounded_5pct": dict(
+            pairing=lambda: BlindSpotPairing(_noise(), masked_fraction=0.05),
+            net=lambda: N2VUNet(base_channels=32, depth=2, residual=True, residual_bound=5 / 3),
+            loss=lambda: RestorationLoss(**l2),
+            lr=4e-4,
+        ),
         "n2v2_bounded": dict(
             pairing=lambda: BlindSpotPairing(_noise(), strategy="median"),
             net=lambda: N2VUNet(
