@@ -271,6 +271,12 @@ def table(rows: dict, steps: int, batch: int) -> str:
         "range = max - min of each clean field. Flux bias: median over stars with S/N > 20 "
         "(r = 2 FWHM); peak ratio: median over stars with true peak > 50 sigma.",
         "",
+        "Rows: `n2v`/`n2v2` are the original networks (no residual); `*_bounded` add the bounded, "
+        "noise-scaled residual (at most 5 sky sigmas in electrons, the `model=n2v` default); "
+        "`*_5pct` hide 5 % of the pixels instead of 0.2 % (`_residual`: unbounded residual); `n2n` is ResUNet-SE with L2; "
+        "`supervised` the default ResidualUNet with L1+SSIM+gradient. Star statistics are "
+        "medians over few stars (see the JSON for counts): differences of a few % are noise.",
+        "",
         "| method | FWHM | PSNR e- (dB) | PSNR asinh (dB) | sky noise ratio | flux bias | "
         "peak ratio | train patches/s | train s |",
         "|---|---|---|---|---|---|---|---|---|",
