@@ -62,6 +62,8 @@ def check_parts(datamodule: Any, parts: dict[str, Any]) -> None:
     net = parts.get("net")
     if patch is not None and net is not None:
         check_multiple("data.patch_size", patch, getattr(net, "size_multiple", 1))
+    if net is not None and hasattr(datamodule.pairing, "check_net"):
+        datamodule.pairing.check_net(net)
     masks = datamodule.pairing.makes_loss_mask or "valid" in datamodule.provides
     loss = parts.get("loss")
     if masks and loss is not None and hasattr(loss, "check_mask_support"):

@@ -32,6 +32,14 @@ WORKS = {
     ("bounded", "simulated"),
     ("bounded", "simulated_randomized"),
 }
+# Self-supervised methods train on simulated fields too (noise drawn on the fly; truth kept),
+# and the blind-spot ones on real frames as they are (data=jwst: demo frames without a root).
+WORKS |= {
+    (m, d)
+    for m in ("n2v", "n2v2", "structn2v", "n2n")
+    for d in ("simulated", "simulated_randomized")
+}
+WORKS |= {(m, "jwst") for m in ("n2v", "n2v2", "structn2v")}
 
 
 def _compose(overrides):

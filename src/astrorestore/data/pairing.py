@@ -52,6 +52,9 @@ class Pairing:
         ``provides`` are the keys of the data's training batches (``clean``, ``noisy``, ...).
         """
 
+    def check_net(self, net: object) -> None:
+        """Refuse a network this pairing cannot train (called once, where both are built)."""
+
     def _require_noise(self) -> NoiseModel:
         if self.noise is None:
             raise UserError(

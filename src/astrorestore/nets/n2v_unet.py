@@ -1,0 +1,159 @@
+"""U-Net for blind-spot training (Noise2Void and N2V2).
+
+The blind spot itself lives in the data (masked pixels, masked loss), so the network is an
+ordinary U-Net with two switches that N2V2 (Höck et al. 2022) showed remove the checkerboard
+artefacts of Noise2Void outputs: ``blur_pool`` (max-pool at stride 1, then a [1 2 1] blur at
+stride 2, instead of a max-pool that aliases) and ``top_skip=False`` (no skip connection at full
+resolution, which otherwise lets the decoder copy pixel-level noise patterns straight through).
+Those two and median replacement form a bundle checked in
+:func:`astrorestore.data.blind_spot.check_n2v2_bundle`.
+
+``residual=True`` predicts a correction added to the input instead of the image itself; the
+training input's hidden pixels are replacements, so the network still cannot learn the identity.
+``residual_bound`` limits that correction to a few sky-noise sigmas *in electrons*: the asinh
+normalisation is ``z = asinh((x - sky) / scale)``, so the output ``asinh(sinh(z) + bound *
+tanh(net))`` moves a pixel by at most ``bound * scale`` electrons (``scale`` = softening x sky
+sigma: 5 sky sigmas for bound 5/3 and softening 3), at any brightness. Sky noise (a few sigmas)
+is removed in full, while a star core, which a blind-spot network cannot see and would flatten,
+stays within that cap of what was observed.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from astrorestore.errors import UserError
+from astrorestore.nets.res_unet import DilatedBottleneck, _groups
+
+
+class MaxBlurPool2d(nn.Module):
+    """Max over 2x2 at stride 1, then a separable [1 2 1]/4 blur at stride 2 (anti-aliased)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        taps = torch.tensor([1.0, 2.0, 1.0])
+        kernel = (taps[:, None] * taps[None, :]) / 16.0
+        self.register_buffer("kernel", kernel.expand(channels, 1, 3, 3).contiguous())
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.pad(x, (0, 1, 0, 1), mode="replicate"), 2, stride=1)
+        x = F.pad(x, (1, 1, 1, 1), mode="replicate")
+        return F.conv2d(x, self.kernel.to(x.dtype), stride=2, groups=self.channels)
+
+
+class DoubleConv(nn.Module):
+    """Two 3x3 convolutions, each followed by GroupNorm and ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1),
+            nn.GroupNorm(_groups(out_channels), out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1),
+            nn.GroupNorm(_groups(out_channels), out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class N2VUNet(nn.Module):
+    """U-Net for Noise2Void; ``blur_pool=True, top_skip=False`` is the N2V2 network.
+
+    Args:
+        in_channels: image channels (output has the same).
+        base_channels: width of the first level; doubles at each down-sampling.
+        depth: down-sampling steps; inputs must be multiples of ``2**depth``.
+        blur_pool: anti-aliased max-blur-pool down-sampling (N2V2) instead of max-pool.
+        top_skip: keep the full-resolution skip connection (N2V2 removes it).
+        residual: output ``input + net(input)`` instead of ``net(input)``.
+        residual_bound: with ``residual``, cap the correction at ``bound`` in the linear units
+            of the asinh normalisation (see the module docstring); None: no cap.
+        dilations: dilation rates of residual blocks at the bottleneck (``[]``: none).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        base_channels: int = 32,
+        depth: int = 2,
+        blur_pool: bool = False,
+        top_skip: bool = True,
+        residual: bool = False,
+        dilations: tuple[int, ...] | list[int] = (),
+        residual_bound: float | None = None,
+    ) -> None:
+        super().__init__()
+        if int(depth) != depth or depth < 1:
+            raise UserError(f"model.net.depth={depth!r} is invalid: use a whole number >= 1")
+        if int(base_channels) != base_channels or base_channels < 1:
+            raise UserError(
+                f"model.net.base_channels={base_channels!r} is invalid: use a whole number >= 1"
+            )
+        if residual_bound is not None and not (residual and residual_bound > 0):
+            raise UserError(
+                f"model.net.residual_bound={residual_bound!r} needs model.net.residual=true and "
+                "a value > 0 (or residual_bound=null)"
+            )
+        self.residual_bound = None if residual_bound is None else float(residual_bound)
+        self.depth = int(depth)
+        self.blur_pool = bool(blur_pool)
+        self.top_skip = bool(top_skip)
+        self.residual = bool(residual)
+        widths = [base_channels * 2**level for level in range(depth + 1)]
+        self.stem = DoubleConv(in_channels, widths[0])
+        self.pools = nn.ModuleList(
+            MaxBlurPool2d(widths[level]) if blur_pool else nn.MaxPool2d(2) for level in range(depth)
+        )
+        self.encoders = nn.ModuleList(
+            DoubleConv(widths[level], widths[level + 1]) for level in range(depth)
+        )
+        self.bottleneck = (
+            DilatedBottleneck(widths[-1], tuple(dilations)) if dilations else nn.Identity()
+        )
+        self.ups = nn.ModuleList()
+        self.decoders = nn.ModuleList()
+        for level in reversed(range(depth)):
+            self.ups.append(nn.Conv2d(widths[level + 1], widths[level], 3, padding=1))
+            has_skip = level > 0 or self.top_skip
+            self.decoders.append(DoubleConv(widths[level] * (2 if has_skip else 1), widths[level]))
+        self.head = nn.Conv2d(widths[0], in_channels, 1)
+        if self.residual:
+            # Start as the identity: early steps cannot damage flux.
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+    @property
+    def size_multiple(self) -> int:
+        return 2**self.depth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if h % self.size_multiple or w % self.size_multiple:
+            raise ValueError(f"input size {h}x{w} is not a multiple of {self.size_multiple}")
+        features = self.stem(x)
+        skips = []
+        for pool, encoder in zip(self.pools, self.encoders, strict=True):
+            skips.append(features)
+            features = encoder(pool(features))
+        features = self.bottleneck(features)
+        for up, decoder, skip, level in zip(
+            self.ups, self.decoders, reversed(skips), reversed(range(self.depth)), strict=True
+        ):
+            features = up(F.interpolate(features, scale_factor=2.0, mode="nearest"))
+            if level > 0 or self.top_skip:
+                features = torch.cat([features, skip], dim=1)
+            features = decoder(features)
+        out = self.head(features)
+        if not self.residual:
+            return out
+        if self.residual_bound is not None:
+            # The cap is applied in linear units (sinh undoes the asinh), so it is exact.
+            linear = torch.sinh(x.clamp(-20.0, 20.0)) + self.residual_bound * torch.tanh(out)
+            return torch.asinh(linear)
+        return x + out
