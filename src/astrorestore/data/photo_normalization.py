@@ -1,0 +1,53 @@
+"""A fixed affine normaliser for photographs whose pixels are already in [0, 1].
+
+Colour photographs (the Hubble Deep Field picture, Galaxy10 cut-outs) are not in electrons:
+they were stretched and quantised to 8 bits before we saw them, so the sky/noise statistics
+that :class:`~astrorestore.data.normalization.AsinhNormalizer` fits would only add per-image
+jitter. The generative models work in ``z = (x - 0.5) / 0.5``, i.e. [0, 1] maps to [-1, 1]
+(the range diffusion schedules and GAN generators are usually tuned for). Nothing is clipped:
+a noisy or super-resolved pixel may leave [-1, 1] and is inverted exactly all the same.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+#: ``z = (x - PHOTO_OFFSET) / PHOTO_SCALE``.
+PHOTO_OFFSET = 0.5
+PHOTO_SCALE = 0.5
+
+
+def to_unit(z: Tensor) -> Tensor:
+    """Normalised photograph -> [0, 1] pixel values (the inverse map, without statistics)."""
+    return z * PHOTO_SCALE + PHOTO_OFFSET
+
+
+def from_unit(x: Tensor) -> Tensor:
+    """[0, 1] pixel values -> normalised photograph."""
+    return (x - PHOTO_OFFSET) / PHOTO_SCALE
+
+
+class PhotoNormalizer:
+    """``(x - 0.5) / 0.5`` with the same interface as the asinh normaliser (``stats``,
+    ``forward``, ``inverse``), so data modules and ``infer.py`` use it unchanged."""
+
+    def stats(self, reference: Tensor) -> tuple[Tensor, Tensor]:
+        """The fixed ``(offset, scale)`` as ``(B, 1, 1, 1)`` tensors (one value for all channels,
+        so grey inputs and colour outputs share it)."""
+        if reference.dim() != 4:
+            raise ValueError(f"expected a (B, C, H, W) batch, got shape {tuple(reference.shape)}")
+        shape = (reference.shape[0], 1, 1, 1)
+        offset = torch.full(shape, PHOTO_OFFSET, device=reference.device)
+        return offset, torch.full(shape, PHOTO_SCALE, device=reference.device)
+
+    def forward(self, x: Tensor, offset: Tensor, scale: Tensor) -> Tensor:
+        return (x - offset) / scale
+
+    def inverse(self, z: Tensor, offset: Tensor, scale: Tensor) -> Tensor:
+        return z * scale + offset
+
+    __call__ = forward
+
+    def __repr__(self) -> str:
+        return "PhotoNormalizer()"
