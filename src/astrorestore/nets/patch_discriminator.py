@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from astrorestore.errors import UserError
 from astrorestore.nets.res_unet import _groups
 
 
@@ -20,12 +21,19 @@ class PatchDiscriminator(nn.Module):
     in_channels: channels of the condition plus the image (1 grey + 3 colour = 4).
     base_channels: width of the first layer (doubles per layer up to 8x).
     n_layers: stride-2 layers after the first (receptive field 16 px for 1, 34 for 2, 70 for 3).
+    norm: ``group`` (GroupNorm) or ``none``. Normalisation statistics span the whole image, so
+        with ``group`` every logit also depends weakly on distant pixels through them; the
+        convolutions alone see :attr:`receptive_field` pixels.
     """
 
-    def __init__(self, in_channels: int = 4, base_channels: int = 32, n_layers: int = 2) -> None:
+    def __init__(
+        self, in_channels: int = 4, base_channels: int = 32, n_layers: int = 2, norm: str = "group"
+    ) -> None:
         super().__init__()
         if n_layers < 0:
             raise ValueError(f"n_layers must be >= 0, got {n_layers}")
+        if norm not in ("group", "none"):
+            raise UserError(f"model.discriminator.norm={norm!r} is invalid: use group or none")
         layers: list[nn.Module] = [
             nn.Conv2d(in_channels, base_channels, 4, stride=2, padding=1),
             nn.LeakyReLU(0.2),
@@ -38,7 +46,7 @@ class PatchDiscriminator(nn.Module):
             out = base_channels * min(2**layer, 8)
             layers += [
                 nn.Conv2d(width, out, 4, stride=stride, padding=1),
-                nn.GroupNorm(_groups(out), out),
+                nn.GroupNorm(_groups(out), out) if norm == "group" else nn.Identity(),
                 nn.LeakyReLU(0.2),
             ]
             self._convs.append((4, stride))
