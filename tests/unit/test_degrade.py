@@ -100,6 +100,15 @@ def test_photo_normalizer_round_trip_maps_unit_range_to_pm1():
     torch.testing.assert_close(norm.inverse(z, offset, scale), x)
 
 
+def test_photo_normalizer_takes_8_bit_images_to_the_same_range():
+    norm = PhotoNormalizer()
+    x = torch.rand(1, 3, 8, 8)
+    x[..., 0, 0] = 1.0
+    z_unit = norm.forward(x, *norm.stats(x))
+    z_byte = norm.forward(255 * x, *norm.stats(255 * x))
+    torch.testing.assert_close(z_unit, z_byte)
+
+
 def test_photo_data_modules_refuse_denoising_pairings_and_bad_sizes(tmp_path):
     with pytest.raises(UserError) as info:
         HubbleDataModule(SupervisedPairing(GaussianNoise(1.0)), PhotoNormalizer())
