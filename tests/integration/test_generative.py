@@ -56,6 +56,7 @@ def cgan_ckpt(tmp_path_factory):
     return _train(tmp_path_factory, "cgan_colorize", "data.pairing.color_space=ycbcr")
 
 
+@pytest.mark.slow  # trains a tiny checkpoint (shared per module)
 def test_sr3_checkpoint_exports_ema_sampler(sr3_ckpt):
     record = torch.load(sr3_ckpt, map_location="cpu", weights_only=True)["astrorestore"]
     assert record["weights"] == "ema" and record["restorer"]["steps"] == 2
@@ -63,6 +64,7 @@ def test_sr3_checkpoint_exports_ema_sampler(sr3_ckpt):
     assert record["io"]["scale"] == 2 and record["io"]["in_channels"] == 3
 
 
+@pytest.mark.slow  # trains a tiny checkpoint (shared per module)
 def test_infer_super_resolves_x2_reproducibly(run, sr3_ckpt, tmp_path):
     rgb = (np.random.default_rng(0).random((24, 24, 3)) * 255).astype(np.uint8)
     Image.fromarray(rgb).save(tmp_path / "in.png")
@@ -84,6 +86,7 @@ def test_infer_super_resolves_x2_reproducibly(run, sr3_ckpt, tmp_path):
     assert np.array_equal(outs[0], outs[1]) and not np.array_equal(outs[0], outs[2])
 
 
+@pytest.mark.slow  # trains a tiny checkpoint (shared per module)
 def test_infer_colorizes_grey_keeping_its_luminance(run, cgan_ckpt, tmp_path):
     grey = (np.random.default_rng(1).random((32, 32)) * 200 + 20).astype(np.uint8)
     Image.fromarray(grey).save(tmp_path / "grey.png")
@@ -105,3 +108,36 @@ def test_infer_colorizes_grey_keeping_its_luminance(run, cgan_ckpt, tmp_path):
     inside = ((out > 0) & (out < 255)).all(-1)
     assert inside.mean() > 0.3
     assert np.abs(luma - grey)[inside].max() <= 2.0
+
+
+@pytest.mark.slow  # trains a tiny checkpoint (shared per module)
+def test_pipeline_colorizes_then_super_resolves_and_reports(run, cgan_ckpt, sr3_ckpt, tmp_path):
+    import json
+
+    grey_dir, ref_dir = tmp_path / "grey", tmp_path / "refs"
+    grey_dir.mkdir()
+    ref_dir.mkdir()
+    rng = np.random.default_rng(3)
+    for name in ("a.png", "b.png"):
+        Image.fromarray((rng.random((32, 32)) * 255).astype(np.uint8)).save(grey_dir / name)
+        Image.fromarray((rng.random((64, 64, 3)) * 255).astype(np.uint8)).save(ref_dir / name)
+    result = run(
+        "pipeline.py",
+        f"ckpt_paths=[{cgan_ckpt},{sr3_ckpt}]",
+        f"input={grey_dir}",
+        f"output={tmp_path / 'out'}",
+        f"references={ref_dir}",
+        "tile_size=32",
+        "overlap=0",
+        "device=cpu",
+        "bilateral={kernel_size: 5, sigma_color: 0.1, sigma_space: 1.5}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = np.asarray(Image.open(tmp_path / "out" / "a.png"))
+    assert out.shape == (64, 64, 3)  # grey -> colour -> x2
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [row["image"] for row in report["images"]] == ["a.png", "b.png"]
+    ssims = [row["ssim"] for row in report["images"]]
+    assert report["summary"]["mean_ssim"] == pytest.approx(np.mean(ssims))
+    assert report["summary"]["best_ssim"] == pytest.approx(max(ssims))
+    assert "MEAN" in (tmp_path / "out" / "report.csv").read_text()

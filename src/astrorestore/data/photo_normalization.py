@@ -23,6 +23,11 @@ PHOTO_OFFSET = 0.5
 PHOTO_SCALE = 0.5
 
 
+def full_scale(peak: float) -> float:
+    """The full scale of an image whose maximum is ``peak``: 1, 255 or 65535."""
+    return 1.0 if peak <= 1.5 else 255.0 if peak <= 255.5 else 65535.0
+
+
 def to_unit(z: Tensor) -> Tensor:
     """Normalised photograph -> [0, 1] pixel values (the inverse map, without statistics)."""
     return z * PHOTO_SCALE + PHOTO_OFFSET
