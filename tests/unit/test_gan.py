@@ -116,8 +116,10 @@ def test_one_gan_step_updates_both_networks_with_finite_losses():
     g0 = [p.detach().clone() for p in module.net.parameters()]
     d0 = [p.detach().clone() for p in module.discriminator.parameters()]
     trainer = _fit(module)
-    assert any(not torch.equal(a, b) for a, b in zip(g0, module.net.parameters()))
-    assert any(not torch.equal(a, b) for a, b in zip(d0, module.discriminator.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(g0, module.net.parameters(), strict=True))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(d0, module.discriminator.parameters(), strict=True)
+    )
     metrics = trainer.callback_metrics
     for key in ("train/d_loss", "train/g_loss", "train/g_adversarial", "val/delta_e", "val/psnr"):
         assert torch.isfinite(metrics[key]), key
@@ -131,5 +133,7 @@ def test_l1_only_generator_leaves_the_discriminator_alone():
     module = _module(adversarial_weight=0.0)
     d0 = [p.detach().clone() for p in module.discriminator.parameters()]
     trainer = _fit(module)
-    assert all(torch.equal(a, b) for a, b in zip(d0, module.discriminator.parameters()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(d0, module.discriminator.parameters(), strict=True)
+    )
     assert "train/d_loss" not in trainer.callback_metrics
