@@ -1,0 +1,220 @@
+"""Adversarial training (conditional GAN, pix2pix-style) with Lightning's manual optimisation.
+
+Each step updates the discriminator on (condition, real) vs (condition, generated) pairs, then
+the generator on ``reconstruction_weight * pixel loss + adversarial_weight * GAN loss``. Two
+optimisers and their schedulers; ``toggle_optimizer`` freezes the other network's parameters
+(``requires_grad``) during each half-step, so the discriminator loss never writes gradients
+into the generator and vice versa. Gradients are clipped by hand (``gradient_clip``): Lightning
+refuses ``trainer.gradient_clip_val`` under manual optimisation, so the model config sets it
+to null. ``adversarial_weight: 0`` gives the L1-only generator of the same size (the baseline).
+
+Validation adds colour measures on RGB in [0, 1]: ``delta_e`` (CIE76) and ``colourfulness``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from astrorestore.errors import UserError
+from astrorestore.metrics.colour import colourfulness, delta_e76
+from astrorestore.modules.base import RestorationModule
+
+GAN_LOSSES = ("vanilla", "lsgan", "hinge")
+
+
+def discriminator_loss(real: torch.Tensor, fake: torch.Tensor, kind: str) -> torch.Tensor:
+    """Loss of the discriminator given its logits on real and generated pairs."""
+    real, fake = real.float(), fake.float()
+    if kind == "vanilla":
+        return 0.5 * (
+            F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+            + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+        )
+    if kind == "lsgan":
+        return 0.5 * ((real - 1).pow(2).mean() + fake.pow(2).mean())
+    return 0.5 * (F.relu(1 - real).mean() + F.relu(1 + fake).mean())
+
+
+def generator_gan_loss(fake: torch.Tensor, kind: str) -> torch.Tensor:
+    """Adversarial loss of the generator given the discriminator's logits on its output."""
+    fake = fake.float()
+    if kind == "vanilla":
+        return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
+    if kind == "lsgan":
+        return (fake - 1).pow(2).mean()
+    return -fake.mean()
+
+
+class AdversarialModule(RestorationModule):
+    """Args:
+    net: the generator (condition -> image); what inference runs.
+    discriminator: ``(condition, image) -> patch logits``.
+    loss: the pixel reconstruction loss ``(pred, target, mask) -> (total, terms)`` (L1).
+    optimizer, discriminator_optimizer: factories ``params -> Optimizer``.
+    scheduler, discriminator_scheduler: optional factories ``optimizer -> scheduler``
+        (stepped once per epoch; ReduceLROnPlateau ones with the run's monitor).
+    reconstruction_weight: weight of the pixel loss (pix2pix: 100).
+    adversarial_weight: weight of the GAN loss (0 = L1-only generator).
+    gan_loss: vanilla | lsgan | hinge.
+    gradient_clip: max gradient norm of each network (None = no clipping).
+    Others: see :class:`RestorationModule`.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        discriminator: nn.Module,
+        loss: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        discriminator_optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        discriminator_scheduler: Callable[..., Any] | None = None,
+        reconstruction_weight: float = 100.0,
+        adversarial_weight: float = 1.0,
+        gan_loss: str = "vanilla",
+        gradient_clip: float | None = 1.0,
+        **base: Any,
+    ) -> None:
+        super().__init__(**base)
+        if gan_loss not in GAN_LOSSES:
+            raise UserError(
+                f"model.gan_loss={gan_loss!r} is invalid: use one of {', '.join(GAN_LOSSES)}"
+            )
+        for key, value in (
+            ("reconstruction_weight", reconstruction_weight),
+            ("adversarial_weight", adversarial_weight),
+        ):
+            if not value >= 0:
+                raise UserError(f"model.{key}={value!r} is invalid: use a value >= 0")
+        if gradient_clip is not None and not gradient_clip > 0:
+            raise UserError(
+                f"model.gradient_clip={gradient_clip!r} is invalid: use a value > 0 or null"
+            )
+        self.save_hyperparameters(
+            ignore=[
+                "net",
+                "discriminator",
+                "loss",
+                "optimizer",
+                "discriminator_optimizer",
+                "scheduler",
+                "discriminator_scheduler",
+            ],
+            logger=False,
+        )
+        self.automatic_optimization = False
+        self.net = net
+        self.discriminator = discriminator
+        self.loss = loss
+        self.factories = {
+            "optimizer": optimizer,
+            "discriminator_optimizer": discriminator_optimizer,
+            "scheduler": scheduler,
+            "discriminator_scheduler": discriminator_scheduler,
+        }
+        self._last_restored: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def restore(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.net(x)
+
+    def restorer_spec(self) -> dict[str, Any]:
+        return {"_target_": "astrorestore.inference.restorer.NetForward", "weights": "net"}
+
+    # ------------------------------------------------------------------ training
+    def _clip(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.hparams.gradient_clip is not None:
+            self.clip_gradients(
+                optimizer,
+                gradient_clip_val=self.hparams.gradient_clip,
+                gradient_clip_algorithm="norm",
+            )
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        condition, real = batch["input"], batch["target"]
+        mask = batch.get("loss_mask")
+        fake = self.net(condition)
+        size = condition.shape[0]
+        kind = self.hparams.gan_loss
+        use_gan = self.hparams.adversarial_weight > 0
+
+        if use_gan:
+            self.toggle_optimizer(opt_d)
+            d_loss = discriminator_loss(
+                self.discriminator(condition, real),
+                self.discriminator(condition, fake.detach()),
+                kind,
+            )
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(d_loss)
+            self._clip(opt_d)
+            opt_d.step()
+            self.untoggle_optimizer(opt_d)
+            self.log("train/d_loss", d_loss, batch_size=size)
+
+        self.toggle_optimizer(opt_g)
+        pixel, _ = self.loss(fake, real, mask)
+        g_loss = self.hparams.reconstruction_weight * pixel
+        if use_gan:
+            adversarial = generator_gan_loss(self.discriminator(condition, fake), kind)
+            g_loss = g_loss + self.hparams.adversarial_weight * adversarial
+            self.log("train/g_adversarial", adversarial, batch_size=size)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_loss)
+        self._clip(opt_g)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+        self.log("train/pixel", pixel, batch_size=size)
+        self.log("train/g_loss", g_loss, prog_bar=True, batch_size=size)
+
+    def on_train_epoch_end(self) -> None:
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return
+        if not isinstance(schedulers, list):
+            schedulers = [schedulers]
+        value = self.trainer.callback_metrics.get(self.hparams.get("monitor", "val/psnr"))
+        for scheduler in schedulers:
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                if value is not None:  # the monitor exists only after a validation epoch
+                    scheduler.step(value)
+            else:
+                scheduler.step()
+
+    def configure_optimizers(self) -> Any:
+        opt_g = self.factories["optimizer"](params=self.net.parameters())
+        opt_d = self.factories["discriminator_optimizer"](params=self.discriminator.parameters())
+        schedulers = [
+            self.factories[key](optimizer=opt)
+            for key, opt in (("scheduler", opt_g), ("discriminator_scheduler", opt_d))
+            if self.factories[key] is not None
+        ]
+        return [opt_g, opt_d], schedulers
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        restored = self.net(batch["input"])
+        loss, _ = self.loss(restored, batch["target"], batch.get("loss_mask"))
+        self._last_restored = restored
+        return loss, restored
+
+    def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
+        super()._evaluate(batch, stage)
+        truth, restored = batch.get("truth"), self._last_restored
+        if truth is None or restored is None or restored.shape[1] != 3:
+            return
+        normalizer = self.trainer.datamodule.normalizer
+        offset, scale = batch["offset"], batch["scale"]
+        rgb = normalizer.inverse(restored.float(), offset, scale)
+        reference = normalizer.inverse(truth.float(), offset, scale)
+        size = rgb.shape[0]
+        self.log(f"{stage}/delta_e", delta_e76(rgb, reference).mean(), batch_size=size)
+        self.log(f"{stage}/colourfulness", colourfulness(rgb).mean(), batch_size=size)

@@ -1,0 +1,195 @@
+"""SR3 diffusion training: the network learns to denoise ``x_t`` given the up-sampled input.
+
+Per batch: draw a noise level ``sqrt(gamma)`` per example (piecewise uniform over the training
+schedule), noise the high-resolution target, and fit the network's output to the noise (``eps``)
+or to the target (``x0``) with the pixel loss of the ``loss`` group (L1 by default).
+
+An exponential moving average of the weights (``ema``) is kept and is what validation samples
+with and what checkpoints export for inference (``restorer_spec`` names ``ema``). Validation
+reports the denoising loss on every batch, at fixed levels and noise (a seeded generator), and
+every ``sample_every_n_epochs`` samples a small fixed subset (the first ``n_sample_images`` of
+the first batch) with the fast sampler to log PSNR/SSIM/LPIPS and panels. With
+``sample_every_n_epochs > 1`` monitor ``val/loss`` (``monitor.metric=val/loss``): PSNR then
+exists only on sampling epochs. Testing samples every test image.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from astrorestore.diffusion.sampler import (
+    PREDICTIONS,
+    SAMPLERS,
+    SuperResolutionSampler,
+    check_choice,
+    sample,
+    upsample,
+)
+from astrorestore.diffusion.schedule import NoiseSchedule
+from astrorestore.errors import UserError
+from astrorestore.modules.base import RestorationModule
+
+
+class ExponentialMovingAverage:
+    """``ema <- decay * ema + (1 - decay) * weights`` after each optimiser step, with the usual
+    warm-up ``decay_t = min(decay, (1 + t) / (10 + t))`` so early averages are not stuck at the
+    random initialisation. Buffers (GroupNorm has none, but others may) are copied."""
+
+    def __init__(self, decay: float) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise UserError(f"model.ema_decay={decay!r} is invalid: use a value in [0, 1)")
+        self.decay = float(decay)
+
+    @torch.no_grad()
+    def update(self, ema: nn.Module, net: nn.Module, step: int) -> None:
+        decay = min(self.decay, (1.0 + step) / (10.0 + step))
+        for average, current in zip(ema.parameters(), net.parameters(), strict=True):
+            average.lerp_(current.detach().to(average.dtype), 1.0 - decay)
+        for average, current in zip(ema.buffers(), net.buffers(), strict=True):
+            average.copy_(current)
+
+
+class DiffusionModule(RestorationModule):
+    """Args:
+    net: ``net(x_t, sqrt_gamma, cond)`` (e.g. :class:`~astrorestore.nets.sr3_unet.SR3UNet`).
+    loss: pixel loss ``(pred, target, mask) -> (total, terms)``.
+    optimizer, scheduler: factories (the scheduler watches the run's monitor).
+    schedule: dict of :class:`~astrorestore.diffusion.schedule.NoiseSchedule` arguments.
+    scale: super-resolution factor (``${data.pairing.scale}``).
+    prediction: ``eps`` or ``x0``.
+    ema_decay: EMA decay of the exported weights.
+    sampler, sample_steps: the fast sampler used in validation/test and exported for inference.
+    sample_every_n_epochs, n_sample_images: the validation sampling subset.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        schedule: dict | None = None,
+        scale: int = 2,
+        prediction: str = "eps",
+        ema_decay: float = 0.999,
+        sampler: str = "ddim",
+        sample_steps: int = 50,
+        sample_every_n_epochs: int = 1,
+        n_sample_images: int = 4,
+        **base: Any,
+    ) -> None:
+        super().__init__(**base)
+        check_choice("model.prediction", prediction, PREDICTIONS)
+        check_choice("model.sampler", sampler, SAMPLERS)
+        for key, value in (
+            ("sample_steps", sample_steps),
+            ("sample_every_n_epochs", sample_every_n_epochs),
+            ("n_sample_images", n_sample_images),
+        ):
+            if int(value) != value or value < 1:
+                raise UserError(f"model.{key}={value!r} is invalid: use an integer >= 1")
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"], logger=False)
+        self.net = net
+        self.loss = loss
+        self.schedule = NoiseSchedule(**(schedule or {}))
+        self.schedule.set_timesteps(sample_steps)  # fails now if the step count is invalid
+        self.ema = copy.deepcopy(net).requires_grad_(False).eval()
+        self.averager = ExponentialMovingAverage(ema_decay)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self._batch_loss: torch.Tensor | None = None
+
+    @property
+    def size_multiple(self) -> int:
+        return int(getattr(self.net, "size_multiple", 1))
+
+    # ------------------------------------------------------------------ inference
+    def restore(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        hp = self.hparams
+        cond = upsample(x, hp.scale)
+        return sample(
+            self.ema, cond, self.schedule, hp.sample_steps, hp.sampler, hp.prediction, generator
+        )
+
+    def restorer_spec(self) -> dict[str, Any]:
+        hp = self.hparams
+        return {
+            "_target_": f"{SuperResolutionSampler.__module__}.SuperResolutionSampler",
+            "weights": "ema",
+            "net_config": "net",
+            "scale": int(hp.scale),
+            "steps": int(hp.sample_steps),
+            "sampler": hp.sampler,
+            "prediction": hp.prediction,
+            "schedule": self.schedule.config(),
+        }
+
+    # ------------------------------------------------------------------ training
+    def denoising_loss(
+        self,
+        batch: dict[str, torch.Tensor],
+        net: nn.Module,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        target, low = batch["target"], batch["input"]
+        cond = upsample(low, self.hparams.scale)
+        levels = self.schedule.sample_levels(target.shape[0], target.device, generator)
+        noise = torch.randn(
+            target.shape, generator=generator, device=target.device, dtype=torch.float32
+        )
+        x_t = self.schedule.add_noise(target, noise, levels)
+        output = net(x_t, levels, cond)
+        goal = noise if self.hparams.prediction == "eps" else target.float()
+        total, _ = self.loss(output.float(), goal, batch.get("loss_mask"))
+        return total
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.denoising_loss(batch, self.net)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["target"].shape[0])
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.averager.update(self.ema, self.net, self.global_step)
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        generator = torch.Generator(device=batch["target"].device).manual_seed(0)
+        loss = self._batch_loss
+        if loss is None:
+            loss = self.denoising_loss(batch, self.ema, generator)
+        return loss, self.restore(batch["input"], generator)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        # Fixed levels and noise per batch: val/loss is comparable between epochs.
+        generator = torch.Generator(device=batch["target"].device).manual_seed(batch_idx)
+        loss = self.denoising_loss(batch, self.ema, generator)
+        size = batch["target"].shape[0]
+        epoch = self.current_epoch + 1
+        if batch_idx == 0 and (
+            epoch % self.hparams.sample_every_n_epochs == 0 or self.trainer.sanity_checking
+        ):
+            n = self.hparams.n_sample_images
+            subset = {k: v[:n] if torch.is_tensor(v) else v for k, v in batch.items()}
+            self._panel_batch = True
+            # Logs the whole batch's loss (weighted as the subset) and the subset's samples.
+            self._batch_loss = loss
+            try:
+                self._evaluate(subset, "val")
+            finally:
+                self._batch_loss = None
+            return
+        self.log("val/loss", loss, batch_size=size, sync_dist=True, prog_bar=True)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(params=self.net.parameters())
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": self.scheduler_config(self.scheduler_factory(optimizer=optimizer)),
+        }
