@@ -181,7 +181,7 @@ class AdversarialModule(RestorationModule):
             return
         if not isinstance(schedulers, list):
             schedulers = [schedulers]
-        value = self.trainer.callback_metrics.get(self.hparams.get("monitor", "val/psnr"))
+        value = self.trainer.callback_metrics.get(self.monitor)
         for scheduler in schedulers:
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 if value is not None:  # the monitor exists only after a validation epoch

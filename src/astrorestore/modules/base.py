@@ -39,7 +39,7 @@ def match_shape(image: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class RestorationModule(L.LightningModule):
-    """Shared base. Args (all plain values, saved in hparams):
+    """Shared base. Args (plain values; kept as attributes, whatever the subclass saves):
 
     monitor: the metric the run is judged by (set once, in the top-level ``monitor`` config;
         the scheduler watches it).
@@ -56,6 +56,8 @@ class RestorationModule(L.LightningModule):
         n_panel_images: int = 4,
     ) -> None:
         super().__init__()
+        self.monitor = monitor
+        self.n_panel_images = int(n_panel_images)
         self.metrics = torch.nn.ModuleDict(
             {name: RestorationMetrics() for name in ("val", "val_input", "test", "test_input")}
         )
@@ -102,7 +104,7 @@ class RestorationModule(L.LightningModule):
                 if torch.isfinite(value):  # a batch without sky or bright sources says nothing
                     self.log(f"{stage}/{name}", value, batch_size=size, sync_dist=True)
         if stage == "val" and self._panel_batch:
-            n = self.hparams.n_panel_images
+            n = self.n_panel_images
             self.panel = {
                 "input": observed[:n].detach().float().cpu(),
                 "restored": restored[:n].detach().float().cpu(),
@@ -139,7 +141,7 @@ class RestorationModule(L.LightningModule):
         """Lightning's scheduler dict, watching the run's one monitor."""
         return {
             "scheduler": scheduler,
-            "monitor": self.hparams.monitor,
+            "monitor": self.monitor,
             "interval": "epoch",
             "frequency": 1,
         }
