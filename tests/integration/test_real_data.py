@@ -1,6 +1,8 @@
 """data=jwst through the real entry points: the embedded demo frames, a folder of exposure pairs,
 train -> infer on a frame (header, WCS, input noise and DQ handling), and bad folders."""
 
+import json
+
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -132,3 +134,30 @@ def test_bad_folders_fail_in_one_line_through_train_py(run, tmp_path, make, mess
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == errors[0]
+
+
+def test_noise2void_on_real_frames_then_infer_with_a_report(run, tmp_path):
+    # The command users quote first, on the embedded JWST-like frames (no data.root), then
+    # infer.py on one of those frames with a report of what can be known without a truth.
+    result = run(
+        "train.py", "model=n2v", "data=jwst", "debug=tiny", "trainer.max_epochs=1", "test=false",
+        "logger=csv", *SMALL,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = next((tmp_path / "logs" / "train" / "runs").iterdir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert (summary["monitor"], summary["mode"]) == ("val/loss", "min")
+    assert not any("val/psnr" in row for row in summary["history"])  # no truth, no PSNR
+    frame = sorted((tmp_path / "data" / "jwst_demo").glob("*_cal.fits"))[0]
+    report = tmp_path / "report"
+    result = run(
+        "infer.py", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", f"input={frame}",
+        f"output={tmp_path / 'restored.fits'}", "tile_size=64", "overlap=8", "progress=false",
+        f"report={report}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads((report / "report.json").read_text())
+    text = json.dumps(data).lower()
+    assert "residual" in text and "sky" in text
+    with fits.open(tmp_path / "restored.fits") as hdul:
+        assert hdul["SCI"].header["ARMODEL"] == "n2v"
