@@ -6,7 +6,9 @@ from astrorestore.sweep_report import collect, main
 from tests.conftest import REPO
 
 SWEEPS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
-JOBS = {"learning_rate": 4, "noise_level": 3}
+JOBS = {"learning_rate": 4, "noise_level": 3, "noise_method": 4, "optuna_lr": 2}
+# Optuna sweeps run as many trials as asked: two here.
+EXTRA = {"optuna_lr": ["hydra.sweeper.n_trials=2"]}
 
 
 @pytest.mark.parametrize("sweep", SWEEPS)
@@ -23,6 +25,7 @@ def test_sweep_runs_every_job(run, tmp_path, sweep, capsys):
         "trainer.max_epochs=1",
         "test=false",
         "callbacks.progress_bar=null",
+        *EXTRA.get(sweep, []),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep_dir,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
