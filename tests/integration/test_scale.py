@@ -12,6 +12,7 @@ from astrorestore.errors import UserError
 from astrorestore.sweep_review import find_jobs, main, rank
 from astrorestore.train import sweep_direction
 from tests.conftest import REPO
+from tests.integration.sweep_models import skip_if_model_missing
 
 SHORT = [
     "debug=tiny",
@@ -126,6 +127,7 @@ def test_crashed_job_does_not_stop_the_sweep(run, tmp_path, with_test_callbacks,
 @pytest.mark.slow
 @pytest.mark.parametrize("sweep", SWEEPS)
 def test_each_sweep_runs_under_fast_dev_run(run, tmp_path, sweep):
+    skip_if_model_missing(sweep)
     extra = ["hydra.sweeper.n_trials=1"] if sweep.startswith("optuna") else []
     result = run(
         "train.py", "-m", "-cd", str(REPO / "sweeps"), "-cn", sweep,
