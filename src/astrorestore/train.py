@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from astrorestore.callbacks.provenance import Provenance
+from astrorestore.callbacks.run_tags import RunTags, apply_to_logger_config, describe_run, git_state
 from astrorestore.callbacks.summary import RunSummary
 from astrorestore.checks import check_multiple
 from astrorestore.errors import UserError, find_user_error
@@ -47,6 +48,22 @@ def resolve_monitor(metric: str, mode: str, has_truth: bool) -> tuple[str, str]:
             "use monitor.metric=val/loss (or auto)"
         )
     return metric, mode
+
+
+def sweep_direction(metric: str, mode: str) -> str:
+    """Optuna's direction for a run judged by ``monitor.metric``/``monitor.mode`` (the config
+    resolver ``${sweep_direction:${monitor.metric},${monitor.mode}}``)."""
+    if metric == "auto":
+        raise UserError(
+            "an Optuna sweep needs an explicit monitor.metric (auto depends on the data); "
+            "set e.g. monitor.metric=val/psnr in the sweep"
+        )
+    # has_truth=True: whether the data have a truth is checked when each job builds its data.
+    _, mode = resolve_monitor(metric, mode, has_truth=True)
+    return "maximize" if mode == "max" else "minimize"
+
+
+OmegaConf.register_new_resolver("sweep_direction", sweep_direction, replace=True)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -110,7 +127,25 @@ def build(cfg: DictConfig) -> tuple[Any, Any]:
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Train (and test) from a composed config; returns the optimised metric for sweeps."""
+    """Train (and test) from a composed config; returns the optimised metric for sweeps.
+
+    In a multirun, a job that fails logs one line, writes ``failed.txt`` into its folder and
+    returns NaN (a failed trial for Optuna), so one crashed job does not stop the sweep."""
+    description = describe_run()
+    if description["sweep"] is None:
+        return _train(cfg, description)
+    try:
+        return _train(cfg, description)
+    except Exception as exc:  # any failure of one job: reported, not raised
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.error("job %s failed, the sweep goes on: %s", description["job"], message)
+        output_dir = Path(cfg.paths.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "failed.txt").write_text(f"{type(exc).__name__}: {message}\n")
+        return float("nan")
+
+
+def _train(cfg: DictConfig, description: dict[str, Any]) -> float | None:
     check_config(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -123,6 +158,8 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("curriculum"):
         callbacks.append(instantiate(cfg.curriculum))
     callbacks.append(Provenance(run_config, _model_name(cfg)))
+    callbacks.append(RunTags(run_config, description, git_state()))
+    apply_to_logger_config(cfg.get("logger"), description)
     loggers = _instantiate_dict(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 

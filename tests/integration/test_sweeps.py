@@ -4,13 +4,17 @@ import pytest
 
 from astrorestore.sweep_report import collect, main
 from tests.conftest import REPO
+from tests.integration.sweep_models import skip_if_model_missing
 
 SWEEPS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
-JOBS = {"learning_rate": 4, "noise_level": 3}
+JOBS = {"learning_rate": 4, "noise_level": 3, "noise_method": 4, "optuna_lr": 2, "n2v_mask_lr": 6}
+# Optuna sweeps run as many trials as asked: two here.
+EXTRA = {"optuna_lr": ["hydra.sweeper.n_trials=2"]}
 
 
 @pytest.mark.parametrize("sweep", SWEEPS)
 def test_sweep_runs_every_job(run, tmp_path, sweep, capsys):
+    skip_if_model_missing(sweep)
     result = run(
         "train.py",
         "-m",
@@ -23,6 +27,7 @@ def test_sweep_runs_every_job(run, tmp_path, sweep, capsys):
         "trainer.max_epochs=1",
         "test=false",
         "callbacks.progress_bar=null",
+        *EXTRA.get(sweep, []),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep_dir,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
