@@ -43,8 +43,8 @@ _RESTORERS: dict[str, object] = {}
 
 def _restore_with_checkpoint(path: str, image: np.ndarray) -> np.ndarray:
     """Restore ``image`` (electrons) with a checkpoint, through infer.py's own path."""
-    from astrorestore.inference.restorer import load_restorer
     from astrorestore.inference.restore import restore_image
+    from astrorestore.inference.restorer import load_restorer
 
     if path not in _RESTORERS:
         import torch
