@@ -161,7 +161,13 @@ def _train(cfg: DictConfig, description: dict[str, Any]) -> float | None:
     callbacks.append(RunTags(run_config, description, git_state()))
     apply_to_logger_config(cfg.get("logger"), description)
     loggers = _instantiate_dict(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    extra: dict[str, Any] = {}
+    strategy = cfg.trainer.get("strategy")
+    if getattr(model, "find_unused_parameters", False) and strategy in ("ddp", "ddp_spawn"):
+        extra["strategy"] = f"{strategy}_find_unused_parameters_true"
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra
+    )
 
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))

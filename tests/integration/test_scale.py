@@ -178,7 +178,15 @@ def test_slurm_launcher_takes_nodes_and_gpus_from_the_trainer():
 @pytest.mark.parametrize("model", MODELS)
 def test_ddp_sim_trains_each_model(run, tmp_path, model):
     """Two CPU processes (gloo): the distributed path of every method runs and checkpoints."""
-    result = run("train.py", f"model={model}", "trainer=ddp_sim", *SHORT, "trainer.max_epochs=1")
+    # debug=tiny sizes the simulated fields; photograph data have their own tiny preset.
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+        data_target = compose("train", overrides=[f"model={model}"]).data._target_
+    tiny = (
+        "debug=tiny_photos" if data_target.startswith("astrorestore.data.photos") else "debug=tiny"
+    )
+    short = [tiny if arg == "debug=tiny" else arg for arg in SHORT]
+    result = run("train.py", f"model={model}", "trainer=ddp_sim", *short, "trainer.max_epochs=1")
     if result.returncode == 2 and "not found" in result.stderr:
         pytest.skip(f"model={model} needs data absent here: {result.stderr.strip()[-200:]}")
     assert result.returncode == 0, result.stderr[-3000:]

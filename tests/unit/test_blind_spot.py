@@ -130,9 +130,7 @@ def test_masks_follow_the_generator():
 
 def test_pairing_from_clean_fields_keeps_the_truth_and_the_unmasked_frame():
     clean = torch.full((2, 1, 32, 32), 100.0)
-    out = BlindSpotPairing(GaussianNoise(sigma=5.0), masked_fraction=0.01)(
-        {"clean": clean}, _gen()
-    )
+    out = BlindSpotPairing(GaussianNoise(sigma=5.0), masked_fraction=0.01)({"clean": clean}, _gen())
     assert set(out) == {"input", "target", "loss_mask", "observed", "truth"}
     assert torch.equal(out["truth"], clean)
     assert torch.equal(out["target"], out["observed"])

@@ -65,6 +65,10 @@ class AdversarialModule(RestorationModule):
     Others: see :class:`RestorationModule`.
     """
 
+    # The generator step runs the discriminator with its gradients off: under DDP those
+    # parameters get no gradient in that step, which DDP must be told to expect.
+    find_unused_parameters = True
+
     def __init__(
         self,
         net: nn.Module,

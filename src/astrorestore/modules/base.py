@@ -48,6 +48,9 @@ class RestorationModule(L.LightningModule):
     n_panel_images: validation images kept for the image-panel callback.
     """
 
+    #: Set by modules whose steps leave some parameters without gradients (DDP must know).
+    find_unused_parameters = False
+
     def __init__(
         self,
         monitor: str = "val/psnr",
