@@ -27,6 +27,11 @@ from astrorestore.data.pairing import Pairing
 from astrorestore.errors import UserError
 
 NORMALISED_KEYS = ("input", "target", "truth", "observed")
+# Normalisation statistics an item may carry (e.g. of its whole parent frame, so that training
+# and inference normalise alike); used instead of statistics of the batch when present.
+STATISTICS_KEYS = ("offset", "scale")
+# Per-pixel noise maps the pairing does not use but methods may: carried past it unchanged.
+PASSTHROUGH_KEYS = ("sigma", "sigma2")
 
 
 class PairedExamples(Dataset):
@@ -145,11 +150,15 @@ class PairedDataModule(L.LightningDataModule):
     def fixed_examples(
         self, dataset: Dataset, seed_sequence: np.random.SeedSequence
     ) -> PairedExamples:
-        """Pair every item of ``dataset`` once with a generator from ``seed_sequence``."""
+        """Pair every item of ``dataset`` once with a generator from ``seed_sequence``
+        (carried statistics and noise maps ride along the pairing)."""
         items = [dataset[i] for i in range(len(dataset))]
         batch = {key: torch.stack([item[key] for item in items]) for key in items[0]}
+        carried = {
+            key: batch.pop(key) for key in STATISTICS_KEYS + PASSTHROUGH_KEYS if key in batch
+        }
         seed = int(seed_sequence.generate_state(1, np.uint64)[0])
-        paired = self.pairing(batch, torch.Generator().manual_seed(seed))
+        paired = self.pairing(batch, torch.Generator().manual_seed(seed)) | carried
         return PairedExamples({key: value.contiguous() for key, value in paired.items()})
 
     def setup(self, stage: str | None = None) -> None:
@@ -201,9 +210,12 @@ class PairedDataModule(L.LightningDataModule):
         return self._generator
 
     def normalise(self, paired: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Normalise with the observed frame's statistics; keep ``offset``/``scale``."""
-        reference = paired.get("observed", paired["input"])
-        offset, scale = self.normalizer.stats(reference)
+        """Normalise with the statistics the items carry, else the observed frame's; keep
+        ``offset``/``scale`` so the normalisation can be inverted."""
+        if "offset" in paired:
+            offset, scale = paired["offset"].float(), paired["scale"].float()
+        else:
+            offset, scale = self.normalizer.stats(paired.get("observed", paired["input"]))
         out = {key: value for key, value in paired.items() if key not in NORMALISED_KEYS}
         for key in NORMALISED_KEYS:
             if key in paired:
@@ -213,11 +225,17 @@ class PairedDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> dict[str, Tensor]:
         if "input" not in batch:  # training batches are paired here; fixed sets already are
+            batch = dict(batch)
+            statistics = {key: batch.pop(key) for key in STATISTICS_KEYS if key in batch}
             generator = self.device_generator(next(iter(batch.values())).device)
             if self.augment is not None:
-                keys = list(batch)
-                batch = dict(
-                    zip(keys, self.augment(*batch.values(), generator=generator), strict=True)
-                )
-            batch = self.pairing(batch, generator)
+                # One draw for every image (and noise map) of an item.
+                params = self.augment.sample(next(iter(batch.values())), generator)
+                batch = {key: self.augment.apply(value, params) for key, value in batch.items()}
+                if statistics and self.augment.brightness_range is not None:
+                    # Carried statistics follow a brightness change exactly (linear in flux).
+                    gain = params.gain.view(-1, 1, 1, 1).to(statistics["offset"])
+                    statistics = {key: value * gain for key, value in statistics.items()}
+            maps = {key: batch[key] for key in PASSTHROUGH_KEYS if key in batch}
+            batch = self.pairing(batch, generator) | maps | statistics
         return self.normalise(batch)

@@ -34,12 +34,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from astrorestore.data.base import NORMALISED_KEYS, PairedDataModule, PairedExamples
+from astrorestore.data.base import PairedDataModule
 from astrorestore.data.demo_frames import DEMO_GAIN, ensure_demo_frames
 from astrorestore.data.frame_statistics import frame_statistics, use_frame_stats
 from astrorestore.data.manifest import discover_fits
@@ -51,8 +49,6 @@ from astrorestore.errors import UserError
 
 log = logging.getLogger(__name__)
 
-# Keys that ride along the pairing untouched: the frame's normalisation and noise maps.
-CARRIED_KEYS = ("offset", "scale", "sigma", "sigma2")
 # A crop "contains a source" when a valid pixel exceeds the sky by this many noise sigmas.
 SOURCE_SIGMA = 10.0
 SOURCE_TRIES = 10
@@ -339,17 +335,6 @@ class FitsFolderDataModule(PairedDataModule):
             )
         return tuple(FrameItems(d, self.deep_as_clean) for d in (train, val, test))
 
-    def fixed_examples(
-        self, dataset: Dataset, seed_sequence: np.random.SeedSequence
-    ) -> PairedExamples:
-        """As the base, but the frame's statistics and noise maps ride along the pairing."""
-        items = [dataset[i] for i in range(len(dataset))]
-        batch = {key: torch.stack([item[key] for item in items]) for key in items[0]}
-        carried = {key: batch.pop(key) for key in CARRIED_KEYS if key in batch}
-        seed = int(seed_sequence.generate_state(1, np.uint64)[0])
-        paired = self.pairing(batch, torch.Generator().manual_seed(seed)) | carried
-        return PairedExamples({key: value.contiguous() for key, value in paired.items()})
-
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
             self._prepare()
@@ -373,33 +358,3 @@ class FitsFolderDataModule(PairedDataModule):
         if self.train_set is not None:  # workers copy the dataset each epoch, so this reaches them
             self.train_set.dataset.source_patch_fraction = float(value)
 
-    # ------------------------------------------------------------------ per batch, on device
-    def normalise(self, paired: dict[str, Tensor]) -> dict[str, Tensor]:
-        """With the parent frame's statistics when the batch carries them, else per crop."""
-        if "offset" not in paired:
-            return super().normalise(paired)
-        offset, scale = paired["offset"].float(), paired["scale"].float()
-        out = {key: value for key, value in paired.items() if key not in NORMALISED_KEYS}
-        for key in NORMALISED_KEYS:
-            if key in paired:
-                out[key] = self.normalizer.forward(paired[key].float(), offset, scale)
-        out["offset"], out["scale"] = offset, scale
-        return out
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> dict[str, Tensor]:
-        if "input" in batch:  # fixed sets are paired already
-            return self.normalise(batch)
-        batch = dict(batch)
-        carried = {key: batch.pop(key) for key in ("offset", "scale") if key in batch}
-        generator = self.device_generator(next(iter(batch.values())).device)
-        if self.augment is not None:
-            # One draw for every image (and noise map) of the batch; the frame statistics
-            # follow a brightness change exactly, as both are linear in the flux.
-            params = self.augment.sample(next(iter(batch.values())), generator)
-            batch = {key: self.augment.apply(value, params) for key, value in batch.items()}
-            if self.augment.brightness_range is not None and carried:
-                gain = params.gain.view(-1, 1, 1, 1).to(carried["offset"])
-                carried = {key: value * gain for key, value in carried.items()}
-        maps = {key: batch[key] for key in ("sigma", "sigma2") if key in batch}
-        paired = self.pairing(batch, generator)
-        return self.normalise(paired | maps | carried)
