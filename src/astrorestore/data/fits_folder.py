@@ -357,4 +357,3 @@ class FitsFolderDataModule(PairedDataModule):
         self._source_patch_fraction = float(value)
         if self.train_set is not None:  # workers copy the dataset each epoch, so this reaches them
             self.train_set.dataset.source_patch_fraction = float(value)
-
