@@ -140,6 +140,17 @@ class RestorationModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
 
+    def optimizer_config(self, params: Any) -> dict[str, Any]:
+        """One optimizer (``self.optimizer_factory``) and its optional scheduler
+        (``self.scheduler_factory``), the scheduler watching the run's monitor."""
+        optimizer = self.optimizer_factory(params=params)
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": self.scheduler_config(self.scheduler_factory(optimizer=optimizer)),
+        }
+
     def scheduler_config(self, scheduler: Any) -> dict[str, Any]:
         """Lightning's scheduler dict, watching the run's one monitor."""
         return {

@@ -186,10 +186,4 @@ class DiffusionModule(RestorationModule):
         self.log("val/loss", loss, batch_size=size, sync_dist=True, prog_bar=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(params=self.net.parameters())
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": self.scheduler_config(self.scheduler_factory(optimizer=optimizer)),
-        }
+        return self.optimizer_config(self.net.parameters())

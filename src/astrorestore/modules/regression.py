@@ -72,10 +72,4 @@ class RegressionModule(RestorationModule):
         return loss, restored
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(params=self.net.parameters())
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": self.scheduler_config(self.scheduler_factory(optimizer=optimizer)),
-        }
+        return self.optimizer_config(self.net.parameters())
