@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from astrorestore.errors import UserError
-from astrorestore.nets.res_unet import DilatedBottleneck, _groups
+from astrorestore.nets.common import check_input_size, group_count
+from astrorestore.nets.res_unet import DilatedBottleneck
 
 
 class MaxBlurPool2d(nn.Module):
@@ -51,10 +52,10 @@ class DoubleConv(nn.Module):
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, out_channels, 3, padding=1),
-            nn.GroupNorm(_groups(out_channels), out_channels),
+            nn.GroupNorm(group_count(out_channels), out_channels),
             nn.ReLU(inplace=True),
             nn.Conv2d(out_channels, out_channels, 3, padding=1),
-            nn.GroupNorm(_groups(out_channels), out_channels),
+            nn.GroupNorm(group_count(out_channels), out_channels),
             nn.ReLU(inplace=True),
         )
 
@@ -133,9 +134,7 @@ class N2VUNet(nn.Module):
         return 2**self.depth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if h % self.size_multiple or w % self.size_multiple:
-            raise ValueError(f"input size {h}x{w} is not a multiple of {self.size_multiple}")
+        check_input_size(x, self.size_multiple)
         features = self.stem(x)
         skips = []
         for pool, encoder in zip(self.pools, self.encoders, strict=True):

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from astrorestore.errors import UserError
-from astrorestore.nets.res_unet import _groups
+from astrorestore.nets.common import group_count
 
 
 class PatchDiscriminator(nn.Module):
@@ -46,7 +46,7 @@ class PatchDiscriminator(nn.Module):
             out = base_channels * min(2**layer, 8)
             layers += [
                 nn.Conv2d(width, out, 4, stride=stride, padding=1),
-                nn.GroupNorm(_groups(out), out) if norm == "group" else nn.Identity(),
+                nn.GroupNorm(group_count(out), out) if norm == "group" else nn.Identity(),
                 nn.LeakyReLU(0.2),
             ]
             self._convs.append((4, stride))

@@ -11,13 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def _groups(channels: int, max_groups: int = 8) -> int:
-    """Largest group count <= max_groups that divides ``channels``."""
-    for groups in range(min(max_groups, channels), 0, -1):
-        if channels % groups == 0:
-            return groups
-    return 1
+from astrorestore.nets.common import check_input_size, group_count
 
 
 class ConvBlock(nn.Module):
@@ -27,10 +21,10 @@ class ConvBlock(nn.Module):
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation),
-            nn.GroupNorm(_groups(out_channels), out_channels),
+            nn.GroupNorm(group_count(out_channels), out_channels),
             nn.SiLU(inplace=True),
             nn.Conv2d(out_channels, out_channels, 3, padding=dilation, dilation=dilation),
-            nn.GroupNorm(_groups(out_channels), out_channels),
+            nn.GroupNorm(group_count(out_channels), out_channels),
         )
         self.skip = (
             nn.Identity()
@@ -104,11 +98,7 @@ class ResidualUNet(nn.Module):
         return 2**self.depth
 
     def predict_noise(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if h % self.size_multiple or w % self.size_multiple:
-            raise ValueError(
-                f"input size {h}x{w} is not a multiple of {self.size_multiple} (2**depth)"
-            )
+        check_input_size(x, self.size_multiple)
         features = self.stem(x)
         skips = []
         for down, encoder in zip(self.down, self.encoders, strict=False):

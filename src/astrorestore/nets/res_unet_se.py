@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from astrorestore.errors import UserError
-from astrorestore.nets.res_unet import _groups
+from astrorestore.nets.common import check_input_size, group_count
 
 ACTIVATIONS = {
     "relu": lambda: nn.ReLU(inplace=True),
@@ -67,10 +67,10 @@ class ResSEBlock(nn.Module):
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation),
-            nn.GroupNorm(_groups(out_channels), out_channels),
+            nn.GroupNorm(group_count(out_channels), out_channels),
             make_activation(activation),
             nn.Conv2d(out_channels, out_channels, 3, padding=dilation, dilation=dilation),
-            nn.GroupNorm(_groups(out_channels), out_channels),
+            nn.GroupNorm(group_count(out_channels), out_channels),
             SqueezeExcitation(out_channels, reduction, activation),
         )
         self.shortcut = (
@@ -181,9 +181,7 @@ class ResUNetSE(nn.Module):
         return 2**self.depth
 
     def predict_noise(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if h % self.size_multiple or w % self.size_multiple:
-            raise ValueError(f"input size {h}x{w} is not a multiple of {self.size_multiple}")
+        check_input_size(x, self.size_multiple)
         features = self.stem(x)
         skips = []
         for down, encoder in zip(self.downs, self.encoders, strict=True):

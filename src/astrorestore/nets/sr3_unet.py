@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from astrorestore.nets.res_unet import _groups
+from astrorestore.nets.common import group_count
 
 
 def level_embedding(level: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -37,10 +37,10 @@ class LevelResBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, embed_dim: int, dropout: float) -> None:
         super().__init__()
-        self.norm1 = nn.GroupNorm(_groups(in_channels), in_channels)
+        self.norm1 = nn.GroupNorm(group_count(in_channels), in_channels)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.film = nn.Linear(embed_dim, 2 * out_channels)
-        self.norm2 = nn.GroupNorm(_groups(out_channels), out_channels)
+        self.norm2 = nn.GroupNorm(group_count(out_channels), out_channels)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.skip = (
@@ -112,7 +112,7 @@ class SR3UNet(nn.Module):
                 LevelResBlock(2 * widths[level + 1], widths[level], embed_dim, dropout)
             )
         self.head = nn.Sequential(
-            nn.GroupNorm(_groups(base_channels), base_channels),
+            nn.GroupNorm(group_count(base_channels), base_channels),
             nn.SiLU(),
             nn.Conv2d(base_channels, channels, 3, padding=1),
         )

@@ -20,7 +20,7 @@ from torch import nn
 
 from astrorestore.data.colour_spaces import check_colour_space, compose_rgb
 from astrorestore.data.photo_normalization import from_unit, to_unit
-from astrorestore.nets.res_unet import _groups
+from astrorestore.nets.common import check_input_size, group_count
 
 
 def fitted_depth(image_size: int, bottleneck: int = 4, max_depth: int = 7) -> int:
@@ -62,7 +62,7 @@ class UNetGenerator(nn.Module):
                 nn.Sequential(
                     nn.LeakyReLU(0.2),
                     nn.Conv2d(widths[level], widths[level + 1], 4, stride=2, padding=1),
-                    nn.GroupNorm(_groups(widths[level + 1]), widths[level + 1]),
+                    nn.GroupNorm(group_count(widths[level + 1]), widths[level + 1]),
                 )
             )
         self.up = nn.ModuleList()
@@ -72,7 +72,7 @@ class UNetGenerator(nn.Module):
                 nn.Sequential(
                     nn.ReLU(),
                     nn.ConvTranspose2d(in_width, widths[level], 4, stride=2, padding=1),
-                    nn.GroupNorm(_groups(widths[level]), widths[level]),
+                    nn.GroupNorm(group_count(widths[level]), widths[level]),
                     nn.Dropout(dropout if i < min(3, self.depth - 1) else 0.0),
                 )
             )
@@ -83,9 +83,7 @@ class UNetGenerator(nn.Module):
         return 2**self.depth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if h % self.size_multiple or w % self.size_multiple:
-            raise ValueError(f"input size {h}x{w} is not a multiple of {self.size_multiple}")
+        check_input_size(x, self.size_multiple)
         features = self.stem(x)
         skips = [features]
         for down in self.down:
