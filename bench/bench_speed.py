@@ -33,9 +33,10 @@ from hydra.utils import instantiate
 from omegaconf import open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
+from astrorestore.inference.acceleration import accelerate
 from astrorestore.inference.restore import restore_image
 from astrorestore.inference.restorer import NetForward, Restorer
-from astrorestore.train import resolve_monitor
+from astrorestore.train import resolve_monitor, speed_up
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -50,10 +51,11 @@ def compose_model(model: str, overrides: list[str] | None = None):
     return cfg
 
 
-def timed(fn, repeats: int) -> float:
+def timed(fn, repeats: int, warm: bool = True) -> float:
     """Seconds per call: best of ``repeats`` after one warm-up call (least disturbed by others
     on a shared machine)."""
-    fn()
+    if warm:
+        fn()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
@@ -62,14 +64,21 @@ def timed(fn, repeats: int) -> float:
     return best
 
 
-def training_throughput(model: str, steps: int) -> dict:
-    cfg = compose_model(model)
+def training_throughput(
+    model: str, steps: int, overrides: list[str] | None = None, bf16: bool = False
+) -> dict:
+    """Patches/s of optimisation steps (forward, loss, backward, step); ``overrides`` are
+    train.py overrides (e.g. ``speed.channels_last=true``), ``bf16`` runs them under bf16
+    autocast as ``trainer.precision=bf16-mixed`` does."""
+    cfg = compose_model(model, overrides)
     datamodule = instantiate(cfg.data, _convert_="all")
     with open_dict(cfg):  # as train.py does: the scheduler needs the resolved mode
         cfg.monitor.metric, cfg.monitor.mode = resolve_monitor(
             cfg.monitor.metric, cfg.monitor.mode, datamodule.has_truth
         )
     parts = {key: instantiate(cfg.model[key]) for key in ("net", "loss") if key in cfg.model}
+    if "net" in parts:
+        speed_up(parts["net"], cfg.get("speed") or {})
     module = instantiate(cfg.model, **parts, _convert_="all")
     datamodule.setup("fit")
     loader = iter(datamodule.train_dataloader())
@@ -85,18 +94,23 @@ def training_throughput(model: str, steps: int) -> dict:
     def step(batch=None):
         batch = batch or batches[0]
         optimizer.zero_grad(set_to_none=True)
-        loss = module.training_step(batch, 0)
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            loss = module.training_step(batch, 0)
         loss.backward()
         optimizer.step()
 
     module.log = lambda *a, **k: None  # no trainer attached: logging is not what we time
-    step()
+    start = time.perf_counter()
+    step()  # warm-up; with speed.compile=true this is the compilation
+    first_s = time.perf_counter() - start
     start = time.perf_counter()
     for batch in batches[1:]:
         step(batch)
     step_s = (time.perf_counter() - start) / steps
     return {
         "model": model,
+        "variant": " ".join([*(overrides or []), *(["bf16 autocast"] if bf16 else [])]) or "fp32",
+        "first_step_s": first_s,
         "batch": batch_size,
         "patch": int(cfg.data.get("patch_size", 0) or 0),
         "train_patches_per_s": batch_size / step_s,
@@ -104,12 +118,12 @@ def training_throughput(model: str, steps: int) -> dict:
     }
 
 
-def conv_peak(channels: int = 64, size: int = 256, batch: int = 4) -> float:
+def conv_peak(channels: int = 64, size: int = 256, batch: int = 4, bf16: bool = False) -> float:
     """GFLOP/s of one large 3x3 convolution (2 FLOPs per multiply-add), best of a few."""
     conv = torch.nn.Conv2d(channels, channels, 3, padding=1)
     x = torch.randn(batch, channels, size, size)
     flops = 2 * batch * size * size * channels * channels * 9
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
         seconds = timed(lambda: conv(x), 5)
     return flops / seconds / 1e9
 
@@ -131,42 +145,74 @@ def tiles_pixels(height: int, width: int, tile: int, overlap: int) -> int:
 
 
 def inference(frame: np.ndarray, variants: list[dict], repeats: int) -> list[dict]:
+    """infer.py's path (restore_image) per variant; switches as infer.py applies them."""
     cfg = compose_model("supervised")
-    net = instantiate(cfg.model.net).eval()
     normalizer = instantiate(cfg.data.normalizer)
+    state = instantiate(cfg.model.net).state_dict()
     rows = []
     for variant in variants:
         tile, overlap, batch = variant["tile"], variant["overlap"], variant["batch"]
         threads = variant.get("threads", torch.get_num_threads())
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
-        model = net.to(memory_format=torch.channels_last) if variant.get("channels_last") else net
-        restorer = Restorer(
-            fn=NetForward(model),
-            normalizer=normalizer,
-            in_channels=1,
-            out_channels=1,
-            scale=1,
-            size_multiple=int(getattr(net, "size_multiple", 1)),
-            device=torch.device("cpu"),
-            name="supervised",
-            ckpt_path="(bench)",
+        net = instantiate(cfg.model.net).eval()  # fresh: switches change the module in place
+        net.load_state_dict(state)
+        per_pixel = flops_per_pixel(net, tile)
+        restorer = accelerate(
+            Restorer(
+                fn=NetForward(net),
+                normalizer=normalizer,
+                in_channels=1,
+                out_channels=1,
+                scale=1,
+                size_multiple=int(getattr(net, "size_multiple", 1)),
+                device=torch.device("cpu"),
+                name="supervised",
+                ckpt_path="(bench)",
+            ),
+            precision=variant.get("precision", "fp32"),
+            channels_last=variant.get("channels_last", False),
+            compile=variant.get("compile", False),
+            batch_size=batch,
         )
         run = partial(restore_image, frame, restorer, tile, overlap, batch)
-        seconds = timed(run, repeats)
+        start = time.perf_counter()
+        run()  # warm-up; with compile this is the compilation
+        first_s = time.perf_counter() - start
+        seconds = timed(run, repeats, warm=False)
         torch.set_num_threads(previous)
-        net.to(memory_format=torch.contiguous_format)
-        work = tiles_pixels(*frame.shape, tile, overlap) * flops_per_pixel(net, tile)
+        work = tiles_pixels(*frame.shape, tile, overlap) * per_pixel
         rows.append(
             {
                 **variant,
                 "threads": threads,
+                "first_call_s": first_s,
                 "mp_per_s": frame.size / seconds / 1e6,
                 "gflop_per_s": work / seconds / 1e9,
-                "flop_per_pixel": flops_per_pixel(net, tile),
+                "flop_per_pixel": per_pixel,
             }
         )
     return rows
+
+
+def bf16_change(ckpt: str, size: int = 256) -> dict:
+    """How much bf16 moves a trained model's output, in units of each pixel's own noise."""
+    from astrorestore.data.scene import render_field
+    from astrorestore.inference.restorer import load_restorer
+
+    truth, _ = render_field(size, np.random.default_rng(5), n_stars=40, n_galaxies=10)
+    rng = np.random.default_rng(6)
+    noisy = (rng.poisson(truth) + rng.normal(0, 5.0, truth.shape)).astype(np.float32)
+    restorer = load_restorer(ckpt, "cpu")
+    exact = restore_image(noisy, restorer, 128, 16, 4)
+    fast = restore_image(noisy, accelerate(restorer, precision="bf16"), 128, 16, 4)
+    change = np.abs(fast - exact) / np.sqrt(np.clip(truth, 0, None) + 25.0)
+    error = np.abs(exact - truth) / np.sqrt(np.clip(truth, 0, None) + 25.0)
+    return {
+        "change_p99_sigma": float(np.percentile(change, 99)),
+        "change_max_sigma": float(change.max()),
+        "restoration_error_rms_sigma": float(np.sqrt(np.mean(error**2))),
+    }
 
 
 def main() -> None:
@@ -175,28 +221,37 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed training steps per model")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--models", nargs="*", default=None, help="default: every model")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow)")
+    parser.add_argument("--ckpt", default=None, help="trained checkpoint for the bf16 accuracy")
     args = parser.parse_args()
     torch.manual_seed(0)
     models = args.models or sorted(p.stem for p in (REPO / "configs" / "model").glob("*.yaml"))
     results: dict = {"threads": torch.get_num_threads(), "training": [], "inference": []}
 
     print(f"torch threads: {results['threads']}")
-    for model in models:
+    jobs = [(model, [], False) for model in models]
+    # The default model's switches, timed beside its baseline (the ratios are what count).
+    jobs += [("supervised", ["speed.channels_last=true"], False), ("supervised", [], True)]
+    if args.compile:
+        jobs.append(("supervised", ["speed.compile=true"], False))
+    for model, overrides, bf16 in jobs:
         try:
-            row = training_throughput(model, args.steps)
+            row = training_throughput(model, args.steps, overrides, bf16)
         except Exception as exc:  # a model whose data are absent here is reported, not fatal
             print(f"{model}: skipped ({str(exc).splitlines()[0][:120]})")
             continue
         results["training"].append(row)
         print(
-            f"train {model:>20}: {row['train_patches_per_s']:8.1f} patches/s "
-            f"(batch {row['batch']}, patch {row['patch']}); data pipeline alone "
-            f"{row['data_patches_per_s']:8.1f} patches/s"
+            f"train {model:>14} [{row['variant']}]: {row['train_patches_per_s']:8.1f} patches/s "
+            f"(batch {row['batch']}, patch {row['patch']}; first step {row['first_step_s']:.1f} s);"
+            f" data pipeline alone {row['data_patches_per_s']:8.1f} patches/s"
         )
 
     peak = conv_peak()
+    peak_bf16 = conv_peak(bf16=True)
     results["conv3x3_peak_gflop_per_s"] = peak
-    print(f"peak: 3x3 conv 64->64 on 4x256x256: {peak:.1f} GFLOP/s")
+    results["conv3x3_peak_bf16_gflop_per_s"] = peak_bf16
+    print(f"peak: 3x3 conv 64->64 on 4x256x256: {peak:.1f} GFLOP/s fp32, {peak_bf16:.1f} bf16")
     rng = np.random.default_rng(0)
     frame = rng.normal(20.0, 5.0, (args.frame, args.frame)).astype(np.float32)
     baseline = {"tile": 256, "overlap": 32, "batch": 4}  # infer.yaml's defaults
@@ -207,16 +262,32 @@ def main() -> None:
         {**baseline, "tile": 512, "batch": 2},
         {**baseline, "overlap": 16},
         {**baseline, "channels_last": True},
-        {**baseline, "tile": 512, "batch": 2, "channels_last": True},
+        {**baseline, "precision": "bf16"},
+        {**baseline, "precision": "bf16", "channels_last": True},
     ]
+    if args.compile:
+        variants.append({**baseline, "compile": True})
     results["inference"] = inference(frame, variants, args.repeats)
     for row in results["inference"]:
         name = ", ".join(f"{k}={row[k]}" for k in ("tile", "overlap", "batch", "threads"))
-        name += ", channels_last" if row.get("channels_last") else ""
+        for switch in ("channels_last", "compile"):
+            name += f", {switch}" if row.get(switch) else ""
+        bf16 = row.get("precision") == "bf16"
+        name += ", bf16" if bf16 else ""
+        row["percent_of_peak"] = 100 * row["gflop_per_s"] / (peak_bf16 if bf16 else peak)
         print(
             f"infer {args.frame}x{args.frame} [{name}]: {row['mp_per_s']:.3f} MP/s, "
             f"{row['flop_per_pixel'] / 1e3:.0f} kFLOP/px, {row['gflop_per_s']:.1f} GFLOP/s "
-            f"= {100 * row['gflop_per_s'] / peak:.0f} % of the conv peak"
+            f"= {row['percent_of_peak']:.0f} % of the {'bf16' if bf16 else 'fp32'} conv peak"
+            f" (first call {row['first_call_s']:.1f} s)"
+        )
+    if args.ckpt:
+        results["bf16_change"] = bf16_change(args.ckpt)
+        change = results["bf16_change"]
+        print(
+            f"bf16 vs fp32 output of {args.ckpt}: 99th percentile "
+            f"{change['change_p99_sigma']:.3f} sigma, max {change['change_max_sigma']:.2f} sigma "
+            f"(restoration error itself: rms {change['restoration_error_rms_sigma']:.3f} sigma)"
         )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "speed.json").write_text(json.dumps(results, indent=2))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -123,7 +124,25 @@ def build(cfg: DictConfig) -> tuple[Any, Any]:
         cfg.monitor.metric, cfg.monitor.mode = metric, mode
     parts = {key: _instantiate(cfg.model[key]) for key in ("net", "loss") if key in cfg.model}
     check_parts(datamodule, parts)
+    if "net" in parts:
+        speed_up(parts["net"], cfg.get("speed") or {})
     return datamodule, _instantiate(cfg.model, **parts, _convert_="all")
+
+
+def speed_up(net: Any, speed: Any) -> None:
+    """Apply the measured-not-assumed speed switches (``speed.channels_last``,
+    ``speed.compile``; see ``bench/bench_speed.py``) to the network in place. ``nn.Module.compile``
+    keeps the state-dict keys, so checkpoints load with or without it."""
+    unknown = set(speed) - {"channels_last", "compile"}
+    if unknown:
+        raise UserError(
+            f"speed.{sorted(unknown)[0]} is not a speed switch; use speed.channels_last or "
+            "speed.compile (precision is trainer.precision, e.g. bf16-mixed)"
+        )
+    if speed.get("channels_last"):
+        net.to(memory_format=torch.channels_last)
+    if speed.get("compile"):
+        net.compile()
 
 
 def train(cfg: DictConfig) -> float | None:

@@ -284,3 +284,25 @@ def test_truth_of_another_shape_fails_before_writing(run, noisy_fits, tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and "shape" in lines[0], result.stderr
     assert not out.exists() and not (tmp_path / "r").exists()
+
+
+def test_bf16_channels_last_matches_fp32_within_the_noise(run, best_ckpt, noisy_fits, tmp_path):
+    path, noisy, truth, _ = noisy_fits
+    outputs = {}
+    for name, switches in (("fp32", []), ("fast", ["precision=bf16", "channels_last=true"])):
+        out = tmp_path / f"{name}.fits"
+        args = [f"ckpt_path={best_ckpt}", f"input={path}", f"output={out}", "tile_size=64"]
+        result = run("infer.py", *args, "overlap=16", "progress=false", *switches)
+        assert result.returncode == 0, result.stderr[-2000:]
+        with fits.open(out) as hdul:
+            outputs[name] = hdul["SCI"].data.astype(np.float64)
+            history = " ".join(str(line) for line in hdul["SCI"].header["HISTORY"])
+    assert "bf16" in history
+    sky = np.abs(truth - 20.0) < 0.5
+    change = np.abs(outputs["fast"] - outputs["fp32"])
+    assert change.max() > 0
+    # bf16 rounding of the network's arithmetic: small against the local noise it removes
+    # (measured: 99th percentile ~0.03 sigma; bright cores up to ~0.7 sigma, so fp32 stays default)
+    local_sigma = np.sqrt(np.clip(truth, 0, None) + 25.0)
+    assert np.percentile(change / local_sigma, 99) < 0.1
+    assert np.percentile(change[sky], 99) < 0.05 * np.std((noisy - truth)[sky])

@@ -12,6 +12,7 @@ import torch
 
 import astrorestore
 from astrorestore.errors import UserError
+from astrorestore.inference.acceleration import accelerate, check_precision
 from astrorestore.inference.restore import check_image, restore_image
 from astrorestore.inference.restorer import Restorer
 from astrorestore.inference.scoring import (
@@ -97,7 +98,9 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
     """Restore every input of ``cfg`` and return the written output paths.
 
     ``cfg`` keys: ckpt_path, input, output, tile_size, overlap, batch_size, device
-    ('auto'|'cpu'|'cuda'), hdu (None|int|str), progress (bool), seed (int; stochastic models).
+    ('auto'|'cpu'|'cuda'), hdu (None|int|str), progress (bool), seed (int; stochastic models),
+    precision ('fp32'|'bf16'), channels_last, compile (speed switches, see
+    :mod:`astrorestore.inference.acceleration`).
     """
     method = _get(cfg, "method")
     if method and _get(cfg, "ckpt_path"):
@@ -113,6 +116,7 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
     hdu = _get(cfg, "hdu")
     progress = bool(_get(cfg, "progress", False))
     device = resolve_device(_get(cfg, "device", "auto"))
+    precision = check_precision(_get(cfg, "precision", "fp32"))
 
     evaluation = dict(_get(cfg, "eval", {}) or {})
     if method:
@@ -125,7 +129,13 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
         checkpoint_name = "none"
     else:
         # The checkpoint first: a wrong model is the more basic mistake than a wrong image.
-        restorer = load_restorer(ckpt_path, device)
+        restorer = accelerate(
+            load_restorer(ckpt_path, device),
+            precision=precision,
+            channels_last=bool(_get(cfg, "channels_last", False)),
+            compile=bool(_get(cfg, "compile", False)),
+            batch_size=batch_size,
+        )
         name, scale, out_channels = restorer.name, restorer.scale, restorer.out_channels
 
         def restore(data: np.ndarray) -> np.ndarray:
@@ -136,6 +146,8 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
             f"checkpoint: {restorer.ckpt_path}",
             f"tile_size={tile} overlap={overlap} (tiled, raised-cosine blend)",
         ]
+        if precision != "fp32":
+            history.append(f"network run in {precision} (autocast)")
         if scale > 1:
             history.append(f"super-resolved x{scale}; WCS rescaled to the new pixel grid")
         if restorer.stochastic:
