@@ -85,6 +85,19 @@ def training_throughput(config: dict, steps: int = 20) -> float:
     return steps * batch / (time.perf_counter() - start)
 
 
+def held_out_scene(scene: dict) -> dict:
+    """The run's training scene, or ``data=simulated``'s single-PSF scene when training drew
+    sky, PSF or crowding per field (``data=simulated_randomized``, the default): the table needs
+    one sky level and one PSF FWHM. PSF robustness is ``bench_psf_robustness.py``'s job."""
+    ranges = ("star_flux_range", "galaxy_flux_range")
+    if not any(isinstance(v, list | dict) for k, v in scene.items() if k not in ranges):
+        return scene
+    from omegaconf import OmegaConf
+
+    fixed = OmegaConf.load(REPO / "configs" / "data" / "simulated.yaml").scene
+    return dict(OmegaConf.to_container(fixed))
+
+
 def psnr(pred: np.ndarray, truth: np.ndarray) -> float:
     """The package's PSNR: data range = the truth's max - min."""
     from astrorestore.metrics.image_quality import psnr_per_image
@@ -186,7 +199,8 @@ def main() -> None:
     report["checkpoint"] = ckpt
 
     # held-out field (a seed no training field uses), the run's own noise model at exposure 1
-    scene = dict(config["data"].get("scene") or {})
+    scene = held_out_scene(dict(config["data"].get("scene") or {}))
+    report["held_out_scene"] = scene
     sky = float(scene.get("sky", 20.0))
     fwhm = float(scene.get("psf_fwhm", 2.5))
     noise = instantiate(config["data"]["pairing"]["noise"], exposure_range=[1.0, 1.0])
