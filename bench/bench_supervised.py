@@ -21,7 +21,12 @@ Steps (all on whatever machine runs it; the figures are printed and written to
 4. Training throughput (patches/s) over optimisation steps of the default network and batch,
    and inference speed (megapixels/s) of tiled restoration of a 1024x1024 frame.
 
-Usage: ``python bench/bench_supervised.py [--ckpt CKPT] [-- hydra overrides...]``
+5. With ``--validate``: the asinh-space ``val/psnr`` and ``val/ssim`` of the checkpoint on
+   ``data=simulated``'s validation fields (``data.seed`` 0, the fields every default run was
+   judged on), through ``Trainer.validate``, so runs trained on other data (the randomised
+   default) are compared with earlier defaults on the same images.
+
+Usage: ``python bench/bench_supervised.py [--ckpt CKPT] [--validate] [-- hydra overrides...]``
 """
 
 from __future__ import annotations
@@ -83,6 +88,44 @@ def training_throughput(config: dict, steps: int = 20) -> float:
     for _ in range(steps):
         step()
     return steps * batch / (time.perf_counter() - start)
+
+
+def held_out_scene(scene: dict) -> dict:
+    """The run's training scene, or ``data=simulated``'s single-PSF scene when training drew
+    sky, PSF or crowding per field (``data=simulated_randomized``, the default): the table needs
+    one sky level and one PSF FWHM. PSF robustness is ``bench_psf_robustness.py``'s job."""
+    ranges = ("star_flux_range", "galaxy_flux_range")
+    if not any(isinstance(v, list | dict) for k, v in scene.items() if k not in ranges):
+        return scene
+    from omegaconf import OmegaConf
+
+    fixed = OmegaConf.load(REPO / "configs" / "data" / "simulated.yaml").scene
+    return dict(OmegaConf.to_container(fixed))
+
+
+def validate_on_simulated(ckpt: str, config: dict) -> dict[str, float]:
+    """``val/psnr`` and ``val/ssim`` of a checkpoint on ``data=simulated``'s validation fields."""
+    import lightning as L
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from astrorestore.train import build
+
+    cfg = OmegaConf.create(config)
+    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+        cfg.data = compose("train", overrides=["data=simulated"]).data
+    # the run's own pairing (noise model) and normaliser, on the single-PSF fields
+    cfg.data.pairing = config["data"]["pairing"]
+    cfg.data.normalizer = config["data"]["normalizer"]
+    datamodule, module = build(cfg)
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    module.load_state_dict(state)
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False
+    )
+    result = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    keys = ("val/psnr", "val/ssim", "val/input/psnr", "val/input/ssim")
+    return {k: float(result[k]) for k in keys if k in result}
 
 
 def psnr(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -157,6 +200,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--ckpt", help="score this checkpoint instead of training")
+    parser.add_argument(
+        "--validate",
+        action="store_true",
+        help="also report val/psnr and val/ssim on data=simulated's validation fields",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for training")
     args = parser.parse_args()
 
@@ -184,9 +232,13 @@ def main() -> None:
     config = read_checkpoint(ckpt)["astrorestore"]["config"]
     restorer = load_restorer(ckpt, "cpu")
     report["checkpoint"] = ckpt
+    if args.validate:
+        report["validation_on_simulated"] = validate_on_simulated(ckpt, config)
+        print("validation on data=simulated:", report["validation_on_simulated"])
 
     # held-out field (a seed no training field uses), the run's own noise model at exposure 1
-    scene = dict(config["data"].get("scene") or {})
+    scene = held_out_scene(dict(config["data"].get("scene") or {}))
+    report["held_out_scene"] = scene
     sky = float(scene.get("sky", 20.0))
     fwhm = float(scene.get("psf_fwhm", 2.5))
     noise = instantiate(config["data"]["pairing"]["noise"], exposure_range=[1.0, 1.0])

@@ -27,11 +27,14 @@ OPTIONS = {
 }
 # model x data combinations that are meant to work; every other one must fail in one line.
 WORKS = {
+    # the default: the PSF-robust bounded residual U-Net (issue 10), on fixed and randomised
+    # scenes; `bounded` is its alias, `supervised_unbounded` the previous, unbounded default
     ("supervised", "simulated"),
     ("supervised", "simulated_randomized"),
-    # the PSF-robust bounded residual U-Net (issue 10), on fixed and randomised scenes
     ("bounded", "simulated"),
     ("bounded", "simulated_randomized"),
+    ("supervised_unbounded", "simulated"),
+    ("supervised_unbounded", "simulated_randomized"),
     ("cgan_colorize", "hubble"),
     ("sr3", "hubble"),
     ("sr_regression", "hubble"),
@@ -97,6 +100,20 @@ def test_model_data_combinations(model, data):
         with pytest.raises(UserError) as info:
             _build(cfg)
         assert "\n" not in str(info.value)
+
+
+def test_default_is_the_bounded_net_on_randomised_scenes_and_the_old_one_stays_available():
+    _, module, _ = _build(_compose(["debug=tiny"]))
+    cfg = _compose([])
+    assert type(module.net).__name__ == "BoundedResidualUNet" and module.net.bound_sigmas == 4.0
+    # the net's sigma uses the normaliser's softening: one fact, taken from the data config
+    assert module.net.softening == cfg.data.normalizer.softening
+    assert list(cfg.data.scene.psf_fwhm) == [1.2, 5.0]
+    assert _compose(["model=bounded"]) == cfg
+    old = _compose(["model=supervised_unbounded"])
+    assert old.data.scene.psf_fwhm == 2.5 and old.model.net.bound_sigmas is None
+    # the command line still chooses the data of the default model
+    assert _compose(["data=simulated"]).data.scene.psf_fwhm == 2.5
 
 
 def test_monitor_is_one_fact_used_everywhere():

@@ -122,6 +122,19 @@ def test_same_weights_as_residual_unet():
     assert bounded.size_multiple == plain.size_multiple == 4
 
 
+def test_no_bound_is_exactly_the_plain_residual_unet():
+    torch.manual_seed(0)
+    plain = ResidualUNet(base_channels=8, depth=2, dilations=(1, 2))
+    _adversarial(plain, 3.0)
+    unbounded, bounded = _net(bound_sigmas=None), _net()
+    unbounded.load_state_dict(plain.state_dict())
+    bounded.load_state_dict(plain.state_dict())
+    z = torch.asinh(_star_field() / 20.0)
+    torch.testing.assert_close(unbounded(z), plain(z))
+    # the same weights, bounded, give a different (bounded) output
+    assert not torch.allclose(bounded(z), plain(z))
+
+
 @pytest.mark.parametrize(
     ("kwargs", "key"),
     [

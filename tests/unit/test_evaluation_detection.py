@@ -102,3 +102,34 @@ def test_bad_fwhm_and_all_nan_frame_are_user_errors():
         det.detect_sources(np.zeros((8, 8)), fwhm=0)
     with pytest.raises(UserError, match="no finite pixels"):
         det.background_stats(np.full((8, 8), np.nan))
+
+
+def test_spurious_budget_picks_lowest_threshold_within_the_budget():
+    # Noiseless frame, sigma = 1: a Gaussian of peak A is found below a threshold of ~0.8 A.
+    # Catalogued stars of peak 100, 30 and 10; an uncatalogued blob of peak 20 (a spurious
+    # detection whenever it is found, i.e. below ~16 sigma).
+    fwhm = 3.0
+    area = 2 * np.pi * (fwhm / 2.3548) ** 2
+    xy = np.array([[20.0, 20.0], [60.0, 20.0], [20.0, 60.0], [60.0, 60.0]])
+    image = gaussian_stars(80, xy, np.array([100.0, 30.0, 10.0, 20.0]) * area, fwhm, sky=0.0)
+    reference = xy[:3]
+    grid = (2.0, 4.0, 12.0, 20.0, 40.0)
+    kwargs = dict(fwhm=fwhm, radius=2.0, thresholds=grid, background=0.0, sigma=1.0)
+
+    none_allowed = det.detections_at_spurious_budget(image, reference, max_spurious=0, **kwargs)
+    # 12 sigma would find the blob, so the sweep stops at 20 sigma: the two brightest stars.
+    assert none_allowed["threshold"] == 20.0 and none_allowed["within_budget"]
+    assert none_allowed["n_recovered"] == 2 and none_allowed["n_spurious"] == 0
+    assert none_allowed["matched"].tolist() == [True, True, False]
+
+    one_allowed = det.detections_at_spurious_budget(image, reference, max_spurious=1, **kwargs)
+    assert one_allowed["threshold"] == 2.0
+    assert one_allowed["n_recovered"] == 3 and one_allowed["n_spurious"] == 1
+
+    # A blob brighter than every threshold: no threshold meets a budget of 0.
+    over = det.detections_at_spurious_budget(
+        image, reference, max_spurious=0, **{**kwargs, "thresholds": (2.0, 4.0, 12.0)}
+    )
+    assert not over["within_budget"] and over["threshold"] == 12.0
+    with pytest.raises(UserError, match="max_spurious"):
+        det.detections_at_spurious_budget(image, reference, max_spurious=-1, **kwargs)

@@ -8,6 +8,7 @@ from astrorestore.evaluation.baselines import BASELINES, get_baseline
 from astrorestore.evaluation.detection import (
     background_stats,
     detect_sources,
+    detections_at_spurious_budget,
     match_catalogs,
     precision_recall,
     score_detections,
@@ -37,6 +38,7 @@ __all__ = [
     "data_range",
     "depth_at_purity",
     "detect_sources",
+    "detections_at_spurious_budget",
     "evaluate_image",
     "fit_star",
     "flux_errors",

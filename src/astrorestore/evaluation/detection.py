@@ -5,6 +5,12 @@ background sigma (sigma-clipped, unless the caller knows it), so a restored fram
 is allowed to reach fainter sources — and is charged for whatever spurious peaks its correlated
 residual noise produces. Matching is one-to-one and closest-pairs-first, so two detections near
 one true source count as one match and one spurious detection, never as two matches.
+
+Comparing two images at one fixed threshold is unfair to whichever has less noise: a cleaner
+frame could go deeper at the same cost in false detections. So completeness is also compared at
+a matched false-positive budget (:func:`detections_at_spurious_budget`): each image is pushed to
+the lowest threshold at which it still makes no more spurious detections than the reference
+image (usually the noisy input) makes at its usual threshold.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from scipy.spatial import cKDTree
 from astrorestore.errors import UserError
 
 DEFAULT_THRESHOLDS = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0)
+# Fine grid for a matched false-positive budget: a restored frame with a fraction of the input's
+# noise may legitimately go below 1 sigma of the INPUT's noise.
+BUDGET_THRESHOLDS = tuple(float(t) for t in np.arange(0.5, 10.01, 0.25))
 
 
 def background_stats(
@@ -200,3 +209,50 @@ def threshold_sweep(
         "best_threshold": float(thresholds[best]) if len(thresholds) else float("nan"),
         "best_f1": float(rows["f1"][best]) if len(thresholds) else 0.0,
     }
+
+
+def detections_at_spurious_budget(
+    image: np.ndarray,
+    reference: np.ndarray,
+    *,
+    max_spurious: int,
+    fwhm: float,
+    radius: float,
+    thresholds: Sequence[float] = BUDGET_THRESHOLDS,
+    background: float | None = None,
+    sigma: float | None = None,
+    counted: np.ndarray | None = None,
+) -> dict:
+    """Detections at the lowest threshold whose spurious count stays within ``max_spurious``.
+
+    Thresholds are in units of ``sigma`` (give the same ``sigma`` and ``background`` for every
+    image compared, e.g. the noisy input's sky noise, so a threshold is the same in electrons).
+    They are tried from the highest down and the sweep stops at the first one that makes more
+    than ``max_spurious`` spurious detections: the answer is the last threshold before that
+    (the lowest, when spurious counts only grow as the threshold falls, as they do for noise).
+
+    Returns :func:`score_detections`' dict at that threshold plus ``threshold`` and
+    ``within_budget``; if even the highest threshold exceeds the budget, ``within_budget`` is
+    False and the scores are those at the highest threshold.
+    """
+    if max_spurious < 0:
+        raise UserError(f"max_spurious={max_spurious!r} is invalid: use a count >= 0")
+    if len(thresholds) == 0:
+        raise UserError("thresholds is empty: give at least one detection threshold (in sigma)")
+    if background is None or sigma is None:
+        bkg, std = background_stats(image)
+        background = bkg if background is None else background
+        sigma = std if sigma is None else sigma
+    best: dict | None = None
+    for threshold in sorted((float(t) for t in thresholds), reverse=True):
+        found = detect_sources(
+            image, fwhm=fwhm, threshold=threshold, background=background, sigma=sigma
+        )
+        score = score_detections(reference, found, radius, counted)
+        if score["n_spurious"] > max_spurious:
+            if best is None:
+                best = {**score, "threshold": threshold, "within_budget": False}
+            break
+        best = {**score, "threshold": threshold, "within_budget": True}
+    assert best is not None
+    return best

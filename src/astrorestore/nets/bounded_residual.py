@@ -32,6 +32,10 @@ electrons, which the normalised tile no longer carries, so it is a model setting
 
 The bound ``k * tanh(r / k)`` is smooth (gradients flow everywhere), linear for small ``r`` (the
 network is unconstrained inside the noise) and saturates at ``k`` sigma.
+
+``bound_sigmas=None`` turns the bound (and the sigma units) off: the network is then exactly the
+plain :class:`ResidualUNet` (``z - r``), which is how the configs keep the old unbounded default
+(``model=supervised_unbounded``) without a second network config to keep in step.
 """
 
 from __future__ import annotations
@@ -78,7 +82,8 @@ class BoundedResidualUNet(ResidualUNet):
 
     Args:
         softening: the normaliser's softening (set from ``data.normalizer.softening``).
-        bound_sigmas: ``k``, the largest change of a pixel in noise sigma (3-5 is sensible).
+        bound_sigmas: ``k``, the largest change of a pixel in noise sigma (3-5 is sensible);
+            ``None`` for the plain, unbounded :class:`ResidualUNet` (``z - r``).
         photons_per_unit: ``gain * normaliser scale`` to include shot noise in sigma, or
             ``None`` for the gain-free bound by the sky noise (see the module docstring).
         Others: see :class:`ResidualUNet`.
@@ -91,7 +96,7 @@ class BoundedResidualUNet(ResidualUNet):
         depth: int = 3,
         dilations: tuple[int, ...] | list[int] = (1, 2, 4),
         softening: float = 3.0,
-        bound_sigmas: float = 4.0,
+        bound_sigmas: float | None = 4.0,
         photons_per_unit: float | None = None,
     ) -> None:
         if not (math.isfinite(softening) and softening > 0):
@@ -99,9 +104,10 @@ class BoundedResidualUNet(ResidualUNet):
                 f"model.net.softening={softening!r} is invalid: use the normaliser's softening "
                 "(> 0), i.e. ${data.normalizer.softening}"
             )
-        if not (math.isfinite(bound_sigmas) and bound_sigmas > 0):
+        if bound_sigmas is not None and not (math.isfinite(bound_sigmas) and bound_sigmas > 0):
             raise UserError(
-                f"model.net.bound_sigmas={bound_sigmas!r} is invalid: use a value > 0 (3-5)"
+                f"model.net.bound_sigmas={bound_sigmas!r} is invalid: use a value > 0 (3-5), "
+                "or null for the unbounded residual U-Net"
             )
         if photons_per_unit is not None and not (
             math.isfinite(photons_per_unit) and photons_per_unit > 0
@@ -112,7 +118,7 @@ class BoundedResidualUNet(ResidualUNet):
             )
         super().__init__(in_channels, base_channels, depth, dilations)
         self.softening = float(softening)
-        self.bound_sigmas = float(bound_sigmas)
+        self.bound_sigmas = None if bound_sigmas is None else float(bound_sigmas)
         self.photons_per_unit = None if photons_per_unit is None else float(photons_per_unit)
 
     def noise_sigma(self, z: Tensor) -> Tensor:
@@ -120,6 +126,8 @@ class BoundedResidualUNet(ResidualUNet):
         return asinh_noise_sigma(z, self.softening, self.photons_per_unit)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.bound_sigmas is None:
+            return super().forward(x)
         return bounded_residual(x, self.predict_noise(x), self.noise_sigma(x), self.bound_sigmas)
 
     def extra_repr(self) -> str:
