@@ -69,6 +69,31 @@ def _noise() -> PoissonGaussianNoise:
 def learned_methods() -> dict[str, dict]:
     """Pairing, network and loss of each learned row (the shipped configs' defaults)."""
     l2 = dict(l1_weight=0.0, l2_weight=1.0, ssim_weight=0.0, gradient_weight=0.0)
+
+    def n2v(output="image", fraction=0.002, n2v2=False, bound=None, lr=4e-4) -> dict:
+        strategy = "median" if n2v2 else "uniform"
+        return dict(
+            pairing=lambda: BlindSpotPairing(_noise(), masked_fraction=fraction, strategy=strategy),
+            net=lambda: N2VUNet(
+                base_channels=32,
+                depth=2,
+                blur_pool=n2v2,
+                top_skip=not n2v2,
+                output=output,
+                bound_sigmas=bound,
+            ),
+            loss=lambda: RestorationLoss(**l2),
+            lr=lr,
+        )
+
+    def n2n(bound=None) -> dict:
+        return dict(
+            pairing=lambda: Noise2NoisePairing(_noise()),
+            net=lambda: ResUNetSE(base_channels=16, depth=3, bound_sigmas=bound),
+            loss=lambda: RestorationLoss(**l2),
+            lr=2e-3,
+        )
+
     return {
         "supervised": dict(
             pairing=lambda: SupervisedPairing(_noise()),
@@ -76,57 +101,21 @@ def learned_methods() -> dict[str, dict]:
             loss=lambda: RestorationLoss(),
             lr=2e-3,
         ),
-        "n2v": dict(
-            pairing=lambda: BlindSpotPairing(_noise()),
-            net=lambda: N2VUNet(base_channels=32, depth=2),
-            loss=lambda: RestorationLoss(**l2),
-            lr=4e-4,
-        ),
-        "n2v2": dict(
-            pairing=lambda: BlindSpotPairing(_noise(), strategy="median"),
-            net=lambda: N2VUNet(base_channels=32, depth=2, blur_pool=True, top_skip=False),
-            loss=lambda: RestorationLoss(**l2),
-            lr=4e-4,
-        ),
-        "n2v_5pct_residual": dict(
-            pairing=lambda: BlindSpotPairing(_noise(), masked_fraction=0.05),
-            net=lambda: N2VUNet(base_channels=32, depth=2, residual=True),
-            loss=lambda: RestorationLoss(**l2),
-            lr=4e-4,
-        ),
-        # The bounded, noise-scaled residual (see nets/n2v_unet.py): corrections capped at 5 sky
-        # sigmas in electrons, so cores the blind spot cannot see stay as observed.
-        "n2v_bounded": dict(
-            pairing=lambda: BlindSpotPairing(_noise()),
-            net=lambda: N2VUNet(base_channels=32, depth=2, residual=True, residual_bound=5 / 3),
-            loss=lambda: RestorationLoss(**l2),
-            lr=4e-4,
-        ),
-        "n2v_bounded_5pct": dict(
-            pairing=lambda: BlindSpotPairing(_noise(), masked_fraction=0.05),
-            net=lambda: N2VUNet(base_channels=32, depth=2, residual=True, residual_bound=5 / 3),
-            loss=lambda: RestorationLoss(**l2),
-            lr=4e-4,
-        ),
-        "n2v2_bounded": dict(
-            pairing=lambda: BlindSpotPairing(_noise(), strategy="median"),
-            net=lambda: N2VUNet(
-                base_channels=32,
-                depth=2,
-                blur_pool=True,
-                top_skip=False,
-                residual=True,
-                residual_bound=5 / 3,
-            ),
-            loss=lambda: RestorationLoss(**l2),
-            lr=4e-4,
-        ),
-        "n2n": dict(
-            pairing=lambda: Noise2NoisePairing(_noise()),
-            net=lambda: ResUNetSE(base_channels=16, depth=3),
-            loss=lambda: RestorationLoss(**l2),
-            lr=2e-3,
-        ),
+        # Shipped defaults: the network predicts the image, clamped outside it to within 5 noise
+        # sigma of the input (nets/bounded.py), so cores the blind spot cannot see are kept.
+        "n2v": n2v("clamped", bound=5.0),
+        "n2v2": n2v("clamped", n2v2=True, bound=5.0),
+        "n2v_5pct": n2v("clamped", 0.05, bound=5.0),
+        "n2v2_5pct": n2v("clamped", 0.05, n2v2=True, bound=5.0),
+        # The original networks (no bound) and the previous bounded correction relative to the
+        # centre pixel (model.net.output=bounded_residual).
+        "n2v_image": n2v("image"),
+        "n2v2_image": n2v("image", n2v2=True),
+        "n2v_bounded_residual": n2v("bounded_residual", bound=5.0),
+        "n2v2_bounded_residual": n2v("bounded_residual", n2v2=True, bound=5.0),
+        # Noise2Noise: bounded noise prediction (the model=n2n default) and unbounded.
+        "n2n": n2n(bound=4.0),
+        "n2n_unbounded": n2n(),
     }
 
 

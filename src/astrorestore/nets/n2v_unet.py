@@ -8,14 +8,18 @@ resolution, which otherwise lets the decoder copy pixel-level noise patterns str
 Those two and median replacement form a bundle checked in
 :func:`astrorestore.data.blind_spot.check_n2v2_bundle`.
 
-``residual=True`` predicts a correction added to the input instead of the image itself; the
-training input's hidden pixels are replacements, so the network still cannot learn the identity.
-``residual_bound`` limits that correction to a few sky-noise sigmas *in electrons*: the asinh
-normalisation is ``z = asinh((x - sky) / scale)``, so the output ``asinh(sinh(z) + bound *
-tanh(net))`` moves a pixel by at most ``bound * scale`` electrons (``scale`` = softening x sky
-sigma: 5 sky sigmas for bound 5/3 and softening 3), at any brightness. Sky noise (a few sigmas)
-is removed in full, while a star core, which a blind-spot network cannot see and would flatten,
-stays within that cap of what was observed.
+``output`` says what the network predicts and how it becomes the restored tile:
+
+- ``image``: the image itself (the original Noise2Void); flattens star cores, which a blind-spot
+  network cannot see.
+- ``clamped`` (default of ``model=n2v``/``n2v2``): the image, softly clamped to within
+  ``bound_sigmas`` noise sigma of the input outside the network
+  (:meth:`astrorestore.nets.bounded.NoiseBound.clamp`). Sky noise is removed in full, cores stay
+  within a few sigma of what was observed, and the network needs no pixel-level view of its input,
+  so it works for N2V2 too. The blind spot holds: at a hidden pixel the input is the replacement.
+- ``residual``: ``input + net(input)``; ``bounded_residual``: that correction capped at
+  ``bound_sigmas`` sky sigmas in linear units. Both make the network cancel each pixel's noise
+  relative to the centre pixel, which N2V2 (no top skip) cannot see: it does not learn.
 """
 
 from __future__ import annotations
@@ -25,8 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from astrorestore.errors import UserError
+from astrorestore.nets.bounded import NoiseBound, linear_correction
 from astrorestore.nets.common import check_input_size, group_count
 from astrorestore.nets.res_unet import DilatedBottleneck
+
+OUTPUTS = ("image", "clamped", "residual", "bounded_residual")
 
 
 class MaxBlurPool2d(nn.Module):
@@ -72,10 +79,12 @@ class N2VUNet(nn.Module):
         depth: down-sampling steps; inputs must be multiples of ``2**depth``.
         blur_pool: anti-aliased max-blur-pool down-sampling (N2V2) instead of max-pool.
         top_skip: keep the full-resolution skip connection (N2V2 removes it).
-        residual: output ``input + net(input)`` instead of ``net(input)``.
-        residual_bound: with ``residual``, cap the correction at ``bound`` in the linear units
-            of the asinh normalisation (see the module docstring); None: no cap.
         dilations: dilation rates of residual blocks at the bottleneck (``[]``: none).
+        output: ``image``, ``clamped``, ``residual`` or ``bounded_residual`` (module docstring).
+        bound_sigmas: the bound of ``clamped``/``bounded_residual`` in noise sigma.
+        softening: the normaliser's softening (``${data.normalizer.softening}``).
+        photons_per_unit: ``clamped`` only: add shot noise to sigma (see
+            :mod:`astrorestore.nets.bounded_residual`); None bounds by the sky noise.
     """
 
     def __init__(
@@ -85,9 +94,11 @@ class N2VUNet(nn.Module):
         depth: int = 2,
         blur_pool: bool = False,
         top_skip: bool = True,
-        residual: bool = False,
         dilations: tuple[int, ...] | list[int] = (),
-        residual_bound: float | None = None,
+        output: str = "image",
+        bound_sigmas: float | None = None,
+        softening: float = 3.0,
+        photons_per_unit: float | None = None,
     ) -> None:
         super().__init__()
         if int(depth) != depth or depth < 1:
@@ -96,16 +107,19 @@ class N2VUNet(nn.Module):
             raise UserError(
                 f"model.net.base_channels={base_channels!r} is invalid: use a whole number >= 1"
             )
-        if residual_bound is not None and not (residual and residual_bound > 0):
+        if output not in OUTPUTS:
+            raise UserError(f"model.net.output={output!r} is invalid: use {', '.join(OUTPUTS)}")
+        bounded = output in ("clamped", "bounded_residual")
+        if bounded != (bound_sigmas is not None):
             raise UserError(
-                f"model.net.residual_bound={residual_bound!r} needs model.net.residual=true and "
-                "a value > 0 (or residual_bound=null)"
+                f"model.net.bound_sigmas={bound_sigmas!r} does not fit model.net.output={output}: "
+                "clamped and bounded_residual need a bound (e.g. 5), image and residual null"
             )
-        self.residual_bound = None if residual_bound is None else float(residual_bound)
+        self.output = output
+        self.bound = NoiseBound(softening, bound_sigmas, photons_per_unit) if bounded else None
         self.depth = int(depth)
         self.blur_pool = bool(blur_pool)
         self.top_skip = bool(top_skip)
-        self.residual = bool(residual)
         widths = [base_channels * 2**level for level in range(depth + 1)]
         self.stem = DoubleConv(in_channels, widths[0])
         self.pools = nn.ModuleList(
@@ -124,7 +138,7 @@ class N2VUNet(nn.Module):
             has_skip = level > 0 or self.top_skip
             self.decoders.append(DoubleConv(widths[level] * (2 if has_skip else 1), widths[level]))
         self.head = nn.Conv2d(widths[0], in_channels, 1)
-        if self.residual:
+        if output in ("residual", "bounded_residual"):
             # Start as the identity: early steps cannot damage flux.
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
@@ -149,10 +163,14 @@ class N2VUNet(nn.Module):
                 features = torch.cat([features, skip], dim=1)
             features = decoder(features)
         out = self.head(features)
-        if not self.residual:
-            return out
-        if self.residual_bound is not None:
-            # The cap is applied in linear units (sinh undoes the asinh), so it is exact.
-            linear = torch.sinh(x.clamp(-20.0, 20.0)) + self.residual_bound * torch.tanh(out)
-            return torch.asinh(linear)
-        return x + out
+        if self.output == "clamped":
+            return self.bound.clamp(x, out)
+        if self.output == "bounded_residual":
+            # In linear units (sinh undoes the asinh): at most bound_sigmas sky sigmas, exactly.
+            return linear_correction(x, out, self.bound.bound_sigmas / self.bound.softening)
+        if self.output == "residual":
+            return x + out
+        return out
+
+    def extra_repr(self) -> str:
+        return f"output={self.output!r}, bound={self.bound!r}"
