@@ -101,3 +101,15 @@ def test_bounded_noise_prediction_starts_as_identity_and_stays_within_k_sigma():
 def test_bad_bound_fails_in_one_line():
     with pytest.raises(UserError, match="model.net.bound_sigmas"):
         ResUNetSE(bound_sigmas=0.0)
+
+
+def test_bounded_net_is_the_unbounded_one_at_the_sky():
+    torch.manual_seed(0)
+    net = ResUNetSE(base_channels=4, depth=1, bound_sigmas=4.0, softening=3.0)
+    nn.init.normal_(net.noise_head.weight, std=0.01)
+    unbounded = ResUNetSE(base_channels=4, depth=1)
+    unbounded.load_state_dict(net.state_dict())
+    sky = torch.zeros(1, 1, 16, 16)  # z = 0: sigma = 1 / softening, the head's own unit
+    change, change_unbounded = net(sky) - sky, unbounded(sky) - sky
+    assert change.abs().max() > 0
+    assert torch.allclose(change, change_unbounded, rtol=1e-2, atol=1e-7)

@@ -215,7 +215,11 @@ class ResUNetSE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bound is not None:
-            return self.bound.limit_noise(x, self.predict_noise(x))
+            # The head predicts the noise in normalised units, as unbounded; dividing by the
+            # sky's sigma (1 / softening) makes it a sigma count, so at the sky the bounded net
+            # is the unbounded one and learns as fast (with raw sigma counts, every optimiser
+            # step moved the sky softening times less and 200 steps left twice the sky noise).
+            return self.bound.limit_noise(x, self.predict_noise(x) * self.bound.softening)
         return x - self.predict_noise(x)
 
     def extra_repr(self) -> str:
