@@ -19,6 +19,15 @@ where the noise is the whole signal, is free to be denoised.
   (N2V2 has no top skip and blur-pools, so it cannot cancel per-pixel noise relative to ``z``),
   and the blind spot survives: at a hidden pixel ``z`` is the replacement, so neither the
   prediction nor the clamp sees the true value the loss compares with.
+
+A bound per pixel cannot protect a faint star: ten pixels each a few sigma low is most of its
+flux, and a blind-spot network, which never sees a pixel's own value, shrinks faint stars towards
+the sky (measured: the raw Noise2Void prediction lost 44 % of the aperture flux of S/N > 10
+stars, the clamped one 22 %). :func:`restore_low_frequencies` gives that light back: white noise
+has little power at scales of several pixels, so whatever the restoration removed at those
+scales was signal, and adding the Gaussian low-pass of ``input - output`` (in linear units,
+where flux adds) returns it, at the price of keeping the noise at those scales (a sky noise
+ratio of ~``1 / (2 sqrt(pi) s)`` for a kernel of ``s`` pixels: 0.09 for 3).
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from astrorestore.errors import UserError
@@ -94,3 +104,33 @@ def linear_correction(z: Tensor, correction: Tensor, bound: float) -> Tensor:
     correction relative to the centre pixel capped at ``bound`` normaliser scales (kept for
     ``model.net.output=bounded_residual``; it cannot work without a top skip)."""
     return torch.asinh(torch.sinh(z.clamp(-20.0, 20.0)) + bound * torch.tanh(correction))
+
+
+def gaussian_blur(image: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur of a ``(B, C, H, W)`` tensor, reflecting at the edges."""
+    radius = max(1, math.ceil(4.0 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
+    taps = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    taps = taps / taps.sum()
+    channels = image.shape[1]
+    out = image
+    for kernel in (taps.view(1, 1, -1, 1), taps.view(1, 1, 1, -1)):
+        vertical = kernel.shape[2] > 1
+        pad = (0, 0, radius, radius) if vertical else (radius, radius, 0, 0)
+        size = image.shape[2] if vertical else image.shape[3]
+        mode = "reflect" if size > radius else "replicate"
+        out = F.conv2d(
+            F.pad(out, pad, mode=mode),
+            kernel.expand(channels, 1, *kernel.shape[2:]),
+            groups=channels,
+        )
+    return out
+
+
+def restore_low_frequencies(z: Tensor, restored: Tensor, sigma_px: float) -> Tensor:
+    """``restored`` plus the Gaussian low-pass (``sigma_px`` pixels) of ``input - restored``,
+    in the linear units of the asinh normalisation, so the light a restoration removed at
+    scales of several pixels (a faint star it shrank towards the sky) is given back."""
+    linear_in = torch.sinh(z.clamp(-20.0, 20.0))
+    linear_out = torch.sinh(restored.clamp(-20.0, 20.0))
+    return torch.asinh(linear_out + gaussian_blur(linear_in - linear_out, sigma_px))

@@ -17,6 +17,11 @@ Those two and median replacement form a bundle checked in
   (:meth:`astrorestore.nets.bounded.NoiseBound.clamp`). Sky noise is removed in full, cores stay
   within a few sigma of what was observed, and the network needs no pixel-level view of its input,
   so it works for N2V2 too. The blind spot holds: at a hidden pixel the input is the replacement.
+``flux_sigma`` (pixels) adds back, at evaluation, the Gaussian low-pass of ``input - output``
+(:func:`astrorestore.nets.bounded.restore_low_frequencies`): the light a blind-spot network
+takes from faint stars, which no per-pixel bound can protect. Training is left alone (the
+blind-spot loss trains the network's own prediction); validation, test and inference include it.
+
 - ``residual``: ``input + net(input)``; ``bounded_residual``: that correction capped at
   ``bound_sigmas`` sky sigmas in linear units. Both make the network cancel each pixel's noise
   relative to the centre pixel, which N2V2 (no top skip) cannot see: it does not learn.
@@ -24,12 +29,14 @@ Those two and median replacement form a bundle checked in
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from astrorestore.errors import UserError
-from astrorestore.nets.bounded import NoiseBound, linear_correction
+from astrorestore.nets.bounded import NoiseBound, linear_correction, restore_low_frequencies
 from astrorestore.nets.common import check_input_size, group_count
 from astrorestore.nets.res_unet import DilatedBottleneck
 
@@ -85,6 +92,8 @@ class N2VUNet(nn.Module):
         softening: the normaliser's softening (``${data.normalizer.softening}``).
         photons_per_unit: ``clamped`` only: add shot noise to sigma (see
             :mod:`astrorestore.nets.bounded_residual`); None bounds by the sky noise.
+        flux_sigma: width (pixels) of the low-pass whose residual is given back at evaluation
+            (module docstring); None: none.
     """
 
     def __init__(
@@ -99,6 +108,7 @@ class N2VUNet(nn.Module):
         bound_sigmas: float | None = None,
         softening: float = 3.0,
         photons_per_unit: float | None = None,
+        flux_sigma: float | None = None,
     ) -> None:
         super().__init__()
         if int(depth) != depth or depth < 1:
@@ -115,7 +125,13 @@ class N2VUNet(nn.Module):
                 f"model.net.bound_sigmas={bound_sigmas!r} does not fit model.net.output={output}: "
                 "clamped and bounded_residual need a bound (e.g. 5), image and residual null"
             )
+        if flux_sigma is not None and not (math.isfinite(flux_sigma) and flux_sigma > 0):
+            raise UserError(
+                f"model.net.flux_sigma={flux_sigma!r} is invalid: use a width in pixels > 0 "
+                "(2-3) or null"
+            )
         self.output = output
+        self.flux_sigma = None if flux_sigma is None else float(flux_sigma)
         self.bound = NoiseBound(softening, bound_sigmas, photons_per_unit) if bounded else None
         self.depth = int(depth)
         self.blur_pool = bool(blur_pool)
@@ -162,7 +178,12 @@ class N2VUNet(nn.Module):
             if level > 0 or self.top_skip:
                 features = torch.cat([features, skip], dim=1)
             features = decoder(features)
-        out = self.head(features)
+        out = self._output(x, self.head(features))
+        if self.flux_sigma is not None and not self.training:
+            return restore_low_frequencies(x, out, self.flux_sigma)
+        return out
+
+    def _output(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         if self.output == "clamped":
             return self.bound.clamp(x, out)
         if self.output == "bounded_residual":
@@ -173,4 +194,4 @@ class N2VUNet(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return f"output={self.output!r}, bound={self.bound!r}"
+        return f"output={self.output!r}, bound={self.bound!r}, flux_sigma={self.flux_sigma}"
