@@ -17,9 +17,10 @@ Those two and median replacement form a bundle checked in
   (:meth:`astrorestore.nets.bounded.NoiseBound.clamp`). Sky noise is removed in full, cores stay
   within a few sigma of what was observed, and the network needs no pixel-level view of its input,
   so it works for N2V2 too. The blind spot holds: at a hidden pixel the input is the replacement.
-``flux_sigma`` (pixels) adds back, at evaluation, the Gaussian low-pass of ``input - output``
-(:func:`astrorestore.nets.bounded.restore_low_frequencies`): the light a blind-spot network
-takes from faint stars, which no per-pixel bound can protect. Training is left alone (the
+``flux_sigma`` (pixels) and ``flux_threshold`` (noise sigmas) give back, at evaluation, the
+residual ``input - output`` where its local mean is a significant detection
+(:func:`astrorestore.nets.bounded.give_back_removed_sources`): the faint stars a blind-spot
+network shrinks towards the sky, which no per-pixel bound protects. Training is left alone (the
 blind-spot loss trains the network's own prediction); validation, test and inference include it.
 
 - ``residual``: ``input + net(input)``; ``bounded_residual``: that correction capped at
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from astrorestore.errors import UserError
-from astrorestore.nets.bounded import NoiseBound, linear_correction, restore_low_frequencies
+from astrorestore.nets.bounded import NoiseBound, give_back_removed_sources, linear_correction
 from astrorestore.nets.common import check_input_size, group_count
 from astrorestore.nets.res_unet import DilatedBottleneck
 
@@ -92,8 +93,9 @@ class N2VUNet(nn.Module):
         softening: the normaliser's softening (``${data.normalizer.softening}``).
         photons_per_unit: ``clamped`` only: add shot noise to sigma (see
             :mod:`astrorestore.nets.bounded_residual`); None bounds by the sky noise.
-        flux_sigma: width (pixels) of the low-pass whose residual is given back at evaluation
-            (module docstring); None: none.
+        flux_sigma: width (pixels) of the Gaussian that detects removed sources in the
+            residual at evaluation (module docstring); None: no give-back.
+        flux_threshold: significance (noise sigmas) from which all of the residual is given back.
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class N2VUNet(nn.Module):
         softening: float = 3.0,
         photons_per_unit: float | None = None,
         flux_sigma: float | None = None,
+        flux_threshold: float = 5.0,
     ) -> None:
         super().__init__()
         if int(depth) != depth or depth < 1:
@@ -128,10 +131,16 @@ class N2VUNet(nn.Module):
         if flux_sigma is not None and not (math.isfinite(flux_sigma) and flux_sigma > 0):
             raise UserError(
                 f"model.net.flux_sigma={flux_sigma!r} is invalid: use a width in pixels > 0 "
-                "(2-3) or null"
+                "(1-2) or null"
+            )
+        if not (math.isfinite(flux_threshold) and flux_threshold > 0):
+            raise UserError(
+                f"model.net.flux_threshold={flux_threshold!r} is invalid: use a value > 0 (3-5)"
             )
         self.output = output
         self.flux_sigma = None if flux_sigma is None else float(flux_sigma)
+        self.flux_threshold = float(flux_threshold)
+        self.softening = float(softening)
         self.bound = NoiseBound(softening, bound_sigmas, photons_per_unit) if bounded else None
         self.depth = int(depth)
         self.blur_pool = bool(blur_pool)
@@ -180,7 +189,9 @@ class N2VUNet(nn.Module):
             features = decoder(features)
         out = self._output(x, self.head(features))
         if self.flux_sigma is not None and not self.training:
-            return restore_low_frequencies(x, out, self.flux_sigma)
+            return give_back_removed_sources(
+                x, out, self.softening, self.flux_sigma, self.flux_threshold
+            )
         return out
 
     def _output(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -194,4 +205,7 @@ class N2VUNet(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return f"output={self.output!r}, bound={self.bound!r}, flux_sigma={self.flux_sigma}"
+        return (
+            f"output={self.output!r}, bound={self.bound!r}, flux_sigma={self.flux_sigma}, "
+            f"flux_threshold={self.flux_threshold}"
+        )
