@@ -106,12 +106,12 @@ def learned_methods() -> dict[str, dict]:
             lr=2e-3,
         ),
         # Shipped defaults: the network predicts the image, clamped outside it to within 5 noise
-        # sigma of the input, and the low-pass (3 px) of input - output is given back at
+        # sigma of the input, and the residual given back where it is a significant detection at
         # evaluation (nets/bounded.py); each is also scored without the give-back (`_no_flux`).
-        "n2v": n2v("clamped", bound=5.0, flux=3.0),
-        "n2v2": n2v("clamped", n2v2=True, bound=5.0, flux=3.0),
-        "n2v_5pct": n2v("clamped", 0.05, bound=5.0, flux=3.0),
-        "n2v2_5pct": n2v("clamped", 0.05, n2v2=True, bound=5.0, flux=3.0),
+        "n2v": n2v("clamped", bound=5.0, flux=1.5),
+        "n2v2": n2v("clamped", n2v2=True, bound=5.0, flux=1.5),
+        "n2v_5pct": n2v("clamped", 0.05, bound=5.0, flux=1.5),
+        "n2v2_5pct": n2v("clamped", 0.05, n2v2=True, bound=5.0, flux=1.5),
         # The original networks (no bound) and the previous bounded correction relative to the
         # centre pixel (model.net.output=bounded_residual).
         "n2v_image": n2v("image"),
@@ -271,8 +271,9 @@ def table(rows: dict, steps: int, batch: int) -> str:
         "(r = 2 FWHM); peak ratio: median over stars with true peak > 50 sigma.",
         "",
         "Rows: `n2v`/`n2v2` are the shipped defaults (the network predicts the image, clamped "
-        "to within 5 noise sigma of the input outside the network, and the 3 px low-pass of "
-        "input - output given back at evaluation; `*_no_flux`: the same weights without that); "
+        "to within 5 noise sigma of the input outside the network, and the residual input - "
+        "output given back at evaluation where its 1.5 px mean is a significant detection; "
+        "`*_no_flux`: the same weights without that); "
         "`*_5pct` hide 5 % of the "
         "pixels instead of 0.2 %; `*_image` the original networks (no bound); "
         "`*_bounded_residual` the earlier correction relative to the centre pixel; `n2n` is "

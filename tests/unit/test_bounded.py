@@ -33,7 +33,7 @@ def test_a_faint_star_taken_away_is_given_back_where_it_was_and_sky_noise_is_not
     flux = out[aperture].sum() / (star + noise[0, 0])[aperture].sum()
     assert flux > 0.8  # given back at the star, not spread into a halo
     empty = ((yy - 48) ** 2 + (xx - 40) ** 2) > 10**2
-    assert out[empty].std() < 0.35 * noise[0, 0][empty].std()  # most sky noise stays removed
+    assert out[empty].std() < 0.25 * noise[0, 0][empty].std()  # most sky noise stays removed
     assert torch.allclose(give_back_removed_sources(z, z, softening), z, atol=1e-5)
 
 
