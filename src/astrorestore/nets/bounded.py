@@ -22,7 +22,7 @@ where the noise is the whole signal, is free to be denoised.
 
 A bound per pixel cannot protect a faint star: ten pixels each a few sigma low is most of its
 flux, and a blind-spot network, which never sees a pixel's own value, shrinks faint stars towards
-the sky (measured: the clamped Noise2Void output lost 13-22 % of the aperture flux of S/N > 10
+the sky (measured: the clamped Noise2Void output lost 3-23 % of the aperture flux of S/N > 10
 stars). :func:`give_back_removed_sources` returns it: the residual ``input - output`` of a good
 denoiser is white noise, so where its local mean (a Gaussian of ``sigma_px``) is a significant
 positive detection, the restoration removed a source, and there the residual is given back in
