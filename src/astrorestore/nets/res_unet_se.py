@@ -218,7 +218,8 @@ class ResUNetSE(nn.Module):
             # The head predicts the noise in normalised units, as unbounded; dividing by the
             # sky's sigma (1 / softening) makes it a sigma count, so at the sky the bounded net
             # is the unbounded one and learns as fast (with raw sigma counts, every optimiser
-            # step moved the sky softening times less: 200 steps left 0.12 of the sky noise, not 0.10).
+            # step moved the sky softening times less: 200 steps left 0.12 of the sky noise,
+            # not 0.10).
             return self.bound.limit_noise(x, self.predict_noise(x) * self.bound.softening)
         return x - self.predict_noise(x)
 
