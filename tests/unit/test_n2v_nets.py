@@ -1,9 +1,11 @@
-"""N2V U-Net: the N2V2 switches are wired as named, and the net is a plain image-to-image map."""
+"""N2V U-Net: the N2V2 switches are wired as named, the net is a plain image-to-image map, and
+the clamped output keeps the blind spot and the bound."""
 
 import pytest
 import torch
 from torch import nn
 
+from astrorestore.data.blind_spot import mask_frames
 from astrorestore.errors import UserError
 from astrorestore.nets.n2v_unet import MaxBlurPool2d, N2VUNet
 
@@ -44,9 +46,11 @@ def test_top_skip_off_removes_only_the_full_resolution_concatenation():
     assert [d.body[0].in_channels for d in with_skip.decoders] == [2 * 8, 2 * 4]
 
 
-def test_residual_starts_as_the_identity():
+def test_residual_outputs_start_as_the_identity():
     x = torch.randn(1, 1, 16, 16)
-    assert torch.equal(N2VUNet(base_channels=4, depth=2, residual=True)(x), x)
+    assert torch.equal(N2VUNet(base_channels=4, depth=2, output="residual")(x), x)
+    net = N2VUNet(base_channels=4, depth=2, output="bounded_residual", bound_sigmas=5.0)
+    assert torch.allclose(net(x), x, atol=1e-5)
 
 
 def test_bottleneck_dilations_are_optional():
@@ -63,18 +67,72 @@ def test_bad_sizes_fail_in_one_line(key, kwargs):
         N2VUNet(**kwargs)
 
 
-def test_bounded_residual_moves_no_pixel_more_than_the_cap_in_electrons():
+def _wild(net: N2VUNet) -> N2VUNet:
     torch.manual_seed(0)
-    net = N2VUNet(base_channels=4, depth=1, residual=True, residual_bound=1.0)
-    torch.nn.init.normal_(net.head.weight, std=10.0)  # a wild correction
+    torch.nn.init.normal_(net.head.weight, std=10.0)
+    torch.nn.init.normal_(net.head.bias, std=10.0)
+    return net
+
+
+def test_bounded_residual_moves_no_pixel_more_than_the_cap_in_electrons():
+    net = _wild(N2VUNet(base_channels=4, depth=1, output="bounded_residual", bound_sigmas=3.0))
     x = torch.linspace(-1.0, 9.0, 256).reshape(1, 1, 16, 16)  # sky to a bright core (asinh)
     out = net(x)
-    # Back in electrons (scale 1): |sinh(out) - sinh(x)| <= bound, at every brightness.
+    # Back in units of the normaliser scale (softening 3 sky sigmas): at most 3/3 = 1.
     moved = (torch.sinh(out) - torch.sinh(x)).abs()
     assert moved.max() <= 1.0 + 1e-3 * torch.sinh(x).abs().max()
     assert (out - x).abs()[x.abs() < 0.5].max() > 0.5  # near the sky it can still move
 
 
-def test_residual_bound_needs_residual():
-    with pytest.raises(UserError, match="residual=true"):
-        N2VUNet(residual_bound=1.0)
+@pytest.mark.parametrize("n2v2", [False, True])
+def test_clamped_output_stays_within_the_bound_of_the_input(n2v2):
+    net = _wild(
+        N2VUNet(
+            base_channels=4,
+            depth=1,
+            blur_pool=n2v2,
+            top_skip=not n2v2,
+            output="clamped",
+            bound_sigmas=5.0,
+            softening=3.0,
+        )
+    )
+    x = torch.linspace(-1.0, 9.0, 256).reshape(1, 1, 16, 16)
+    out = net(x)
+    moved = (torch.sinh(out) - torch.sinh(x)).abs()  # in normaliser scales (3 sky sigmas)
+    assert moved[x > 4].max() <= 1.05 * 5.0 / 3.0  # ~5 sky sigmas at bright cores
+    assert moved.max() <= 2.0 * 5.0 / 3.0  # looser near the sky, still bounded
+    assert moved[x.abs() < 0.5].max() > 0.5  # and the sky is free to move
+    # Even without a top skip (N2V2), a core follows its own pixel: the clamp sees the input.
+    spiked = x.clone()
+    spiked[0, 0, 8, 8] += 3.0
+    assert net(spiked)[0, 0, 8, 8] - out[0, 0, 8, 8] > 2.5
+
+
+def test_clamped_output_at_a_hidden_pixel_ignores_its_true_value():
+    net = _wild(N2VUNet(base_channels=4, depth=1, output="clamped", bound_sigmas=5.0))
+    noisy = torch.randn(1, 1, 32, 32)
+    masked, loss_mask = mask_frames(noisy, 0.01, generator=torch.Generator().manual_seed(1))
+    # Another noise draw at the hidden pixels only: the same mask gives the same training input,
+    # so the prediction the loss compares with the target cannot have seen the target.
+    other = torch.where(loss_mask, noisy + 100.0, noisy)
+    masked_other, _ = mask_frames(other, 0.01, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(masked, masked_other)
+    assert torch.equal(net(masked)[loss_mask], net(masked_other)[loss_mask])
+    # At inference the real pixel is there, and a huge value pulls the output with it.
+    assert (net(other)[loss_mask] - net(noisy)[loss_mask]).min() > 1.0
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"output": "clamped"},
+        {"output": "image", "bound_sigmas": 5.0},
+        {"output": "sharpened"},
+        {"output": "clamped", "bound_sigmas": -1.0},
+    ],
+)
+def test_output_and_bound_must_fit_together(kwargs):
+    with pytest.raises(UserError, match="model.net.") as info:
+        N2VUNet(**kwargs)
+    assert "\n" not in str(info.value)

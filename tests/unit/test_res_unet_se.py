@@ -78,3 +78,38 @@ def test_learns_a_denoising_step():
         (net(noisy) - clean).square().mean().backward()
         optimizer.step()
     assert (net(noisy) - clean).square().mean().item() < 0.5 * before
+
+
+def test_bounded_noise_prediction_starts_as_identity_and_stays_within_k_sigma():
+    from astrorestore.nets.bounded_residual import asinh_noise_sigma
+
+    net = ResUNetSE(base_channels=4, depth=1, bound_sigmas=4.0, softening=3.0)
+    x = torch.linspace(-1.0, 9.0, 256).reshape(1, 1, 16, 16)
+    assert torch.equal(net(x), x)
+    torch.manual_seed(0)
+    nn.init.normal_(net.noise_head.weight, std=10.0)
+    nn.init.normal_(net.noise_head.bias, std=10.0)
+    moved = (net(x) - x).abs()
+    sigma = asinh_noise_sigma(x, 3.0)
+    assert (moved <= 4.0 * sigma + 1e-6).all()
+    assert (moved > 2.0 * sigma).float().mean() > 0.5  # the bound is reached, not a no-op
+    unbounded = ResUNetSE(base_channels=4, depth=1)
+    unbounded.load_state_dict(net.state_dict())  # same layers and keys
+    assert (unbounded(x) - x).abs().max() > 10 * moved.max()
+
+
+def test_bad_bound_fails_in_one_line():
+    with pytest.raises(UserError, match="model.net.bound_sigmas"):
+        ResUNetSE(bound_sigmas=0.0)
+
+
+def test_bounded_net_is_the_unbounded_one_at_the_sky():
+    torch.manual_seed(0)
+    net = ResUNetSE(base_channels=4, depth=1, bound_sigmas=4.0, softening=3.0)
+    nn.init.normal_(net.noise_head.weight, std=0.01)
+    unbounded = ResUNetSE(base_channels=4, depth=1)
+    unbounded.load_state_dict(net.state_dict())
+    sky = torch.zeros(1, 1, 16, 16)  # z = 0: sigma = 1 / softening, the head's own unit
+    change, change_unbounded = net(sky) - sky, unbounded(sky) - sky
+    assert change.abs().max() > 0
+    assert torch.allclose(change, change_unbounded, rtol=1e-2, atol=1e-7)

@@ -8,25 +8,40 @@ resolution, which otherwise lets the decoder copy pixel-level noise patterns str
 Those two and median replacement form a bundle checked in
 :func:`astrorestore.data.blind_spot.check_n2v2_bundle`.
 
-``residual=True`` predicts a correction added to the input instead of the image itself; the
-training input's hidden pixels are replacements, so the network still cannot learn the identity.
-``residual_bound`` limits that correction to a few sky-noise sigmas *in electrons*: the asinh
-normalisation is ``z = asinh((x - sky) / scale)``, so the output ``asinh(sinh(z) + bound *
-tanh(net))`` moves a pixel by at most ``bound * scale`` electrons (``scale`` = softening x sky
-sigma: 5 sky sigmas for bound 5/3 and softening 3), at any brightness. Sky noise (a few sigmas)
-is removed in full, while a star core, which a blind-spot network cannot see and would flatten,
-stays within that cap of what was observed.
+``output`` says what the network predicts and how it becomes the restored tile:
+
+- ``image``: the image itself (the original Noise2Void); flattens star cores, which a blind-spot
+  network cannot see.
+- ``clamped`` (default of ``model=n2v``/``n2v2``): the image, softly clamped to within
+  ``bound_sigmas`` noise sigma of the input outside the network
+  (:meth:`astrorestore.nets.bounded.NoiseBound.clamp`). Sky noise is removed in full, cores stay
+  within a few sigma of what was observed, and the network needs no pixel-level view of its input,
+  so it works for N2V2 too. The blind spot holds: at a hidden pixel the input is the replacement.
+``flux_sigma`` (pixels) and ``flux_threshold`` (noise sigmas) give back, at evaluation, the
+residual ``input - output`` where its local mean is a significant detection
+(:func:`astrorestore.nets.bounded.give_back_removed_sources`): the faint stars a blind-spot
+network shrinks towards the sky, which no per-pixel bound protects. Training is left alone (the
+blind-spot loss trains the network's own prediction); validation, test and inference include it.
+
+- ``residual``: ``input + net(input)``; ``bounded_residual``: that correction capped at
+  ``bound_sigmas`` sky sigmas in linear units. Both make the network cancel each pixel's noise
+  relative to the centre pixel, which N2V2 (no top skip) cannot see: it does not learn.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from astrorestore.errors import UserError
+from astrorestore.nets.bounded import NoiseBound, give_back_removed_sources, linear_correction
 from astrorestore.nets.common import check_input_size, group_count
 from astrorestore.nets.res_unet import DilatedBottleneck
+
+OUTPUTS = ("image", "clamped", "residual", "bounded_residual")
 
 
 class MaxBlurPool2d(nn.Module):
@@ -72,10 +87,15 @@ class N2VUNet(nn.Module):
         depth: down-sampling steps; inputs must be multiples of ``2**depth``.
         blur_pool: anti-aliased max-blur-pool down-sampling (N2V2) instead of max-pool.
         top_skip: keep the full-resolution skip connection (N2V2 removes it).
-        residual: output ``input + net(input)`` instead of ``net(input)``.
-        residual_bound: with ``residual``, cap the correction at ``bound`` in the linear units
-            of the asinh normalisation (see the module docstring); None: no cap.
         dilations: dilation rates of residual blocks at the bottleneck (``[]``: none).
+        output: ``image``, ``clamped``, ``residual`` or ``bounded_residual`` (module docstring).
+        bound_sigmas: the bound of ``clamped``/``bounded_residual`` in noise sigma.
+        softening: the normaliser's softening (``${data.normalizer.softening}``).
+        photons_per_unit: ``clamped`` only: add shot noise to sigma (see
+            :mod:`astrorestore.nets.bounded_residual`); None bounds by the sky noise.
+        flux_sigma: width (pixels) of the Gaussian that detects removed sources in the
+            residual at evaluation (module docstring); None: no give-back.
+        flux_threshold: significance (noise sigmas) from which all of the residual is given back.
     """
 
     def __init__(
@@ -85,9 +105,13 @@ class N2VUNet(nn.Module):
         depth: int = 2,
         blur_pool: bool = False,
         top_skip: bool = True,
-        residual: bool = False,
         dilations: tuple[int, ...] | list[int] = (),
-        residual_bound: float | None = None,
+        output: str = "image",
+        bound_sigmas: float | None = None,
+        softening: float = 3.0,
+        photons_per_unit: float | None = None,
+        flux_sigma: float | None = None,
+        flux_threshold: float = 5.0,
     ) -> None:
         super().__init__()
         if int(depth) != depth or depth < 1:
@@ -96,16 +120,31 @@ class N2VUNet(nn.Module):
             raise UserError(
                 f"model.net.base_channels={base_channels!r} is invalid: use a whole number >= 1"
             )
-        if residual_bound is not None and not (residual and residual_bound > 0):
+        if output not in OUTPUTS:
+            raise UserError(f"model.net.output={output!r} is invalid: use {', '.join(OUTPUTS)}")
+        bounded = output in ("clamped", "bounded_residual")
+        if bounded != (bound_sigmas is not None):
             raise UserError(
-                f"model.net.residual_bound={residual_bound!r} needs model.net.residual=true and "
-                "a value > 0 (or residual_bound=null)"
+                f"model.net.bound_sigmas={bound_sigmas!r} does not fit model.net.output={output}: "
+                "clamped and bounded_residual need a bound (e.g. 5), image and residual null"
             )
-        self.residual_bound = None if residual_bound is None else float(residual_bound)
+        if flux_sigma is not None and not (math.isfinite(flux_sigma) and flux_sigma > 0):
+            raise UserError(
+                f"model.net.flux_sigma={flux_sigma!r} is invalid: use a width in pixels > 0 "
+                "(1-2) or null"
+            )
+        if not (math.isfinite(flux_threshold) and flux_threshold > 0):
+            raise UserError(
+                f"model.net.flux_threshold={flux_threshold!r} is invalid: use a value > 0 (3-5)"
+            )
+        self.output = output
+        self.flux_sigma = None if flux_sigma is None else float(flux_sigma)
+        self.flux_threshold = float(flux_threshold)
+        self.softening = float(softening)
+        self.bound = NoiseBound(softening, bound_sigmas, photons_per_unit) if bounded else None
         self.depth = int(depth)
         self.blur_pool = bool(blur_pool)
         self.top_skip = bool(top_skip)
-        self.residual = bool(residual)
         widths = [base_channels * 2**level for level in range(depth + 1)]
         self.stem = DoubleConv(in_channels, widths[0])
         self.pools = nn.ModuleList(
@@ -124,7 +163,7 @@ class N2VUNet(nn.Module):
             has_skip = level > 0 or self.top_skip
             self.decoders.append(DoubleConv(widths[level] * (2 if has_skip else 1), widths[level]))
         self.head = nn.Conv2d(widths[0], in_channels, 1)
-        if self.residual:
+        if output in ("residual", "bounded_residual"):
             # Start as the identity: early steps cannot damage flux.
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
@@ -148,11 +187,25 @@ class N2VUNet(nn.Module):
             if level > 0 or self.top_skip:
                 features = torch.cat([features, skip], dim=1)
             features = decoder(features)
-        out = self.head(features)
-        if not self.residual:
-            return out
-        if self.residual_bound is not None:
-            # The cap is applied in linear units (sinh undoes the asinh), so it is exact.
-            linear = torch.sinh(x.clamp(-20.0, 20.0)) + self.residual_bound * torch.tanh(out)
-            return torch.asinh(linear)
-        return x + out
+        out = self._output(x, self.head(features))
+        if self.flux_sigma is not None and not self.training:
+            return give_back_removed_sources(
+                x, out, self.softening, self.flux_sigma, self.flux_threshold
+            )
+        return out
+
+    def _output(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        if self.output == "clamped":
+            return self.bound.clamp(x, out)
+        if self.output == "bounded_residual":
+            # In linear units (sinh undoes the asinh): at most bound_sigmas sky sigmas, exactly.
+            return linear_correction(x, out, self.bound.bound_sigmas / self.bound.softening)
+        if self.output == "residual":
+            return x + out
+        return out
+
+    def extra_repr(self) -> str:
+        return (
+            f"output={self.output!r}, bound={self.bound!r}, flux_sigma={self.flux_sigma}, "
+            f"flux_threshold={self.flux_threshold}"
+        )
