@@ -97,7 +97,8 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
     """Restore every input of ``cfg`` and return the written output paths.
 
     ``cfg`` keys: ckpt_path, input, output, tile_size, overlap, batch_size, device
-    ('auto'|'cpu'|'cuda'), hdu (None|int|str), progress (bool), seed (int; stochastic models).
+    ('auto'|'cpu'|'cuda'), hdu (None|int|str), progress (bool), seed (int; stochastic models),
+    sample_steps (int) and sampler (str): override a diffusion checkpoint's exported ones.
     """
     method = _get(cfg, "method")
     if method and _get(cfg, "ckpt_path"):
@@ -126,6 +127,10 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
     else:
         # The checkpoint first: a wrong model is the more basic mistake than a wrong image.
         restorer = load_restorer(ckpt_path, device)
+        steps = _get(cfg, "sample_steps")
+        restorer.set_sampling(
+            None if steps is None else _as_int(cfg, "sample_steps", 1, 1), _get(cfg, "sampler")
+        )
         name, scale, out_channels = restorer.name, restorer.scale, restorer.out_channels
 
         def restore(data: np.ndarray) -> np.ndarray:
