@@ -211,6 +211,7 @@ def test_diffusion_module_trains_on_the_residual_and_exports_it():
         loss=RestorationLoss(1, 0, 0),
         optimizer=lambda params: torch.optim.SGD(params, lr=0.1),
         scale=2,
+        prediction="x0",
         residual_scale=0.5,
         compute_lpips=False,
     )

@@ -5,8 +5,9 @@ schedule), noise the diffused quantity and fit the network's output to the noise
 the clean quantity (``x0``) or to ``v`` with the pixel loss of the ``loss`` group (L1 by
 default). The diffused quantity (``target``) is the high-resolution image or, by default, its
 residual from the bicubic up-sampling of the input divided by ``residual_scale`` (see
-:mod:`astrorestore.diffusion.sampler`): at CPU budgets of a few thousand steps the residual
-model beats bicubic where the image model still samples noise (``bench/bench_generative.py``).
+:mod:`astrorestore.diffusion.sampler`): after 1000 CPU training steps the residual model (v or
+x0 prediction) beats bicubic on SSIM where the image model still samples noise and the
+residual eps model is far behind (``bench/bench_generative.py``, README).
 
 An exponential moving average of the weights (``ema``) is kept and is what validation samples
 with and what checkpoints export for inference (``restorer_spec`` names ``ema``). Validation
@@ -85,9 +86,9 @@ class DiffusionModule(RestorationModule):
         scheduler: Callable[..., Any] | None = None,
         schedule: dict | None = None,
         scale: int = 2,
-        prediction: str = "x0",
+        prediction: str = "v",
         target: str = "residual",
-        residual_scale: float = 0.1,
+        residual_scale: float = 0.07,
         ema_decay: float = 0.999,
         sampler: str = "ddim",
         sample_steps: int = 50,
