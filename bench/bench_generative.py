@@ -4,7 +4,7 @@ The machine is shared, so the budget is a number of optimiser steps (batches of 
 for every model; wall times printed beside it are under load and say little. Results go to
 ``bench/results/generative.json`` and ``generative_steps.png``.
 
-1. Colorization (``--size`` px crops): the cGAN (L1 x 100 + adversarial) and an L1-only
+1. Colorization (``--size`` px crops): the cGAN (L1 x 100 + 0.3 x LSGAN) and an L1-only
    generator of the same size (``adversarial_weight=0``) in each colour space of
    ``--color-spaces``, against "grey copied to three channels". Scored on the fixed test crops
    of the held-out quarter: CIE76 ΔE (lower is better), SSIM on RGB in [0, 1], colourfulness.
@@ -126,11 +126,12 @@ def colorization(
     gan_loss: str,
     seed: int = 0,
     extra: list[tuple[str, float]] = (),
+    adversarial_weight: float = 0.3,
 ) -> dict:
     """cGAN and L1-only generators per colour space; ``extra`` (gan loss, adversarial weight)
     pairs add cGAN rows in the first space."""
     rows: dict = {}
-    runs = [(space, "cgan", gan_loss, 1.0) for space in spaces]
+    runs = [(space, "cgan", gan_loss, adversarial_weight) for space in spaces]
     runs += [(space, "l1_only", gan_loss, 0.0) for space in spaces]
     runs += [(spaces[0], f"cgan_{loss}_w{weight:g}", loss, weight) for loss, weight in extra]
     for space, kind, loss, weight in runs:
@@ -436,6 +437,9 @@ def main() -> None:
     parser.add_argument("--gan-loss", default="lsgan", choices=["vanilla", "lsgan", "hinge"])
     parser.add_argument("--seed", type=int, default=0, help="colorization: init and data seed")
     parser.add_argument(
+        "--adversarial-weight", type=float, default=0.3, help="colorization: the cGAN's"
+    )
+    parser.add_argument(
         "--extra-cgan", default="", help="colorization: more cGAN rows, e.g. vanilla:1,hinge:0.5"
     )
     parser.add_argument(
@@ -463,7 +467,13 @@ def main() -> None:
     if "colorization" in parts:
         extra = [(v.split(":")[0], float(v.split(":")[1])) for v in args.extra_cgan.split(",") if v]
         result["colorization"] = colorization(
-            args.steps, args.size, args.color_spaces.split(","), args.gan_loss, args.seed, extra
+            args.steps,
+            args.size,
+            args.color_spaces.split(","),
+            args.gan_loss,
+            args.seed,
+            extra,
+            args.adversarial_weight,
         )
     if "timing" in parts:
         # Timing alone (an untrained SR3 of the bench's size costs the same as a trained one);
