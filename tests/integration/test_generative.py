@@ -60,6 +60,7 @@ def cgan_ckpt(tmp_path_factory):
 def test_sr3_checkpoint_exports_ema_sampler(sr3_ckpt):
     record = torch.load(sr3_ckpt, map_location="cpu", weights_only=True)["astrorestore"]
     assert record["weights"] == "ema" and record["restorer"]["steps"] == 2
+    assert record["restorer"]["target"] == "residual" and record["restorer"]["residual_scale"] > 0
     assert record["restorer"]["_target_"].endswith("SuperResolutionSampler")
     assert record["io"]["scale"] == 2 and record["io"]["in_channels"] == 3
 
@@ -84,6 +85,21 @@ def test_infer_super_resolves_x2_reproducibly(run, sr3_ckpt, tmp_path):
         outs.append(np.asarray(Image.open(tmp_path / name)))
     assert outs[0].shape == (48, 48, 3) and outs[0].dtype == np.uint8
     assert np.array_equal(outs[0], outs[1]) and not np.array_equal(outs[0], outs[2])
+    # The sampler and step count chosen at inference replace the exported ones (ddim, 2).
+    result = run(
+        "infer.py",
+        f"ckpt_path={sr3_ckpt}",
+        f"input={tmp_path / 'in.png'}",
+        f"output={tmp_path / 'd.png'}",
+        "tile_size=24",
+        "overlap=0",
+        "device=cpu",
+        "seed=1",
+        "sample_steps=3",
+        "sampler=ancestral",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "d.png")), outs[0])
 
 
 @pytest.mark.slow  # trains a tiny checkpoint (shared per module)

@@ -5,10 +5,20 @@ import math
 import pytest
 import torch
 
-from astrorestore.diffusion.sampler import SuperResolutionSampler, predict_x0, sample, step
+from astrorestore.diffusion.sampler import (
+    SuperResolutionSampler,
+    predict_x0,
+    sample,
+    step,
+    to_image,
+    to_target,
+    training_goal,
+    upsample,
+)
 from astrorestore.diffusion.schedule import NoiseSchedule
 from astrorestore.errors import UserError
-from astrorestore.modules.diffusion import ExponentialMovingAverage
+from astrorestore.losses.pixel import RestorationLoss
+from astrorestore.modules.diffusion import DiffusionModule, ExponentialMovingAverage
 from astrorestore.nets.sr3_unet import SR3UNet
 
 
@@ -146,3 +156,91 @@ def test_ema_moves_towards_the_weights():
     assert after == pytest.approx(0.9 * before, rel=1e-5)
     with pytest.raises(UserError, match="ema_decay"):
         ExponentialMovingAverage(1.0)
+
+
+# ---------------------------------------------------------------- residual target, v, overrides
+class ZeroNet(torch.nn.Module):
+    def forward(self, x_t, level, cond):
+        return torch.zeros_like(x_t)
+
+
+class CountingNet(ZeroNet):
+    calls = 0
+
+    def forward(self, x_t, level, cond):
+        self.calls += 1
+        return super().forward(x_t, level, cond)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ancestral"])
+def test_residual_sample_with_zero_x0_prediction_is_bicubic(sampler):
+    cond = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    out = sample(
+        ZeroNet(), cond, NoiseSchedule(100), 5, sampler, "x0", torch.Generator(), "residual", 0.1
+    )
+    torch.testing.assert_close(out, cond)
+
+
+def test_residual_sample_is_bicubic_plus_the_scaled_residual():
+    cond = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    residual = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(6))
+    oracle = lambda x_t, level, c: residual  # noqa: E731
+    out = sample(oracle, cond, NoiseSchedule(100), 4, "ddim", "x0", None, "residual", 0.07)
+    torch.testing.assert_close(out, cond + 0.07 * residual)
+    # to_target / to_image are inverses, and the image target leaves the sample alone
+    image = torch.randn(2, 3, 8, 8)
+    x0 = to_target(image, cond, "residual", 0.07)
+    torch.testing.assert_close(to_image(x0, cond, "residual", 0.07), image)
+    torch.testing.assert_close(to_target(image, cond, "image", 0.07), image)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_training_goal_inverts_to_the_clean_target(prediction):
+    g = torch.Generator().manual_seed(7)
+    x0, eps = torch.randn(3, 1, 4, 4, generator=g), torch.randn(3, 1, 4, 4, generator=g)
+    level = torch.tensor([0.2, 0.5, 0.9])
+    x_t = NoiseSchedule.add_noise(x0, eps, level)
+    goal = training_goal(x0, eps, level, prediction)
+    gamma = (level**2).view(-1, 1, 1, 1)
+    torch.testing.assert_close(predict_x0(goal, x_t, gamma, prediction), x0, atol=1e-5, rtol=0)
+
+
+def test_diffusion_module_trains_on_the_residual_and_exports_it():
+    module = DiffusionModule(
+        net=ZeroNet(),
+        loss=RestorationLoss(1, 0, 0),
+        optimizer=lambda params: torch.optim.SGD(params, lr=0.1),
+        scale=2,
+        prediction="x0",
+        residual_scale=0.5,
+        compute_lpips=False,
+    )
+    hr = torch.randn(2, 3, 8, 8)
+    low = torch.nn.functional.avg_pool2d(hr, 2)
+    # Zero output at x0-prediction: the loss is |residual| / residual_scale exactly.
+    loss = module.denoising_loss({"input": low, "target": hr}, module.net)
+    expected = ((hr - upsample(low, 2)) / 0.5).abs().mean()
+    torch.testing.assert_close(loss, expected)
+    spec = module.restorer_spec()
+    assert (spec["target"], spec["prediction"], spec["residual_scale"]) == ("residual", "x0", 0.5)
+    torch.testing.assert_close(module.restore(low), upsample(low, 2))
+    with pytest.raises(UserError, match="model.target"):
+        DiffusionModule(ZeroNet(), RestorationLoss(1, 0, 0), None, target="hr", compute_lpips=False)
+
+
+def test_sampler_and_steps_are_overridden_at_inference():
+    restorer = SuperResolutionSampler(
+        tiny_net().eval(), scale=2, steps=3, schedule={"num_train_steps": 50}
+    )
+    assert restorer.target == "image"  # records without a target diffused the image
+    restorer.set_sampling(7, "ancestral")
+    assert (restorer.steps, restorer.sampler) == (7, "ancestral")
+    restorer.net = CountingNet()
+    restorer(torch.randn(1, 3, 4, 4), torch.Generator().manual_seed(0))
+    assert restorer.net.calls == 7
+    restorer.set_sampling(sampler="ddim")  # None keeps the step count
+    assert (restorer.steps, restorer.sampler) == (7, "ddim")
+    with pytest.raises(UserError, match="steps=51"):
+        restorer.set_sampling(51)
+    with pytest.raises(UserError, match="sampler='euler'"):
+        restorer.set_sampling(sampler="euler")

@@ -33,7 +33,11 @@ def test_chroma_only_generator_keeps_the_luminance_exactly():
     net = ColorizationGenerator("ycbcr", base_channels=8, image_size=32).eval()
     grey = from_unit(torch.rand(2, 1, 32, 32))
     with torch.no_grad():
+        # Untrained, the chroma head is zero: the output is the grey copy, the baseline.
+        torch.testing.assert_close(net(grey), grey.expand(-1, 3, -1, -1), atol=1e-6, rtol=0)
+        torch.nn.init.normal_(net.unet.head[-1].weight, std=0.1)  # now it colours
         rgb = to_unit(net(grey))
+    assert rgb.std(1).mean() > 1e-3
     torch.testing.assert_close(luminance(rgb, "ycbcr"), to_unit(grey), atol=1e-5, rtol=0)
 
 

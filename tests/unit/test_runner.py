@@ -231,3 +231,36 @@ def test_bad_settings(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="no CUDA GPU"):
             run_inference(make_cfg(tmp_path / "a.npy", tmp_path / "o", device="cuda"), Loader())
+
+
+class SamplingBlur(NetForward):
+    """A stand-in for a diffusion restorer: records the sampling it was asked for."""
+
+    stochastic = True
+    steps, sampler = 50, "ddim"
+
+    def set_sampling(self, steps=None, sampler=None):
+        self.steps = steps if steps is not None else self.steps
+        self.sampler = sampler if sampler is not None else self.sampler
+
+
+def test_sample_steps_and_sampler_override_the_checkpoint(tmp_path):
+    np.save(tmp_path / "a.npy", noisy((40, 40)))
+    restorers = []
+
+    def loader(ckpt_path, device):
+        restorer = FakeRestorer(ckpt_path, device)
+        restorer.fn = SamplingBlur(restorer.fn.net)
+        restorers.append(restorer)
+        return restorer
+
+    cfg = make_cfg(tmp_path / "a.npy", tmp_path / "o.npy", sample_steps="20", sampler="ancestral")
+    run_inference(cfg, loader)
+    assert (restorers[0].fn.steps, restorers[0].fn.sampler) == (20, "ancestral")
+    run_inference(make_cfg(tmp_path / "a.npy", tmp_path / "p.npy"), loader)
+    assert (restorers[1].fn.steps, restorers[1].fn.sampler) == (50, "ddim")  # exported ones
+    with pytest.raises(UserError, match="sample_steps=0"):
+        run_inference(make_cfg(tmp_path / "a.npy", tmp_path / "q.npy", sample_steps=0), loader)
+    # A deterministic model has nothing to sample: refused, not silently ignored.
+    with pytest.raises(UserError, match="deterministic pass.*drop them"):
+        run_inference(make_cfg(tmp_path / "a.npy", tmp_path / "r.npy", sampler="ddim"), Loader())

@@ -6,12 +6,21 @@ less noisy level — with fresh noise (``ancestral``, the DDPM posterior) or det
 (``ddim``, eta = 0), which reaches comparable quality in far fewer steps. The update arithmetic
 runs in float32 with autocast off, whatever precision the network runs in.
 
+What is diffused (``target``): the high-resolution ``image`` itself (SR3), or the ``residual``
+between it and the bicubic up-sampling of the low-resolution input, divided by
+``residual_scale`` so it has about unit variance (SRDiff, Li et al. 2022). The residual is small
+and mostly high-frequency, so a weakly trained network already returns bicubic plus a small
+correction instead of noise; with ``x0`` prediction a network that outputs zeros returns
+exactly bicubic. Parameterisations: ``eps`` (the noise), ``x0`` (the clean target) and ``v``
+(``sqrt(gamma) eps - sqrt(1 - gamma) x0``, Salimans & Ho 2022).
+
 Data are not clipped: ``x0`` estimates are left unbounded, because asinh-normalised frames are
 unbounded; photographs live in about [-1, 1] (see ``data/photo_normalization.py``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -22,7 +31,8 @@ from astrorestore.diffusion.schedule import NoiseSchedule
 from astrorestore.errors import UserError
 
 SAMPLERS = ("ddim", "ancestral")
-PREDICTIONS = ("eps", "x0")
+PREDICTIONS = ("eps", "x0", "v")
+TARGETS = ("residual", "image")
 
 
 def check_choice(key: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -32,10 +42,42 @@ def check_choice(key: str, value: str, allowed: tuple[str, ...]) -> str:
 
 
 def predict_x0(output: Tensor, x_t: Tensor, gamma: Tensor, prediction: str) -> Tensor:
-    """The clean estimate from the network's output (``eps`` or ``x0`` parameterisation)."""
+    """The clean estimate from the network's output (``eps``, ``x0`` or ``v``)."""
     if prediction == "x0":
         return output
+    if prediction == "v":
+        return gamma.sqrt() * x_t - (1.0 - gamma).sqrt() * output
     return (x_t - (1.0 - gamma).sqrt() * output) / gamma.sqrt()
+
+
+def training_goal(x0: Tensor, noise: Tensor, level: Tensor, prediction: str) -> Tensor:
+    """What the network is fitted to for ``x_t = level x0 + sqrt(1 - level²) noise``."""
+    if prediction == "x0":
+        return x0
+    if prediction == "eps":
+        return noise
+    level = level.float().view(-1, *([1] * (x0.dim() - 1)))
+    return level * noise - (1.0 - level**2).clamp_min(0.0).sqrt() * x0
+
+
+def to_target(image: Tensor, cond: Tensor, target: str, residual_scale: float) -> Tensor:
+    """The diffused quantity of a high-resolution ``image`` given its conditioning ``cond``."""
+    if target == "image":
+        return image.float()
+    return (image.float() - cond.float()) / residual_scale
+
+
+def to_image(x0: Tensor, cond: Tensor, target: str, residual_scale: float) -> Tensor:
+    """Inverse of :func:`to_target`: the high-resolution image of a sampled ``x0``."""
+    if target == "image":
+        return x0
+    return cond.float() + residual_scale * x0
+
+
+def check_residual_scale(value: float, key: str = "model.residual_scale") -> float:
+    if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+        raise UserError(f"{key}={value!r} is invalid: use a positive number")
+    return float(value)
 
 
 def step(
@@ -72,10 +114,14 @@ def sample(
     sampler: str = "ddim",
     prediction: str = "eps",
     generator: torch.Generator | None = None,
+    target: str = "image",
+    residual_scale: float = 1.0,
 ) -> Tensor:
-    """Draw one sample per image of ``cond`` (B, C, H, W); returns float32 (B, C, H, W)."""
+    """Draw one high-resolution image per image of ``cond`` (B, C, H, W), the up-sampled
+    low-resolution frames; returns float32 (B, C, H, W)."""
     check_choice("sampler", sampler, SAMPLERS)
     check_choice("prediction", prediction, PREDICTIONS)
+    check_choice("target", target, TARGETS)
     gammas = schedule.set_timesteps(steps).to(cond.device)
     x = torch.randn(cond.shape, generator=generator, device=cond.device, dtype=torch.float32)
     batch = cond.shape[0]
@@ -85,15 +131,18 @@ def sample(
         with torch.autocast(device_type=cond.device.type, enabled=False):
             x0 = predict_x0(output.float(), x, gamma_t, prediction)
             x = step(x, x0, gamma_t, gamma_s, sampler, generator)
-    return x
+    return to_image(x, cond, target, residual_scale)
 
 
 class SuperResolutionSampler(nn.Module):
     """The SR3 restorer: low-resolution normalised tiles -> sampled high-resolution tiles.
 
     Built by ``load_restorer`` from the checkpoint's record with the (EMA) network; ``steps``
-    and ``sampler`` are the fast sampler chosen at training time. Stochastic: tiles of one
-    image share the generator ``infer.py`` passes, so a seed reproduces the whole image.
+    and ``sampler`` are the fast sampler chosen at training time, which
+    :meth:`set_sampling` (``infer.py sample_steps=... sampler=...``) overrides. ``target`` and
+    ``residual_scale`` say what the network was trained to diffuse; records written before the
+    residual option lack them and diffused the image. Stochastic: tiles of one image share the
+    generator ``infer.py`` passes, so a seed reproduces the whole image.
     """
 
     stochastic = True
@@ -106,19 +155,39 @@ class SuperResolutionSampler(nn.Module):
         sampler: str = "ddim",
         prediction: str = "eps",
         schedule: dict | None = None,
+        target: str = "image",
+        residual_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.net = net
         self.scale = int(scale)
-        self.steps = int(steps)
-        self.sampler = check_choice("sampler", sampler, SAMPLERS)
         self.prediction = check_choice("prediction", prediction, PREDICTIONS)
+        self.target = check_choice("target", target, TARGETS)
+        self.residual_scale = check_residual_scale(residual_scale, "residual_scale")
         self.schedule = NoiseSchedule(**(schedule or {}))
+        self.set_sampling(steps, sampler)
+
+    def set_sampling(self, steps: int | None = None, sampler: str | None = None) -> None:
+        """Choose the step count and sampler at inference (None keeps the current one); the
+        schedule is re-derived for the new count, so it still starts from pure noise."""
+        if steps is not None:
+            self.schedule.set_timesteps(steps)  # a UserError names a step count out of range
+            self.steps = int(steps)
+        if sampler is not None:
+            self.sampler = check_choice("sampler", sampler, SAMPLERS)
 
     def forward(self, low: Tensor, generator: torch.Generator | None = None) -> Tensor:
         cond = upsample(low, self.scale)
         return sample(
-            self.net, cond, self.schedule, self.steps, self.sampler, self.prediction, generator
+            self.net,
+            cond,
+            self.schedule,
+            self.steps,
+            self.sampler,
+            self.prediction,
+            generator,
+            self.target,
+            self.residual_scale,
         )
 
 

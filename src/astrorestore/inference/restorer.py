@@ -58,6 +58,18 @@ class Restorer:
     ) -> torch.Tensor:
         return self.fn(tiles, generator)
 
+    def set_sampling(self, steps: int | None = None, sampler: str | None = None) -> None:
+        """Override the sampler and step count the checkpoint exported (None keeps them);
+        only restorers that sample (``fn.set_sampling``) have them."""
+        if steps is None and sampler is None:
+            return
+        if not hasattr(self.fn, "set_sampling"):
+            raise UserError(
+                f"model {self.name} restores in one deterministic pass: sample_steps and "
+                "sampler apply only to diffusion checkpoints; drop them"
+            )
+        self.fn.set_sampling(steps, sampler)
+
 
 def read_checkpoint(ckpt_path: str | Path) -> dict:
     path = Path(ckpt_path).expanduser()

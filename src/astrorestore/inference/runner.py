@@ -99,6 +99,7 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
 
     ``cfg`` keys: ckpt_path, input, output, tile_size, overlap, batch_size, device
     ('auto'|'cpu'|'cuda'), hdu (None|int|str), progress (bool), seed (int; stochastic models),
+    sample_steps (int) and sampler (str): override a diffusion checkpoint's exported ones;
     precision ('fp32'|'bf16'), channels_last, compile (speed switches, see
     :mod:`astrorestore.inference.acceleration`).
     """
@@ -129,8 +130,13 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
         checkpoint_name = "none"
     else:
         # The checkpoint first: a wrong model is the more basic mistake than a wrong image.
+        restorer = load_restorer(ckpt_path, device)
+        steps = _get(cfg, "sample_steps")
+        restorer.set_sampling(
+            None if steps is None else _as_int(cfg, "sample_steps", 1, 1), _get(cfg, "sampler")
+        )
         restorer = accelerate(
-            load_restorer(ckpt_path, device),
+            restorer,
             precision=precision,
             channels_last=bool(_get(cfg, "channels_last", False)),
             compile=bool(_get(cfg, "compile", False)),

@@ -7,7 +7,10 @@ deepest features still have a spatial layout.
 
 :class:`ColorizationGenerator` wraps it for the colour spaces: in ``rgb`` it predicts the three
 channels; in ``lab``/``ycbcr`` it predicts chroma only and recombines it with the input
-luminance, which is therefore kept exactly. It takes and gives normalised photographs
+luminance, which is therefore kept exactly. Its last convolution starts at zero there, so the
+untrained chroma generator returns the neutral grey of the input's luminance (in ``ycbcr``
+exactly "grey copied to three channels", the baseline to beat) and training only adds colour;
+at small budgets this is what lets it beat that baseline. It takes and gives normalised photographs
 (:mod:`astrorestore.data.photo_normalization`).
 """
 
@@ -124,6 +127,11 @@ class ColorizationGenerator(nn.Module):
             max_channels,
             dropout,
         )
+        if self.color_space != "rgb":
+            # Zero chroma = the grey copy; the weights still get gradients from its input.
+            last = self.unet.head[-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     @property
     def size_multiple(self) -> int:
