@@ -23,6 +23,11 @@ method's own.
     for stars whose true peak is > 50 sigma above the sky.
 - Throughput: training patches per second over the timed steps (this machine).
 
+- Peers: with ``--careamics-python PATH`` (a Python that has the optional CAREamics
+  installed), CAREamics' own N2V, N2V2 and N2N with its defaults, trained for the same steps
+  and batch on the same training fields (one fixed pair of noise draws, as it takes arrays),
+  scored by the same code (``bench/careamics_rows.py``).
+
 Writes ``bench/results/self_supervised.md`` (and ``.json``).
 Usage: ``python bench/bench_self_supervised.py [--steps 200] [--batch 8] [--methods n2v,n2v2,...]``
 """
@@ -172,6 +177,45 @@ def held_out_fields() -> list[tuple[float, np.ndarray, np.ndarray, dict]]:
     return fields
 
 
+def careamics_rows(python: str, steps: int, batch: int, fields: list) -> dict[str, list]:
+    """CAREamics' N2V / N2V2 / N2N (its own defaults) at the same budget on the same training
+    fields, run by ``bench/careamics_rows.py`` in the Python that has CAREamics installed (its
+    torch pins differ from ours). Returns its predictions of the held-out noisy fields."""
+    import subprocess
+    import tempfile
+
+    datamodule = SimulatedFieldDataModule(
+        SupervisedPairing(_noise()), AsinhNormalizer(), field_size=256, n_train_fields=8,
+        n_val_fields=1, n_test_fields=1, patch_size=64, batch_size=batch,
+        patches_per_epoch=steps * batch, seed=1, scene=TRAIN_SCENE,
+    )  # fmt: skip
+    datamodule.setup("fit")
+    clean = np.stack([np.asarray(f, dtype=np.float32) for f in datamodule.train_fields])
+    rng = np.random.default_rng(4)  # one fixed pair of noise draws: CAREamics takes arrays
+
+    def draw() -> np.ndarray:
+        return (rng.poisson(clean) + rng.normal(0.0, READ_NOISE, clean.shape)).astype(np.float32)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        np.save(folder / "train.npy", draw())
+        np.save(folder / "train2.npy", draw())
+        np.save(folder / "test.npy", np.stack([n for _, _, n, _ in fields]))
+        script = Path(__file__).resolve().parent / "careamics_rows.py"
+        command = [python, str(script), "--train", str(folder / "train.npy"), "--train2",
+                   str(folder / "train2.npy"), "--test", str(folder / "test.npy"), "--out",
+                   str(folder / "out"), "--steps", str(steps), "--batch", str(batch)]  # fmt: skip
+        subprocess.run(command, check=True)
+        record = json.loads((folder / "out" / "careamics.json").read_text())
+        return {
+            f"careamics {name} {record['careamics']}": [
+                np.load(folder / "out" / f"{name}.npy"),
+                stats["train_patches_per_s"],
+            ]
+            for name, stats in record["rows"].items()
+        }
+
+
 def restore_with(net: torch.nn.Module, noisy: np.ndarray) -> np.ndarray:
     """Whole-field restoration through the asinh normalisation (what ``infer`` does per tile)."""
     normalizer = AsinhNormalizer()
@@ -307,6 +351,11 @@ def main() -> None:
         "--append", action="store_true", help="add rows to the existing results (same settings)"
     )
     parser.add_argument("--out", default=str(RESULTS / "self_supervised"))
+    parser.add_argument(
+        "--careamics-python",
+        default=None,
+        help="a Python with CAREamics installed (optional): adds its N2V/N2V2/N2N rows",
+    )
     args = parser.parse_args()
     # One thread: on a shared 2-core machine, more threads thrash and slow every method alike.
     torch.set_num_threads(1)
@@ -326,7 +375,7 @@ def main() -> None:
         out.with_suffix(".md").write_text(table(rows, args.steps, args.batch))
 
     specs = learned_methods()
-    for name in args.methods.split(","):
+    for name in [m for m in args.methods.split(",") if m]:  # --methods "": peers/classical only
         net, speed = train(specs[name], args.steps, args.batch)
         rows[name] = {}
         for f, t, n, c in fields:
@@ -340,6 +389,15 @@ def main() -> None:
             }
         print(name, f"{args.steps * args.batch / speed:.0f} s", rows[name], flush=True)
         write()
+    if args.careamics_python:
+        for name, (predictions, speed) in careamics_rows(
+            args.careamics_python, args.steps, args.batch, fields
+        ).items():
+            rows[name] = {
+                f: measures(p, t, n, c) | {"patches_per_s": speed}
+                for p, (f, t, n, c) in zip(predictions, fields, strict=True)
+            }
+            write()
     if not args.no_classical:
         for name, method in classical_methods().items():
             rows[name] = {f: measures(method(n), t, n, c) for f, t, n, c in fields}
