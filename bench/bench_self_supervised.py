@@ -208,7 +208,7 @@ def careamics_rows(python: str, steps: int, batch: int, fields: list) -> dict[st
         subprocess.run(command, check=True)
         record = json.loads((folder / "out" / "careamics.json").read_text())
         return {
-            f"careamics {name} {record['careamics']}": [
+            f"careamics {name} {record['careamics']} ({stats['steps']} steps)": [
                 np.load(folder / "out" / f"{name}.npy"),
                 stats["train_patches_per_s"],
             ]
