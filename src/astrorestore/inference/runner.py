@@ -138,7 +138,7 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
         restorer = accelerate(
             restorer,
             precision=precision,
-            channels_last=bool(_get(cfg, "channels_last", False)),
+            channels_last=bool(_get(cfg, "channels_last", True)),
             compile=bool(_get(cfg, "compile", False)),
             batch_size=batch_size,
         )
