@@ -25,6 +25,7 @@ import time
 from functools import partial
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
@@ -64,6 +65,38 @@ def timed(fn, repeats: int, warm: bool = True) -> float:
     return best
 
 
+class _StepTimer(L.Callback):
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def on_train_batch_start(self, *args) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, *args) -> None:
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def trainer_step_times(module, datamodule, steps: int, bf16: bool) -> tuple[float, float]:
+    """(first, mean of the rest) seconds per training batch under a bare Lightning Trainer,
+    for modules that step their optimisers themselves (manual optimisation)."""
+    timer = _StepTimer()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=steps + 1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        precision="bf16-mixed" if bf16 else "32-true",
+        callbacks=[timer],
+    )
+    trainer.fit(module, datamodule=datamodule)
+    return timer.seconds[0], sum(timer.seconds[1:]) / max(1, len(timer.seconds) - 1)
+
+
 def training_throughput(
     model: str, steps: int, overrides: list[str] | None = None, bf16: bool = False
 ) -> dict:
@@ -88,6 +121,17 @@ def training_throughput(
         return datamodule.on_after_batch_transfer(next(loader), 0)
 
     data_s = timed(next_batch, steps)
+    if not module.automatic_optimization:  # the GAN steps its own optimisers: needs a Trainer
+        first_s, step_s = trainer_step_times(module, datamodule, steps, bf16)
+        return {
+            "model": model,
+            "variant": " ".join([*(overrides or []), *(["bf16"] if bf16 else [])]) or "fp32",
+            "first_step_s": first_s,
+            "batch": batch_size,
+            "patch": int(cfg.data.get("patch_size", 0) or 0),
+            "train_patches_per_s": batch_size / step_s,
+            "data_patches_per_s": batch_size / data_s,
+        }
     optimizer = module.configure_optimizers()["optimizer"]
     batches = [next_batch() for _ in range(steps + 1)]
 
