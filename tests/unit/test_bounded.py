@@ -37,6 +37,27 @@ def test_a_faint_star_taken_away_is_given_back_where_it_was_and_sky_noise_is_not
     assert torch.allclose(give_back_removed_sources(z, z, softening), z, atol=1e-5)
 
 
+def test_light_added_around_a_bright_star_is_taken_back_and_sky_noise_stays_removed():
+    softening = 3.0
+    generator = torch.Generator().manual_seed(1)
+    noise = torch.randn(1, 1, 96, 96, generator=generator) / softening
+    yy, xx = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+    r2 = (yy - 48) ** 2 + (xx - 40) ** 2
+    star = (200.0 / softening) * torch.exp(-r2 / (2 * 1.1**2))
+    z = torch.asinh(star + noise)
+    # An overshooting restoration: the star without noise, wings raised by 4 sky sigmas.
+    wings = (4.0 / softening) * ((r2 > 1) & (r2 <= 36)).float()
+    restored = torch.asinh((star + wings).expand_as(z))
+    out = torch.sinh(give_back_removed_sources(z, restored, softening))[0, 0]
+    aperture = r2 <= 36
+    observed = (star + noise)[0, 0][aperture].sum()
+    before = torch.sinh(restored)[0, 0][aperture].sum() / observed
+    after = out[aperture].sum() / observed
+    assert before > 1.2 and abs(float(after) - 1.0) < 0.05
+    empty = r2 > 15**2
+    assert out[empty].std() < 0.25 * noise[0, 0][empty].std()
+
+
 def test_flux_give_back_runs_at_evaluation_only():
     torch.manual_seed(0)
     net = N2VUNet(base_channels=4, depth=1, output="clamped", bound_sigmas=5.0, flux_sigma=1.5)

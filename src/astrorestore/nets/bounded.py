@@ -25,8 +25,11 @@ flux, and a blind-spot network, which never sees a pixel's own value, shrinks fa
 the sky (measured: the clamped Noise2Void output lost 3-23 % of the aperture flux of S/N > 10
 stars). :func:`give_back_removed_sources` returns it: the residual ``input - output`` of a good
 denoiser is white noise, so where its local mean (a Gaussian of ``sigma_px``) is a significant
-positive detection, the restoration removed a source, and there the residual is given back in
-proportion to the detection's significance (all of it from ``threshold`` noise sigmas up).
+detection, the restoration removed (positive) or added (negative) light at a source, and there
+the residual is given back in proportion to the detection's significance (all of it from
+``threshold`` noise sigmas up). Added light matters as much: an image-predicting network
+overshoots bright stars and the clamp lets each wing pixel rise by ``k`` sigma, which gave +33 %
+aperture flux on the bright stars of the JWST-like demo frames before both signs were handled.
 """
 
 from __future__ import annotations
@@ -130,12 +133,21 @@ def give_back_removed_sources(
     z: Tensor, restored: Tensor, softening: float, sigma_px: float = 1.5, threshold: float = 5.0
 ) -> Tensor:
     """``restored`` plus ``w * (input - restored)`` in the linear units of the asinh
-    normalisation, with ``w = clip(L / (threshold * sigma_L), 0, 1)``: ``L`` the Gaussian
-    (``sigma_px``) mean of the residual, ``sigma_L`` its value for white sky noise."""
+    normalisation, with ``w = clip(|L| / (threshold * sigma_L), 0, 1)``: ``L`` the Gaussian
+    (``sigma_px``) mean of the residual, ``sigma_L`` its value for white sky noise.
+
+    Both signs: light the network took away (``L > 0``, faint stars shrunk towards the sky) and
+    light it added (``L < 0``: an image-predicting network overshoots bright stars, and the
+    per-pixel clamp lets each wing pixel rise by up to ``k`` sigma, +33 % aperture flux on the
+    JWST-like demo frames) are both returned to what was observed."""
     linear_out = torch.sinh(restored.clamp(-20.0, 20.0))
     residual = torch.sinh(z.clamp(-20.0, 20.0)) - linear_out
     # Sky noise is 1 / softening in these units; a Gaussian mean of white noise divides it by
     # 2 sqrt(pi) sigma_px.
     sigma_mean = 1.0 / (softening * 2.0 * math.sqrt(math.pi) * sigma_px)
-    weight = (gaussian_blur(residual, sigma_px) / (threshold * sigma_mean)).clamp(0.0, 1.0)
+    # One threshold for both signs. Taking back added light only from 3x the threshold (the
+    # overshoot at bright stars is tens of sigma) kept more sky noise removed on the PSF cells
+    # (0.13-0.16 of the input's against 0.21-0.27) but left +17 % of aperture flux on the bright
+    # stars of the JWST-like demo frames (+7 % with one threshold, +33 % for removed light only).
+    weight = (gaussian_blur(residual, sigma_px).abs() / (threshold * sigma_mean)).clamp(0.0, 1.0)
     return torch.asinh(linear_out + weight * residual)
