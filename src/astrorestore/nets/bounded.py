@@ -41,7 +41,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from astrorestore.errors import UserError
-from astrorestore.nets.bounded_residual import asinh_noise_sigma, bounded_residual
+from astrorestore.nets.bounded_residual import (
+    asinh_noise_sigma,
+    bounded_residual,
+    check_noise_model,
+)
 
 
 class NoiseBound:
@@ -58,22 +62,11 @@ class NoiseBound:
     def __init__(
         self, softening: float, bound_sigmas: float, photons_per_unit: float | None = None
     ) -> None:
-        if not (math.isfinite(softening) and softening > 0):
-            raise UserError(
-                f"model.net.softening={softening!r} is invalid: use the normaliser's softening "
-                "(> 0), i.e. ${data.normalizer.softening}"
-            )
+        check_noise_model(softening, photons_per_unit)
         if not (math.isfinite(bound_sigmas) and bound_sigmas > 0):
             raise UserError(
                 f"model.net.bound_sigmas={bound_sigmas!r} is invalid: use a value > 0 (3-5), "
                 "or null for no bound"
-            )
-        if photons_per_unit is not None and not (
-            math.isfinite(photons_per_unit) and photons_per_unit > 0
-        ):
-            raise UserError(
-                f"model.net.photons_per_unit={photons_per_unit!r} is invalid: use a value > 0 "
-                "(gain x normaliser scale in electrons) or null to bound by the sky noise"
             )
         self.softening = float(softening)
         self.bound_sigmas = float(bound_sigmas)

@@ -68,6 +68,23 @@ def asinh_noise_sigma(z: Tensor, softening: float, photons_per_unit: float | Non
     return torch.sqrt(variance) / torch.cosh(z)
 
 
+def check_noise_model(softening: float, photons_per_unit: float | None) -> None:
+    """Raise UserError unless ``softening > 0`` and ``photons_per_unit`` is None or > 0 (the
+    two facts :func:`asinh_noise_sigma` needs; every bounded network checks them here)."""
+    if not (math.isfinite(softening) and softening > 0):
+        raise UserError(
+            f"model.net.softening={softening!r} is invalid: use the normaliser's softening "
+            "(> 0), i.e. ${data.normalizer.softening}"
+        )
+    if photons_per_unit is not None and not (
+        math.isfinite(photons_per_unit) and photons_per_unit > 0
+    ):
+        raise UserError(
+            f"model.net.photons_per_unit={photons_per_unit!r} is invalid: use a value > 0 "
+            "(gain x normaliser scale in electrons) or null to bound by the sky noise"
+        )
+
+
 def bounded_residual(z: Tensor, residual: Tensor, sigma: Tensor, bound_sigmas: float) -> Tensor:
     """``z - sigma * k * tanh(residual / k)``: ``residual`` in sigma units, |change| < k sigma."""
     k = bound_sigmas
@@ -99,22 +116,11 @@ class BoundedResidualUNet(ResidualUNet):
         bound_sigmas: float | None = 4.0,
         photons_per_unit: float | None = None,
     ) -> None:
-        if not (math.isfinite(softening) and softening > 0):
-            raise UserError(
-                f"model.net.softening={softening!r} is invalid: use the normaliser's softening "
-                "(> 0), i.e. ${data.normalizer.softening}"
-            )
+        check_noise_model(softening, photons_per_unit)
         if bound_sigmas is not None and not (math.isfinite(bound_sigmas) and bound_sigmas > 0):
             raise UserError(
                 f"model.net.bound_sigmas={bound_sigmas!r} is invalid: use a value > 0 (3-5), "
                 "or null for the unbounded residual U-Net"
-            )
-        if photons_per_unit is not None and not (
-            math.isfinite(photons_per_unit) and photons_per_unit > 0
-        ):
-            raise UserError(
-                f"model.net.photons_per_unit={photons_per_unit!r} is invalid: use a value > 0 "
-                "(gain x normaliser scale in electrons) or null to bound by the sky noise"
             )
         super().__init__(in_channels, base_channels, depth, dilations)
         self.softening = float(softening)
