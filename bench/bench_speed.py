@@ -121,36 +121,10 @@ def training_throughput(
         return datamodule.on_after_batch_transfer(next(loader), 0)
 
     data_s = timed(next_batch, steps)
-    if not module.automatic_optimization:  # the GAN steps its own optimisers: needs a Trainer
+    if module.automatic_optimization:
+        first_s, step_s = loop_step_times(module, next_batch, steps, bf16)
+    else:  # the GAN steps its own optimisers: it needs a Trainer
         first_s, step_s = trainer_step_times(module, datamodule, steps, bf16)
-        return {
-            "model": model,
-            "variant": " ".join([*(overrides or []), *(["bf16"] if bf16 else [])]) or "fp32",
-            "first_step_s": first_s,
-            "batch": batch_size,
-            "patch": int(cfg.data.get("patch_size", 0) or 0),
-            "train_patches_per_s": batch_size / step_s,
-            "data_patches_per_s": batch_size / data_s,
-        }
-    optimizer = module.configure_optimizers()["optimizer"]
-    batches = [next_batch() for _ in range(steps + 1)]
-
-    def step(batch=None):
-        batch = batch or batches[0]
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-            loss = module.training_step(batch, 0)
-        loss.backward()
-        optimizer.step()
-
-    module.log = lambda *a, **k: None  # no trainer attached: logging is not what we time
-    start = time.perf_counter()
-    step()  # warm-up; with speed.compile=true this is the compilation
-    first_s = time.perf_counter() - start
-    start = time.perf_counter()
-    for batch in batches[1:]:
-        step(batch)
-    step_s = (time.perf_counter() - start) / steps
     return {
         "model": model,
         "variant": " ".join([*(overrides or []), *(["bf16 autocast"] if bf16 else [])]) or "fp32",
@@ -160,6 +134,29 @@ def training_throughput(
         "train_patches_per_s": batch_size / step_s,
         "data_patches_per_s": batch_size / data_s,
     }
+
+
+def loop_step_times(module, next_batch, steps: int, bf16: bool) -> tuple[float, float]:
+    """(first, mean of the rest) seconds per optimisation step of a plain loop (forward, loss,
+    backward, step) without a Trainer, so the time is the model's own."""
+    optimizer = module.configure_optimizers()["optimizer"]
+    batches = [next_batch() for _ in range(steps + 1)]
+
+    def step(batch):
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            loss = module.training_step(batch, 0)
+        loss.backward()
+        optimizer.step()
+
+    module.log = lambda *a, **k: None  # no trainer attached: logging is not what we time
+    start = time.perf_counter()
+    step(batches[0])  # warm-up; with speed.compile=true this is the compilation
+    first_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for batch in batches[1:]:
+        step(batch)
+    return first_s, (time.perf_counter() - start) / steps
 
 
 def conv_peak(channels: int = 64, size: int = 256, batch: int = 4, bf16: bool = False) -> float:
