@@ -134,11 +134,10 @@ def learned_methods() -> dict[str, dict]:
     }
 
 
-def train(spec: dict, steps: int, batch: int, seed: int = 0) -> tuple[torch.nn.Module, float]:
-    """``steps`` AdamW steps of ``spec``; returns the net (eval mode) and patches/s."""
-    torch.manual_seed(seed)
+def training_data(pairing, steps: int, batch: int) -> SimulatedFieldDataModule:
+    """The training fields every learned row (and the CAREamics rows) gets, set up."""
     datamodule = SimulatedFieldDataModule(
-        spec["pairing"](),
+        pairing,
         AsinhNormalizer(),
         field_size=256,
         n_train_fields=8,
@@ -151,6 +150,13 @@ def train(spec: dict, steps: int, batch: int, seed: int = 0) -> tuple[torch.nn.M
         scene=TRAIN_SCENE,
     )
     datamodule.setup("fit")
+    return datamodule
+
+
+def train(spec: dict, steps: int, batch: int, seed: int = 0) -> tuple[torch.nn.Module, float]:
+    """``steps`` AdamW steps of ``spec``; returns the net (eval mode) and patches/s."""
+    torch.manual_seed(seed)
+    datamodule = training_data(spec["pairing"](), steps, batch)
     net, loss_fn = spec["net"](), spec["loss"]()
     optimizer = torch.optim.AdamW(net.parameters(), lr=spec["lr"], weight_decay=1e-4)
     net.train()
@@ -184,12 +190,7 @@ def careamics_rows(python: str, steps: int, batch: int, fields: list) -> dict[st
     import subprocess
     import tempfile
 
-    datamodule = SimulatedFieldDataModule(
-        SupervisedPairing(_noise()), AsinhNormalizer(), field_size=256, n_train_fields=8,
-        n_val_fields=1, n_test_fields=1, patch_size=64, batch_size=batch,
-        patches_per_epoch=steps * batch, seed=1, scene=TRAIN_SCENE,
-    )  # fmt: skip
-    datamodule.setup("fit")
+    datamodule = training_data(SupervisedPairing(_noise()), steps, batch)
     clean = np.stack([np.asarray(f, dtype=np.float32) for f in datamodule.train_fields])
     rng = np.random.default_rng(4)  # one fixed pair of noise draws: CAREamics takes arrays
 
