@@ -66,3 +66,41 @@ def test_flux_give_back_runs_at_evaluation_only():
     x = torch.randn(1, 1, 32, 32)
     assert torch.equal(net.train()(x), plain.train()(x))  # the blind-spot loss sees the net only
     assert not torch.allclose(net.eval()(x), plain.eval()(x))
+
+
+def test_light_spread_into_the_wings_of_a_faint_star_is_given_back_on_its_footprint():
+    softening = 3.0
+    yy, xx = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+    r2 = (yy - 48) ** 2 + (xx - 40) ** 2
+    # Sky noise away from the star only, so the star's aperture flux is known exactly.
+    generator = torch.Generator().manual_seed(2)
+    noise = torch.randn(1, 1, 96, 96, generator=generator) / softening * (r2 > 20**2)
+    star = (12.0 / softening) * torch.exp(-r2 / (2 * 1.1**2))
+    z = torch.asinh(star + noise)
+    # A restoration that kept the star but raised its wings by half a sky sigma per pixel:
+    # no 1.5 px mean of it is a significant detection, yet the aperture gains 40 % flux.
+    halo = (0.5 / softening) * ((r2 > 2) & (r2 <= 16)).float()
+    restored = torch.asinh((star + halo).expand_as(z))
+    aperture = r2 <= 49
+    observed = star[aperture].sum()
+
+    def aperture_ratio(footprint_px):
+        out = give_back_removed_sources(z, restored, softening, footprint_px=footprint_px)
+        out = torch.sinh(out)
+        return float(out[0, 0][aperture].sum() / observed), out[0, 0]
+
+    without, _ = aperture_ratio(None)
+    with_footprint, out = aperture_ratio(1.0)
+    assert without > 1.2  # the significance step alone leaves the halo
+    assert abs(with_footprint - 1.0) < 0.02
+    sky = r2 > 25**2  # the sky away from the source keeps its noise removed
+    assert out[sky].std() < 0.15 * noise[0, 0][sky].std()
+
+
+def test_flux_ramp_must_start_below_the_threshold():
+    import pytest
+
+    from astrorestore.errors import UserError
+
+    with pytest.raises(UserError, match="flux_ramp_from"):
+        N2VUNet(output="clamped", bound_sigmas=5.0, flux_sigma=1.5, flux_ramp_from=5.0)

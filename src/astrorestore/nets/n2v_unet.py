@@ -17,10 +17,11 @@ Those two and median replacement form a bundle checked in
   (:meth:`astrorestore.nets.bounded.NoiseBound.clamp`). Sky noise is removed in full, cores stay
   within a few sigma of what was observed, and the network needs no pixel-level view of its input,
   so it works for N2V2 too. The blind spot holds: at a hidden pixel the input is the replacement.
-``flux_sigma`` (pixels) and ``flux_threshold`` (noise sigmas) give back, at evaluation, the
-residual ``input - output`` where its local mean is a significant detection
+``flux_sigma`` (pixels), ``flux_ramp_from`` and ``flux_threshold`` (noise sigmas) give back, at
+evaluation, the residual ``input - output`` where its local mean is a significant detection, and
+``flux_footprint`` its low-pass on source footprints
 (:func:`astrorestore.nets.bounded.give_back_removed_sources`): the faint stars a blind-spot
-network shrinks towards the sky, which no per-pixel bound protects. Training is left alone (the
+network shrinks towards the sky or spreads into their wings, which no per-pixel bound protects. Training is left alone (the
 blind-spot loss trains the network's own prediction); validation, test and inference include it.
 
 - ``residual``: ``input + net(input)``; ``bounded_residual``: that correction capped at
@@ -96,6 +97,10 @@ class N2VUNet(nn.Module):
         flux_sigma: width (pixels) of the Gaussian that detects removed sources in the
             residual at evaluation (module docstring); None: no give-back.
         flux_threshold: significance (noise sigmas) from which all of the residual is given back.
+        flux_ramp_from: significance below which none of it is given back (the sky's noise).
+        flux_footprint: scale (pixels) below which the restoration may reshape a source; the
+            residual's low-pass above it is given back on source footprints, so source fluxes
+            are kept (None: off).
     """
 
     def __init__(
@@ -112,6 +117,8 @@ class N2VUNet(nn.Module):
         photons_per_unit: float | None = None,
         flux_sigma: float | None = None,
         flux_threshold: float = 5.0,
+        flux_ramp_from: float = 3.0,
+        flux_footprint: float | None = 1.0,
     ) -> None:
         super().__init__()
         if int(depth) != depth or depth < 1:
@@ -137,7 +144,21 @@ class N2VUNet(nn.Module):
             raise UserError(
                 f"model.net.flux_threshold={flux_threshold!r} is invalid: use a value > 0 (3-5)"
             )
+        if not (math.isfinite(flux_ramp_from) and 0 <= flux_ramp_from < flux_threshold):
+            raise UserError(
+                f"model.net.flux_ramp_from={flux_ramp_from!r} is invalid: use 0 <= value < "
+                f"flux_threshold ({flux_threshold})"
+            )
+        if flux_footprint is not None and not (
+            math.isfinite(flux_footprint) and flux_footprint > 0
+        ):
+            raise UserError(
+                f"model.net.flux_footprint={flux_footprint!r} is invalid: use a scale in pixels "
+                "> 0 (about 1) or null"
+            )
         self.output = output
+        self.flux_ramp_from = float(flux_ramp_from)
+        self.flux_footprint = None if flux_footprint is None else float(flux_footprint)
         self.flux_sigma = None if flux_sigma is None else float(flux_sigma)
         self.flux_threshold = float(flux_threshold)
         self.softening = float(softening)
@@ -190,7 +211,13 @@ class N2VUNet(nn.Module):
         out = self._output(x, self.head(features))
         if self.flux_sigma is not None and not self.training:
             return give_back_removed_sources(
-                x, out, self.softening, self.flux_sigma, self.flux_threshold
+                x,
+                out,
+                self.softening,
+                self.flux_sigma,
+                self.flux_threshold,
+                self.flux_ramp_from,
+                self.flux_footprint,
             )
         return out
 
@@ -207,5 +234,6 @@ class N2VUNet(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"output={self.output!r}, bound={self.bound!r}, flux_sigma={self.flux_sigma}, "
-            f"flux_threshold={self.flux_threshold}"
+            f"flux_threshold={self.flux_threshold}, flux_ramp_from={self.flux_ramp_from}, "
+            f"flux_footprint={self.flux_footprint}"
         )
