@@ -159,5 +159,7 @@ def test_noise2void_on_real_frames_then_infer_with_a_report(run, tmp_path):
     data = json.loads((report / "report.json").read_text())
     text = json.dumps(data).lower()
     assert "residual" in text and "sky" in text
+    # The frames are in MJy/sr: the report says so instead of labelling them electrons.
+    assert '"unit": "mjy/sr"' in text and " e-" not in (report / "summary.md").read_text()
     with fits.open(tmp_path / "restored.fits") as hdul:
         assert hdul["SCI"].header["ARMODEL"] == "n2v"

@@ -56,3 +56,15 @@ def test_centroid_offsets_measure_a_known_shift():
     assert same[0] == pytest.approx(0.0, abs=1e-9)
     shift = psf.centroid_offsets(moved, truth, xy, fwhm=3.0, background=0.0, truth_background=0.0)
     assert shift[0] == pytest.approx(0.3, abs=0.02)
+
+
+def test_bright_isolated_keeps_apertures_inside_the_frame_and_skips_crowded_stars():
+    from astrorestore.evaluation.psf import bright_isolated
+
+    xy = np.array([[3.0, 50.0], [50.0, 50.0], [52.0, 51.0], [80.0, 20.0], [96.0, 60.0]])
+    flux = np.array([900.0, 800.0, 700.0, 600.0, 500.0])
+    kind = np.zeros(5, int)
+    # No frame given: only the close pair (50,50)-(52,51) is dropped.
+    assert list(bright_isolated(xy, flux, kind, 2.5, 10)) == [0, 3, 4]
+    # A 100 x 100 frame with a 15 px margin: the stars at x = 3 and x = 96 are out too.
+    assert list(bright_isolated(xy, flux, kind, 2.5, 10, shape=(100, 100), margin=15.0)) == [3]

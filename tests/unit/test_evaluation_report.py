@@ -140,3 +140,19 @@ def test_cheap_metrics_track_a_good_and_a_bad_restoration(field):
     assert perfect["peak_ratio"] == pytest.approx(1.0)
     blurred = cheap_metrics(restored, truth, noisy)
     assert blurred["peak_ratio"] < 0.9 and blurred["flux_bias"] < 0
+
+
+def test_a_frame_not_in_electrons_is_labelled_in_its_unit_and_warned_about_once(tmp_path):
+    rng = np.random.default_rng(0)
+    noisy = (0.02 + 0.005 * rng.standard_normal((64, 64))).astype(np.float32)
+    restored = np.full_like(noisy, 0.02)
+    result = evaluate_image(restored, noisy, unit="MJy/sr")
+    assert result["settings"]["unit"] == "MJy/sr"
+    unit_warnings = [w for w in result["warnings"] if "not electrons" in w]
+    assert len(unit_warnings) == 1
+    # The electron noise model would call this residual "noise left in the output": not said.
+    assert not any("residual variance" in w for w in result["warnings"])
+    text = (write_report([result], tmp_path / "report") / "summary.md").read_text()
+    assert "MJy/sr" in text and " e-" not in text
+    electrons = evaluate_image(restored * 1000, noisy * 1000)
+    assert not any("not electrons" in w for w in electrons["warnings"])

@@ -190,7 +190,10 @@ def evaluate_against_truth(
     result["completeness"] = completeness
 
     # Star fidelity and astrometry.
-    bright = psf.bright_isolated(xy, ref["flux"], ref["kind"], fwhm, n_bright)
+    # Away from the edges by the fit stamp's half-width, so every chosen star can be fitted.
+    bright = psf.bright_isolated(
+        xy, ref["flux"], ref["kind"], fwhm, n_bright, shape=truth.shape, margin=2.5 * fwhm
+    )
     star = {"n_bright": len(bright)}
     offsets = {}
     if len(bright):

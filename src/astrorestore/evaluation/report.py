@@ -18,7 +18,7 @@ from astrorestore.evaluation import detection as det
 from astrorestore.evaluation import photometry as phot
 from astrorestore.evaluation import psf
 from astrorestore.evaluation.against_truth import evaluate_against_truth
-from astrorestore.evaluation.residual import residual_analysis
+from astrorestore.evaluation.residual import is_electrons, residual_analysis
 
 
 def _plane(name: str, image: np.ndarray | None) -> np.ndarray | None:
@@ -55,6 +55,7 @@ def evaluate_image(
     thresholds: tuple[float, ...] = det.DEFAULT_THRESHOLDS,
     zeropoint: float = 0.0,
     n_bright: int = 10,
+    unit: str = "e-",
 ) -> dict:
     """Evaluate one restored frame (electrons) against its noisy input and, if given, its truth.
 
@@ -63,6 +64,8 @@ def evaluate_image(
     ``kind``) replaces detections on the truth as the reference list. Magnitudes are
     ``zeropoint - 2.5 log10(flux in e-)``. Problems that do not stop the evaluation (NaNs in
     the truth, no sources) are listed in ``warnings``; malformed input raises UserError.
+    ``unit`` labels the values (a FITS frame's BUNIT); frames not in electrons get a warning
+    that the gain/read-noise model is in electrons unless an ERR map is given.
     """
     restored, noisy = _plane("restored", restored), _plane("noisy", noisy)
     truth, err = _plane("truth", truth), _plane("err", err)
@@ -71,6 +74,12 @@ def evaluate_image(
         raise UserError(f"{name}: the restored image has no finite pixels; check the restorer")
     radius = float(match_radius) if match_radius else max(1.5, 0.8 * fwhm)
     warnings: list[str] = []
+    if not is_electrons(unit) and err is None:
+        warnings.append(
+            f"the frame is in {unit}, not electrons: the residual's noise model "
+            "(x/gain + read^2) is only right with eval.gain and eval.read_noise in these units "
+            "(or convert the frame to electrons); flux ratios and sigma ratios do not depend on it"
+        )
     if truth is not None and not np.isfinite(truth).all():
         bad = ~np.isfinite(truth)
         warnings.append(
@@ -85,6 +94,7 @@ def evaluate_image(
         "shape": list(restored.shape),
         "has_truth": truth is not None,
         "settings": {
+            "unit": unit,
             "gain": gain,
             "read_noise": read_noise,
             "fwhm": fwhm,
@@ -124,7 +134,14 @@ def evaluate_image(
             warnings,
         )
     residual = residual_analysis(
-        noisy, restored, gain=gain, read_noise=read_noise, err=err, source_xy=source_xy, fwhm=fwhm
+        noisy,
+        restored,
+        gain=gain,
+        read_noise=read_noise,
+        err=err,
+        source_xy=source_xy,
+        fwhm=fwhm,
+        unit=unit,
     )
     tables["power_spectrum"] = residual.pop("power_spectrum")
     tables["residual_map"] = (noisy - restored).astype(np.float32)
@@ -163,8 +180,15 @@ def _without_truth(
     }
     if len(i_noisy):
         xy = xy_noisy[i_noisy]
+        # Aperture 2 FWHM, sky annulus out to 3 apertures: all of it inside the frame.
         bright = psf.bright_isolated(
-            xy, found_noisy["flux"][i_noisy], np.zeros(len(xy), int), fwhm, n_bright
+            xy,
+            found_noisy["flux"][i_noisy],
+            np.zeros(len(xy), int),
+            fwhm,
+            n_bright,
+            shape=noisy.shape,
+            margin=6 * fwhm,
         )
         xy = xy[bright]
         bkg_n, bkg_r = (

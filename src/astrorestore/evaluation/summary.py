@@ -43,14 +43,16 @@ _ROWS = (
 def _image_section(result: dict) -> list[str]:
     lines = [f"## {result['name']} ({result['shape'][0]}x{result['shape'][1]})", ""]
     background = result["background"]
+    unit = result["settings"].get("unit", "e-")
     lines.append(
-        f"- background sigma: noisy {background['noisy']['sigma']:.3f} e-, restored "
-        f"{background['restored']['sigma']:.3f} e- (ratio {_fmt(background['sky_noise_ratio'])})"
+        f"- background sigma: noisy {background['noisy']['sigma']:.3g} {unit}, restored "
+        f"{background['restored']['sigma']:.3g} {unit} "
+        f"(ratio {_fmt(background['sky_noise_ratio'])})"
     )
     if result["has_truth"]:
         quality = result["quality"]
         lines.append(
-            f"- PSNR/SSIM data range: {quality['data_range_e']:.2f} e- "
+            f"- PSNR/SSIM data range: {quality['data_range_e']:.4g} {unit} "
             f"({quality['data_range_definition']}); asinh space: "
             f"{quality['normalised']['data_range']:.3f} ({quality['normalised']['definition']})"
         )
@@ -91,7 +93,7 @@ def _image_section(result: dict) -> list[str]:
             )
     residual = result["residual"]
     lines.append(
-        f"- residual (input - output): mean {residual['mean']:.3g} e- "
+        f"- residual (input - output): mean {residual['mean']:.3g} {unit} "
         f"({residual['mean_in_sigma']:.1f} sigma), variance / noise model "
         f"{residual['variance_ratio']:.3f} ({residual['noise_reference']}), low/high-frequency "
         f"power {_fmt(residual['low_high_power_ratio'], '.2f')} (1 = white)"

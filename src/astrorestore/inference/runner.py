@@ -183,7 +183,7 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
         write_image(dst, restored, source, history, keywords, scale)
         if scorer is not None:
             truth = read_image(truths[src], hdu=hdu).data if src in truths else None
-            scorer.add(src.name, restored, source.data, truth)
+            scorer.add(src.name, restored, source.data, truth, source.extra.get("unit"))
         height, width = source.data.shape[:2]
         del source, restored
         elapsed = time.perf_counter() - start

@@ -87,15 +87,24 @@ class Scorer:
         self.skipped: list[str] = []
 
     def add(
-        self, name: str, restored: np.ndarray, noisy: np.ndarray, truth: np.ndarray | None
+        self,
+        name: str,
+        restored: np.ndarray,
+        noisy: np.ndarray,
+        truth: np.ndarray | None,
+        unit: str | None = None,
     ) -> None:
+        """Score one frame; ``unit`` is its BUNIT (None: assumed electrons, as for non-FITS)."""
         from astrorestore.evaluation import evaluate_image
 
         if restored.ndim != 2 or restored.shape != noisy.shape:
             # Photometry compares a frame with its own input pixel by pixel.
             self.skipped.append(name)
             return
-        self.results.append(evaluate_image(restored, noisy, truth, name=name, **self.options))
+        options = dict(self.options)
+        if unit:
+            options["unit"] = unit
+        self.results.append(evaluate_image(restored, noisy, truth, name=name, **options))
 
     def write(self, title: str) -> Path | None:
         from astrorestore.evaluation import write_report

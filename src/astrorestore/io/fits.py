@@ -69,6 +69,7 @@ def read_fits(path: Path, hdu: int | str | None) -> LoadedImage:
             # Read BITPIX before touching .data: astropy rewrites it when it applies BZERO.
             raw_dtype = _fits_raw_dtype(sci)
             disk_shape = tuple(sci.data.shape)
+            unit = str(sci.header.get("BUNIT", "")).strip() or None
             data = _squeeze_leading(np.asarray(sci.data))
             if data.ndim != 2:
                 raise UserError(_cube_message(path, index, disk_shape))
@@ -79,7 +80,7 @@ def read_fits(path: Path, hdu: int | str | None) -> LoadedImage:
         data=arr,
         hdu_index=index,
         source_dtype=raw_dtype,
-        extra={"disk_shape": disk_shape},
+        extra={"disk_shape": disk_shape, "unit": unit},
     )
 
 
