@@ -19,10 +19,12 @@ def pipeline(cfg):
         str(cfg.output),
         cfg.references,
         bilateral,
-        int(cfg.tile_size),
-        int(cfg.overlap),
-        int(cfg.batch_size),
-        int(cfg.seed),
+        tile=int(cfg.tile_size),
+        overlap=int(cfg.overlap),
+        batch_size=int(cfg.batch_size),
+        seed=int(cfg.seed),
+        sample_steps=cfg.get("sample_steps"),
+        sampler=cfg.get("sampler"),
     )
 
 

@@ -6,9 +6,14 @@ for every model; wall times printed beside it are under load and say little. Res
 
 1. Colorization (``--size`` px crops): the cGAN (L1 x 100 + 0.3 x LSGAN) and an L1-only
    generator of the same size (``adversarial_weight=0``) in each colour space of
-   ``--color-spaces``, against "grey copied to three channels". Scored on the fixed test crops
-   of the held-out quarter: CIE76 ΔE (lower is better), SSIM on RGB in [0, 1], colourfulness.
-   Gate: the cGAN beats both baselines on ΔE and SSIM.
+   ``--color-spaces``, against "grey copied to three channels", each generator trained once
+   per seed of ``--seeds`` (0,1,2). Scored on every non-overlapping crop of the held-out test
+   region (``--test-crops grid``: 91 at 32 px) per crop: CIE76 ΔE (lower is better), SSIM on
+   RGB in [0, 1], colourfulness. Rows give the mean over seeds and its spread (sample std);
+   rows are also compared crop by crop (fraction of crops where the cGAN is better, mean
+   paired difference and its standard error over crops). Gate: the cGAN beats both baselines
+   on ΔE and SSIM by more than the seed spread AND by more than 2 paired standard errors.
+   ``--warmup W:R`` adds one cGAN row whose adversarial weight is 0 for W batches, then ramps.
 2. Super-resolution x2 (``--size`` -> 2 x ``--size``): SR3 (the ``model=sr3`` defaults:
    residual target, x0 prediction) and the regression U-Net (``sr_regression``) against
    bicubic. SSIM, LPIPS (only with real AlexNet weights), consistency error =
@@ -23,7 +28,8 @@ for every model; wall times printed beside it are under load and say little. Res
    124² frame of the held-out quarter (248² output) super-resolved whole and in 48 px tiles
    with the same seed.
 
-Usage: ``python bench/bench_generative.py [--steps 2000] [--size 32] [--parts ...]``
+Usage: ``python bench/bench_generative.py [--steps 2000] [--size 32] [--parts ...]
+[--seeds 0,1,2] [--test-crops grid|N]``
 """
 
 from __future__ import annotations
@@ -64,19 +70,20 @@ CURVE_STEPS = (1, 2, 5, 10, 25, 50, 250)
 RESIDUAL_SCALE = 0.07  # configs/model/sr3.yaml: the residual's std on these crops
 
 
-def ssim_rgb(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean SSIM of [0, 1] images (B, C, H, W), data range 1."""
+def ssim_per_image(a: torch.Tensor, b: torch.Tensor) -> list[float]:
+    """SSIM of each pair of [0, 1] images (B, C, H, W), data range 1."""
     from skimage.metrics import structural_similarity
 
     a_np, b_np = a.clamp(0, 1).double().numpy(), b.clamp(0, 1).double().numpy()
-    return float(
-        np.mean(
-            [
-                structural_similarity(x, y, data_range=1.0, channel_axis=0)
-                for x, y in zip(a_np, b_np, strict=True)
-            ]
-        )
-    )
+    return [
+        float(structural_similarity(x, y, data_range=1.0, channel_axis=0))
+        for x, y in zip(a_np, b_np, strict=True)
+    ]
+
+
+def ssim_rgb(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean SSIM of [0, 1] images (B, C, H, W), data range 1."""
+    return float(np.mean(ssim_per_image(a, b)))
 
 
 def fit(module: L.LightningModule, data: HubbleDataModule, steps: int) -> dict:
@@ -119,76 +126,192 @@ def adam(lr: float):
     return lambda params: torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999))
 
 
+def test_grid(size: int) -> list[tuple[int, int]]:
+    """Corners of every non-overlapping ``size`` px crop of the held-out test region (the
+    bottom half of the right quarter), the grid centred in it: 13 x 7 = 91 crops at 32 px."""
+    image = hubble_image()
+    h, w = image.shape[:2]
+    y0, y1, x0, x1 = h // 2, h, held_out_start(w), w
+    rows, cols = (y1 - y0) // size, (x1 - x0) // size
+    y0 += ((y1 - y0) - rows * size) // 2
+    x0 += ((x1 - x0) - cols * size) // 2
+    return [(y0 + i * size, x0 + j * size) for i in range(rows) for j in range(cols)]
+
+
+class _GridCrops(torch.utils.data.Dataset):
+    """``{"clean": (3, P, P)}`` crops of the Hubble image at fixed corners."""
+
+    def __init__(self, corners: list[tuple[int, int]], size: int) -> None:
+        self.image, self.corners, self.size = hubble_image(), corners, size
+
+    def __len__(self) -> int:
+        return len(self.corners)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        y, x = self.corners[index]
+        crop = self.image[y : y + self.size, x : x + self.size].transpose(2, 0, 1)
+        return {"clean": torch.from_numpy(np.ascontiguousarray(crop))}
+
+
+def colour_test_batch(data: HubbleDataModule, test_crops: str) -> dict[str, torch.Tensor]:
+    """The held-out test batch: ``grid`` = every non-overlapping crop of the test region,
+    else that many crops of the data module's fixed grid (36 was the old default)."""
+    if test_crops != "grid":
+        return test_batch(data)
+    grid = _GridCrops(test_grid(data.patch_size), data.patch_size)
+    return data.normalise(dict(data.fixed_examples(grid, data.fixed_seeds()[1]).tensors))
+
+
 def colorization(
     steps: int,
     size: int,
     spaces: list[str],
     gan_loss: str,
-    seed: int = 0,
+    seeds: list[int] = (0,),
     extra: list[tuple[str, float]] = (),
     adversarial_weight: float = 0.3,
+    test_crops: str = "grid",
+    warmup: tuple[int, int] = (0, 0),
 ) -> dict:
-    """cGAN and L1-only generators per colour space; ``extra`` (gan loss, adversarial weight)
-    pairs add cGAN rows in the first space."""
+    """cGAN and L1-only generators per colour space, each trained once per seed (init, data
+    order and crops); ``extra`` (gan loss, adversarial weight) pairs add cGAN rows in the first
+    space; ``warmup`` (L1-only steps, ramp steps) adds a cGAN row whose adversarial weight is 0
+    for the first steps, then rises linearly. Every row keeps its per-crop scores so that rows
+    compare crop by crop (:func:`paired`)."""
     rows: dict = {}
-    runs = [(space, "cgan", gan_loss, adversarial_weight) for space in spaces]
-    runs += [(space, "l1_only", gan_loss, 0.0) for space in spaces]
-    runs += [(spaces[0], f"cgan_{loss}_w{weight:g}", loss, weight) for loss, weight in extra]
-    for space, kind, loss, weight in runs:
-        torch.manual_seed(seed)
-        data = HubbleDataModule(
-            ColorizationPairing(space),
-            PhotoNormalizer(),
-            patch_size=size,
-            batch_size=8,
-            patches_per_epoch=256,
-            n_val=4,
-            n_test=36,
-            seed=seed,
-        )
-        module = AdversarialModule(
-            net=ColorizationGenerator(space, base_channels=16, image_size=size),
-            discriminator=PatchDiscriminator(4, 16, n_layers=2 if size >= 64 else 1),
-            loss=RestorationLoss(1.0, 0.0, 0.0),
-            optimizer=adam(2e-4),
-            discriminator_optimizer=adam(2e-4),
-            adversarial_weight=weight,
-            gan_loss=loss,
-            compute_lpips=False,
-            n_panel_images=1,
-            monitor="val/psnr",
-        )
-        budget = fit(module, data, steps)
-        batch = test_batch(data)
-        with torch.no_grad():
-            rgb = to_unit(module.eval().net(batch["input"]))
-        truth = to_unit(batch["truth"])
-        rows[f"{kind}_{space}"] = {**budget, **_colour_scores(rgb, truth)}
-        print(kind, space, rows[f"{kind}_{space}"], flush=True)
+    runs = [(space, "cgan", gan_loss, adversarial_weight, (0, 0)) for space in spaces]
+    runs += [(space, "l1_only", gan_loss, 0.0, (0, 0)) for space in spaces]
+    runs += [(spaces[0], f"cgan_{loss}_w{w:g}", loss, w, (0, 0)) for loss, w in extra]
+    if any(warmup):
+        name = f"cgan_warmup{warmup[0]}_ramp{warmup[1]}"
+        runs += [(spaces[0], name, gan_loss, adversarial_weight, warmup)]
+    per_crop: dict[str, list[dict]] = {}
+    for space, kind, loss, weight, (warm, ramp) in runs:
+        key = f"{kind}_{space}"
+        per_crop[key] = []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            data = _colour_data(space, size, seed, test_crops)
+            module = AdversarialModule(
+                net=ColorizationGenerator(space, base_channels=16, image_size=size),
+                discriminator=PatchDiscriminator(4, 16, n_layers=2 if size >= 64 else 1),
+                loss=RestorationLoss(1.0, 0.0, 0.0),
+                optimizer=adam(2e-4),
+                discriminator_optimizer=adam(2e-4),
+                adversarial_weight=weight,
+                adversarial_warmup_steps=warm,
+                adversarial_ramp_steps=ramp,
+                gan_loss=loss,
+                compute_lpips=False,
+                n_panel_images=1,
+                monitor="val/psnr",
+            )
+            budget = fit(module, data, steps)
+            batch = colour_test_batch(data, test_crops)
+            with torch.no_grad():
+                rgb = to_unit(module.eval().net(batch["input"]))
+            truth = to_unit(batch["truth"])
+            per_crop[key].append({**budget, **_colour_scores(rgb, truth)})
+            print(key, f"seed {seed}", _means(per_crop[key][-1]), flush=True)
+        rows[key] = _summary(per_crop[key], seeds)
     # The luminance differs between colour spaces (BT.601 luma vs L*); the baseline uses the
-    # first space's, as its generators see.
-    grey = to_unit(test_batch(_colour_data(spaces[0], size))["input"]).expand(-1, 3, -1, -1)
-    rows["grey_copy"] = _colour_scores(grey, truth)
+    # first space's, as its generators see. It is deterministic: one "seed".
+    base = colour_test_batch(_colour_data(spaces[0], size, seeds[0], test_crops), test_crops)
+    grey = to_unit(base["input"]).expand(-1, 3, -1, -1)
+    per_crop["grey_copy"] = [_colour_scores(grey, truth)]
+    rows["grey_copy"] = _summary(per_crop["grey_copy"], [None])
     rows["truth"] = {"colourfulness": float(colourfulness(truth).mean())}
-    c, g, l1 = rows[f"cgan_{spaces[0]}"], rows["grey_copy"], rows[f"l1_only_{spaces[0]}"]
-    rows["gate_met"] = bool(
-        c["delta_e"] < min(g["delta_e"], l1["delta_e"]) and c["ssim"] > max(g["ssim"], l1["ssim"])
-    )
-    rows["gate_row"] = f"cgan_{spaces[0]}"
+    rows["n_test_crops"] = int(truth.shape[0])
+    rows["seeds"] = list(seeds)
+    gated = f"cgan_{spaces[0]}"
+    rows["paired"] = {
+        f"{name}_vs_{other}": paired(per_crop[name], per_crop[other])
+        for name in per_crop
+        if name.startswith("cgan")
+        for other in (f"l1_only_{spaces[0]}", "grey_copy")
+    }
+    rows["gate_row"] = gated
+    rows["gate"] = {
+        other: _beats(rows[gated], rows[other], rows["paired"][f"{gated}_vs_{other}"])
+        for other in (f"l1_only_{spaces[0]}", "grey_copy")
+    }
+    rows["gate_met"] = bool(all(all(g.values()) for g in rows["gate"].values()))
     return rows
 
 
-def _colour_data(space: str, size: int) -> HubbleDataModule:
+METRICS = ("delta_e", "ssim", "colourfulness")
+LOWER_IS_BETTER = {"delta_e": True, "ssim": False}
+
+
+def _means(scores: dict) -> dict:
+    return {k: float(np.mean(v)) if k in METRICS else v for k, v in scores.items()}
+
+
+def _summary(runs: list[dict], seeds: list) -> dict:
+    """Mean and spread (sample std over seeds; 0 for one run) of each metric's crop mean."""
+    out: dict = {"seeds": seeds, "per_seed": [_means(r) for r in runs]}
+    for metric in METRICS:
+        values = [float(np.mean(r[metric])) for r in runs]
+        out[metric] = float(np.mean(values))
+        out[f"{metric}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return out
+
+
+def paired(runs: list[dict], others: list[dict]) -> dict:
+    """Crop-by-crop comparison of two rows on the same test crops. Each row's per-crop score
+    is averaged over its seeds (a deterministic row has one); then, per metric: the fraction
+    of crops where ``runs`` is better, and the mean difference (runs - others) with its
+    standard error over crops. Per seed as well when both rows have the same seeds."""
+    out: dict = {}
+    for metric, lower in LOWER_IS_BETTER.items():
+        a = np.mean([r[metric] for r in runs], axis=0)
+        b = np.mean([r[metric] for r in others], axis=0)
+        diff = a - b
+        out[metric] = {
+            "mean_diff": float(diff.mean()),
+            "se": float(diff.std(ddof=1) / np.sqrt(diff.size)),
+            "fraction_better": float(np.mean(diff < 0 if lower else diff > 0)),
+        }
+        if len(runs) == len(others) > 1:
+            out[metric]["per_seed_mean_diff"] = [
+                float(np.mean(np.asarray(r[metric]) - np.asarray(o[metric])))
+                for r, o in zip(runs, others, strict=True)
+            ]
+    return out
+
+
+def _beats(row: dict, other: dict, pair: dict) -> dict:
+    """Better on the mean over seeds by more than the larger seed spread of the two rows, and
+    on the paired per-crop difference by more than two standard errors, for ΔE and SSIM."""
+    out = {}
+    for metric, lower in LOWER_IS_BETTER.items():
+        gain = (other[metric] - row[metric]) if lower else (row[metric] - other[metric])
+        spread = max(row[f"{metric}_std"], other[f"{metric}_std"])
+        out[metric] = bool(
+            gain > spread and abs(pair[metric]["mean_diff"]) > 2 * pair[metric]["se"]
+        )
+    return out
+
+
+def _colour_data(space: str, size: int, seed: int, test_crops: str) -> HubbleDataModule:
     return HubbleDataModule(
-        ColorizationPairing(space), PhotoNormalizer(), patch_size=size, n_val=4, n_test=36
+        ColorizationPairing(space),
+        PhotoNormalizer(),
+        patch_size=size,
+        batch_size=8,
+        patches_per_epoch=256,
+        n_val=4,
+        n_test=36 if test_crops == "grid" else int(test_crops),
+        seed=seed,
     )
 
 
 def _colour_scores(rgb: torch.Tensor, truth: torch.Tensor) -> dict:
+    """Per-crop lists: CIE76 ΔE (mean over pixels), SSIM, colourfulness."""
     return {
-        "delta_e": float(delta_e76(rgb, truth).mean()),
-        "ssim": ssim_rgb(rgb, truth),
-        "colourfulness": float(colourfulness(rgb).mean()),
+        "delta_e": delta_e76(rgb, truth).tolist(),
+        "ssim": ssim_per_image(rgb, truth),
+        "colourfulness": colourfulness(rgb).tolist(),
     }
 
 
@@ -435,7 +558,21 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32, help="colour crop / SR low-res size")
     parser.add_argument("--color-spaces", default="ycbcr,rgb", help="first one is gated")
     parser.add_argument("--gan-loss", default="lsgan", choices=["vanilla", "lsgan", "hinge"])
-    parser.add_argument("--seed", type=int, default=0, help="colorization: init and data seed")
+    parser.add_argument(
+        "--seeds", default="0,1,2", help="colorization: init and data seeds, one run per seed"
+    )
+    parser.add_argument(
+        "--test-crops",
+        default="grid",
+        help="colorization: 'grid' (every non-overlapping crop of the held-out test region: 91 "
+        "at 32 px) or a number of the data module's fixed crops (36 before)",
+    )
+    parser.add_argument(
+        "--warmup",
+        default="",
+        help="colorization: add a cGAN row with L1-only warm-up then a linear adversarial "
+        "ramp, as 'warmup_steps:ramp_steps' (e.g. 1000:500)",
+    )
     parser.add_argument(
         "--adversarial-weight", type=float, default=0.3, help="colorization: the cGAN's"
     )
@@ -466,14 +603,19 @@ def main() -> None:
     }
     if "colorization" in parts:
         extra = [(v.split(":")[0], float(v.split(":")[1])) for v in args.extra_cgan.split(",") if v]
+        if args.test_crops != "grid" and not args.test_crops.isdigit():
+            parser.error(f"--test-crops={args.test_crops!r}: use 'grid' or a number of crops")
+        warmup = tuple(int(v) for v in args.warmup.split(":")) if args.warmup else (0, 0)
         result["colorization"] = colorization(
             args.steps,
             args.size,
             args.color_spaces.split(","),
             args.gan_loss,
-            args.seed,
+            [int(v) for v in args.seeds.split(",")],
             extra,
             args.adversarial_weight,
+            args.test_crops,
+            warmup,
         )
     if "timing" in parts:
         # Timing alone (an untrained SR3 of the bench's size costs the same as a trained one);

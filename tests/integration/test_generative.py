@@ -147,13 +147,29 @@ def test_pipeline_colorizes_then_super_resolves_and_reports(run, cgan_ckpt, sr3_
         "overlap=0",
         "device=cpu",
         "bilateral={kernel_size: 5, sigma_color: 0.1, sigma_space: 1.5}",
+        "sample_steps=3",
+        "sampler=ancestral",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = np.asarray(Image.open(tmp_path / "out" / "a.png"))
     assert out.shape == (64, 64, 3)  # grey -> colour -> x2
     report = json.loads((tmp_path / "out" / "report.json").read_text())
+    # The override reaches SR3 (exported: ddim, 2 steps); the colorizer has nothing to sample.
+    assert report["sampling"] == [None, {"steps": 3, "sampler": "ancestral"}]
     assert [row["image"] for row in report["images"]] == ["a.png", "b.png"]
     ssims = [row["ssim"] for row in report["images"]]
     assert report["summary"]["mean_ssim"] == pytest.approx(np.mean(ssims))
     assert report["summary"]["best_ssim"] == pytest.approx(max(ssims))
     assert "MEAN" in (tmp_path / "out" / "report.csv").read_text()
+    # A chain without a stochastic stage refuses sampling settings, as infer.py does.
+    result = run(
+        "pipeline.py",
+        f"ckpt_paths=[{cgan_ckpt}]",
+        f"input={grey_dir}",
+        f"output={tmp_path / 'out2'}",
+        "tile_size=32",
+        "device=cpu",
+        "sampler=ddim",
+    )
+    assert result.returncode != 0
+    assert "no checkpoint of this chain samples" in result.stdout + result.stderr

@@ -8,6 +8,7 @@ from astrorestore.data.colour_spaces import luminance
 from astrorestore.data.degrade import ColorizationPairing
 from astrorestore.data.photo_normalization import PhotoNormalizer, from_unit, to_unit
 from astrorestore.data.photos import HubbleDataModule
+from astrorestore.errors import UserError
 from astrorestore.losses.pixel import RestorationLoss
 from astrorestore.metrics.colour import colourfulness, delta_e76
 from astrorestore.modules.adversarial import AdversarialModule, discriminator_loss
@@ -72,7 +73,7 @@ def test_colour_metrics():
     assert colourfulness(grey).max() < 1e-3 < colourfulness(rgb).min()
 
 
-def _module(adversarial_weight=1.0):
+def _module(adversarial_weight=1.0, **extra):
     adam = lambda params: torch.optim.Adam(params, lr=1e-3, betas=(0.5, 0.999))  # noqa: E731
     return AdversarialModule(
         net=ColorizationGenerator("rgb", base_channels=8, image_size=32),
@@ -87,6 +88,7 @@ def _module(adversarial_weight=1.0):
         adversarial_weight=adversarial_weight,
         compute_lpips=False,
         n_panel_images=2,  # base arguments are saved only when passed
+        **extra,
     )
 
 
@@ -141,3 +143,22 @@ def test_l1_only_generator_leaves_the_discriminator_alone():
         torch.equal(a, b) for a, b in zip(d0, module.discriminator.parameters(), strict=True)
     )
     assert "train/d_loss" not in trainer.callback_metrics
+
+
+def test_adversarial_weight_warms_up_then_ramps():
+    module = _module(0.4, adversarial_warmup_steps=3, adversarial_ramp_steps=4)
+    weights = [module.adversarial_weight_at(b) for b in range(9)]
+    assert weights == pytest.approx([0, 0, 0, 0.1, 0.2, 0.3, 0.4, 0.4, 0.4])
+    assert _module(0.4, adversarial_warmup_steps=3).adversarial_weight_at(3) == 0.4
+    with pytest.raises(UserError, match="adversarial_ramp_steps=-1"):
+        _module(adversarial_ramp_steps=-1)
+    # During the warm-up the generator learns from L1 alone while the discriminator trains.
+    warm = _module(adversarial_warmup_steps=2)
+    d0 = [p.detach().clone() for p in warm.discriminator.parameters()]
+    trainer = _fit(warm, steps=2)
+    assert trainer.global_step == 4  # two optimiser steps per batch
+    assert any(
+        not torch.equal(a, b) for a, b in zip(d0, warm.discriminator.parameters(), strict=True)
+    )
+    assert "train/g_adversarial" not in trainer.callback_metrics
+    assert trainer.callback_metrics["train/adversarial_weight"] == 0

@@ -1,10 +1,13 @@
-"""Pipeline helpers: scores against references and the bilateral pre-filter."""
+"""Pipeline helpers: scores against references, the bilateral pre-filter, and sampling
+overrides that reach the stochastic stages of a chain."""
 
 import numpy as np
 import pytest
+import torch
 
 from astrorestore.errors import UserError
-from astrorestore.inference.pipeline import bilateral, image_scores
+from astrorestore.inference.pipeline import bilateral, image_scores, run_pipeline
+from astrorestore.inference.restorer import NetForward, Restorer
 
 
 def test_scores_compare_8_bit_and_float_images_on_one_scale():
@@ -31,3 +34,73 @@ def test_bilateral_smooths_noise_keeps_edges_and_units():
     assert out[:, 20:30].mean() == pytest.approx(200.0, abs=3)  # 0-255 units kept, edge kept
     with pytest.raises(UserError, match="kernel_size=4"):
         bilateral(noisy, 4, 0.1, 1.5)
+
+
+class _Identity:
+    """A normaliser that leaves pixels alone (the stages below work in pixel units)."""
+
+    def stats(self, x):
+        return torch.zeros(x.shape[:2] + (1, 1)), torch.ones(x.shape[:2] + (1, 1))
+
+    def forward(self, x, offset, scale):
+        return x
+
+    def inverse(self, z, offset, scale):
+        return z
+
+
+class _NoisySampler(torch.nn.Module):
+    """Stands in for SR3: stochastic, overridable sampling, adds seeded noise."""
+
+    stochastic = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps, self.sampler = 25, "ddim"
+
+    def set_sampling(self, steps=None, sampler=None):
+        if steps is not None and steps > 50:
+            raise UserError(f"steps={steps} is out of range")
+        self.steps = steps if steps is not None else self.steps
+        self.sampler = sampler if sampler is not None else self.sampler
+
+    def forward(self, x, generator=None):
+        return x + torch.randn(x.shape, generator=generator)
+
+
+def _stage(fn, name):
+    return Restorer(fn, _Identity(), 1, 1, 1, 1, torch.device("cpu"), name, f"{name}.ckpt")
+
+
+def test_pipeline_sampling_overrides_reach_only_the_stochastic_stages(tmp_path):
+    (tmp_path / "in").mkdir()
+    np.save(tmp_path / "in" / "a.npy", np.full((16, 16), 100.0, np.float32))
+    blur, sampler = _stage(NetForward(torch.nn.Identity()), "blur"), _stage(_NoisySampler(), "sr3")
+
+    def run(name, **sampling):
+        report = run_pipeline(
+            [blur, sampler],
+            str(tmp_path / "in"),
+            str(tmp_path / name),
+            tile=16,
+            overlap=0,
+            **sampling,
+        )
+        return report, np.load(tmp_path / name / "a.npy")
+
+    report, out = run("o1", sample_steps=3, sampler="ancestral", seed=4)
+    assert (sampler.fn.steps, sampler.fn.sampler) == (3, "ancestral")
+    assert not hasattr(blur.fn, "steps")  # the deterministic stage is left alone
+    assert report["sampling"] == [None, {"steps": 3, "sampler": "ancestral"}]
+    assert report["seed"] == 4
+    _, again = run("o2", seed=4)  # None keeps the overridden values; the seed repeats
+    assert (sampler.fn.steps, sampler.fn.sampler) == (3, "ancestral")
+    np.testing.assert_array_equal(out, again)
+    assert not np.array_equal(out, run("o3", seed=5)[1])
+    with pytest.raises(UserError, match="stage sr3: steps=99"):
+        run("o4", sample_steps=99)
+    with pytest.raises(UserError, match="sample_steps=0"):
+        run("o5", sample_steps=0)
+    # A chain with nothing to sample refuses the settings instead of ignoring them.
+    with pytest.raises(UserError, match="no checkpoint of this chain samples.*drop them"):
+        run_pipeline([blur], str(tmp_path / "in"), str(tmp_path / "o6"), sampler="ddim")

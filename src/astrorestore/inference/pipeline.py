@@ -8,6 +8,12 @@ super-resolving stage (it removes the colorizer's speckle the super-resolver wou
 writes the final images and a report (``report.csv``, ``report.json``) with per-image and
 average/best SSIM and PSNR against a reference image of the same file name, when given.
 
+``sample_steps=`` and ``sampler=`` override the sampling of every stochastic stage (SR3) through
+the same :meth:`Restorer.set_sampling` ``infer.py`` uses; deterministic stages (the colorizer)
+have nothing to sample and are left as they are, so one setting serves a mixed chain. A chain
+with no stochastic stage refuses them, as ``infer.py`` does for a deterministic checkpoint.
+``seed=`` seeds every stochastic stage; the report records each stage's sampling.
+
 Metrics are computed on images scaled to [0, 1] by their full scale (1, 255 or 65535, as the
 photo normaliser does), so 8-bit references and float outputs compare.
 """
@@ -69,6 +75,36 @@ def image_scores(restored: np.ndarray, reference: np.ndarray) -> dict[str, float
     }
 
 
+def set_chain_sampling(
+    restorers: list[Restorer], steps: int | None = None, sampler: str | None = None
+) -> list[dict[str, Any]]:
+    """Apply a sampling override to every stochastic stage; returns, per stage, what it
+    samples with (``None`` for a deterministic stage)."""
+    if steps is not None and (
+        isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1
+    ):
+        raise UserError(f"sample_steps={steps!r} is invalid: pass sample_steps=<integer >= 1>")
+    if (steps is not None or sampler is not None) and not any(r.stochastic for r in restorers):
+        raise UserError(
+            "sample_steps and sampler apply to diffusion stages, and no checkpoint of this "
+            "chain samples (all restore in one deterministic pass); drop them"
+        )
+    sampling: list[dict[str, Any]] = []
+    for restorer in restorers:
+        if restorer.stochastic:
+            try:
+                restorer.set_sampling(steps, sampler)
+            except UserError as exc:
+                raise UserError(f"stage {restorer.name}: {exc}") from None
+        fn = restorer.fn
+        sampling.append(
+            {"steps": getattr(fn, "steps", None), "sampler": getattr(fn, "sampler", None)}
+            if restorer.stochastic
+            else None
+        )
+    return sampling
+
+
 def run_pipeline(
     restorers: list[Restorer],
     input_spec: str,
@@ -79,10 +115,15 @@ def run_pipeline(
     overlap: int = 16,
     batch_size: int = 4,
     seed: int = 0,
+    sample_steps: int | None = None,
+    sampler: str | None = None,
 ) -> dict[str, Any]:
-    """Run the chain over every input; returns (and writes) the report."""
+    """Run the chain over every input; returns (and writes) the report. ``sample_steps`` and
+    ``sampler`` (None keeps each checkpoint's exported ones) and ``seed`` apply to the
+    stochastic stages only (see the module docstring)."""
     if not restorers:
         raise UserError("ckpt_paths is empty: pass ckpt_paths='[first.ckpt,second.ckpt]'")
+    sampling = set_chain_sampling(restorers, sample_steps, sampler)
     output = Path(output_dir)
     if output.suffix:
         raise UserError(f"output={output_dir} must be a folder for a pipeline; pass output=<dir>/")
@@ -92,6 +133,11 @@ def run_pipeline(
         raise UserError(f"references={references} is not a folder; pass references=<dir>")
     total_scale = int(np.prod([r.scale for r in restorers]))
     history = [f"astrorestore pipeline: {' -> '.join(r.name for r in restorers)}"]
+    history += [
+        f"stage {r.name}: stochastic, {stage['sampler']} {stage['steps']} steps, seed={seed}"
+        for r, stage in zip(restorers, sampling, strict=True)
+        if stage is not None
+    ]
     rows: list[dict[str, Any]] = []
     for src, dst in pairs:
         source = read_image(src)
@@ -113,7 +159,12 @@ def run_pipeline(
         rows.append(row)
         print(f"{src} -> {dst}", flush=True)
     scored = [r for r in rows if "ssim" in r]
-    report: dict[str, Any] = {"stages": [r.ckpt_path for r in restorers], "images": rows}
+    report: dict[str, Any] = {
+        "stages": [r.ckpt_path for r in restorers],
+        "sampling": sampling,
+        "seed": seed,
+        "images": rows,
+    }
     if scored:
         report["summary"] = {
             "n_scored": len(scored),

@@ -8,6 +8,11 @@ into the generator and vice versa. Gradients are clipped by hand (``gradient_cli
 refuses ``trainer.gradient_clip_val`` under manual optimisation, so the model config sets it
 to null. ``adversarial_weight: 0`` gives the L1-only generator of the same size (the baseline).
 
+``adversarial_warmup_steps`` / ``adversarial_ramp_steps``: the generator first learns with the
+pixel loss alone (the discriminator trains meanwhile, on those outputs), then the adversarial
+weight rises linearly to ``adversarial_weight``. A discriminator pushing on a generator that
+has not yet found the colours adds noise to the L1 descent instead of sharpening a good answer.
+
 Validation adds colour measures on RGB in [0, 1]: ``delta_e`` (CIE76) and ``colourfulness``.
 """
 
@@ -60,6 +65,8 @@ class AdversarialModule(RestorationModule):
         (stepped once per epoch; ReduceLROnPlateau ones with the run's monitor).
     reconstruction_weight: weight of the pixel loss (pix2pix: 100).
     adversarial_weight: weight of the GAN loss (0 = L1-only generator).
+    adversarial_warmup_steps: batches trained with the pixel loss only (the discriminator
+        still trains); then the weight ramps linearly over ``adversarial_ramp_steps``.
     gan_loss: vanilla | lsgan | hinge.
     gradient_clip: max gradient norm of each network (None = no clipping).
     Others: see :class:`RestorationModule`.
@@ -80,6 +87,8 @@ class AdversarialModule(RestorationModule):
         discriminator_scheduler: Callable[..., Any] | None = None,
         reconstruction_weight: float = 100.0,
         adversarial_weight: float = 1.0,
+        adversarial_warmup_steps: int = 0,
+        adversarial_ramp_steps: int = 0,
         gan_loss: str = "vanilla",
         gradient_clip: float | None = 1.0,
         **base: Any,
@@ -95,6 +104,12 @@ class AdversarialModule(RestorationModule):
         ):
             if not value >= 0:
                 raise UserError(f"model.{key}={value!r} is invalid: use a value >= 0")
+        for key, value in (
+            ("adversarial_warmup_steps", adversarial_warmup_steps),
+            ("adversarial_ramp_steps", adversarial_ramp_steps),
+        ):
+            if isinstance(value, bool) or int(value) != value or value < 0:
+                raise UserError(f"model.{key}={value!r} is invalid: use an integer >= 0")
         if gradient_clip is not None and not gradient_clip > 0:
             raise UserError(
                 f"model.gradient_clip={gradient_clip!r} is invalid: use a value > 0 or null"
@@ -133,6 +148,17 @@ class AdversarialModule(RestorationModule):
         return {"_target_": "astrorestore.inference.restorer.NetForward", "weights": "net"}
 
     # ------------------------------------------------------------------ training
+    def adversarial_weight_at(self, batches: int) -> float:
+        """The GAN loss weight after ``batches`` training batches: 0 during the warm-up, then
+        a linear ramp to ``adversarial_weight``."""
+        hp = self.hparams
+        done = batches - hp.adversarial_warmup_steps
+        if done < 0:
+            return 0.0
+        if hp.adversarial_ramp_steps == 0:
+            return float(hp.adversarial_weight)
+        return float(hp.adversarial_weight) * min(1.0, (done + 1) / hp.adversarial_ramp_steps)
+
     def _clip(self, optimizer: torch.optim.Optimizer) -> None:
         if self.hparams.gradient_clip is not None:
             self.clip_gradients(
@@ -149,6 +175,8 @@ class AdversarialModule(RestorationModule):
         size = condition.shape[0]
         kind = self.hparams.gan_loss
         use_gan = self.hparams.adversarial_weight > 0
+        # Under manual optimisation global_step counts optimiser steps: two per GAN batch.
+        weight = self.adversarial_weight_at(self.global_step // 2) if use_gan else 0.0
 
         if use_gan:
             self.toggle_optimizer(opt_d)
@@ -167,10 +195,12 @@ class AdversarialModule(RestorationModule):
         self.toggle_optimizer(opt_g)
         pixel, _ = self.loss(fake, real, mask)
         g_loss = self.hparams.reconstruction_weight * pixel
-        if use_gan:
+        if weight > 0:
             adversarial = generator_gan_loss(self.discriminator(condition, fake), kind)
-            g_loss = g_loss + self.hparams.adversarial_weight * adversarial
+            g_loss = g_loss + weight * adversarial
             self.log("train/g_adversarial", adversarial, batch_size=size)
+        if use_gan:
+            self.log("train/adversarial_weight", weight, batch_size=size)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
         self._clip(opt_g)
