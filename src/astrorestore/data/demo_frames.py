@@ -66,6 +66,26 @@ def _bad_pixels(rng: np.random.Generator, size: int, n: int) -> tuple:
     return ys, xs
 
 
+DEMO_SKY = 50.0  # electrons per pixel
+DEMO_FWHM = 2.5  # pixels: render_field's default PSF
+
+
+def demo_fields(
+    n_pointings: int = 5, exposures: int = 2, size: int = 256, seed: int = 0
+) -> list[tuple[np.ndarray, dict, list[np.random.SeedSequence]]]:
+    """The noiseless field (electrons, sky included), its catalog and the exposures' seeds of
+    every pointing: what :func:`write_demo_frames` observes, and the truth a benchmark scores
+    the demo frames against."""
+    fields = []
+    for field_seq in np.random.SeedSequence(seed).spawn(n_pointings):
+        field_child, *exposure_seqs = field_seq.spawn(1 + exposures)
+        clean, catalog = render_field(
+            size, np.random.default_rng(field_child), sky=DEMO_SKY, n_stars=40, n_galaxies=15
+        )
+        fields.append((clean, catalog, exposure_seqs))
+    return fields
+
+
 def write_demo_frames(
     folder: str | Path,
     *,
@@ -76,7 +96,7 @@ def write_demo_frames(
 ) -> list[Path]:
     """Write ``n_pointings × exposures`` JWST-like ``*_cal.fits`` frames into ``folder``.
 
-    Each pointing is one field from ``render_field`` (electrons, 50 e- sky); each exposure draws
+    Each pointing is one field of :func:`demo_fields` (electrons, 50 e- sky); each exposure draws
     its own Poisson + Gaussian read noise (``PoissonGaussianNoise``) and its own bad pixels.
     """
     from astropy.io import fits
@@ -85,11 +105,7 @@ def write_demo_frames(
     folder.mkdir(parents=True, exist_ok=True)
     noise = PoissonGaussianNoise(gain=1.0, read_noise=READ_NOISE)
     paths = []
-    for p, field_seq in enumerate(np.random.SeedSequence(seed).spawn(n_pointings)):
-        field_child, *exposure_seqs = field_seq.spawn(1 + exposures)
-        clean, _ = render_field(
-            size, np.random.default_rng(field_child), sky=50.0, n_stars=40, n_galaxies=15
-        )
+    for p, (clean, _, exposure_seqs) in enumerate(demo_fields(n_pointings, exposures, size, seed)):
         for e, exp_seq in enumerate(exposure_seqs):
             rng = np.random.default_rng(exp_seq)
             generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
