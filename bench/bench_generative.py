@@ -172,21 +172,26 @@ def colorization(
     adversarial_weight: float = 0.3,
     test_crops: str = "grid",
     warmup: tuple[int, int] = (0, 0),
+    feature_matching: float = 0.0,
 ) -> dict:
     """cGAN and L1-only generators per colour space, each trained once per seed (init, data
     order and crops); ``extra`` (gan loss, adversarial weight) pairs add cGAN rows in the first
     space; ``warmup`` (L1-only steps, ramp steps) adds a cGAN row whose adversarial weight is 0
-    for the first steps, then rises linearly. Every row keeps its per-crop scores so that rows
+    for the first steps, then rises linearly; ``feature_matching`` > 0 adds a cGAN row with that
+    feature-matching weight. Every row keeps its per-crop scores so that rows
     compare crop by crop (:func:`paired`)."""
     rows: dict = {}
-    runs = [(space, "cgan", gan_loss, adversarial_weight, (0, 0)) for space in spaces]
-    runs += [(space, "l1_only", gan_loss, 0.0, (0, 0)) for space in spaces]
-    runs += [(spaces[0], f"cgan_{loss}_w{w:g}", loss, w, (0, 0)) for loss, w in extra]
+    runs = [(space, "cgan", gan_loss, adversarial_weight, (0, 0), 0.0) for space in spaces]
+    runs += [(space, "l1_only", gan_loss, 0.0, (0, 0), 0.0) for space in spaces]
+    runs += [(spaces[0], f"cgan_{loss}_w{w:g}", loss, w, (0, 0), 0.0) for loss, w in extra]
     if any(warmup):
         name = f"cgan_warmup{warmup[0]}_ramp{warmup[1]}"
-        runs += [(spaces[0], name, gan_loss, adversarial_weight, warmup)]
+        runs += [(spaces[0], name, gan_loss, adversarial_weight, warmup, 0.0)]
+    if feature_matching > 0:
+        name = f"cgan_fm{feature_matching:g}"
+        runs += [(spaces[0], name, gan_loss, adversarial_weight, (0, 0), feature_matching)]
     per_crop: dict[str, list[dict]] = {}
-    for space, kind, loss, weight, (warm, ramp) in runs:
+    for space, kind, loss, weight, (warm, ramp), matching in runs:
         key = f"{kind}_{space}"
         per_crop[key] = []
         for seed in seeds:
@@ -201,6 +206,7 @@ def colorization(
                 adversarial_weight=weight,
                 adversarial_warmup_steps=warm,
                 adversarial_ramp_steps=ramp,
+                feature_matching_weight=matching,
                 gan_loss=loss,
                 compute_lpips=False,
                 n_panel_images=1,
@@ -577,6 +583,12 @@ def main() -> None:
         "--adversarial-weight", type=float, default=0.3, help="colorization: the cGAN's"
     )
     parser.add_argument(
+        "--feature-matching",
+        type=float,
+        default=0.0,
+        help="colorization: add a cGAN row with this feature-matching weight (e.g. 10)",
+    )
+    parser.add_argument(
         "--extra-cgan", default="", help="colorization: more cGAN rows, e.g. vanilla:1,hinge:0.5"
     )
     parser.add_argument(
@@ -616,6 +628,7 @@ def main() -> None:
             args.adversarial_weight,
             args.test_crops,
             warmup,
+            args.feature_matching,
         )
     if "timing" in parts:
         # Timing alone (an untrained SR3 of the bench's size costs the same as a trained one);

@@ -162,3 +162,18 @@ def test_adversarial_weight_warms_up_then_ramps():
     )
     assert "train/g_adversarial" not in trainer.callback_metrics
     assert trainer.callback_metrics["train/adversarial_weight"] == 0
+
+
+def test_feature_matching_compares_hidden_features_and_is_zero_for_the_true_image():
+    module = _module(feature_matching_weight=10.0)
+    disc = module.discriminator
+    condition, real = torch.rand(2, 1, 32, 32), torch.rand(2, 3, 32, 32)
+    features = disc.features(condition, real)
+    assert torch.equal(features[-1], disc(condition, real))  # the logits come last
+    assert len(features) == 3  # one per hidden layer (n_layers=1: two) + logits
+    assert float(module.feature_matching(condition, real, real)) == 0.0
+    assert float(module.feature_matching(condition, torch.rand_like(real), real)) > 0.0
+    trainer = _fit(module)
+    assert torch.isfinite(trainer.callback_metrics["train/g_feature_matching"])
+    with pytest.raises(UserError, match="feature_matching_weight=-1"):
+        _module(feature_matching_weight=-1.0)

@@ -67,6 +67,9 @@ class AdversarialModule(RestorationModule):
     adversarial_weight: weight of the GAN loss (0 = L1-only generator).
     adversarial_warmup_steps: batches trained with the pixel loss only (the discriminator
         still trains); then the weight ramps linearly over ``adversarial_ramp_steps``.
+    feature_matching_weight: weight of an L1 distance between the discriminator's hidden
+        features of the generated and the true image (pix2pixHD), scaled with the adversarial
+        weight's warm-up and ramp; 0: off. Needs a discriminator with ``features``.
     gan_loss: vanilla | lsgan | hinge.
     gradient_clip: max gradient norm of each network (None = no clipping).
     Others: see :class:`RestorationModule`.
@@ -89,6 +92,7 @@ class AdversarialModule(RestorationModule):
         adversarial_weight: float = 1.0,
         adversarial_warmup_steps: int = 0,
         adversarial_ramp_steps: int = 0,
+        feature_matching_weight: float = 0.0,
         gan_loss: str = "vanilla",
         gradient_clip: float | None = 1.0,
         **base: Any,
@@ -101,6 +105,7 @@ class AdversarialModule(RestorationModule):
         for key, value in (
             ("reconstruction_weight", reconstruction_weight),
             ("adversarial_weight", adversarial_weight),
+            ("feature_matching_weight", feature_matching_weight),
         ):
             if not value >= 0:
                 raise UserError(f"model.{key}={value!r} is invalid: use a value >= 0")
@@ -110,6 +115,11 @@ class AdversarialModule(RestorationModule):
         ):
             if isinstance(value, bool) or int(value) != value or value < 0:
                 raise UserError(f"model.{key}={value!r} is invalid: use an integer >= 0")
+        if feature_matching_weight > 0 and not hasattr(discriminator, "features"):
+            raise UserError(
+                "model.feature_matching_weight > 0 needs a discriminator with hidden features "
+                "(PatchDiscriminator); set it to 0"
+            )
         if gradient_clip is not None and not gradient_clip > 0:
             raise UserError(
                 f"model.gradient_clip={gradient_clip!r} is invalid: use a value > 0 or null"
@@ -167,6 +177,17 @@ class AdversarialModule(RestorationModule):
                 gradient_clip_algorithm="norm",
             )
 
+    def feature_matching(
+        self, condition: torch.Tensor, fake: torch.Tensor, real: torch.Tensor
+    ) -> torch.Tensor:
+        """Mean L1 distance between the discriminator's hidden features of ``fake`` and
+        ``real`` (the true image's features are a fixed target)."""
+        with torch.no_grad():
+            target = self.discriminator.features(condition, real)[:-1]
+        hidden = self.discriminator.features(condition, fake)[:-1]
+        distances = [(a - b).abs().mean() for a, b in zip(hidden, target, strict=True)]
+        return torch.stack(distances).mean()
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
         condition, real = batch["input"], batch["target"]
@@ -199,6 +220,11 @@ class AdversarialModule(RestorationModule):
             adversarial = generator_gan_loss(self.discriminator(condition, fake), kind)
             g_loss = g_loss + weight * adversarial
             self.log("train/g_adversarial", adversarial, batch_size=size)
+            if self.hparams.feature_matching_weight > 0:
+                matching = self.feature_matching(condition, fake, real)
+                ramp = weight / self.hparams.adversarial_weight
+                g_loss = g_loss + ramp * self.hparams.feature_matching_weight * matching
+                self.log("train/g_feature_matching", matching, batch_size=size)
         if use_gan:
             self.log("train/adversarial_weight", weight, batch_size=size)
         opt_g.zero_grad(set_to_none=True)

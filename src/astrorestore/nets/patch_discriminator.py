@@ -66,3 +66,13 @@ class PatchDiscriminator(nn.Module):
     def forward(self, condition: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, 1, h, w)``, one per patch."""
         return self.model(torch.cat([condition, image], dim=1))
+
+    def features(self, condition: torch.Tensor, image: torch.Tensor) -> list[torch.Tensor]:
+        """The activation after every hidden layer, then the logits (for feature matching)."""
+        out = torch.cat([condition, image], dim=1)
+        features = []
+        for layer in self.model:
+            out = layer(out)
+            if isinstance(layer, nn.LeakyReLU):
+                features.append(out)
+        return features + [out]
