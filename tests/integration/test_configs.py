@@ -116,6 +116,16 @@ def test_default_is_the_bounded_net_on_randomised_scenes_and_the_old_one_stays_a
     assert _compose(["data=simulated"]).data.scene.psf_fwhm == 2.5
 
 
+def test_noise_weighted_loss_takes_the_normalisers_softening_and_trains_a_step():
+    cfg = _compose(["loss=noise_weighted", "data.normalizer.softening=2.5", "debug=tiny"])
+    datamodule, module, _ = _build(cfg)
+    assert module.loss.noise_weighting and module.loss.softening == 2.5
+    assert module.loss.photons_per_unit == cfg.model.loss.photons_per_unit > 0
+    datamodule.setup("fit")
+    batch = datamodule.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0)
+    assert torch.isfinite(module.training_step(batch, 0))
+
+
 def test_monitor_is_one_fact_used_everywhere():
     cfg = _compose([])
     datamodule, model, trainer = _build(cfg)

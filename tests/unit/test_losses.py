@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -7,6 +9,7 @@ from astrorestore.losses.pixel import (
     gradient_loss,
     l1_loss,
     masked_mean,
+    noise_weights,
     ssim_loss,
 )
 
@@ -76,3 +79,64 @@ def test_terms_that_cannot_be_masked_refuse_a_mask():
     with pytest.raises(UserError, match="gradient_weight=0"):
         RestorationLoss(ssim_weight=0.0, gradient_weight=0.1)(pred, target, mask)
     assert not RestorationLoss().supports_mask and RestorationLoss(0.0 + 1, 0, 0).supports_mask
+
+
+def test_noise_weights_are_sky_sigma_over_pixel_sigma():
+    # softening 1, G = 1: at u = sinh(z) = 3 the noise in u is sqrt(1 + 3) = 2 and in z
+    # 2 / cosh(z) = 2 / sqrt(10); the sky (z = 0) has sigma 1, so its weight is 1.
+    z = torch.tensor([0.0, math.asinh(3.0)]).view(1, 1, 1, 2)
+    weights = noise_weights(z, softening=1.0, photons_per_unit=1.0)
+    assert weights.flatten().tolist() == pytest.approx([1.0, math.sqrt(10.0) / 2.0], rel=1e-6)
+    # without shot noise, sigma_z = sigma_sky / cosh(z): the error is measured in electrons
+    sky_only = noise_weights(z, softening=3.0, photons_per_unit=None)
+    assert sky_only.flatten().tolist() == pytest.approx([1.0, math.sqrt(10.0)], rel=1e-6)
+
+
+def test_noise_weighted_loss_counts_a_pixel_with_larger_sigma_less():
+    # Same asinh error 0.1 on a sky pixel (sigma_z = 1/3) and on a bright core (u = 400,
+    # sigma_z = sqrt(1/9 + 400/16) / cosh(z) ~ 0.0125): the core's error is ~27 noise sigma.
+    target = torch.zeros(1, 1, 1, 2)
+    target[..., 1] = math.asinh(400.0)
+    loss = RestorationLoss(
+        l1_weight=1.0,
+        l2_weight=1.0,
+        ssim_weight=0.0,
+        gradient_weight=0.0,
+        noise_weighting=True,
+        softening=3.0,
+        photons_per_unit=16.0,
+    )
+    core_weight = (1 / 3) * math.cosh(math.asinh(400.0)) / math.sqrt(1 / 9 + 400 / 16)
+    for pixel, weight in ((0, 1.0), (1, core_weight)):
+        pred = target.clone()
+        pred[..., pixel] += 0.1
+        _, terms = loss(pred, target)
+        assert terms["l1"].item() == pytest.approx(0.1 * weight / 2, rel=1e-5)
+        assert terms["l2"].item() == pytest.approx((0.1 * weight) ** 2 / 2, rel=1e-5)
+    plain = RestorationLoss(l1_weight=1.0, ssim_weight=0.0, gradient_weight=0.0)
+    assert plain(pred, target)[1]["l1"].item() == pytest.approx(0.05, rel=1e-5)
+
+
+def test_noise_weighted_loss_keeps_the_mask():
+    target = torch.zeros(1, 1, 4, 4)
+    target[0, 0, 1, 1] = math.asinh(3.0)  # the masked pixel: weight sqrt(10) / 2 (see above)
+    pred = target + 5.0  # every pixel is off by 5; only the masked one may count
+    mask = torch.zeros_like(target, dtype=torch.bool)
+    mask[0, 0, 1, 1] = True
+    loss = RestorationLoss(
+        l1_weight=1.0,
+        ssim_weight=0.0,
+        gradient_weight=0.0,
+        noise_weighting=True,
+        softening=1.0,
+        photons_per_unit=1.0,
+    )
+    assert loss(pred, target, mask)[0].item() == pytest.approx(5.0 * math.sqrt(10) / 2, rel=1e-5)
+
+
+def test_noise_weighting_bad_settings_are_one_line_user_errors():
+    with pytest.raises(UserError, match="model.loss.softening") as missing:
+        RestorationLoss(noise_weighting=True)
+    with pytest.raises(UserError, match="model.loss.photons_per_unit=0") as bad:
+        RestorationLoss(noise_weighting=True, softening=3.0, photons_per_unit=0.0)
+    assert "\n" not in str(missing.value) + str(bad.value)

@@ -1,7 +1,16 @@
 """Pixel losses for restoration: L1, L2, 1 - SSIM, image-gradient L1, and their weighted sum.
 
 All inputs are normalised (asinh) images of shape (B, C, H, W). Pixel-wise terms reduce with
-``masked_mean``, so a blind-spot or bad-pixel mask applies to them in one place. Terms that
+``masked_mean``, so a blind-spot or bad-pixel mask applies to them in one place.
+
+Noise weighting (``noise_weighting=True``): in asinh space a star core's noise is ~0.01 against
+~0.33 on the sky, so a plain L1/L2 there practically ignores cores, while a PSNR in electrons is
+dominated by them. With the option on, the L1 and L2 terms weigh each pixel's error by
+``sigma_sky / sigma(pixel)``: the error in units of that pixel's own noise (as a chi^2 does),
+scaled so that a sky pixel keeps weight 1 and the SSIM and gradient weights keep their meaning.
+Sigma is the noise model of the bounded network (:func:`asinh_noise_sigma`) evaluated at the
+target, i.e. the expected noise of the true pixel; that is exact for clean targets, while with a
+noisy target (Noise2Noise) the weights correlate with the target's own noise. Terms that
 compare neighbourhoods (SSIM, gradients) cannot be restricted to isolated pixels: given a
 mask they refuse it, instead of silently using every pixel (with which a blind-spot network
 would learn the identity).
@@ -14,6 +23,7 @@ from pytorch_msssim import ssim
 from torch import nn
 
 from astrorestore.errors import UserError
+from astrorestore.nets.bounded_residual import asinh_noise_sigma, check_noise_model
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -24,12 +34,39 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch
     return (values * weights).sum() / weights.sum().clamp_min(1.0)
 
 
-def l1_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None):
-    return masked_mean((pred - target).abs(), mask)
+def l1_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean of ``weights * |pred - target|`` (weights 1 if None) over the mask."""
+    error = (pred - target).abs()
+    return masked_mean(error if weights is None else weights * error, mask)
 
 
-def l2_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None):
-    return masked_mean((pred - target).square(), mask)
+def l2_loss(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean of ``(weights * (pred - target))^2`` (weights 1 if None) over the mask."""
+    error = pred - target
+    return masked_mean((error if weights is None else weights * error).square(), mask)
+
+
+def noise_weights(
+    target: torch.Tensor, softening: float, photons_per_unit: float | None
+) -> torch.Tensor:
+    """``sigma_sky / sigma(target)`` per pixel: 1 on the sky, ~1/noise-fraction in bright cores.
+
+    ``sigma`` is :func:`~astrorestore.nets.bounded_residual.asinh_noise_sigma` (sky, read and,
+    with ``photons_per_unit``, shot noise); ``sigma_sky = 1 / softening`` is its value at the
+    sky (z = 0). No gradient flows through the weights.
+    """
+    sigma = asinh_noise_sigma(target.detach(), softening, photons_per_unit)
+    return (1.0 / softening) / sigma
 
 
 def image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,6 +97,14 @@ class RestorationLoss(nn.Module):
 
     ``forward`` returns the total and a dict of the individual terms for logging. L1 and L2
     honour a mask; SSIM and the gradient term refuse one (see the module docstring).
+
+    Args:
+        noise_weighting: weigh the L1 and L2 errors by ``sigma_sky / sigma(pixel)`` (see the
+            module docstring), so that star cores count by their information.
+        softening: the normaliser's softening (needed by ``noise_weighting``).
+        photons_per_unit: ``gain * normaliser scale`` for the shot noise in sigma (as in
+            :class:`~astrorestore.nets.bounded_residual.BoundedResidualUNet`); ``None`` = sky
+            noise only, i.e. an error in electrons (cores then weigh ~``u`` times a sky pixel).
     """
 
     def __init__(
@@ -69,6 +114,9 @@ class RestorationLoss(nn.Module):
         gradient_weight: float = 0.1,
         ssim_window: int = 7,
         l2_weight: float = 0.0,
+        noise_weighting: bool = False,
+        softening: float | None = None,
+        photons_per_unit: float | None = None,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -86,6 +134,16 @@ class RestorationLoss(nn.Module):
         self.ssim_weight = ssim_weight
         self.gradient_weight = gradient_weight
         self.ssim_window = ssim_window
+        if noise_weighting:
+            if softening is None:
+                raise UserError(
+                    "model.loss.noise_weighting=true needs model.loss.softening: set it to the "
+                    "normaliser's, ${data.normalizer.softening}"
+                )
+            check_noise_model(softening, photons_per_unit, group="model.loss")
+        self.noise_weighting = bool(noise_weighting)
+        self.softening = None if softening is None else float(softening)
+        self.photons_per_unit = None if photons_per_unit is None else float(photons_per_unit)
 
     @property
     def supports_mask(self) -> bool:
@@ -107,11 +165,14 @@ class RestorationLoss(nn.Module):
         pred, target = pred.float(), target.float()
         if mask is not None:
             self.check_mask_support()
+        weights = None
+        if self.noise_weighting and self.l1_weight + self.l2_weight > 0:
+            weights = noise_weights(target, self.softening, self.photons_per_unit)
         weighted = {}
         if self.l1_weight > 0:
-            weighted["l1"] = (self.l1_weight, l1_loss(pred, target, mask))
+            weighted["l1"] = (self.l1_weight, l1_loss(pred, target, mask, weights))
         if self.l2_weight > 0:
-            weighted["l2"] = (self.l2_weight, l2_loss(pred, target, mask))
+            weighted["l2"] = (self.l2_weight, l2_loss(pred, target, mask, weights))
         if self.ssim_weight > 0:
             weighted["ssim"] = (self.ssim_weight, ssim_loss(pred, target, self.ssim_window))
         if self.gradient_weight > 0:

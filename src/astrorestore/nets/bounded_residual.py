@@ -68,19 +68,22 @@ def asinh_noise_sigma(z: Tensor, softening: float, photons_per_unit: float | Non
     return torch.sqrt(variance) / torch.cosh(z)
 
 
-def check_noise_model(softening: float, photons_per_unit: float | None) -> None:
+def check_noise_model(
+    softening: float, photons_per_unit: float | None, group: str = "model.net"
+) -> None:
     """Raise UserError unless ``softening > 0`` and ``photons_per_unit`` is None or > 0 (the
-    two facts :func:`asinh_noise_sigma` needs; every bounded network checks them here)."""
+    two facts :func:`asinh_noise_sigma` needs; every bounded network, and the noise-weighted
+    loss with ``group="model.loss"``, checks them here)."""
     if not (math.isfinite(softening) and softening > 0):
         raise UserError(
-            f"model.net.softening={softening!r} is invalid: use the normaliser's softening "
+            f"{group}.softening={softening!r} is invalid: use the normaliser's softening "
             "(> 0), i.e. ${data.normalizer.softening}"
         )
     if photons_per_unit is not None and not (
         math.isfinite(photons_per_unit) and photons_per_unit > 0
     ):
         raise UserError(
-            f"model.net.photons_per_unit={photons_per_unit!r} is invalid: use a value > 0 "
+            f"{group}.photons_per_unit={photons_per_unit!r} is invalid: use a value > 0 "
             "(gain x normaliser scale in electrons) or null to bound by the sky noise"
         )
 
