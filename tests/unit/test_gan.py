@@ -171,8 +171,9 @@ def test_feature_matching_compares_hidden_features_and_is_zero_for_the_true_imag
     features = disc.features(condition, real)
     assert torch.equal(features[-1], disc(condition, real))  # the logits come last
     assert len(features) == 3  # one per hidden layer (n_layers=1: two) + logits
-    assert float(module.feature_matching(condition, real, real)) == 0.0
-    assert float(module.feature_matching(condition, torch.rand_like(real), real)) > 0.0
+    assert float(module.feature_matching(features, condition, real)) == 0.0
+    other = disc.features(condition, torch.rand_like(real))
+    assert float(module.feature_matching(other, condition, real)) > 0.0
     trainer = _fit(module)
     assert torch.isfinite(trainer.callback_metrics["train/g_feature_matching"])
     with pytest.raises(UserError, match="feature_matching_weight=-1"):

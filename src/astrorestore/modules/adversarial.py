@@ -178,14 +178,14 @@ class AdversarialModule(RestorationModule):
             )
 
     def feature_matching(
-        self, condition: torch.Tensor, fake: torch.Tensor, real: torch.Tensor
+        self, fake_features: list[torch.Tensor], condition: torch.Tensor, real: torch.Tensor
     ) -> torch.Tensor:
-        """Mean L1 distance between the discriminator's hidden features of ``fake`` and
-        ``real`` (the true image's features are a fixed target)."""
+        """Mean L1 distance between the discriminator's hidden features of the generated image
+        (``fake_features``, from ``discriminator.features``; the logits last) and those of
+        ``real``, a fixed target."""
         with torch.no_grad():
             target = self.discriminator.features(condition, real)[:-1]
-        hidden = self.discriminator.features(condition, fake)[:-1]
-        distances = [(a - b).abs().mean() for a, b in zip(hidden, target, strict=True)]
+        distances = [(a - b).abs().mean() for a, b in zip(fake_features[:-1], target, strict=True)]
         return torch.stack(distances).mean()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -217,11 +217,19 @@ class AdversarialModule(RestorationModule):
         pixel, _ = self.loss(fake, real, mask)
         g_loss = self.hparams.reconstruction_weight * pixel
         if weight > 0:
-            adversarial = generator_gan_loss(self.discriminator(condition, fake), kind)
+            matching_on = self.hparams.feature_matching_weight > 0
+            # One discriminator pass on the generated image serves both terms: its logits are
+            # the last of its features.
+            if matching_on:
+                fake_features = self.discriminator.features(condition, fake)
+                logits = fake_features[-1]
+            else:
+                logits = self.discriminator(condition, fake)
+            adversarial = generator_gan_loss(logits, kind)
             g_loss = g_loss + weight * adversarial
             self.log("train/g_adversarial", adversarial, batch_size=size)
-            if self.hparams.feature_matching_weight > 0:
-                matching = self.feature_matching(condition, fake, real)
+            if matching_on:
+                matching = self.feature_matching(fake_features, condition, real)
                 ramp = weight / self.hparams.adversarial_weight
                 g_loss = g_loss + ramp * self.hparams.feature_matching_weight * matching
                 self.log("train/g_feature_matching", matching, batch_size=size)
