@@ -120,6 +120,29 @@ def gaussian_blur(image: Tensor, sigma: float) -> Tensor:
     return out
 
 
+def check_give_back(
+    sigma_px: float | None, threshold: float, ramp_from: float, footprint_px: float | None
+) -> None:
+    """Raise UserError unless the settings of :func:`give_back_removed_sources` are usable
+    (named as the ``model.net.flux_*`` keys that set them)."""
+    if sigma_px is not None and not (math.isfinite(sigma_px) and sigma_px > 0):
+        raise UserError(
+            f"model.net.flux_sigma={sigma_px!r} is invalid: use a width in pixels > 0 (1-2) or null"
+        )
+    if not (math.isfinite(threshold) and threshold > 0):
+        raise UserError(f"model.net.flux_threshold={threshold!r} is invalid: use a value > 0 (3-5)")
+    if not (math.isfinite(ramp_from) and 0 <= ramp_from < threshold):
+        raise UserError(
+            f"model.net.flux_ramp_from={ramp_from!r} is invalid: use 0 <= value < "
+            f"flux_threshold ({threshold})"
+        )
+    if footprint_px is not None and not (math.isfinite(footprint_px) and footprint_px > 0):
+        raise UserError(
+            f"model.net.flux_footprint={footprint_px!r} is invalid: use a scale in pixels > 0 "
+            "(about 1) or null"
+        )
+
+
 def give_back_removed_sources(
     z: Tensor,
     restored: Tensor,
@@ -153,11 +176,7 @@ def give_back_removed_sources(
        only below that scale and cannot change its flux (demo frames: +0.2 % against the noisy
        input). The sky outside footprints is untouched.
     """
-    if not 0.0 <= ramp_from < threshold:
-        raise UserError(
-            f"model.net.flux_ramp_from={ramp_from!r} is invalid: use 0 <= value < "
-            f"flux_threshold ({threshold})"
-        )
+    check_give_back(sigma_px, threshold, ramp_from, footprint_px)
     observed = torch.sinh(z.clamp(-20.0, 20.0))
     linear_out = torch.sinh(restored.clamp(-20.0, 20.0))
     residual = observed - linear_out

@@ -21,8 +21,9 @@ Those two and median replacement form a bundle checked in
 evaluation, the residual ``input - output`` where its local mean is a significant detection, and
 ``flux_footprint`` its low-pass on source footprints
 (:func:`astrorestore.nets.bounded.give_back_removed_sources`): the faint stars a blind-spot
-network shrinks towards the sky or spreads into their wings, which no per-pixel bound protects. Training is left alone (the
-blind-spot loss trains the network's own prediction); validation, test and inference include it.
+network shrinks towards the sky or spreads into their wings, which no per-pixel bound
+protects. Training is left alone (the blind-spot loss trains the network's own prediction);
+validation, test and inference include it.
 
 - ``residual``: ``input + net(input)``; ``bounded_residual``: that correction capped at
   ``bound_sigmas`` sky sigmas in linear units. Both make the network cancel each pixel's noise
@@ -31,14 +32,17 @@ blind-spot loss trains the network's own prediction); validation, test and infer
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from astrorestore.errors import UserError
-from astrorestore.nets.bounded import NoiseBound, give_back_removed_sources, linear_correction
+from astrorestore.nets.bounded import (
+    NoiseBound,
+    check_give_back,
+    give_back_removed_sources,
+    linear_correction,
+)
 from astrorestore.nets.common import check_input_size, group_count
 from astrorestore.nets.res_unet import DilatedBottleneck
 
@@ -135,27 +139,7 @@ class N2VUNet(nn.Module):
                 f"model.net.bound_sigmas={bound_sigmas!r} does not fit model.net.output={output}: "
                 "clamped and bounded_residual need a bound (e.g. 5), image and residual null"
             )
-        if flux_sigma is not None and not (math.isfinite(flux_sigma) and flux_sigma > 0):
-            raise UserError(
-                f"model.net.flux_sigma={flux_sigma!r} is invalid: use a width in pixels > 0 "
-                "(1-2) or null"
-            )
-        if not (math.isfinite(flux_threshold) and flux_threshold > 0):
-            raise UserError(
-                f"model.net.flux_threshold={flux_threshold!r} is invalid: use a value > 0 (3-5)"
-            )
-        if not (math.isfinite(flux_ramp_from) and 0 <= flux_ramp_from < flux_threshold):
-            raise UserError(
-                f"model.net.flux_ramp_from={flux_ramp_from!r} is invalid: use 0 <= value < "
-                f"flux_threshold ({flux_threshold})"
-            )
-        if flux_footprint is not None and not (
-            math.isfinite(flux_footprint) and flux_footprint > 0
-        ):
-            raise UserError(
-                f"model.net.flux_footprint={flux_footprint!r} is invalid: use a scale in pixels "
-                "> 0 (about 1) or null"
-            )
+        check_give_back(flux_sigma, flux_threshold, flux_ramp_from, flux_footprint)
         self.output = output
         self.flux_ramp_from = float(flux_ramp_from)
         self.flux_footprint = None if flux_footprint is None else float(flux_footprint)
