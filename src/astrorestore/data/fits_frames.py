@@ -95,6 +95,12 @@ def _positive_float(value: Any) -> float | None:
     return number if math.isfinite(number) and number > 0 else None
 
 
+def is_electrons(unit: str) -> bool:
+    """True for a BUNIT in electrons per pixel (``e-``, ``electrons``, ``e-/pixel``...; not a
+    rate), case- and space-insensitive."""
+    return unit.strip().lower().replace(" ", "").removesuffix("/pixel") in _ELECTRONS
+
+
 def electrons_factor(headers: list[Any], gain: float | None = None) -> tuple[float | None, str]:
     """``(factor, how)``: ``data * factor`` is in electrons, or ``(None, why not)``.
 

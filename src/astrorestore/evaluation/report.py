@@ -18,7 +18,7 @@ from astrorestore.evaluation import detection as det
 from astrorestore.evaluation import photometry as phot
 from astrorestore.evaluation import psf
 from astrorestore.evaluation.against_truth import evaluate_against_truth
-from astrorestore.evaluation.residual import is_electrons, residual_analysis
+from astrorestore.evaluation.residual import residual_analysis
 
 
 def _plane(name: str, image: np.ndarray | None) -> np.ndarray | None:
@@ -64,8 +64,8 @@ def evaluate_image(
     ``kind``) replaces detections on the truth as the reference list. Magnitudes are
     ``zeropoint - 2.5 log10(flux in e-)``. Problems that do not stop the evaluation (NaNs in
     the truth, no sources) are listed in ``warnings``; malformed input raises UserError.
-    ``unit`` labels the values (a FITS frame's BUNIT); frames not in electrons get a warning
-    that the gain/read-noise model is in electrons unless an ERR map is given.
+    ``unit`` labels the values (a FITS frame's BUNIT); for frames not in electrons the residual
+    analysis says that its gain/read-noise model does not apply, unless an ERR map is given.
     """
     restored, noisy = _plane("restored", restored), _plane("noisy", noisy)
     truth, err = _plane("truth", truth), _plane("err", err)
@@ -74,12 +74,6 @@ def evaluate_image(
         raise UserError(f"{name}: the restored image has no finite pixels; check the restorer")
     radius = float(match_radius) if match_radius else max(1.5, 0.8 * fwhm)
     warnings: list[str] = []
-    if not is_electrons(unit) and err is None:
-        warnings.append(
-            f"the frame is in {unit}, not electrons: the residual's noise model "
-            "(x/gain + read^2) is only right with eval.gain and eval.read_noise in these units "
-            "(or convert the frame to electrons); flux ratios and sigma ratios do not depend on it"
-        )
     if truth is not None and not np.isfinite(truth).all():
         bad = ~np.isfinite(truth)
         warnings.append(

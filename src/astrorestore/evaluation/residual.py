@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from astrorestore.data.fits_frames import is_electrons
 from astrorestore.evaluation.photometry import aperture_fluxes
 
 # Thresholds for warnings; each warning states the measured value, so these only decide when to
@@ -48,14 +49,6 @@ def radial_power_spectrum(residual: np.ndarray, n_bins: int = 24) -> dict[str, l
             freq.append(float(0.5 * (lo + hi)))
             mean_power.append(float(power[ring].mean()))
     return {"frequency": freq, "power": mean_power}
-
-
-ELECTRON_UNITS = frozenset({"e-", "e", "electron", "electrons", "e-/pixel", "electron/pixel"})
-
-
-def is_electrons(unit: str) -> bool:
-    """True for the unit strings that mean electrons (case-insensitive)."""
-    return unit.strip().lower() in ELECTRON_UNITS
 
 
 def residual_analysis(
@@ -108,10 +101,15 @@ def residual_analysis(
         "low_high_power_ratio": low_high,
     }
     lo, hi = _VARIANCE_BAND
-    # A gain/read-noise model in electrons says nothing about a frame in other units (the caller
-    # warns about the units once instead).
-    model_applies = err is not None or is_electrons(unit)
-    if model_applies and not lo <= variance_ratio <= hi:
+    if err is None and not is_electrons(unit):
+        # A gain/read-noise model in electrons says nothing about a frame in other units: say
+        # so once instead of judging the residual's variance by it.
+        warnings.append(
+            f"the frame is in {unit}, not electrons: the residual's noise model "
+            "(x/gain + read^2) is only right with eval.gain and eval.read_noise in these units "
+            "(or convert the frame to electrons); flux ratios and sigma ratios do not depend on it"
+        )
+    elif not lo <= variance_ratio <= hi:
         what = (
             "noise left in the output" if variance_ratio < lo else "signal removed with the noise"
         )
