@@ -10,8 +10,8 @@ NaN DO_NOT_USE pixels, tiling), then, in electrons:
 - aperture flux (radius 2 FWHM, the known sky subtracted) of isolated stars, in bins of their
   signal-to-noise: median restored/truth and noisy/truth (a restoration that adds light to
   faint sources, or takes it away, shows here first);
-- empty-sky noise ratio ``std(restored - truth) / std(noisy - truth)`` over pixels where the
-  truth is within 0.1 sky sigma of the sky;
+- empty-sky noise ratio ``std(restored - truth) / std(noisy - truth)`` over the truth's empty
+  sky (``evaluation.quality.empty_sky_mask``: at least 2 FWHM from any source light);
 - PSNR in electrons, data range = the truth's 0.5-99.5 percentile range.
 
 Hot and DO_NOT_USE pixels (DQ) are masked in every measurement.
@@ -33,8 +33,6 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from photutils.aperture import ApertureStats, CircularAperture
-from scipy.spatial import cKDTree
 
 from astrorestore.data.demo_frames import (
     DEMO_FWHM,
@@ -46,6 +44,8 @@ from astrorestore.data.demo_frames import (
     demo_fields,
     ensure_demo_frames,
 )
+from astrorestore.evaluation import photometry as phot
+from astrorestore.evaluation import psf, quality
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -84,25 +84,9 @@ def variant_checkpoint(path: str, settings: str, folder: Path) -> Path:
     return out
 
 
-def isolated_stars(catalog: dict, shape: tuple[int, int]) -> np.ndarray:
-    """Indices of stars with no other source within 4 FWHM and apertures inside the frame."""
-    xy = np.c_[catalog["x"], catalog["y"]]
-    neighbours = cKDTree(xy).query_ball_point(xy, 4 * DEMO_FWHM, return_length=True)
-    margin = RADIUS + 1
-    inside = (xy[:, 0] > margin) & (xy[:, 0] < shape[1] - 1 - margin)
-    inside &= (xy[:, 1] > margin) & (xy[:, 1] < shape[0] - 1 - margin)
-    return np.nonzero((catalog["kind"] == 0) & (neighbours == 1) & inside)[0]
-
-
-def aperture_sums(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """Aperture sums of ``image - sky`` (NaN pixels masked on every image alike by the caller)."""
-    stats = ApertureStats(image, CircularAperture(xy, r=RADIUS), sum_method="exact")
-    return np.atleast_1d(np.asarray(stats.sum, float))
-
-
 def score(folder: Path, restored_dir: Path) -> dict:
     rows = {"truth": [], "noisy": [], "restored": [], "sn": []}
-    sky_noisy, sky_restored, psnr_noisy, psnr_restored = [], [], [], []
+    sky_ratios, psnr_noisy, psnr_restored = [], [], []
     fields = demo_fields()
     for path in sorted(folder.glob("*_cal.fits")):
         pointing = int(path.name[7:10]) - 1
@@ -114,22 +98,24 @@ def score(folder: Path, restored_dir: Path) -> dict:
         bad = ~np.isfinite(noisy) | ~np.isfinite(restored) | ((dq & (1 | 1 << 11)) != 0)
         truth = np.where(bad, np.nan, clean.astype(float))
         noisy, restored = np.where(bad, np.nan, noisy), np.where(bad, np.nan, restored)
-        stars = isolated_stars(catalog, clean.shape)
-        xy = np.c_[catalog["x"][stars], catalog["y"][stars]]
-        true_flux = aperture_sums(np.nan_to_num(truth - DEMO_SKY), xy)
+        # Every isolated star whose aperture lies inside the frame (brightest first).
+        xy = np.c_[catalog["x"], catalog["y"]]
+        stars = psf.bright_isolated(
+            xy, catalog["flux"], catalog["kind"], DEMO_FWHM, len(xy), clean.shape, RADIUS + 1
+        )
+        xy = xy[stars]
+        # Aperture sums above the known sky; masked pixels count in no image.
+        true_flux = phot.aperture_fluxes(truth, xy, RADIUS, sky=DEMO_SKY)
         area = np.pi * RADIUS**2
         rows["sn"] += list(true_flux / np.sqrt(true_flux + area * (DEMO_SKY + READ_NOISE**2)))
         rows["truth"] += list(true_flux)
-        rows["noisy"] += list(aperture_sums(np.nan_to_num(noisy - DEMO_SKY), xy))
-        rows["restored"] += list(aperture_sums(np.nan_to_num(restored - DEMO_SKY), xy))
-        empty = np.abs(truth - DEMO_SKY) < 0.1 * np.sqrt(DEMO_SKY + READ_NOISE**2)
-        sky_noisy.append(np.nanstd((noisy - truth)[empty]))
-        sky_restored.append(np.nanstd((restored - truth)[empty]))
-        finite = np.isfinite(truth)
-        low, high = np.percentile(truth[finite], [0.5, 99.5])
-        for image, out in ((noisy, psnr_noisy), (restored, psnr_restored)):
-            mse = np.nanmean((image - truth) ** 2)
-            out.append(10 * np.log10((high - low) ** 2 / mse))
+        rows["noisy"] += list(phot.aperture_fluxes(noisy, xy, RADIUS, sky=DEMO_SKY))
+        rows["restored"] += list(phot.aperture_fluxes(restored, xy, RADIUS, sky=DEMO_SKY))
+        empty = quality.empty_sky_mask(truth, DEMO_FWHM)
+        sky_ratios.append(quality.empty_sky_noise_ratio(restored, noisy, truth, empty))
+        value_range = quality.data_range(truth)
+        psnr_noisy.append(quality.psnr(noisy, truth, value_range))
+        psnr_restored.append(quality.psnr(restored, truth, value_range))
     data = {k: np.array(v) for k, v in rows.items()}
     bins = []
     for lo, hi in SN_BINS:
@@ -145,7 +131,7 @@ def score(folder: Path, restored_dir: Path) -> dict:
         )
     return {
         "flux_bins": bins,
-        "sky_noise_ratio": [float(a / b) for a, b in zip(sky_restored, sky_noisy, strict=True)],
+        "sky_noise_ratio": sky_ratios,
         "psnr_e_noisy": float(np.mean(psnr_noisy)),
         "psnr_e_restored": float(np.mean(psnr_restored)),
         "frames": len(psnr_noisy),
