@@ -224,6 +224,7 @@ def colorization(
     # first space's, as its generators see. It is deterministic: one "seed".
     base = colour_test_batch(_colour_data(spaces[0], size, seeds[0], test_crops), test_crops)
     grey = to_unit(base["input"]).expand(-1, 3, -1, -1)
+    truth = to_unit(base["truth"])  # the crops the grey copy was made from
     per_crop["grey_copy"] = [_colour_scores(grey, truth)]
     rows["grey_copy"] = _summary(per_crop["grey_copy"], [None])
     rows["truth"] = {"colourfulness": float(colourfulness(truth).mean())}
@@ -617,6 +618,10 @@ def main() -> None:
         extra = [(v.split(":")[0], float(v.split(":")[1])) for v in args.extra_cgan.split(",") if v]
         if args.test_crops != "grid" and not args.test_crops.isdigit():
             parser.error(f"--test-crops={args.test_crops!r}: use 'grid' or a number of crops")
+        if args.test_crops != "grid" and len(args.seeds.split(",")) > 1:
+            # The data module's fixed crops depend on its seed: rows of several seeds would
+            # not be compared crop by crop.
+            parser.error("--test-crops N takes one seed (--seeds 0); use the grid for several")
         warmup = tuple(int(v) for v in args.warmup.split(":")) if args.warmup else (0, 0)
         result["colorization"] = colorization(
             args.steps,
