@@ -33,13 +33,16 @@ Usage (one command; labels are free, so Noise2Void/Noise2Noise checkpoints are j
 
     python bench/bench_psf_robustness.py --ckpt default=path/a.ckpt --ckpt bounded=path/b.ckpt
 
-writes ``bench/results/psf_robustness.{md,json,png}``.
+writes ``bench/results/psf_robustness.{md,json,png}``. ``--variant LABEL=BASE:key=value,...``
+adds a row with BASE's weights and network settings changed, e.g. the same network without its
+evaluation-time give-back: ``--variant a-raw=a:flux_sigma=null``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -406,12 +409,31 @@ def plot(results: dict, methods: list[str], path: Path) -> None:
     figure.savefig(path, dpi=80)
 
 
+def variant_spec(spec: str, ckpts: list[str], folder: Path) -> str:
+    """``LABEL=PATH`` of a copy of the ``--ckpt`` labelled BASE with network settings changed."""
+    from bench_demo_frames import variant_checkpoint
+
+    label, _, rest = spec.partition("=")
+    base, _, settings = rest.partition(":")
+    paths = {c.rpartition("=")[0] or Path(c).stem: c.rpartition("=")[2] for c in ckpts}
+    if base not in paths or not settings:
+        raise SystemExit(f"--variant {spec!r}: use LABEL=BASE:key=value with BASE a --ckpt label")
+    return f"{label}={variant_checkpoint(paths[base], settings, folder)}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument(
         "--ckpt", action="append", default=[], help="LABEL=PATH of a checkpoint (repeatable)"
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="LABEL=BASE:key=value,... : BASE's weights with network settings changed, e.g. "
+        "give_back=default:flux_sigma=1.5 (repeatable)",
     )
     parser.add_argument("--size", type=int, default=256, help="field size (px)")
     parser.add_argument("--fields", type=int, default=2, help="fields per cell")
@@ -420,7 +442,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "psf_robustness"), help="output stem")
     args = parser.parse_args()
 
-    methods = load_methods(args.ckpt, not args.no_bm3d)
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpts = args.ckpt + [variant_spec(spec, args.ckpt, Path(tmp)) for spec in args.variant]
+        methods = load_methods(ckpts, not args.no_bm3d)
     results = {}
     for index, cell in enumerate(CELLS[: args.cells]):
         results[cell["name"]] = score_cell(cell, index, methods, args.size, args.fields)
@@ -428,12 +452,13 @@ def main() -> None:
     ranges = [v for rows in results.values() for v in rows["noisy input"]["psnr_data_range_e"]]
     meta = {
         "command": "python bench/bench_psf_robustness.py "
-        + " ".join(f"--ckpt {c}" for c in args.ckpt)
+        + " ".join([f"--ckpt {c}" for c in args.ckpt] + [f"--variant {v}" for v in args.variant])
         + f" --size {args.size} --fields {args.fields}",
         "size": args.size,
         "fields_per_cell": args.fields,
         "data_range_span": f"{min(ranges):.0f}-{max(ranges):.0f} e-",
         "checkpoints": args.ckpt,
+        "variants": args.variant,
         "torch_threads": torch.get_num_threads(),
     }
     out = Path(args.out)

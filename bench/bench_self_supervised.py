@@ -391,9 +391,9 @@ def main() -> None:
         rows[name] = {}
         for f, t, n, c in fields:
             rows[name][f] = measures(restore_with(net, n), t, n, c) | {"patches_per_s": speed}
-        if getattr(net, "flux_sigma", None) is not None:
+        if getattr(net, "give_back", None) is not None:
             # Same weights without the evaluation-time flux give-back (the ablation is free).
-            net.flux_sigma = None
+            net.give_back = None
             rows[f"{name}_no_flux"] = {
                 f: measures(restore_with(net, n), t, n, c) | {"patches_per_s": speed}
                 for f, t, n, c in fields

@@ -1,6 +1,7 @@
 """The output stages of the self-supervised nets: the blur and the flux give-back."""
 
 import numpy as np
+import pytest
 import torch
 from scipy import ndimage
 
@@ -58,13 +59,26 @@ def test_light_added_around_a_bright_star_is_taken_back_and_sky_noise_stays_remo
     assert out[empty].std() < 0.25 * noise[0, 0][empty].std()
 
 
-def test_flux_give_back_runs_at_evaluation_only():
+@pytest.mark.parametrize("kind", ["n2v", "supervised"])
+def test_flux_give_back_runs_at_evaluation_only(kind):
+    from astrorestore.nets.bounded_residual import BoundedResidualUNet
+
     torch.manual_seed(0)
-    net = N2VUNet(base_channels=4, depth=1, output="clamped", bound_sigmas=5.0, flux_sigma=1.5)
-    plain = N2VUNet(base_channels=4, depth=1, output="clamped", bound_sigmas=5.0)
+    if kind == "n2v":
+        make = lambda **k: N2VUNet(  # noqa: E731
+            base_channels=4, depth=1, output="clamped", bound_sigmas=5.0, **k
+        )
+    else:
+        make = lambda **k: BoundedResidualUNet(  # noqa: E731
+            base_channels=4, depth=1, dilations=(1,), photons_per_unit=16.0, **k
+        )
+    give_back = {"flux_sigma": 1.5} if kind == "n2v" else {"flux_sigma": 1.5, "flux_chi2": 1.5}
+    net, plain = make(**give_back), make()
+    if kind != "n2v":  # a fresh residual net is the identity: give it something to give back
+        torch.nn.init.normal_(net.noise_head.weight, std=3.0)
     plain.load_state_dict(net.state_dict())
     x = torch.randn(1, 1, 32, 32)
-    assert torch.equal(net.train()(x), plain.train()(x))  # the blind-spot loss sees the net only
+    assert torch.equal(net.train()(x), plain.train()(x))  # the loss sees the net only
     assert not torch.allclose(net.eval()(x), plain.eval()(x))
 
 
@@ -98,9 +112,78 @@ def test_light_spread_into_the_wings_of_a_faint_star_is_given_back_on_its_footpr
 
 
 def test_flux_ramp_must_start_below_the_threshold():
-    import pytest
-
     from astrorestore.errors import UserError
 
     with pytest.raises(UserError, match="flux_ramp_from"):
         N2VUNet(output="clamped", bound_sigmas=5.0, flux_sigma=1.5, flux_ramp_from=5.0)
+
+
+def _bright_star_with_shot_noise(seed: int, photons_per_unit: float):
+    """A bright star (peak 400 sky sigmas) in linear normaliser units, its noise sigma map
+    (sky plus shot noise) and one noise draw."""
+    softening = 3.0
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    r2 = (yy - 32) ** 2 + (xx - 30) ** 2
+    star = (400.0 / softening) * torch.exp(-r2 / (2 * 1.0**2))
+    sigma = torch.sqrt(1.0 / softening**2 + star / photons_per_unit)
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(1, 1, 64, 64, generator=generator) * sigma
+    return softening, star, sigma, noise, r2
+
+
+def test_a_reshaped_core_is_given_back_but_removed_shot_noise_is_not():
+    photons_per_unit = 16.0
+    softening, star, sigma, noise, r2 = _bright_star_with_shot_noise(3, photons_per_unit)
+    z = torch.asinh(star + noise)
+    settings = {"photons_per_unit": photons_per_unit, "footprint_px": None}
+
+    def linear(restored, **extra):
+        out = give_back_removed_sources(z, torch.asinh(restored), softening, **settings, **extra)
+        return torch.sinh(out)[0, 0]
+
+    # A restoration that removed exactly the noise, core included: nothing is given back (the
+    # residual is the noise itself, chi-square ~1, no significant local mean).
+    clean = star.expand_as(z)
+    assert torch.allclose(linear(clean, chi2_from=1.5), star, atol=0.02 * float(star.max()))
+    core = r2 <= 4
+    kept = linear(clean, chi2_from=1.5) - star
+    assert kept[core].pow(2).mean() < 0.25 * noise[0, 0][core].pow(2).mean()
+    # A restoration that reshaped the core by 2.5 sigma with no net flux (first ring down, the
+    # next up): the mean test misses it, the chi-square test gives it back.
+    inner, outer = r2 <= 2, (r2 > 2) & (r2 <= 8)
+    change = -2.5 * sigma * inner
+    change = change + outer * sigma * (2.5 * sigma[inner].sum() / sigma[outer].sum())
+    assert abs(float(change.sum())) < 1e-3 * float(star.sum())  # no net flux moved
+    reshaped = clean + change
+    without = linear(reshaped)
+    with_chi2 = linear(reshaped, chi2_from=1.5)
+    error = lambda image: float((image - star)[r2 <= 8].pow(2).mean())  # noqa: E731
+    noisy_error = float(noise[0, 0][r2 <= 8].pow(2).mean())
+    assert error(without) > 2 * noisy_error  # the reshaping survives the significance step
+    assert error(with_chi2) < 1.5 * noisy_error  # given back: no worse than the input
+
+
+def test_significance_with_shot_noise_keeps_a_bright_core_denoised():
+    # Measured in sky sigma alone, the shot noise removed from a bright core looks like a
+    # detection and is given back; with the pixel's own sigma it is noise and stays removed.
+    photons_per_unit = 16.0
+    softening, star, _, noise, r2 = _bright_star_with_shot_noise(4, photons_per_unit)
+    z = torch.asinh(star + noise)
+    clean = torch.asinh(star.expand_as(z))
+    core = r2 <= 4
+
+    def core_error(**extra):
+        out = give_back_removed_sources(z, clean, softening, footprint_px=None, **extra)
+        return float((torch.sinh(out)[0, 0] - star)[core].pow(2).mean())
+
+    noisy_error = float(noise[0, 0][core].pow(2).mean())
+    assert core_error() > 0.5 * noisy_error
+    assert core_error(photons_per_unit=photons_per_unit) < 0.2 * noisy_error
+
+
+def test_chi2_setting_is_checked():
+    from astrorestore.errors import UserError
+    from astrorestore.nets.bounded_residual import BoundedResidualUNet
+
+    with pytest.raises(UserError, match="flux_chi2"):
+        BoundedResidualUNet(flux_sigma=1.5, flux_chi2=0.5)

@@ -62,3 +62,24 @@ def test_blurring_shows_as_low_frequency_power():
     result = residual_analysis(noisy, gaussian_filter(noisy, 3.0), gain=1.0, read_noise=READ)
     assert result["low_high_power_ratio"] > 1.5
     assert any("low frequencies" in w for w in result["warnings"])
+
+
+def test_a_zero_flux_reshaping_of_every_star_shows_in_the_stacked_residual():
+    from tests.unit.test_evaluation_detection import gaussian_stars
+
+    rng = np.random.default_rng(5)
+    xy = rng.uniform(20, 236, (30, 2)).round()  # stars on pixel centres: one stamp phase
+    fluxes = np.full(30, 2e4)
+    clean = gaussian_stars(256, xy, fluxes, fwhm=3.0, sky=SKY)
+    noisy = rng.poisson(clean) + rng.normal(0, READ, clean.shape)
+    result = residual_analysis(noisy, clean, gain=1.0, read_noise=READ, source_xy=xy, fwhm=3.0)
+    assert result["sources"]["shape"]["n"] == 30
+    assert result["sources"]["shape"]["chi2_dof"] < 1.5
+    assert not any("reshaped" in w for w in result["warnings"])
+    # The same stars, broadened (FWHM 3 -> 3.6 px): same fluxes, cores lowered, wings raised.
+    broad = gaussian_stars(256, xy, fluxes, fwhm=3.6, sky=SKY)
+    result = residual_analysis(noisy, broad, gain=1.0, read_noise=READ, source_xy=xy, fwhm=3.0)
+    shape = result["sources"]["shape"]
+    assert shape["chi2_dof"] > 5 and shape["largest_at"] == [0, 0]  # the core was lowered
+    assert shape["largest_mean_sigma"] > 0  # input - output > 0 at the core
+    assert any("sources reshaped" in w for w in result["warnings"])

@@ -19,6 +19,12 @@ _SOURCE_SIGMA = 5.0
 _SOURCE_FRACTION = 0.02
 _LOW_FREQUENCY_EXCESS = 1.5
 _VARIANCE_BAND = (0.5, 1.3)
+# The residual is stacked on sources with an input aperture S/N above this, when at least
+# _STACK_MIN of them are away from the edges; chi2/dof beyond 1 + _STACK_SIGMA * sqrt(2 / dof)
+# is reported.
+_STACK_SNR = 20.0
+_STACK_MIN = 8
+_STACK_SIGMA = 5.0
 
 
 def noise_sigma(
@@ -163,4 +169,52 @@ def _source_residuals(noisy, restored, residual, sigma, source_xy, fwhm, warning
             f"beyond {_SOURCE_SIGMA:g} sigma and {100 * _SOURCE_FRACTION:g} % of their flux "
             f"(median {100 * float(np.median(fraction[flagged])):+.1f} %)"
         )
+    bright = np.asarray(source_xy, float)[ok][flux[ok] > _STACK_SNR * noise[ok]]
+    summary["shape"] = stacked_residual(residual / sigma, bright, fwhm, warnings)
     return {"sources": summary}
+
+
+def stacked_residual(
+    normalised: np.ndarray, source_xy: np.ndarray, fwhm: float, warnings: list[str]
+) -> dict:
+    """The residual in noise units stacked on bright sources: has a source been reshaped?
+
+    A restoration can keep every flux and still move light from a core into its wings (or fill
+    an Airy ring); no pixel of one star shows it above the noise, but the mean over many stars
+    does. Stamps of radius ``max(2, 1.5 FWHM)`` px around each source's nearest pixel are
+    averaged; ``chi2_dof`` is the mean of ``(mean / standard error)^2`` over the stamp, with the
+    standard error from the spread between stars (so a wrong noise model cannot fake it): ~1 when
+    the residual at the sources is noise.
+    """
+    radius = max(2, int(np.ceil(1.5 * fwhm)))
+    h, w = normalised.shape
+    stamps = []
+    for x, y in np.asarray(source_xy, float).reshape(-1, 2):
+        col, row = int(round(x)), int(round(y))
+        if radius <= row < h - radius and radius <= col < w - radius:
+            stamp = normalised[row - radius : row + radius + 1, col - radius : col + radius + 1]
+            if np.isfinite(stamp).all():
+                stamps.append(stamp)
+    if len(stamps) < _STACK_MIN:
+        return {"n": len(stamps)}
+    stack = np.stack(stamps)
+    mean = stack.mean(axis=0)
+    standard_error = stack.std(axis=0, ddof=1) / np.sqrt(len(stamps))
+    chi2 = (mean / np.where(standard_error > 0, standard_error, np.inf)) ** 2
+    dof = chi2.size
+    chi2_dof = float(chi2.mean())
+    worst = np.unravel_index(int(np.argmax(np.abs(mean))), mean.shape)
+    result = {
+        "n": len(stamps),
+        "radius": radius,
+        "chi2_dof": chi2_dof,
+        "largest_mean_sigma": float(mean[worst]),
+        "largest_at": [int(worst[1] - radius), int(worst[0] - radius)],
+    }
+    if chi2_dof > 1.0 + _STACK_SIGMA * np.sqrt(2.0 / dof):
+        warnings.append(
+            f"sources reshaped: the residual stacked on {len(stamps)} bright sources is not noise "
+            f"(chi2/dof {chi2_dof:.1f} over {dof} pixels; mean {result['largest_mean_sigma']:+.2f} "
+            f"sigma at dx, dy = {result['largest_at'][0]}, {result['largest_at'][1]} px)"
+        )
+    return result

@@ -98,6 +98,14 @@ def _image_section(result: dict) -> list[str]:
         f"{residual['variance_ratio']:.3f} ({residual['noise_reference']}), low/high-frequency "
         f"power {_fmt(residual['low_high_power_ratio'], '.2f')} (1 = white)"
     )
+    shape = residual.get("sources", {}).get("shape", {})
+    if "chi2_dof" in shape:
+        lines.append(
+            f"- residual stacked on {shape['n']} bright sources (noise units): chi2/dof "
+            f"{shape['chi2_dof']:.2f} (1 = noise; > 1 = sources reshaped), largest mean "
+            f"{shape['largest_mean_sigma']:+.2f} sigma at dx, dy = {shape['largest_at'][0]}, "
+            f"{shape['largest_at'][1]} px"
+        )
     lines += ["", "Warnings:" if result["warnings"] else "No warnings."]
     lines += [f"- {w}" for w in result["warnings"]]
     return lines + [""]

@@ -118,17 +118,36 @@ class BoundedResidualUNet(ResidualUNet):
         softening: float = 3.0,
         bound_sigmas: float | None = 4.0,
         photons_per_unit: float | None = None,
+        flux_sigma: float | None = None,
+        flux_threshold: float = 5.0,
+        flux_ramp_from: float = 3.0,
+        flux_footprint: float | None = 1.0,
+        flux_chi2: float | None = None,
     ) -> None:
+        # nets.bounded builds on this module's sigma, so its give-back is imported here.
+        from astrorestore.nets.bounded import GiveBack
+
         check_noise_model(softening, photons_per_unit)
         if bound_sigmas is not None and not (math.isfinite(bound_sigmas) and bound_sigmas > 0):
             raise UserError(
                 f"model.net.bound_sigmas={bound_sigmas!r} is invalid: use a value > 0 (3-5), "
                 "or null for the unbounded residual U-Net"
             )
+        give_back = GiveBack.from_keys(
+            softening,
+            flux_sigma,
+            flux_threshold,
+            flux_ramp_from,
+            flux_footprint,
+            flux_chi2,
+            photons_per_unit,
+        )
         super().__init__(in_channels, base_channels, depth, dilations)
         self.softening = float(softening)
         self.bound_sigmas = None if bound_sigmas is None else float(bound_sigmas)
         self.photons_per_unit = None if photons_per_unit is None else float(photons_per_unit)
+        # Evaluation only (training sees the bounded output); None when flux_sigma is null.
+        self.give_back = give_back
 
     def noise_sigma(self, z: Tensor) -> Tensor:
         """Noise sigma of each pixel of the normalised input ``z``."""
@@ -136,11 +155,15 @@ class BoundedResidualUNet(ResidualUNet):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.bound_sigmas is None:
-            return super().forward(x)
-        return bounded_residual(x, self.predict_noise(x), self.noise_sigma(x), self.bound_sigmas)
+            out = super().forward(x)
+        else:
+            out = bounded_residual(x, self.predict_noise(x), self.noise_sigma(x), self.bound_sigmas)
+        if self.give_back is not None and not self.training:
+            return self.give_back(x, out)
+        return out
 
     def extra_repr(self) -> str:
         return (
             f"softening={self.softening}, bound_sigmas={self.bound_sigmas}, "
-            f"photons_per_unit={self.photons_per_unit}"
+            f"photons_per_unit={self.photons_per_unit}, give_back={self.give_back!r}"
         )

@@ -37,12 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from astrorestore.errors import UserError
-from astrorestore.nets.bounded import (
-    NoiseBound,
-    check_give_back,
-    give_back_removed_sources,
-    linear_correction,
-)
+from astrorestore.nets.bounded import GiveBack, NoiseBound, linear_correction
 from astrorestore.nets.common import check_input_size, group_count
 from astrorestore.nets.res_unet import DilatedBottleneck
 
@@ -139,12 +134,16 @@ class N2VUNet(nn.Module):
                 f"model.net.bound_sigmas={bound_sigmas!r} does not fit model.net.output={output}: "
                 "clamped and bounded_residual need a bound (e.g. 5), image and residual null"
             )
-        check_give_back(flux_sigma, flux_threshold, flux_ramp_from, flux_footprint)
+        # Evaluation only (the blind-spot loss sees the network); None when flux_sigma is null.
+        self.give_back = GiveBack.from_keys(
+            softening,
+            flux_sigma,
+            flux_threshold,
+            flux_ramp_from,
+            flux_footprint,
+            photons_per_unit=photons_per_unit,
+        )
         self.output = output
-        self.flux_ramp_from = float(flux_ramp_from)
-        self.flux_footprint = None if flux_footprint is None else float(flux_footprint)
-        self.flux_sigma = None if flux_sigma is None else float(flux_sigma)
-        self.flux_threshold = float(flux_threshold)
         self.softening = float(softening)
         self.bound = NoiseBound(softening, bound_sigmas, photons_per_unit) if bounded else None
         self.depth = int(depth)
@@ -193,16 +192,8 @@ class N2VUNet(nn.Module):
                 features = torch.cat([features, skip], dim=1)
             features = decoder(features)
         out = self._output(x, self.head(features))
-        if self.flux_sigma is not None and not self.training:
-            return give_back_removed_sources(
-                x,
-                out,
-                self.softening,
-                self.flux_sigma,
-                self.flux_threshold,
-                self.flux_ramp_from,
-                self.flux_footprint,
-            )
+        if self.give_back is not None and not self.training:
+            return self.give_back(x, out)
         return out
 
     def _output(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -216,8 +207,4 @@ class N2VUNet(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return (
-            f"output={self.output!r}, bound={self.bound!r}, flux_sigma={self.flux_sigma}, "
-            f"flux_threshold={self.flux_threshold}, flux_ramp_from={self.flux_ramp_from}, "
-            f"flux_footprint={self.flux_footprint}"
-        )
+        return f"output={self.output!r}, bound={self.bound!r}, give_back={self.give_back!r}"
