@@ -187,3 +187,33 @@ def test_chi2_setting_is_checked():
 
     with pytest.raises(UserError, match="flux_chi2"):
         BoundedResidualUNet(flux_sigma=1.5, flux_chi2=0.5)
+
+
+def test_what_was_done_to_every_bright_peak_alike_is_given_back_at_each():
+    from astrorestore.nets.bounded import stacked_correction
+
+    generator = torch.Generator().manual_seed(6)
+    residual = torch.randn(1, 1, 96, 96, generator=generator)  # noise units
+    snr = torch.zeros(1, 1, 96, 96)
+    # The same zero-flux reshaping (core lowered, one side raised) at 12 bright peaks.
+    pattern = torch.zeros(7, 7)
+    pattern[3, 3], pattern[3, 4], pattern[2, 3] = 1.5, -0.75, -0.75
+    peaks = [(12 + 24 * (k // 4), 12 + 24 * (k % 4)) for k in range(12)]
+    for y, x in peaks:
+        residual[0, 0, y - 3 : y + 4, x - 3 : x + 4] += pattern
+        snr[0, 0, y, x] = 50.0
+    correction = stacked_correction(residual, snr, 20.0)
+    for y, x in peaks:  # placed where it was, the right way round
+        stamp = correction[0, 0, y - 3 : y + 4, x - 3 : x + 4]
+        assert torch.allclose(stamp[3, 3], torch.tensor(1.5), atol=0.6)
+        assert stamp[3, 4] < -0.2 and stamp[2, 3] < -0.2
+    away = torch.ones(96, 96, dtype=torch.bool)
+    for y, x in peaks:
+        away[y - 3 : y + 4, x - 3 : x + 4] = False
+    assert torch.all(correction[0, 0][away] == 0)  # nothing added away from the peaks
+    # Fewer than 8 peaks, or peaks below the S/N: no correction (too few to tell from noise).
+    assert torch.all(stacked_correction(residual, snr, 60.0) == 0)
+    few = snr.clone()
+    for y, x in peaks[7:]:
+        few[0, 0, y, x] = 0.0
+    assert torch.all(stacked_correction(residual, few, 20.0) == 0)

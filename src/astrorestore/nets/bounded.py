@@ -45,6 +45,12 @@ from astrorestore.nets.bounded_residual import (
     check_noise_model,
 )
 
+# Stacked give-back (step 3 of give_back_removed_sources): stamp radius (px), the fewest peaks a
+# tile must have, and the significance (standard errors) a pixel of the mean stamp needs.
+_STACK_RADIUS = 3
+_STACK_MIN = 8
+_STACK_SIGNIFICANCE = 2.0
+
 
 class NoiseBound:
     """A soft bound of ``k`` noise sigma on how far an output pixel may move from the input.
@@ -126,6 +132,7 @@ def check_give_back(
     ramp_from: float,
     footprint_px: float | None,
     chi2_from: float | None = None,
+    stack_snr: float | None = None,
 ) -> None:
     """Raise UserError unless the settings of :func:`give_back_removed_sources` are usable
     (named as the ``model.net.flux_*`` keys that set them)."""
@@ -150,6 +157,45 @@ def check_give_back(
             f"model.net.flux_chi2={chi2_from!r} is invalid: use a reduced chi-square > 1 "
             "(about 1.5; white noise reads 1) or null"
         )
+    if stack_snr is not None and not (math.isfinite(stack_snr) and stack_snr > 0):
+        raise UserError(
+            f"model.net.flux_stack_snr={stack_snr!r} is invalid: use a signal-to-noise > 0 "
+            "(about 20) or null"
+        )
+
+
+def stacked_correction(residual: Tensor, snr: Tensor, min_snr: float) -> Tensor:
+    """The mean of ``residual`` (noise units) around the bright peaks of each image, placed
+    back at every one of those peaks: what a restoration did to all its bright sources alike.
+
+    Peaks: local maxima (3x3) of ``snr`` (the restored image in noise units) above ``min_snr``
+    and ``_STACK_RADIUS`` px inside the image. Images with fewer than ``_STACK_MIN`` peaks get
+    no correction; pixels of the mean stamp within ``_STACK_SIGNIFICANCE`` standard errors
+    (from the spread between peaks) of zero are set to zero.
+    """
+    r = _STACK_RADIUS
+    size = 2 * r + 1
+    peaks = (snr == F.max_pool2d(snr, 3, stride=1, padding=1)) & (snr > min_snr)
+    peaks[..., :r, :] = False
+    peaks[..., -r:, :] = False
+    peaks[..., :, :r] = False
+    peaks[..., :, -r:] = False
+    correction = torch.zeros_like(residual)
+    for i in range(residual.shape[0]):
+        for c in range(residual.shape[1]):
+            where = peaks[i, c].flatten().nonzero().squeeze(1)
+            if where.numel() < _STACK_MIN:
+                continue
+            # (size^2, H*W) columns of every stamp; keep the peaks' columns.
+            stamps = F.unfold(residual[i : i + 1, c : c + 1], size, padding=r)[0][:, where]
+            mean = stamps.mean(dim=1)
+            error = stamps.std(dim=1) / math.sqrt(where.numel())
+            mean = torch.where(mean.abs() > _STACK_SIGNIFICANCE * error, mean, 0.0)
+            # The mean stamp placed at each peak (a transposed convolution of the peak map).
+            delta = peaks[i : i + 1, c : c + 1].to(residual.dtype)
+            kernel = mean.view(1, 1, size, size)
+            correction[i, c] = F.conv_transpose2d(delta, kernel, padding=r)[0, 0]
+    return correction
 
 
 def give_back_removed_sources(
@@ -162,6 +208,7 @@ def give_back_removed_sources(
     footprint_px: float | None = 1.0,
     photons_per_unit: float | None = None,
     chi2_from: float | None = None,
+    stack_snr: float | None = None,
 ) -> Tensor:
     """Return to ``restored`` the light a restoration took from, or added to, the sources.
 
@@ -189,6 +236,13 @@ def give_back_removed_sources(
        PSF (rings filled by +2.5 sigma, first neighbours lowered by 1.7 sigma) went from 2.1 dB
        below the noisy input to 3.1 dB above it with ``chi2_from=1.5``; other PSFs moved by
        -0.04...+0.27 dB.
+       With ``stack_snr`` (None: off) what the restoration did to all bright sources alike is
+       given back too: the remaining residual in noise units is stacked on the image's peaks
+       above that S/N (:func:`stacked_correction`) and its significant mean is added back at
+       each of them. A network that broadens undersampled cores by a fraction of a sigma does
+       so to every star, which no test of one star can see but the mean over a dozen does
+       (PSF-robustness cells, a 24- and a 12-epoch training: +0.1...+1.7 dB at FWHM 1.2-1.6
+       px, -0.2...+1.6 dB at 2.5-5 px, the JWST-like cell unchanged).
     2. **Flux on source footprints** (``footprint_px``, None: off). A blind-spot network also
        moves light from a faint source's core into its wings, a change no pixel of which is
        significant, but which added 6-12 % to the aperture flux of faint sources on the JWST-like
@@ -198,27 +252,30 @@ def give_back_removed_sources(
        only below that scale and cannot change its flux (demo frames: +0.2 % against the noisy
        input). The sky outside footprints is untouched.
     """
-    check_give_back(sigma_px, threshold, ramp_from, footprint_px, chi2_from)
+    check_give_back(sigma_px, threshold, ramp_from, footprint_px, chi2_from, stack_snr)
     observed = torch.sinh(z.clamp(-20.0, 20.0))
     linear_out = torch.sinh(restored.clamp(-20.0, 20.0))
     residual = observed - linear_out
-    # A Gaussian mean of white noise of sigma 1 / softening has sigma / (2 sqrt(pi) sigma_px).
-    sigma_mean = 1.0 / (softening * 2.0 * math.sqrt(math.pi) * sigma_px)
+    # Each pixel's noise variance: the sky's, plus shot noise when photons_per_unit is given.
+    variance = torch.full_like(observed, 1.0 / softening**2)
     if photons_per_unit is not None:
-        # With shot noise the variance varies: the mean's variance is the squared-kernel
-        # (a Gaussian of sigma_px / sqrt 2) average of it, divided by 4 pi sigma_px^2.
-        variance = 1.0 / softening**2 + observed.clamp_min(0.0) / photons_per_unit
-        spread = gaussian_blur(variance, sigma_px / math.sqrt(2.0)).sqrt()
-        sigma_mean = spread / (2.0 * math.sqrt(math.pi) * sigma_px)
+        variance = variance + observed.clamp_min(0.0) / photons_per_unit
+    # A Gaussian mean of white noise of variance v has variance v / (4 pi sigma_px^2); with a
+    # varying v, the squared-kernel (a Gaussian of sigma_px / sqrt 2) average of v.
+    spread = gaussian_blur(variance, sigma_px / math.sqrt(2.0)).sqrt()
+    sigma_mean = spread / (2.0 * math.sqrt(math.pi) * sigma_px)
     significance = gaussian_blur(residual, sigma_px).abs() / sigma_mean
     weight = ((significance - ramp_from) / (threshold - ramp_from)).clamp(0.0, 1.0)
     if chi2_from is not None:
-        variance = 1.0 / softening**2
-        if photons_per_unit is not None:
-            variance = variance + observed.clamp_min(0.0) / photons_per_unit
         chi2 = gaussian_blur(residual**2 / variance, sigma_px)
         weight = torch.maximum(weight, ((chi2 - chi2_from) / chi2_from).clamp(0.0, 1.0))
     linear_out = linear_out + weight * residual
+    if stack_snr is not None:
+        sigma = variance.sqrt()
+        correction = stacked_correction(
+            (observed - linear_out) / sigma, linear_out / sigma, stack_snr
+        )
+        linear_out = linear_out + sigma * correction
     if footprint_px is not None:
         sources = (gaussian_blur(linear_out, 1.0) > 1.0 / softening).to(linear_out.dtype)
         sources = F.max_pool2d(sources, 7, stride=1, padding=3)
@@ -244,8 +301,9 @@ class GiveBack:
         footprint_px: float | None = 1.0,
         chi2_from: float | None = None,
         photons_per_unit: float | None = None,
+        stack_snr: float | None = None,
     ) -> None:
-        check_give_back(sigma_px, threshold, ramp_from, footprint_px, chi2_from)
+        check_give_back(sigma_px, threshold, ramp_from, footprint_px, chi2_from, stack_snr)
         check_noise_model(softening, photons_per_unit)
         self.softening = float(softening)
         self.sigma_px = float(sigma_px)
@@ -254,6 +312,7 @@ class GiveBack:
         self.footprint_px = None if footprint_px is None else float(footprint_px)
         self.chi2_from = None if chi2_from is None else float(chi2_from)
         self.photons_per_unit = None if photons_per_unit is None else float(photons_per_unit)
+        self.stack_snr = None if stack_snr is None else float(stack_snr)
 
     @classmethod
     def from_keys(
@@ -265,8 +324,11 @@ class GiveBack:
         flux_footprint: float | None,
         flux_chi2: float | None = None,
         photons_per_unit: float | None = None,
+        flux_stack_snr: float | None = None,
     ) -> GiveBack | None:
-        check_give_back(flux_sigma, flux_threshold, flux_ramp_from, flux_footprint, flux_chi2)
+        check_give_back(
+            flux_sigma, flux_threshold, flux_ramp_from, flux_footprint, flux_chi2, flux_stack_snr
+        )
         if flux_sigma is None:
             return None
         return cls(
@@ -277,6 +339,7 @@ class GiveBack:
             flux_footprint,
             flux_chi2,
             photons_per_unit,
+            flux_stack_snr,
         )
 
     def __call__(self, z: Tensor, restored: Tensor) -> Tensor:
@@ -290,11 +353,13 @@ class GiveBack:
             self.footprint_px,
             self.photons_per_unit,
             self.chi2_from,
+            self.stack_snr,
         )
 
     def __repr__(self) -> str:
         return (
             f"GiveBack(sigma_px={self.sigma_px}, threshold={self.threshold}, "
             f"ramp_from={self.ramp_from}, footprint_px={self.footprint_px}, "
-            f"chi2_from={self.chi2_from}, photons_per_unit={self.photons_per_unit})"
+            f"chi2_from={self.chi2_from}, photons_per_unit={self.photons_per_unit}, "
+            f"stack_snr={self.stack_snr})"
         )

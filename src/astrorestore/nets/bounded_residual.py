@@ -123,6 +123,7 @@ class BoundedResidualUNet(ResidualUNet):
         flux_ramp_from: float = 3.0,
         flux_footprint: float | None = 1.0,
         flux_chi2: float | None = None,
+        flux_stack_snr: float | None = None,
     ) -> None:
         # nets.bounded builds on this module's sigma, so its give-back is imported here.
         from astrorestore.nets.bounded import GiveBack
@@ -141,6 +142,7 @@ class BoundedResidualUNet(ResidualUNet):
             flux_footprint,
             flux_chi2,
             photons_per_unit,
+            flux_stack_snr,
         )
         super().__init__(in_channels, base_channels, depth, dilations)
         self.softening = float(softening)
