@@ -35,7 +35,9 @@ Usage (one command; labels are free, so Noise2Void/Noise2Noise checkpoints are j
 
 writes ``bench/results/psf_robustness.{md,json,png}``. ``--variant LABEL=BASE:key=value,...``
 adds a row with BASE's weights and network settings changed, e.g. the same network without its
-evaluation-time give-back: ``--variant a-raw=a:flux_sigma=null``.
+evaluation-time give-back: ``--variant a-raw=a:flux_sigma=null``. ``--oracle LABEL`` adds a
+ceiling row: LABEL's output with every star's core fitted with the true PSF at its true position
+(``--oracle "noisy input"`` for the input itself).
 """
 
 from __future__ import annotations
@@ -220,6 +222,29 @@ def asinh_of(noisy: np.ndarray, normalizer):
     return lambda a: normalizer.forward(as_tensor(a), offset, scale)[0, 0].numpy()
 
 
+def true_psf_cores(image, noisy, truth, catalog, radius: int = 4, level: float = 300.0):
+    """``image`` with every star's core (the pixels it raises by > ``level`` e-) replaced by the
+    true background there plus the star's flux fitted (weighted least squares) to the noisy frame
+    with the TRUE PSF at its TRUE position. A ceiling for a restoration that knows the PSF and
+    where each star is, not a method: it tells whether a PSNR goal is reachable at all."""
+    from astrorestore.data.scene import render_psf_stamp
+
+    out = np.array(image, dtype=np.float64)
+    h, w = truth.shape
+    for i in np.flatnonzero(catalog["kind"] == 0):
+        x, y, flux = catalog["x"][i], catalog["y"][i], catalog["flux"][i]
+        cx, cy = int(round(x)), int(round(y))
+        if not (radius <= cx < w - radius and radius <= cy < h - radius):
+            continue
+        psf = render_psf_stamp(radius, **catalog["psf"], dx=x - cx, dy=y - cy)
+        box = (slice(cy - radius, cy + radius + 1), slice(cx - radius, cx + radius + 1))
+        background = truth[box] - flux * psf
+        weight = 1.0 / (np.clip(truth[box], 0.0, None) / GAIN + READ_NOISE**2)
+        fitted = np.sum(weight * psf * (noisy[box] - background)) / np.sum(weight * psf**2)
+        out[box] = np.where(flux * psf > level, background + fitted * psf, out[box])
+    return out.astype(np.float32)
+
+
 def score_cell(cell: dict, index: int, methods: dict, size: int, n_fields: int) -> dict:
     from astrorestore.data.noise import PoissonGaussianNoise
     from astrorestore.data.normalization import AsinhNormalizer
@@ -244,7 +269,10 @@ def score_cell(cell: dict, index: int, methods: dict, size: int, n_fields: int) 
         outputs = {}
         for name, method in methods.items():
             start = time.perf_counter()
-            out = outputs[name] = method(noisy)
+            if isinstance(method, str):  # --oracle: that row's output with true-PSF cores
+                out = outputs[name] = true_psf_cores(outputs[method], noisy, truth, catalog)
+            else:
+                out = outputs[name] = method(noisy)
             a = acc[name]
             a["seconds"].append(time.perf_counter() - start)
             a["psnr"].append(psnr(out, truth, data_range))
@@ -435,6 +463,13 @@ def main() -> None:
         help="LABEL=BASE:key=value,... : BASE's weights with network settings changed, e.g. "
         "give_back=default:flux_sigma=1.5 (repeatable)",
     )
+    parser.add_argument(
+        "--oracle",
+        action="append",
+        default=[],
+        help="LABEL (repeatable): add a ceiling row, LABEL's output with each star's core fitted "
+        "with the true PSF at its true position (needs the truth; not a method)",
+    )
     parser.add_argument("--size", type=int, default=256, help="field size (px)")
     parser.add_argument("--fields", type=int, default=2, help="fields per cell")
     parser.add_argument("--no-bm3d", action="store_true", help="skip the BM3D-VST baseline")
@@ -445,6 +480,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ckpts = args.ckpt + [variant_spec(spec, args.ckpt, Path(tmp)) for spec in args.variant]
         methods = load_methods(ckpts, not args.no_bm3d)
+    for label in args.oracle:
+        if label not in methods:
+            raise SystemExit(f"--oracle {label!r}: not a row ({', '.join(methods)})")
+        methods[f"{label} + true-PSF cores"] = label
     results = {}
     for index, cell in enumerate(CELLS[: args.cells]):
         results[cell["name"]] = score_cell(cell, index, methods, args.size, args.fields)
@@ -452,7 +491,11 @@ def main() -> None:
     ranges = [v for rows in results.values() for v in rows["noisy input"]["psnr_data_range_e"]]
     meta = {
         "command": "python bench/bench_psf_robustness.py "
-        + " ".join([f"--ckpt {c}" for c in args.ckpt] + [f"--variant {v}" for v in args.variant])
+        + " ".join(
+            [f"--ckpt {c}" for c in args.ckpt]
+            + [f"--variant {v}" for v in args.variant]
+            + [f"--oracle {o}" for o in args.oracle]
+        )
         + f" --size {args.size} --fields {args.fields}",
         "size": args.size,
         "fields_per_cell": args.fields,
