@@ -235,7 +235,7 @@ def give_back_removed_sources(
        shot-noise-bounded network that imposed a Moffat-like profile on an undersampled Airy
        PSF (rings filled by +2.5 sigma, first neighbours lowered by 1.7 sigma) went from 2.1 dB
        below the noisy input to 3.1 dB above it with ``chi2_from=1.5``; other PSFs moved by
-       -0.04...+0.27 dB.
+       -0.01...+0.27 dB.
        With ``stack_snr`` (None: off) what the restoration did to all bright sources alike is
        given back too: the remaining residual in noise units is stacked on the image's peaks
        above that S/N (:func:`stacked_correction`) and its significant mean is added back at
