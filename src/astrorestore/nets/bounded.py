@@ -33,6 +33,7 @@ the finest scales and never change its flux.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -284,35 +285,32 @@ def give_back_removed_sources(
     return torch.asinh(linear_out)
 
 
+@dataclass(frozen=True)
 class GiveBack:
-    """:func:`give_back_removed_sources` with its settings, checked once: what a network holds
-    when its ``model.net.flux_*`` keys turn the evaluation-time give-back on.
-
-    Built by :meth:`from_keys`, which returns None when ``flux_sigma`` is None (off) after
-    checking the other keys all the same.
+    """:func:`give_back_removed_sources` with its settings (its keyword arguments, by name),
+    checked once: what a network holds when its ``model.net.flux_*`` keys turn the
+    evaluation-time give-back on. Networks build it with :meth:`from_keys`.
     """
 
-    def __init__(
-        self,
-        softening: float,
-        sigma_px: float,
-        threshold: float = 5.0,
-        ramp_from: float = 3.0,
-        footprint_px: float | None = 1.0,
-        chi2_from: float | None = None,
-        photons_per_unit: float | None = None,
-        stack_snr: float | None = None,
-    ) -> None:
-        check_give_back(sigma_px, threshold, ramp_from, footprint_px, chi2_from, stack_snr)
-        check_noise_model(softening, photons_per_unit)
-        self.softening = float(softening)
-        self.sigma_px = float(sigma_px)
-        self.threshold = float(threshold)
-        self.ramp_from = float(ramp_from)
-        self.footprint_px = None if footprint_px is None else float(footprint_px)
-        self.chi2_from = None if chi2_from is None else float(chi2_from)
-        self.photons_per_unit = None if photons_per_unit is None else float(photons_per_unit)
-        self.stack_snr = None if stack_snr is None else float(stack_snr)
+    softening: float
+    sigma_px: float
+    threshold: float = 5.0
+    ramp_from: float = 3.0
+    footprint_px: float | None = 1.0
+    photons_per_unit: float | None = None
+    chi2_from: float | None = None
+    stack_snr: float | None = None
+
+    def __post_init__(self) -> None:
+        check_give_back(
+            self.sigma_px,
+            self.threshold,
+            self.ramp_from,
+            self.footprint_px,
+            self.chi2_from,
+            self.stack_snr,
+        )
+        check_noise_model(self.softening, self.photons_per_unit)
 
     @classmethod
     def from_keys(
@@ -322,14 +320,16 @@ class GiveBack:
         flux_threshold: float,
         flux_ramp_from: float,
         flux_footprint: float | None,
-        flux_chi2: float | None = None,
         photons_per_unit: float | None = None,
+        flux_chi2: float | None = None,
         flux_stack_snr: float | None = None,
     ) -> GiveBack | None:
-        check_give_back(
-            flux_sigma, flux_threshold, flux_ramp_from, flux_footprint, flux_chi2, flux_stack_snr
-        )
+        """The give-back the ``model.net.flux_*`` keys ask for, or None with ``flux_sigma``
+        null (off; the other keys are checked all the same)."""
         if flux_sigma is None:
+            check_give_back(
+                None, flux_threshold, flux_ramp_from, flux_footprint, flux_chi2, flux_stack_snr
+            )
             return None
         return cls(
             softening,
@@ -337,29 +337,10 @@ class GiveBack:
             flux_threshold,
             flux_ramp_from,
             flux_footprint,
-            flux_chi2,
             photons_per_unit,
+            flux_chi2,
             flux_stack_snr,
         )
 
     def __call__(self, z: Tensor, restored: Tensor) -> Tensor:
-        return give_back_removed_sources(
-            z,
-            restored,
-            self.softening,
-            self.sigma_px,
-            self.threshold,
-            self.ramp_from,
-            self.footprint_px,
-            self.photons_per_unit,
-            self.chi2_from,
-            self.stack_snr,
-        )
-
-    def __repr__(self) -> str:
-        return (
-            f"GiveBack(sigma_px={self.sigma_px}, threshold={self.threshold}, "
-            f"ramp_from={self.ramp_from}, footprint_px={self.footprint_px}, "
-            f"chi2_from={self.chi2_from}, photons_per_unit={self.photons_per_unit}, "
-            f"stack_snr={self.stack_snr})"
-        )
+        return give_back_removed_sources(z, restored, **vars(self))

@@ -140,9 +140,9 @@ class BoundedResidualUNet(ResidualUNet):
             flux_threshold,
             flux_ramp_from,
             flux_footprint,
-            flux_chi2,
-            photons_per_unit,
-            flux_stack_snr,
+            photons_per_unit=photons_per_unit,
+            flux_chi2=flux_chi2,
+            flux_stack_snr=flux_stack_snr,
         )
         super().__init__(in_channels, base_channels, depth, dilations)
         self.softening = float(softening)
