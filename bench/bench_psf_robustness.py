@@ -37,7 +37,9 @@ writes ``bench/results/psf_robustness.{md,json,png}``. ``--variant LABEL=BASE:ke
 adds a row with BASE's weights and network settings changed, e.g. the same network without its
 evaluation-time give-back: ``--variant a-raw=a:flux_sigma=null``. ``--oracle LABEL`` adds a
 ceiling row: LABEL's output with every star's core fitted with the true PSF at its true position
-(``--oracle "noisy input"`` for the input itself).
+(``--oracle "noisy input"`` for the input itself). ``--psf-cores LABEL[:key=value,...]`` adds
+LABEL's output with its star cores fitted with the PSF each frame shows
+(``astrorestore.inference.psf_cores``, what ``infer.py psf_cores.enabled=true`` runs; no truth).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -249,6 +252,7 @@ def score_cell(cell: dict, index: int, methods: dict, size: int, n_fields: int) 
     from astrorestore.data.noise import PoissonGaussianNoise
     from astrorestore.data.normalization import AsinhNormalizer
     from astrorestore.data.scene import render_field
+    from astrorestore.inference.psf_cores import PSFCores
 
     psf = {k: v for k, v in cell.items() if k != "name"}
     fwhm = float(cell["psf_fwhm"])
@@ -269,7 +273,9 @@ def score_cell(cell: dict, index: int, methods: dict, size: int, n_fields: int) 
         outputs = {}
         for name, method in methods.items():
             start = time.perf_counter()
-            if isinstance(method, str):  # --oracle: that row's output with true-PSF cores
+            if isinstance(method, tuple):  # --psf-cores: that row's output, frame's own PSF
+                out = outputs[name] = PSFCores(gain=GAIN, **method[1])(noisy, outputs[method[0]])
+            elif isinstance(method, str):  # --oracle: that row's output with true-PSF cores
                 out = outputs[name] = true_psf_cores(outputs[method], noisy, truth, catalog)
             else:
                 out = outputs[name] = method(noisy)
@@ -470,6 +476,13 @@ def main() -> None:
         help="LABEL (repeatable): add a ceiling row, LABEL's output with each star's core fitted "
         "with the true PSF at its true position (needs the truth; not a method)",
     )
+    parser.add_argument(
+        "--psf-cores",
+        action="append",
+        default=[],
+        help="LABEL[:key=value,...] (repeatable): add a row, LABEL's output with its star cores "
+        "fitted with the PSF measured on each frame (astrorestore.inference.psf_cores; no truth)",
+    )
     parser.add_argument("--size", type=int, default=256, help="field size (px)")
     parser.add_argument("--fields", type=int, default=2, help="fields per cell")
     parser.add_argument("--no-bm3d", action="store_true", help="skip the BM3D-VST baseline")
@@ -484,6 +497,13 @@ def main() -> None:
         if label not in methods:
             raise SystemExit(f"--oracle {label!r}: not a row ({', '.join(methods)})")
         methods[f"{label} + true-PSF cores"] = label
+    for spec in args.psf_cores:
+        label, _, settings = spec.partition(":")
+        if label not in methods:
+            raise SystemExit(f"--psf-cores {label!r}: not a row ({', '.join(methods)})")
+        pairs = (kv.split("=", 1) for kv in settings.split(",") if kv)
+        options = {k: yaml.safe_load(v) for k, v in pairs}
+        methods[f"{label} + PSF cores" + (f" ({settings})" if settings else "")] = (label, options)
     results = {}
     for index, cell in enumerate(CELLS[: args.cells]):
         results[cell["name"]] = score_cell(cell, index, methods, args.size, args.fields)
@@ -495,6 +515,7 @@ def main() -> None:
             [f"--ckpt {c}" for c in args.ckpt]
             + [f"--variant {v}" for v in args.variant]
             + [f"--oracle {o}" for o in args.oracle]
+            + [f"--psf-cores {o}" for o in args.psf_cores]
         )
         + f" --size {args.size} --fields {args.fields}",
         "size": args.size,

@@ -12,6 +12,7 @@ import torch
 
 import astrorestore
 from astrorestore.errors import UserError
+from astrorestore.inference import psf_cores
 from astrorestore.inference.acceleration import accelerate, check_precision
 from astrorestore.inference.restore import check_image, restore_image
 from astrorestore.inference.restorer import Restorer
@@ -75,13 +76,19 @@ def resolve_device(device: str) -> str:
 
 
 def _preflight(
-    pairs: list[tuple[Path, Path]], hdu: Any, tile: int, restorer: Restorer | None
+    pairs: list[tuple[Path, Path]],
+    hdu: Any,
+    tile: int,
+    restorer: Restorer | None,
+    grey_only: bool = False,
 ) -> None:
     # Every input is read once before anything is written, so one bad file in a batch fails
     # the run up front instead of after hours of work with half the outputs on disk.
     for src, _ in pairs:
         data = read_image(src, hdu=hdu).data
         try:
+            if grey_only:
+                psf_cores.check_frame(data)
             if restorer is not None:
                 check_image(data, restorer, tile)
             elif data.ndim != 2 or not np.isfinite(data).any():
@@ -159,13 +166,21 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
         if restorer.stochastic:
             history.append(f"stochastic restorer, seed={seed}")
         checkpoint_name = Path(str(restorer.ckpt_path)).name
+    psf_stage = psf_cores.from_config(_get(cfg, "psf_cores"), float(evaluation.get("gain", 1.0)))
+    if psf_stage is not None:
+        psf_stage.progress = progress
+    if psf_stage is not None and (scale != 1 or out_channels != 1):
+        raise UserError(
+            f"psf_cores.enabled=true fits star cores of grey frames restored at their own size; "
+            f"{name} outputs {out_channels} channel(s) at x{scale}: drop psf_cores.enabled"
+        )
     pairs = resolve_io(input_spec, output_spec)
     truths = resolve_truths(_get(cfg, "truth"), [src for src, _ in pairs])
     report = _get(cfg, "report")
     scorer = Scorer(report, evaluation) if report else None
     if truths and scorer is None:
         raise UserError("truth= is only used for scoring: pass report=<dir> as well")
-    _preflight(pairs, hdu, tile, None if method else restorer)
+    _preflight(pairs, hdu, tile, None if method else restorer, psf_stage is not None)
     for src, truth_path in truths.items():
         shape = read_image(src, hdu=hdu).data.shape
         check_truth(truth_path, output_shape(shape, scale, out_channels), hdu)
@@ -180,7 +195,12 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
         start = time.perf_counter()
         source = read_image(src, hdu=hdu)
         restored = restore(source.data)
-        write_image(dst, restored, source, history, keywords, scale)
+        frame_history = history
+        if psf_stage is not None:
+            restored = psf_stage(source.data, restored)
+            frame_history = history + [psf_cores.describe(psf_stage.info)]
+            print(f"{src}: {frame_history[-1]}", flush=True)
+        write_image(dst, restored, source, frame_history, keywords, scale)
         if scorer is not None:
             truth = read_image(truths[src], hdu=hdu).data if src in truths else None
             scorer.add(src.name, restored, source.data, truth, source.extra.get("unit"))

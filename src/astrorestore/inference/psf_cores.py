@@ -1,0 +1,671 @@
+"""PSF-model star cores: the frame's own PSF, measured on its bright stars, denoises their cores.
+
+A denoiser that may not move light by more than the noise allows (the bounded net) leaves each
+bright core's shot noise in place: a core of 7 000 e- keeps its ~84 e- of noise, which dominates
+the squared error of a deep field. Knowing the PSF removes it, as PSF photometry does: a star is
+three numbers (flux and position), so a fitted model of its core is far less noisy than the
+pixels. This stage measures the PSF on the frame itself and puts fitted cores back, weighted by
+how much better the model is than the data, pixel by pixel:
+
+1. **PSF model**, DAOPHOT-style: an elliptical Moffat, integrated over each pixel (so an
+   undersampled 1.2 px core at any sub-pixel position is right), fitted jointly to the frame's
+   bright isolated stars, plus a look-up table of what it misses (Airy rings, spikes, any shape),
+   tabulated ``oversampling`` times finer than the pixels from the same stars' residuals.
+2. **Per-star fit**: every star bright enough gets its flux, position and local background
+   fitted to the *input* (noisy, unbiased) pixels, weighted by the noise model; neighbours'
+   fitted models are subtracted first (two passes). A star whose fit is poor (reduced chi-square
+   above ``max_chi2``: a galaxy, a blend, a saturated core, a cosmic ray) is left alone.
+3. **Blend**: per pixel, the fitted core replaces the restored value with weight
+   ``var_data / (var_data + var_model)``: ``var_data`` is the pixel's shot noise (what the bounded
+   restoration leaves in a core), ``var_model`` the fit's own uncertainty (flux, position,
+   background from the fit's covariance) plus the PSF model's relative error measured on the PSF
+   stars. Faint wings, where the restoration already removed the noise, keep the restoration.
+
+It works on whole frames in the input's units (needs ``gain``, in electrons per unit, for the
+shot noise); the sky noise is measured on the frame. Nothing is invented: only pixels of stars
+that the input shows at ``min_snr`` and that the PSF fits change.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage
+from scipy.optimize import least_squares
+from scipy.sparse import lil_matrix
+from scipy.special import j1
+
+from astrorestore.errors import UserError
+
+_SUB = 5  # sub-samples per pixel side for the pixel-integrated analytic profile
+_AIRY_FWHM = 1.028993969962188  # FWHM of the Airy pattern in lambda/D
+PROFILES = ("moffat", "airy")
+# A maximum brighter than this fraction of a star's peak is another source, not the star's ring
+# (an Airy ring is 1.75 % of the peak) or spike.
+_NEIGHBOUR = 0.03
+
+
+@dataclass
+class PSFModel:
+    """Pixel-integrated PSF: an analytic core + a residual look-up table (unit total flux).
+
+    ``profile`` is ``moffat`` (seeing-limited; ``width`` = alpha, ``beta`` its power) or
+    ``airy`` (diffraction-limited; ``width`` = lambda/D in pixels), elliptical through the
+    (e1, e2) distortion of the radius.
+    """
+
+    profile: str
+    width: float
+    beta: float = 3.0
+    e1: float = 0.0
+    e2: float = 0.0
+    radius: int = 6
+    oversampling: int = 2
+    table: np.ndarray | None = field(default=None, repr=False)
+    # The model's error as a fraction of the model, per 1 px annulus around the star (measured
+    # on stars the table was not built from); beyond the last annulus the last value holds.
+    relative_error: np.ndarray = field(default_factory=lambda: np.zeros(1), repr=False)
+
+    def error_at(self, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+        ring = np.minimum(np.hypot(dx, dy).astype(int), self.relative_error.size - 1)
+        return self.relative_error[ring]
+
+    def analytic(self, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+        """The analytic core, integrated over each pixel, at pixel-centre offsets (dx, dy)."""
+        sub = (np.arange(_SUB) + 0.5) / _SUB - 0.5
+        u = dx[..., None, None] + sub[None, :]
+        v = dy[..., None, None] + sub[:, None]
+        e1, e2 = self.e1, self.e2
+        r2 = (1.0 + e1) * u * u + 2.0 * e2 * u * v + (1.0 - e1) * v * v
+        jacobian = math.sqrt(max(1.0 - e1 * e1 - e2 * e2, 1e-6))
+        if self.profile == "moffat":
+            norm = (self.beta - 1.0) * jacobian / (math.pi * self.width**2)
+            values = norm * (1.0 + r2 / self.width**2) ** (-self.beta)
+        else:
+            x = np.sqrt(r2) * (math.pi / self.width)
+            safe = np.where(x > 1e-8, x, 1.0)
+            airy = np.where(x > 1e-8, (2.0 * j1(safe) / safe) ** 2, 1.0)
+            values = jacobian * math.pi / (4.0 * self.width**2) * airy
+        return values.mean(axis=(-1, -2))
+
+    def lookup(self, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+        """The tabulated correction: a cubic B-spline on nodes ``1/oversampling`` px apart."""
+        if self.table is None:
+            return np.zeros_like(dx)
+        index, weight = _spline_basis(self.table.shape[0], self.radius, self.oversampling, dx, dy)
+        return np.sum(self.table.ravel()[index] * weight, axis=-1)
+
+    def __call__(self, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+        return self.analytic(dx, dy) + self.lookup(dx, dy)
+
+    def stamp(self, x: float, y: float, cx: int, cy: int, radius: int) -> np.ndarray:
+        """Model of a unit-flux source at (x, y) on the (2r+1)^2 pixels around (cx, cy)."""
+        offsets = np.arange(-radius, radius + 1, dtype=float)
+        dx = (cx + offsets)[None, :] - x
+        dy = (cy + offsets)[:, None] - y
+        return self(
+            np.broadcast_to(dx, (offsets.size,) * 2), np.broadcast_to(dy, (offsets.size,) * 2)
+        )
+
+    @property
+    def fwhm(self) -> float:
+        if self.profile == "moffat":
+            return 2.0 * self.width * math.sqrt(2.0 ** (1.0 / self.beta) - 1.0)
+        return _AIRY_FWHM * self.width
+
+
+def _bspline(t: np.ndarray) -> np.ndarray:
+    """Cubic B-spline kernel (support |t| < 2, partition of unity)."""
+    t = np.abs(t)
+    return np.where(
+        t < 1.0, 2.0 / 3.0 - t * t + 0.5 * t**3, np.where(t < 2.0, (2.0 - t) ** 3 / 6.0, 0.0)
+    )
+
+
+def _spline_basis(size: int, radius: int, oversampling: int, dx, dy):
+    """Flat node indices and weights (last axis: 16 nodes) of the cubic B-spline at (dx, dy).
+
+    Node (j, i) sits at offset ((i, j) / oversampling - radius); nodes outside the table get
+    weight 0 (their index is clamped), so the correction vanishes beyond the tabulated radius.
+    """
+    gx = (np.asarray(dx) + radius) * oversampling
+    gy = (np.asarray(dy) + radius) * oversampling
+    ix0, iy0 = np.floor(gx).astype(int) - 1, np.floor(gy).astype(int) - 1
+    steps = np.arange(4)
+    ix = ix0[..., None, None] + steps[None, :]  # (..., 1, 4)
+    iy = iy0[..., None, None] + steps[:, None]  # (..., 4, 1)
+    wx = _bspline(gx[..., None, None] - ix)
+    wy = _bspline(gy[..., None, None] - iy)
+    inside = (ix >= 0) & (ix < size) & (iy >= 0) & (iy < size)
+    index = np.clip(iy, 0, size - 1) * size + np.clip(ix, 0, size - 1)
+    weight = np.where(inside, wx * wy, 0.0)
+    shape = weight.shape[:-2] + (16,)
+    return np.broadcast_to(index, weight.shape).reshape(shape), weight.reshape(shape)
+
+
+def _track(items: list, show: bool):
+    """A rich progress bar over ``items`` on stderr (stdout keeps its one line per file)."""
+    if not show:
+        return items
+    from rich.console import Console
+    from rich.progress import track
+
+    return track(items, description="PSF cores", transient=True, console=Console(stderr=True))
+
+
+def _sky(image: np.ndarray) -> tuple[float, float]:
+    """Sigma-clipped sky level and noise (MAD) of a frame."""
+    values = np.asarray(image, dtype=float).ravel()
+    for _ in range(5):
+        median = np.median(values)
+        sigma = 1.4826 * np.median(np.abs(values - median))
+        if not sigma > 0:
+            return float(median), 0.0
+        values = values[np.abs(values - median) < 3 * sigma]
+    return float(np.median(values)), float(1.4826 * np.median(np.abs(values - np.median(values))))
+
+
+def _peaks(image: np.ndarray, threshold: float, border: int) -> list[tuple[int, int]]:
+    """Local maxima (3x3) above ``threshold``, brightest first, away from the border."""
+    maxima = (image == ndimage.maximum_filter(image, size=3)) & (image > threshold)
+    rows, cols = np.nonzero(maxima)
+    keep = (
+        (rows >= border)
+        & (cols >= border)
+        & (rows < image.shape[0] - border)
+        & (cols < image.shape[1] - border)
+    )
+    rows, cols = rows[keep], cols[keep]
+    order = np.argsort(-image[rows, cols])
+    return [(int(rows[i]), int(cols[i])) for i in order]
+
+
+def check_frame(frame: np.ndarray) -> tuple[float, float]:
+    """The sky level and noise of a frame PSF cores can work on; a UserError otherwise."""
+    frame = np.asarray(frame, dtype=float)
+    if frame.ndim != 2:
+        raise UserError(
+            f"psf_cores.enabled=true needs grey (2-D) frames; this one is {frame.shape}"
+        )
+    finite = frame[np.isfinite(frame)]
+    if finite.size < 100:
+        raise UserError("psf_cores: the frame has fewer than 100 finite pixels to fit stars on")
+    sky, sigma = _sky(finite)
+    if not sigma > 0:
+        raise UserError(
+            "psf_cores: the frame's sky noise is 0 (a constant or noiseless frame?); PSF cores "
+            "need the noisy frame: drop psf_cores.enabled"
+        )
+    return sky, sigma
+
+
+class PSFCores:
+    """Fit the frame's PSF on its bright stars and replace star cores by their fitted models.
+
+    Args:
+        gain: electrons per data unit (shot noise = signal / gain in data units squared).
+        min_snr: a star's peak (above the local sky) must reach this many sky sigma in the
+            restored frame to be fitted.
+        psf_snr: peak S/N of the stars that build the PSF model (isolated, not at the edge).
+        max_chi2: stars whose fit has a larger reduced chi-square are left as restored.
+        oversampling: look-up table sampling (per pixel); 0 disables the table.
+        core_sigma: pixels change only where the fitted star is brighter than this many sky
+            sigma (its wings may hold other sources' light).
+        min_psf_stars: fewer PSF stars than this -> the frame is returned unchanged (one note).
+        max_psf_stars: the brightest this many isolated stars build the PSF.
+        smoothness: second-difference penalty of the residual table (relative to the data).
+        profiles: analytic cores to try (``moffat``, ``airy``); the best joint fit is kept.
+        progress: a progress bar over the star fits.
+    """
+
+    def __init__(
+        self,
+        gain: float = 1.0,
+        min_snr: float = 20.0,
+        psf_snr: float = 100.0,
+        max_chi2: float = 3.0,
+        oversampling: int = 2,
+        min_psf_stars: int = 5,
+        max_psf_stars: int = 20,
+        smoothness: float = 0.1,
+        core_sigma: float = 5.0,
+        profiles: tuple[str, ...] = PROFILES,
+        progress: bool = False,
+    ) -> None:
+        if not gain > 0:
+            raise UserError(f"psf_cores gain={gain!r} is invalid: pass the gain in e-/unit (> 0)")
+        if not 0 < min_snr <= psf_snr:
+            raise UserError(
+                f"psf_cores min_snr={min_snr}, psf_snr={psf_snr}: use 0 < min_snr <= psf_snr"
+            )
+        if not max_chi2 > 1:
+            raise UserError(f"psf_cores max_chi2={max_chi2!r} is invalid: use a value > 1")
+        if oversampling not in (0, 1, 2, 3, 4):
+            raise UserError(f"psf_cores oversampling={oversampling!r}: use 0 (no table) to 4")
+        self.gain = float(gain)
+        self.min_snr = float(min_snr)
+        self.psf_snr = float(psf_snr)
+        self.max_chi2 = float(max_chi2)
+        self.oversampling = int(oversampling)
+        self.min_psf_stars = int(min_psf_stars)
+        self.max_psf_stars = int(max_psf_stars)
+        self.smoothness = float(smoothness)
+        self.core_sigma = float(core_sigma)
+        if not profiles or any(p not in PROFILES for p in profiles):
+            raise UserError(
+                f"psf_cores profiles={list(profiles)!r}: use a non-empty subset of {list(PROFILES)}"
+            )
+        self.profiles = tuple(profiles)
+        self.progress = bool(progress)
+        self.info: dict = {}
+
+    # ------------------------------------------------------------------ noise model
+    def _variance(self, signal: np.ndarray) -> np.ndarray:
+        return self.sky_sigma**2 + np.clip(signal - self.sky, 0.0, None) / self.gain
+
+    # ------------------------------------------------------------------ PSF model
+    def _psf_stars(self, restored: np.ndarray, radius: int, core: int) -> list[tuple[int, int]]:
+        """Bright stars (peak S/N >= psf_snr) with no other peak above 3 % of theirs within
+        ``core`` px, at least ``radius`` px from the frame's edge, brightest first."""
+        peaks = _peaks(restored, self.sky + self.psf_snr * self.sky_sigma, radius + 1)
+        chosen = []
+        for r, c in peaks:
+            near = [
+                (rr, cc)
+                for rr, cc in self._all_peaks
+                if 0 < max(abs(rr - r), abs(cc - c)) <= core
+                and restored[rr, cc] - self.sky > _NEIGHBOUR * (restored[r, c] - self.sky)
+            ]
+            if not near:
+                chosen.append((r, c))
+            if len(chosen) >= self.max_psf_stars:
+                break
+        return chosen
+
+    def _neighbour_mask(self, r, c, radius, core) -> np.ndarray:
+        """1 where a PSF star's box is free of other sources' cores, 0 within ``core`` px of
+        another peak (its light is not this star's PSF)."""
+        mask = np.ones((2 * radius + 1,) * 2)
+        yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+        peak = self._restored[r, c] - self.sky
+        for rr, cc in self._all_peaks:
+            if (rr, cc) == (r, c) or max(abs(rr - r), abs(cc - c)) > radius + core:
+                continue
+            # a faint maximum on the star's own ring or spike is part of its PSF
+            own = max(abs(rr - r), abs(cc - c)) <= radius
+            if not own or self._restored[rr, cc] - self.sky > _NEIGHBOUR * peak:
+                mask[np.hypot(yy - (rr - r), xx - (cc - c)) <= core] = 0.0
+        return mask
+
+    def _moments_guess(self, restored: np.ndarray, stars, radius: int) -> float:
+        """Half-light FWHM estimate from the brightest stars' second moments."""
+        sizes = []
+        for r, c in stars[:10]:
+            box = restored[r - radius : r + radius + 1, c - radius : c + radius + 1] - self.sky
+            box = np.clip(box, 0.0, None)
+            half = box >= 0.5 * box.max()
+            # area of the half-maximum region -> FWHM of a circular profile with that area
+            sizes.append(2.0 * math.sqrt(half.sum() / math.pi))
+        return float(np.clip(np.median(sizes), 0.8, 20.0)) if sizes else 2.5
+
+    def fit_psf(self, noisy: np.ndarray, restored: np.ndarray) -> PSFModel | None:
+        """The frame's PSF from its bright isolated stars, or None when there are too few."""
+        self._restored = restored
+        # Every source peak, for isolation and for masking neighbours out of PSF-star boxes.
+        self._all_peaks = _peaks(restored, self.sky + 5 * self.sky_sigma, 1)
+        # A first stamp size from a provisional FWHM, then the real one.
+        stars = self._psf_stars(restored, 6, 6)
+        if len(stars) < self.min_psf_stars:
+            self.info["psf_stars"] = len(stars)
+            return None
+        fwhm = self._moments_guess(restored, stars, 6)
+        radius = int(np.clip(math.ceil(4.0 * fwhm) + 1, 5, 15))
+        core = int(math.ceil(2.0 * fwhm)) + 1
+        stars = self._psf_stars(restored, radius, core)
+        self.info["psf_stars"] = len(stars)
+        if len(stars) < self.min_psf_stars:
+            return None
+        offsets = np.arange(-radius, radius + 1, dtype=float)
+        boxes, weights = [], []
+        for r, c in stars:
+            sl = (slice(r - radius, r + radius + 1), slice(c - radius, c + radius + 1))
+            boxes.append(noisy[sl].astype(float))
+            weight = self._finite[sl] / np.sqrt(self._variance(restored[sl].astype(float)))
+            weights.append(weight * self._neighbour_mask(r, c, radius, core))
+        boxes, weights = np.array(boxes), np.array(weights)
+        best = None
+        for profile in self.profiles:
+            model, per, cost = self._fit_profile(profile, fwhm, radius, boxes, weights, offsets)
+            if best is None or cost < best[2]:
+                best = (model, per, cost)
+        model, per, _ = best
+        model.oversampling = self.oversampling
+        # Stars the analytic profile fits badly (blends, galaxies) do not build the table.
+        chi2 = np.array(
+            [
+                np.mean(self._chi(model, b, w, p, offsets) ** 2)
+                for b, w, p in zip(boxes, weights, per, strict=True)
+            ]
+        )
+        good = np.flatnonzero(chi2 <= max(3.0 * np.median(chi2), 2.0))
+        # The table is kept only if it predicts stars it was NOT built from (two folds) better
+        # than the analytic profile alone; otherwise a table fitting its own stars' noise would
+        # look perfect.
+        excess, power = self._excess(model, boxes, weights, per, offsets, good)
+        if self.oversampling and good.size >= 4:
+            cv_excess, cv_power = 0.0, 0.0
+            for held in (good[0::2], good[1::2]):
+                train = np.setdiff1d(good, held)
+                fold = self._build_table(model, boxes, weights, per.copy(), offsets, train)
+                e, pw = self._excess(fold, boxes, weights, per, offsets, held)
+                cv_excess, cv_power = cv_excess + e, cv_power + pw
+            if cv_excess.sum() < excess.sum():
+                model = self._build_table(model, boxes, weights, per, offsets, good)
+                excess, power = cv_excess, cv_power
+        model.relative_error = np.sqrt(np.clip(excess, 0.0, None) / np.maximum(power, 1e-12))
+        self.info.update(
+            psf_profile=model.profile,
+            psf_fwhm=round(model.fwhm, 3),
+            psf_table=model.table is not None,
+            psf_relative_error=[round(float(e), 4) for e in model.relative_error[:6]],
+            psf_stars_used=int(good.size),
+            psf_radius=radius,
+        )
+        return model
+
+    @staticmethod
+    def _chi(model, box, weight, p, offsets) -> np.ndarray:
+        lf, ox, oy, b = p
+        dx = np.broadcast_to(offsets[None, :] - ox, box.shape)
+        dy = np.broadcast_to(offsets[:, None] - oy, box.shape)
+        return (box - b - math.exp(lf) * model(dx, dy)) * weight
+
+    def _fit_profile(self, profile, fwhm, radius, boxes, weights, offsets):
+        """Joint fit of one analytic profile (shared shape) and every star's flux, position and
+        background; returns the model, the per-star parameters and the summed chi-square."""
+        n = len(boxes)
+        if profile == "moffat":
+            width0 = fwhm / (2.0 * math.sqrt(2.0 ** (1.0 / 3.0) - 1.0))
+        else:
+            width0 = fwhm / _AIRY_FWHM
+        p0 = [math.log(width0), math.log(2.0), 0.0, 0.0]
+        for b in boxes:
+            p0 += [math.log(max(b.sum() - b.size * self.sky, 1.0)), 0.0, 0.0, self.sky]
+
+        def unpack(p):
+            beta = 1.0 + math.exp(p[1]) if profile == "moffat" else 3.0
+            model = PSFModel(
+                profile, math.exp(p[0]), beta, math.tanh(p[2]), math.tanh(p[3]), radius
+            )
+            model.table = None
+            return model, p[4:].reshape(n, 4)
+
+        def residuals(p):
+            model, per = unpack(p)
+            parts = [self._chi(model, boxes[i], weights[i], per[i], offsets) for i in range(n)]
+            return np.concatenate([c.ravel() for c in parts])
+
+        # Each star's parameters touch only its own pixels: telling least_squares so makes the
+        # finite-difference Jacobian cost 8 evaluations instead of 4 + 4 per star.
+        pixels = boxes[0].size
+        sparsity = lil_matrix((n * pixels, 4 + 4 * n), dtype=int)
+        sparsity[:, :4] = 1
+        for i in range(n):
+            sparsity[i * pixels : (i + 1) * pixels, 4 + 4 * i : 8 + 4 * i] = 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = least_squares(
+                residuals, np.array(p0), x_scale="jac", max_nfev=100, jac_sparsity=sparsity
+            )
+        model, per = unpack(fit.x)
+        return model, per.copy(), float(np.sum(fit.fun**2))
+
+    def _build_table(self, model, boxes, weights, per, offsets, use) -> PSFModel:
+        """A copy of ``model`` with a residual table from the stars ``use`` (their parameters in
+        ``per`` are refitted with it, in place), two rounds."""
+        from dataclasses import replace
+
+        model = replace(model, table=None)
+        for _ in range(2):
+            model.table = self._table(model, boxes[use], weights[use], per[use], offsets)
+            for i in use:
+                per[i] = self._refit(model, boxes[i], weights[i], per[i], offsets)
+        return model
+
+    def _excess(self, model, boxes, weights, per, offsets, use) -> tuple[np.ndarray, np.ndarray]:
+        """Residual power beyond the noise, and the model's power, in noise units, per 1 px
+        annulus, over the stars ``use`` (each refitted with ``model``: flux, position free)."""
+        bins = model.radius + 1
+        excess, power = np.zeros(bins), np.zeros(bins)
+        for i in use:
+            p = self._refit(model, boxes[i], weights[i], per[i], offsets)
+            chi = self._chi(model, boxes[i], weights[i], p, offsets)
+            dx = np.broadcast_to(offsets[None, :] - p[1], boxes[i].shape)
+            dy = np.broadcast_to(offsets[:, None] - p[2], boxes[i].shape)
+            m = math.exp(p[0]) * model(dx, dy) * weights[i]
+            ring = np.minimum(np.hypot(dx, dy).astype(int), bins - 1)
+            valid = weights[i] > 0
+            excess += np.bincount(ring[valid], (chi**2 - 1.0)[valid], bins)
+            power += np.bincount(ring[valid], (m**2)[valid], bins)
+        return excess, power
+
+    def _table(self, model, boxes, weights, per, offsets) -> np.ndarray:
+        """Spline coefficients of (data - background) / flux - analytic, by weighted least
+        squares over every PSF-star pixel, with a small second-difference smoothness penalty
+        (nodes no pixel constrains then follow their neighbours, and noise is not fitted)."""
+        from scipy.sparse import coo_matrix, diags, identity, kron, vstack
+        from scipy.sparse.linalg import lsqr
+
+        scale = model.oversampling
+        size = 2 * model.radius * scale + 1
+        rows, cols, vals, rhs = [], [], [], []
+        start = 0
+        for box, weight, (lf, ox, oy, b) in zip(boxes, weights, per, strict=True):
+            flux = math.exp(lf)
+            dx = np.broadcast_to(offsets[None, :] - ox, box.shape)
+            dy = np.broadcast_to(offsets[:, None] - oy, box.shape)
+            resid = (box - b) / flux - model.analytic(dx, dy)
+            w = (weight * flux).ravel()  # 1 / sigma of resid
+            index, basis = _spline_basis(size, model.radius, scale, dx, dy)
+            n = w.size
+            rows.append(np.repeat(np.arange(start, start + n), 16))
+            cols.append(index.reshape(n, 16).ravel())
+            vals.append((basis.reshape(n, 16) * w[:, None]).ravel())
+            rhs.append(resid.ravel() * w)
+            start += n
+        design = coo_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(start, size * size),
+        ).tocsr()
+        target = np.concatenate(rhs)
+        # Smoothness: second differences along both axes, scaled to the data's weight.
+        second = diags([1.0, -2.0, 1.0], [0, 1, 2], shape=(size - 2, size))
+        eye = identity(size)
+        penalty = vstack([kron(eye, second), kron(second, eye)])
+        strength = self.smoothness * math.sqrt(design.multiply(design).sum() / (size * size))
+        system = vstack([design, strength * penalty]).tocsr()
+        rhs_all = np.concatenate([target, np.zeros(penalty.shape[0])])
+        coefficients = lsqr(system, rhs_all, atol=1e-10, btol=1e-10, iter_lim=5000)[0]
+        return coefficients.reshape(size, size)
+
+    @staticmethod
+    def _refit(model, box, weight, start, offsets):
+        def res(p):
+            lf, ox, oy, b = p
+            dx = np.broadcast_to(offsets[None, :] - ox, box.shape)
+            dy = np.broadcast_to(offsets[:, None] - oy, box.shape)
+            return ((box - b - math.exp(lf) * model(dx, dy)) * weight).ravel()
+
+        return least_squares(res, start, x_scale="jac", max_nfev=50).x
+
+    # ------------------------------------------------------------------ per-star fits
+    def _fit_star(self, model, noisy, restored, neighbours, r, c, radius, start=None):
+        sl = (slice(r - radius, r + radius + 1), slice(c - radius, c + radius + 1))
+        box = noisy[sl].astype(float) - neighbours
+        weight = self._finite[sl] / np.sqrt(self._variance(restored[sl].astype(float)))
+        offsets = np.arange(-radius, radius + 1, dtype=float)
+        shape = box.shape
+
+        def model_of(p):
+            flux, ox, oy, b = p
+            dx = np.broadcast_to(offsets[None, :] - ox, shape)
+            dy = np.broadcast_to(offsets[:, None] - oy, shape)
+            return b + flux * model(dx, dy)
+
+        if start is None:
+            b0 = float(np.median(np.concatenate([box[0], box[-1], box[:, 0], box[:, -1]])))
+            start = [max(float(box.sum() - box.size * b0), 1.0), 0.0, 0.0, b0]
+        fit = least_squares(
+            lambda p: ((box - model_of(p)) * weight).ravel(), start, x_scale="jac", max_nfev=60
+        )
+        dof = max(int(np.count_nonzero(weight)) - 4, 1)
+        chi2 = float(np.sum(fit.fun**2) / dof)
+        try:
+            cov = np.linalg.inv(fit.jac.T @ fit.jac) * max(chi2, 1.0)
+        except np.linalg.LinAlgError:
+            cov = None
+        return fit.x, chi2, cov
+
+    @staticmethod
+    def _paint(canvas, model, flux, x, y, cx, cy, radius) -> None:
+        """Add a star's model on its (2r+1)^2 box (clipped at the frame's edges)."""
+        h, w = canvas.shape
+        stamp = flux * model.stamp(x, y, cx, cy, radius)
+        r0, c0 = cy - radius, cx - radius
+        rs, cs = max(r0, 0), max(c0, 0)
+        re, ce = min(cy + radius + 1, h), min(cx + radius + 1, w)
+        canvas[rs:re, cs:ce] += stamp[rs - r0 : re - r0, cs - c0 : ce - c0]
+
+    def __call__(self, noisy: np.ndarray, restored: np.ndarray) -> np.ndarray:
+        noisy = np.asarray(noisy, dtype=float)
+        original = np.asarray(restored)
+        if noisy.shape != original.shape or noisy.ndim != 2:
+            raise UserError(
+                f"psf_cores needs one grey frame and its restoration of the same shape; got "
+                f"{noisy.shape} and {original.shape}"
+            )
+        finite = np.isfinite(noisy) & np.isfinite(original)
+        self.sky, self.sky_sigma = check_frame(np.where(finite, noisy, np.nan))
+        # Masked pixels (NaN) weigh nothing in any fit and stay as they were in the output.
+        self._finite = finite.astype(float)
+        noisy = np.where(finite, noisy, self.sky)
+        restored = np.where(finite, original, self.sky).astype(float)
+        self.info = {}
+        model = self.fit_psf(noisy, restored)
+        if model is None:
+            self.info["note"] = (
+                f"fewer than {self.min_psf_stars} bright isolated stars: frame left as restored"
+            )
+            return original.astype(np.float32)
+        radius = int(np.clip(math.ceil(1.5 * model.fwhm) + 1, 3, model.radius))
+        peaks = _peaks(restored, self.sky + self.min_snr * self.sky_sigma, radius + 1)
+        # Pass 1, brightest first: a peak that the brighter stars' models already explain (a
+        # spike, an Airy ring, a noise bump on a wing) is not a star of its own.
+        wide = model.radius
+        canvas = np.zeros_like(noisy)
+        stars: list[tuple[int, int]] = []
+        fits: dict[tuple[int, int], tuple] = {}
+        for r, c in peaks:
+            if restored[r, c] - self.sky - canvas[r, c] < self.min_snr * self.sky_sigma:
+                continue
+            sl = (slice(r - radius, r + radius + 1), slice(c - radius, c + radius + 1))
+            fits[(r, c)] = self._fit_star(model, noisy, restored, canvas[sl], r, c, radius)
+            flux, ox, oy, _ = fits[(r, c)][0]
+            if flux > 0:
+                self._paint(canvas, model, flux, c + ox, r + oy, c, r, wide)
+            stars.append((r, c))
+        # Pass 2: every star refitted with all the others' models subtracted.
+        others = canvas
+        canvas = np.zeros_like(noisy)
+        for r, c in _track(stars, self.progress):
+            sl = (slice(r - radius, r + radius + 1), slice(c - radius, c + radius + 1))
+            flux, ox, oy, _ = fits[(r, c)][0]
+            own = flux * model.stamp(c + ox, r + oy, c, r, radius) if flux > 0 else 0.0
+            fits[(r, c)] = self._fit_star(
+                model, noisy, restored, others[sl] - own, r, c, radius, fits[(r, c)][0]
+            )
+            flux, ox, oy, _ = fits[(r, c)][0]
+            if flux > 0:
+                self._paint(canvas, model, flux, c + ox, r + oy, c, r, wide)
+        others = canvas
+        out = restored.copy()
+        best_weight = np.zeros_like(noisy)
+        used = 0
+        offsets = np.arange(-radius, radius + 1, dtype=float)
+        for (r, c), (p, chi2, cov) in fits.items():
+            flux, ox, oy, b = p
+            if chi2 > self.max_chi2 or cov is None or flux <= 0 or max(abs(ox), abs(oy)) > 1.5:
+                continue
+            used += 1
+            sl = (slice(r - radius, r + radius + 1), slice(c - radius, c + radius + 1))
+            shape = (2 * radius + 1,) * 2
+            dx = np.broadcast_to(offsets[None, :] - ox, shape)
+            dy = np.broadcast_to(offsets[:, None] - oy, shape)
+            unit = model(dx, dy)
+            star = flux * unit
+            # Jacobian of the pixel model wrt (flux, x, y, b) by finite differences
+            h = 1e-3
+            jx = flux * (model(dx - h, dy) - model(dx + h, dy)) / (2 * h)
+            jy = flux * (model(dx, dy - h) - model(dx, dy + h)) / (2 * h)
+            jac = np.stack([unit, jx, jy, np.ones(shape)], axis=-1)
+            var_model = np.einsum("...i,ij,...j->...", jac, cov, jac)
+            var_model += (model.error_at(dx, dy) * star) ** 2
+            var_data = np.clip(star, 0.0, None) / self.gain
+            # A fit worse than the noise (reduced chi-square above 1) says the model misses
+            # something here: that excess, per pixel, is model variance too.
+            var_model += max(chi2 - 1.0, 0.0) * (var_data + self.sky_sigma**2)
+            target = b + star + (others[sl] - star)  # neighbours' fitted light included
+            weight = var_data / (var_data + var_model + 1e-12)
+            # Only where the star dominates: its wings, below a few sky sigma, may hold other
+            # sources' light that the fitted model (stars + a constant) does not describe.
+            weight = np.where(star > self.core_sigma * self.sky_sigma, weight, 0.0)
+            region = best_weight[sl]
+            take = weight > region
+            out[sl] = np.where(take, restored[sl] + weight * (target - restored[sl]), out[sl])
+            region[take] = weight[take]
+        self.info.update(stars_fitted=len(fits), stars_replaced=used, core_radius=radius)
+        return np.where(finite, out, original).astype(np.float32)
+
+
+_CONFIG_KEYS = (
+    "enabled",
+    "gain",
+    "min_snr",
+    "psf_snr",
+    "max_chi2",
+    "core_sigma",
+    "oversampling",
+    "profiles",
+)
+
+
+def from_config(settings, default_gain: float) -> PSFCores | None:
+    """The ``psf_cores:`` block of ``infer.py``'s config as a stage, or None when not enabled."""
+    settings = dict(settings or {})
+    unknown = sorted(set(settings) - set(_CONFIG_KEYS))
+    if unknown:
+        raise UserError(f"psf_cores.{unknown[0]} is not a setting; use {', '.join(_CONFIG_KEYS)}")
+    if not settings.pop("enabled", False):
+        return None
+    gain = settings.pop("gain", None)
+    options = {k: v for k, v in settings.items() if v is not None}
+    if "profiles" in options:
+        options["profiles"] = tuple(options["profiles"])
+    try:
+        return PSFCores(gain=float(default_gain if gain is None else gain), **options)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"psf_cores: {exc}; check the psf_cores.* values") from None
+
+
+def describe(info: dict) -> str:
+    """One history/log line of what the stage did on a frame."""
+    if "note" in info:
+        return f"PSF cores: {info['note']}"
+    return (
+        f"PSF cores: {info.get('psf_profile')} PSF, FWHM {info.get('psf_fwhm')} px, from "
+        f"{info.get('psf_stars_used')} stars; {info.get('stars_replaced')} of "
+        f"{info.get('stars_fitted')} star cores fitted (astrorestore.inference.psf_cores)"
+    )
