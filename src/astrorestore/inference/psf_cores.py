@@ -7,19 +7,25 @@ three numbers (flux and position), so a fitted model of its core is far less noi
 pixels. This stage measures the PSF on the frame itself and puts fitted cores back, weighted by
 how much better the model is than the data, pixel by pixel:
 
-1. **PSF model**, DAOPHOT-style: an elliptical Moffat, integrated over each pixel (so an
-   undersampled 1.2 px core at any sub-pixel position is right), fitted jointly to the frame's
-   bright isolated stars, plus a look-up table of what it misses (Airy rings, spikes, any shape),
-   tabulated ``oversampling`` times finer than the pixels from the same stars' residuals.
+1. **PSF model**, DAOPHOT-style: an analytic core integrated over each pixel (so an
+   undersampled 1.2 px core at any sub-pixel position is right), elliptical Moffat or Airy,
+   whichever fits better, fitted jointly to the frame's bright isolated stars; plus a look-up
+   table of what it misses (Airy rings, spikes, any shape), a cubic spline ``oversampling`` times
+   finer than the pixels fitted to the same stars' residuals, kept only when it predicts stars
+   it was not built from better than the analytic core alone.
 2. **Per-star fit**: every star bright enough gets its flux, position and local background
    fitted to the *input* (noisy, unbiased) pixels, weighted by the noise model; neighbours'
    fitted models are subtracted first (two passes). A star whose fit is poor (reduced chi-square
    above ``max_chi2``: a galaxy, a blend, a saturated core, a cosmic ray) is left alone.
-3. **Blend**: per pixel, the fitted core replaces the restored value with weight
-   ``var_data / (var_data + var_model)``: ``var_data`` is the pixel's shot noise (what the bounded
-   restoration leaves in a core), ``var_model`` the fit's own uncertainty (flux, position,
-   background from the fit's covariance) plus the PSF model's relative error measured on the PSF
-   stars. Faint wings, where the restoration already removed the noise, keep the restoration.
+3. **Blend**: per pixel where the fitted star is brighter than ``core_sigma`` sky sigma (out to
+   the PSF model's radius, so bright rings and spikes count), the fitted light (this star, its
+   neighbours, the local background) replaces the restored value with weight
+   ``var_data / (var_data + var_model)``: ``var_data`` is the pixel's shot noise (what the
+   bounded restoration leaves in a core), ``var_model`` the model's *systematic* error: the PSF's
+   relative error per annulus, measured on stars the model was not built from, and the excess of
+   the star's own fit over its noise (reduced chi-square beyond 1 by more than twice its
+   scatter). The fit's statistical noise does not count against it: a least-squares model is a
+   projection of the very pixels it replaces and keeps only a fraction of their noise.
 
 It works on whole frames in the input's units (needs ``gain``, in electrons per unit, for the
 shot noise); the sky noise is measured on the frame. Nothing is invented: only pixels of stars
@@ -224,7 +230,7 @@ class PSFCores:
     def __init__(
         self,
         gain: float = 1.0,
-        min_snr: float = 20.0,
+        min_snr: float = 10.0,
         psf_snr: float = 100.0,
         max_chi2: float = 3.0,
         oversampling: int = 2,
@@ -232,6 +238,7 @@ class PSFCores:
         max_psf_stars: int = 20,
         smoothness: float = 0.1,
         core_sigma: float = 5.0,
+        blend_psf_radius: bool = True,
         profiles: tuple[str, ...] = PROFILES,
         progress: bool = False,
     ) -> None:
@@ -254,6 +261,7 @@ class PSFCores:
         self.max_psf_stars = int(max_psf_stars)
         self.smoothness = float(smoothness)
         self.core_sigma = float(core_sigma)
+        self.blend_psf_radius = bool(blend_psf_radius)
         if not profiles or any(p not in PROFILES for p in profiles):
             raise UserError(
                 f"psf_cores profiles={list(profiles)!r}: use a non-empty subset of {list(PROFILES)}"
@@ -523,11 +531,8 @@ class PSFCores:
         )
         dof = max(int(np.count_nonzero(weight)) - 4, 1)
         chi2 = float(np.sum(fit.fun**2) / dof)
-        try:
-            cov = np.linalg.inv(fit.jac.T @ fit.jac) * max(chi2, 1.0)
-        except np.linalg.LinAlgError:
-            cov = None
-        return fit.x, chi2, cov
+        converged = bool(fit.success) and bool(np.all(np.isfinite(fit.x)))
+        return fit.x, chi2, converged
 
     @staticmethod
     def _paint(canvas, model, flux, x, y, cx, cy, radius) -> None:
@@ -594,30 +599,38 @@ class PSFCores:
         out = restored.copy()
         best_weight = np.zeros_like(noisy)
         used = 0
-        offsets = np.arange(-radius, radius + 1, dtype=float)
-        for (r, c), (p, chi2, cov) in fits.items():
+        # Blending reaches as far as the PSF model (spikes and rings of bright stars are brighter
+        # than the sky noise well outside the fitted core), clipped at the frame's edges.
+        blend = max(radius, wide) if self.blend_psf_radius else radius
+        offsets = np.arange(-blend, blend + 1, dtype=float)
+        height, width = noisy.shape
+        for (r, c), (p, chi2, converged) in fits.items():
             flux, ox, oy, b = p
-            if chi2 > self.max_chi2 or cov is None or flux <= 0 or max(abs(ox), abs(oy)) > 1.5:
+            if chi2 > self.max_chi2 or not converged or flux <= 0 or max(abs(ox), abs(oy)) > 1.5:
                 continue
             used += 1
-            sl = (slice(r - radius, r + radius + 1), slice(c - radius, c + radius + 1))
-            shape = (2 * radius + 1,) * 2
-            dx = np.broadcast_to(offsets[None, :] - ox, shape)
-            dy = np.broadcast_to(offsets[:, None] - oy, shape)
-            unit = model(dx, dy)
-            star = flux * unit
-            # Jacobian of the pixel model wrt (flux, x, y, b) by finite differences
-            h = 1e-3
-            jx = flux * (model(dx - h, dy) - model(dx + h, dy)) / (2 * h)
-            jy = flux * (model(dx, dy - h) - model(dx, dy + h)) / (2 * h)
-            jac = np.stack([unit, jx, jy, np.ones(shape)], axis=-1)
-            var_model = np.einsum("...i,ij,...j->...", jac, cov, jac)
-            var_model += (model.error_at(dx, dy) * star) ** 2
+            r0, r1 = max(r - blend, 0), min(r + blend + 1, height)
+            c0, c1 = max(c - blend, 0), min(c + blend + 1, width)
+            sl = (slice(r0, r1), slice(c0, c1))
+            rows = offsets[r0 - r + blend : r1 - r + blend]
+            cols = offsets[c0 - c + blend : c1 - c + blend]
+            shape = (rows.size, cols.size)
+            dx = np.broadcast_to(cols[None, :] - ox, shape)
+            dy = np.broadcast_to(rows[:, None] - oy, shape)
+            star = flux * model(dx, dy)
+            # In a core the fitted model is a least-squares projection of the very pixels it
+            # replaces: its noise is part of theirs (the projection keeps a fraction, the
+            # leverage, of each pixel's noise), so replacing them never adds noise. What can make
+            # it worse than the data is a wrong model: the PSF's measured relative error, and a
+            # star fitted worse than its noise (below).
+            var_model = (model.error_at(dx, dy) * star) ** 2
             var_data = np.clip(star, 0.0, None) / self.gain
-            # A fit worse than the noise (reduced chi-square above 1) says the model misses
-            # something here: that excess, per pixel, is model variance too.
-            var_model += max(chi2 - 1.0, 0.0) * (var_data + self.sky_sigma**2)
-            target = b + star + (others[sl] - star)  # neighbours' fitted light included
+            # A fit significantly worse than the noise (reduced chi-square beyond 1 by more than
+            # twice its own scatter, sqrt(2 / dof)) says the model misses something here: that
+            # excess, per pixel, is model variance too.
+            excess = chi2 - 1.0 - 2.0 * math.sqrt(2.0 / max((2 * radius + 1) ** 2 - 4, 1))
+            var_model += max(excess, 0.0) * (var_data + self.sky_sigma**2)
+            target = b + others[sl]  # this star's and its neighbours' fitted light
             weight = var_data / (var_data + var_model + 1e-12)
             # Only where the star dominates: its wings, below a few sky sigma, may hold other
             # sources' light that the fitted model (stars + a constant) does not describe.
