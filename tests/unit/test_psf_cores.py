@@ -113,3 +113,17 @@ def test_config_block():
         PSFCores()(np.zeros((8, 8)), np.zeros((8, 9)))
     with pytest.raises(UserError, match="sky noise is 0"):
         PSFCores()(np.ones((32, 32)), np.ones((32, 32)))
+
+
+def test_units_do_not_matter_but_a_wrong_gain_is_caught():
+    truth, noisy, _ = field(seed=2)
+    in_electrons = PSFCores(gain=1.0)(noisy, noisy)
+    # the same frame in units 1000x smaller (as MJy/sr values are), with the matching gain
+    scaled = PSFCores(gain=1000.0)(noisy * 1e-3, noisy * 1e-3) * 1e3
+    np.testing.assert_allclose(scaled, in_electrons, rtol=1e-4, atol=1e-2)
+    # ... and with gain 1 there: the shot noise is overestimated 1000x, which the bright stars'
+    # fits show; the frame is left as it was, with a note saying what to pass
+    stage = PSFCores(gain=1.0)
+    out = stage(noisy * 1e-3, noisy * 1e-3)
+    assert np.array_equal(out, (noisy * 1e-3).astype(np.float32))
+    assert "psf_cores.gain" in describe(stage.info)

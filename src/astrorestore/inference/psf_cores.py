@@ -230,7 +230,7 @@ class PSFCores:
     def __init__(
         self,
         gain: float = 1.0,
-        min_snr: float = 10.0,
+        min_snr: float = 20.0,
         psf_snr: float = 100.0,
         max_chi2: float = 3.0,
         oversampling: int = 2,
@@ -270,9 +270,16 @@ class PSFCores:
         self.progress = bool(progress)
         self.info: dict = {}
 
+    def _too_few(self, found: int) -> None:
+        self.info["psf_stars"] = found
+        self.info["note"] = (
+            f"{found} bright isolated stars, fewer than the {self.min_psf_stars} needed to "
+            "measure the PSF: frame left as restored"
+        )
+
     # ------------------------------------------------------------------ noise model
     def _variance(self, signal: np.ndarray) -> np.ndarray:
-        return self.sky_sigma**2 + np.clip(signal - self.sky, 0.0, None) / self.gain
+        return self.sky_sigma**2 + np.clip(signal - self.sky, 0.0, None) / self._photons
 
     # ------------------------------------------------------------------ PSF model
     def _psf_stars(self, restored: np.ndarray, radius: int, core: int) -> list[tuple[int, int]]:
@@ -327,15 +334,14 @@ class PSFCores:
         # A first stamp size from a provisional FWHM, then the real one.
         stars = self._psf_stars(restored, 6, 6)
         if len(stars) < self.min_psf_stars:
-            self.info["psf_stars"] = len(stars)
-            return None
+            return self._too_few(len(stars))
         fwhm = self._moments_guess(restored, stars, 6)
         radius = int(np.clip(math.ceil(4.0 * fwhm) + 1, 5, 15))
         core = int(math.ceil(2.0 * fwhm)) + 1
         stars = self._psf_stars(restored, radius, core)
-        self.info["psf_stars"] = len(stars)
         if len(stars) < self.min_psf_stars:
-            return None
+            return self._too_few(len(stars))
+        self.info["psf_stars"] = len(stars)
         offsets = np.arange(-radius, radius + 1, dtype=float)
         boxes, weights = [], []
         for r, c in stars:
@@ -354,11 +360,24 @@ class PSFCores:
         # Stars the analytic profile fits badly (blends, galaxies) do not build the table.
         chi2 = np.array(
             [
-                np.mean(self._chi(model, b, w, p, offsets) ** 2)
+                np.sum(self._chi(model, b, w, p, offsets) ** 2) / max(np.count_nonzero(w), 1)
                 for b, w, p in zip(boxes, weights, per, strict=True)
             ]
         )
         good = np.flatnonzero(chi2 <= max(3.0 * np.median(chi2), 2.0))
+        # The noise model is checked where it matters, on the bright stars: fitted residuals far
+        # below their expected noise mean the shot noise is overestimated (a gain too low for
+        # the frame's units, e.g. gain 1 on a frame in MJy/sr), and the blend would trust every
+        # model blindly. Residuals above it only make the stage more cautious (chi-square).
+        consistency = float(np.median(chi2[good]))
+        self.info["psf_star_chi2"] = round(consistency, 3)
+        if consistency < 0.5:
+            self.info["note"] = (
+                f"the PSF stars fit {1 / max(consistency, 1e-6):.0f}x better than gain="
+                f"{self.gain:g} predicts: pass the frame's gain (e-/unit) as psf_cores.gain; "
+                "frame left as restored"
+            )
+            return None
         # The table is kept only if it predicts stars it was NOT built from (two folds) better
         # than the analytic profile alone; otherwise a table fitting its own stars' noise would
         # look perfect.
@@ -553,17 +572,18 @@ class PSFCores:
                 f"{noisy.shape} and {original.shape}"
             )
         finite = np.isfinite(noisy) & np.isfinite(original)
-        self.sky, self.sky_sigma = check_frame(np.where(finite, noisy, np.nan))
+        sky, sigma = check_frame(np.where(finite, noisy, np.nan))
+        self.info = {"sky": sky, "sky_sigma": sigma}
+        # Everything below works in sky-noise units (sky 0, sigma 1), whatever the frame's units
+        # (electrons, ADU, MJy/sr): the fits are then equally well conditioned on every frame.
+        # The shot noise of a signal u is u / G there, G = gain x sigma (photons per sigma).
+        self.sky, self.sky_sigma, self._photons = 0.0, 1.0, self.gain * sigma
         # Masked pixels (NaN) weigh nothing in any fit and stay as they were in the output.
         self._finite = finite.astype(float)
-        noisy = np.where(finite, noisy, self.sky)
-        restored = np.where(finite, original, self.sky).astype(float)
-        self.info = {}
+        noisy = np.where(finite, (noisy - sky) / sigma, 0.0)
+        restored = np.where(finite, (original.astype(float) - sky) / sigma, 0.0)
         model = self.fit_psf(noisy, restored)
         if model is None:
-            self.info["note"] = (
-                f"fewer than {self.min_psf_stars} bright isolated stars: frame left as restored"
-            )
             return original.astype(np.float32)
         radius = int(np.clip(math.ceil(1.5 * model.fwhm) + 1, 3, model.radius))
         peaks = _peaks(restored, self.sky + self.min_snr * self.sky_sigma, radius + 1)
@@ -624,7 +644,7 @@ class PSFCores:
             # it worse than the data is a wrong model: the PSF's measured relative error, and a
             # star fitted worse than its noise (below).
             var_model = (model.error_at(dx, dy) * star) ** 2
-            var_data = np.clip(star, 0.0, None) / self.gain
+            var_data = np.clip(star, 0.0, None) / self._photons
             # A fit significantly worse than the noise (reduced chi-square beyond 1 by more than
             # twice its own scatter, sqrt(2 / dof)) says the model misses something here: that
             # excess, per pixel, is model variance too.
@@ -640,7 +660,7 @@ class PSFCores:
             out[sl] = np.where(take, restored[sl] + weight * (target - restored[sl]), out[sl])
             region[take] = weight[take]
         self.info.update(stars_fitted=len(fits), stars_replaced=used, core_radius=radius)
-        return np.where(finite, out, original).astype(np.float32)
+        return np.where(finite, sky + sigma * out, original).astype(np.float32)
 
 
 _CONFIG_KEYS = (
