@@ -37,7 +37,8 @@ writes ``bench/results/psf_robustness.{md,json,png}``. ``--variant LABEL=BASE:ke
 adds a row with BASE's weights and network settings changed, e.g. the same network without its
 evaluation-time give-back: ``--variant a-raw=a:flux_sigma=null``. ``--oracle LABEL`` adds a
 ceiling row: LABEL's output with every star's core fitted with the true PSF at its true position
-(``--oracle "noisy input"`` for the input itself). ``--psf-cores LABEL[:key=value,...]`` adds
+(``--oracle "noisy input"`` for the input itself); ``--oracle-position LABEL`` fits each
+position too (the ceiling of fitting cores on this frame alone). ``--psf-cores LABEL[:key=value,...]`` adds
 LABEL's output with its star cores fitted with the PSF each frame shows
 (``astrorestore.inference.psf_cores``, what ``infer.py psf_cores.enabled=true`` runs; no truth).
 """
@@ -225,11 +226,17 @@ def asinh_of(noisy: np.ndarray, normalizer):
     return lambda a: normalizer.forward(as_tensor(a), offset, scale)[0, 0].numpy()
 
 
-def true_psf_cores(image, noisy, truth, catalog, radius: int = 4, level: float = 300.0):
+def true_psf_cores(
+    image, noisy, truth, catalog, radius: int = 4, level: float = 300.0, fit_position=False
+):
     """``image`` with every star's core (the pixels it raises by > ``level`` e-) replaced by the
     true background there plus the star's flux fitted (weighted least squares) to the noisy frame
     with the TRUE PSF at its TRUE position. A ceiling for a restoration that knows the PSF and
-    where each star is, not a method: it tells whether a PSNR goal is reachable at all."""
+    where each star is, not a method: it tells whether a PSNR goal is reachable at all. With
+    ``fit_position`` the position is fitted too (still the true PSF and background): the ceiling
+    of any method that must measure where each star is on this frame alone."""
+    from scipy.optimize import least_squares
+
     from astrorestore.data.scene import render_psf_stamp
 
     out = np.array(image, dtype=np.float64)
@@ -244,7 +251,19 @@ def true_psf_cores(image, noisy, truth, catalog, radius: int = 4, level: float =
         background = truth[box] - flux * psf
         weight = 1.0 / (np.clip(truth[box], 0.0, None) / GAIN + READ_NOISE**2)
         fitted = np.sum(weight * psf * (noisy[box] - background)) / np.sum(weight * psf**2)
-        out[box] = np.where(flux * psf > level, background + fitted * psf, out[box])
+        model = fitted * psf
+        if fit_position and flux * psf.max() > level:
+
+            def stamp(p, x=x, y=y, cx=cx, cy=cy):
+                return p[0] * render_psf_stamp(
+                    radius, **catalog["psf"], dx=x - cx + p[1], dy=y - cy + p[2]
+                )
+
+            def residual(p, box=box, background=background, weight=weight, stamp=stamp):
+                return ((noisy[box] - background - stamp(p)) * np.sqrt(weight)).ravel()
+
+            model = stamp(least_squares(residual, [fitted, 0.0, 0.0], x_scale="jac").x)
+        out[box] = np.where(flux * psf > level, background + model, out[box])
     return out.astype(np.float32)
 
 
@@ -276,7 +295,10 @@ def score_cell(cell: dict, index: int, methods: dict, size: int, n_fields: int) 
             if isinstance(method, tuple):  # --psf-cores: that row's output, frame's own PSF
                 out = outputs[name] = PSFCores(gain=GAIN, **method[1])(noisy, outputs[method[0]])
             elif isinstance(method, str):  # --oracle: that row's output with true-PSF cores
-                out = outputs[name] = true_psf_cores(outputs[method], noisy, truth, catalog)
+                base, _, mode = method.partition("|")
+                out = outputs[name] = true_psf_cores(
+                    outputs[base], noisy, truth, catalog, fit_position=mode == "position"
+                )
             else:
                 out = outputs[name] = method(noisy)
             a = acc[name]
@@ -477,6 +499,13 @@ def main() -> None:
         "with the true PSF at its true position (needs the truth; not a method)",
     )
     parser.add_argument(
+        "--oracle-position",
+        action="append",
+        default=[],
+        help="LABEL (repeatable): as --oracle, but each star's position is fitted too (true PSF "
+        "and background): the ceiling of fitting cores on this frame alone",
+    )
+    parser.add_argument(
         "--psf-cores",
         action="append",
         default=[],
@@ -497,6 +526,10 @@ def main() -> None:
         if label not in methods:
             raise SystemExit(f"--oracle {label!r}: not a row ({', '.join(methods)})")
         methods[f"{label} + true-PSF cores"] = label
+    for label in args.oracle_position:
+        if label not in methods:
+            raise SystemExit(f"--oracle-position {label!r}: not a row ({', '.join(methods)})")
+        methods[f"{label} + true-PSF cores, fitted positions"] = f"{label}|position"
     for spec in args.psf_cores:
         label, _, settings = spec.partition(":")
         if label not in methods:
@@ -515,6 +548,7 @@ def main() -> None:
             [f"--ckpt {c}" for c in args.ckpt]
             + [f"--variant {v}" for v in args.variant]
             + [f"--oracle {o}" for o in args.oracle]
+            + [f"--oracle-position {o}" for o in args.oracle_position]
             + [f"--psf-cores {o}" for o in args.psf_cores]
         )
         + f" --size {args.size} --fields {args.fields}",

@@ -42,6 +42,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.optimize import least_squares
 from scipy.sparse import lil_matrix
+from scipy.spatial import cKDTree
 from scipy.special import j1
 
 from astrorestore.errors import UserError
@@ -282,19 +283,19 @@ class PSFCores:
         return self.sky_sigma**2 + np.clip(signal - self.sky, 0.0, None) / self._photons
 
     # ------------------------------------------------------------------ PSF model
+    def _near(self, r: int, c: int, reach: int) -> list[tuple[int, int]]:
+        """Other source peaks within ``reach`` px (Chebyshev) of pixel (r, c)."""
+        found = self._peak_tree.query_ball_point((r, c), reach, p=np.inf)
+        return [self._all_peaks[i] for i in found if self._all_peaks[i] != (r, c)]
+
     def _psf_stars(self, restored: np.ndarray, radius: int, core: int) -> list[tuple[int, int]]:
         """Bright stars (peak S/N >= psf_snr) with no other peak above 3 % of theirs within
         ``core`` px, at least ``radius`` px from the frame's edge, brightest first."""
         peaks = _peaks(restored, self.sky + self.psf_snr * self.sky_sigma, radius + 1)
         chosen = []
         for r, c in peaks:
-            near = [
-                (rr, cc)
-                for rr, cc in self._all_peaks
-                if 0 < max(abs(rr - r), abs(cc - c)) <= core
-                and restored[rr, cc] - self.sky > _NEIGHBOUR * (restored[r, c] - self.sky)
-            ]
-            if not near:
+            limit = _NEIGHBOUR * (restored[r, c] - self.sky)
+            if not any(restored[rr, cc] - self.sky > limit for rr, cc in self._near(r, c, core)):
                 chosen.append((r, c))
             if len(chosen) >= self.max_psf_stars:
                 break
@@ -305,13 +306,11 @@ class PSFCores:
         another peak (its light is not this star's PSF)."""
         mask = np.ones((2 * radius + 1,) * 2)
         yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-        peak = self._restored[r, c] - self.sky
-        for rr, cc in self._all_peaks:
-            if (rr, cc) == (r, c) or max(abs(rr - r), abs(cc - c)) > radius + core:
-                continue
+        limit = _NEIGHBOUR * (self._restored[r, c] - self.sky)
+        for rr, cc in self._near(r, c, radius + core):
             # a faint maximum on the star's own ring or spike is part of its PSF
             own = max(abs(rr - r), abs(cc - c)) <= radius
-            if not own or self._restored[rr, cc] - self.sky > _NEIGHBOUR * peak:
+            if not own or self._restored[rr, cc] - self.sky > limit:
                 mask[np.hypot(yy - (rr - r), xx - (cc - c)) <= core] = 0.0
         return mask
 
@@ -331,6 +330,7 @@ class PSFCores:
         self._restored = restored
         # Every source peak, for isolation and for masking neighbours out of PSF-star boxes.
         self._all_peaks = _peaks(restored, self.sky + 5 * self.sky_sigma, 1)
+        self._peak_tree = cKDTree(np.array(self._all_peaks, dtype=float).reshape(-1, 2))
         # A first stamp size from a provisional FWHM, then the real one.
         stars = self._psf_stars(restored, 6, 6)
         if len(stars) < self.min_psf_stars:
