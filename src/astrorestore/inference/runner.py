@@ -168,12 +168,13 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
         checkpoint_name = Path(str(restorer.ckpt_path)).name
     psf_stage = psf_cores.from_config(_get(cfg, "psf_cores"), float(evaluation.get("gain", 1.0)))
     if psf_stage is not None:
+        if scale != 1 or out_channels != 1:
+            raise UserError(
+                "psf_cores.enabled=true fits star cores of grey frames restored at their own "
+                f"size; {name} outputs {out_channels} channel(s) at x{scale}: drop "
+                "psf_cores.enabled"
+            )
         psf_stage.progress = progress
-    if psf_stage is not None and (scale != 1 or out_channels != 1):
-        raise UserError(
-            f"psf_cores.enabled=true fits star cores of grey frames restored at their own size; "
-            f"{name} outputs {out_channels} channel(s) at x{scale}: drop psf_cores.enabled"
-        )
     pairs = resolve_io(input_spec, output_spec)
     truths = resolve_truths(_get(cfg, "truth"), [src for src, _ in pairs])
     report = _get(cfg, "report")
