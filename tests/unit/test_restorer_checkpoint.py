@@ -79,3 +79,20 @@ def test_restorer_spec_is_instantiated_with_the_named_weights(tmp_path):
     restorer = load_restorer(tmp_path / "ema.ckpt")
     x = torch.randn(1, 1, 16, 16)
     torch.testing.assert_close(restorer(x), net(x))  # the EMA weights, not the raw ones
+
+
+def test_network_config_the_code_no_longer_takes_fails_in_one_line(tmp_path):
+    record = {
+        "format": CHECKPOINT_FORMAT,
+        "version": "x",
+        "model": "m",
+        "restorer": {"_target_": "astrorestore.inference.restorer.NetForward"},
+        "weights": "net",
+        "net": {**NET, "residual": True},  # an argument a later version removed
+        "normalizer": NORMALIZER,
+        "io": {"in_channels": 1, "out_channels": 1, "scale": 1, "size_multiple": 4},
+    }
+    _save(tmp_path / "stale.ckpt", record, _net())
+    with pytest.raises(UserError, match="residual.*retrain it") as info:
+        load_restorer(tmp_path / "stale.ckpt")
+    assert "\n" not in str(info.value)

@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from astrorestore.callbacks.provenance import CHECKPOINT_FORMAT
-from astrorestore.errors import UserError
+from astrorestore.errors import UserError, find_user_error
 
 
 class NetForward(torch.nn.Module):
@@ -122,7 +122,18 @@ def load_restorer(ckpt_path: str | Path, device: str | torch.device = "cpu") -> 
             f"{path} was written by a newer astrorestore ({meta.get('version')}); upgrade "
             "astrorestore to restore with it"
         )
-    net = instantiate(OmegaConf.create(meta["net"]))
+    try:
+        net = instantiate(OmegaConf.create(meta["net"]))
+    except Exception as exc:  # Hydra wraps the network's own error
+        user = find_user_error(exc)
+        if user is not None:
+            raise user from None
+        cause = exc.__cause__ or exc
+        raise UserError(
+            f"{path}: its stored network config does not fit this astrorestore's network "
+            f"({str(cause).splitlines()[0]}): the checkpoint predates a change to that network; "
+            "retrain it, or restore with the astrorestore that wrote it"
+        ) from None
     prefix = meta["weights"] + "."
     state = {
         key[len(prefix) :]: value
