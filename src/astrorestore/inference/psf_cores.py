@@ -43,12 +43,11 @@ from scipy import ndimage
 from scipy.optimize import least_squares
 from scipy.sparse import lil_matrix
 from scipy.spatial import cKDTree
-from scipy.special import j1
 
+from astrorestore.data.psf import _AIRY_FWHM, _airy_intensity, moffat_alpha
 from astrorestore.errors import UserError
 
 _SUB = 5  # sub-samples per pixel side for the pixel-integrated analytic profile
-_AIRY_FWHM = 1.028993969962188  # FWHM of the Airy pattern in lambda/D
 PROFILES = ("moffat", "airy")
 # A maximum brighter than this fraction of a star's peak is another source, not the star's ring
 # (an Airy ring is 1.75 % of the peak) or spike.
@@ -92,9 +91,7 @@ class PSFModel:
             norm = (self.beta - 1.0) * jacobian / (math.pi * self.width**2)
             values = norm * (1.0 + r2 / self.width**2) ** (-self.beta)
         else:
-            x = np.sqrt(r2) * (math.pi / self.width)
-            safe = np.where(x > 1e-8, x, 1.0)
-            airy = np.where(x > 1e-8, (2.0 * j1(safe) / safe) ** 2, 1.0)
+            airy = _airy_intensity(np.sqrt(r2) * (math.pi / self.width))
             values = jacobian * math.pi / (4.0 * self.width**2) * airy
         return values.mean(axis=(-1, -2))
 
@@ -120,7 +117,7 @@ class PSFModel:
     @property
     def fwhm(self) -> float:
         if self.profile == "moffat":
-            return 2.0 * self.width * math.sqrt(2.0 ** (1.0 / self.beta) - 1.0)
+            return self.width / moffat_alpha(1.0, self.beta)
         return _AIRY_FWHM * self.width
 
 
@@ -239,7 +236,6 @@ class PSFCores:
         max_psf_stars: int = 20,
         smoothness: float = 0.1,
         core_sigma: float = 5.0,
-        blend_psf_radius: bool = True,
         profiles: tuple[str, ...] = PROFILES,
         progress: bool = False,
     ) -> None:
@@ -262,7 +258,6 @@ class PSFCores:
         self.max_psf_stars = int(max_psf_stars)
         self.smoothness = float(smoothness)
         self.core_sigma = float(core_sigma)
-        self.blend_psf_radius = bool(blend_psf_radius)
         if not profiles or any(p not in PROFILES for p in profiles):
             raise UserError(
                 f"psf_cores profiles={list(profiles)!r}: use a non-empty subset of {list(PROFILES)}"
@@ -280,7 +275,8 @@ class PSFCores:
 
     # ------------------------------------------------------------------ noise model
     def _variance(self, signal: np.ndarray) -> np.ndarray:
-        return self.sky_sigma**2 + np.clip(signal - self.sky, 0.0, None) / self._photons
+        """Noise variance of a pixel, in sky-noise units (the sky's is 1), plus its shot noise."""
+        return 1.0 + np.clip(signal, 0.0, None) / self._photons
 
     # ------------------------------------------------------------------ PSF model
     def _near(self, r: int, c: int, reach: int) -> list[tuple[int, int]]:
@@ -291,11 +287,11 @@ class PSFCores:
     def _psf_stars(self, restored: np.ndarray, radius: int, core: int) -> list[tuple[int, int]]:
         """Bright stars (peak S/N >= psf_snr) with no other peak above 3 % of theirs within
         ``core`` px, at least ``radius`` px from the frame's edge, brightest first."""
-        peaks = _peaks(restored, self.sky + self.psf_snr * self.sky_sigma, radius + 1)
+        peaks = _peaks(restored, self.psf_snr, radius + 1)
         chosen = []
         for r, c in peaks:
-            limit = _NEIGHBOUR * (restored[r, c] - self.sky)
-            if not any(restored[rr, cc] - self.sky > limit for rr, cc in self._near(r, c, core)):
+            limit = _NEIGHBOUR * restored[r, c]
+            if not any(restored[rr, cc] > limit for rr, cc in self._near(r, c, core)):
                 chosen.append((r, c))
             if len(chosen) >= self.max_psf_stars:
                 break
@@ -306,11 +302,11 @@ class PSFCores:
         another peak (its light is not this star's PSF)."""
         mask = np.ones((2 * radius + 1,) * 2)
         yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-        limit = _NEIGHBOUR * (self._restored[r, c] - self.sky)
+        limit = _NEIGHBOUR * self._restored[r, c]
         for rr, cc in self._near(r, c, radius + core):
             # a faint maximum on the star's own ring or spike is part of its PSF
             own = max(abs(rr - r), abs(cc - c)) <= radius
-            if not own or self._restored[rr, cc] - self.sky > limit:
+            if not own or self._restored[rr, cc] > limit:
                 mask[np.hypot(yy - (rr - r), xx - (cc - c)) <= core] = 0.0
         return mask
 
@@ -318,7 +314,7 @@ class PSFCores:
         """Half-light FWHM estimate from the brightest stars' second moments."""
         sizes = []
         for r, c in stars[:10]:
-            box = restored[r - radius : r + radius + 1, c - radius : c + radius + 1] - self.sky
+            box = restored[r - radius : r + radius + 1, c - radius : c + radius + 1]
             box = np.clip(box, 0.0, None)
             half = box >= 0.5 * box.max()
             # area of the half-maximum region -> FWHM of a circular profile with that area
@@ -329,7 +325,7 @@ class PSFCores:
         """The frame's PSF from its bright isolated stars, or None when there are too few."""
         self._restored = restored
         # Every source peak, for isolation and for masking neighbours out of PSF-star boxes.
-        self._all_peaks = _peaks(restored, self.sky + 5 * self.sky_sigma, 1)
+        self._all_peaks = _peaks(restored, 5.0, 1)
         self._peak_tree = cKDTree(np.array(self._all_peaks, dtype=float).reshape(-1, 2))
         # A first stamp size from a provisional FWHM, then the real one.
         stars = self._psf_stars(restored, 6, 6)
@@ -414,13 +410,10 @@ class PSFCores:
         """Joint fit of one analytic profile (shared shape) and every star's flux, position and
         background; returns the model, the per-star parameters and the summed chi-square."""
         n = len(boxes)
-        if profile == "moffat":
-            width0 = fwhm / (2.0 * math.sqrt(2.0 ** (1.0 / 3.0) - 1.0))
-        else:
-            width0 = fwhm / _AIRY_FWHM
+        width0 = moffat_alpha(fwhm, 3.0) if profile == "moffat" else fwhm / _AIRY_FWHM
         p0 = [math.log(width0), math.log(2.0), 0.0, 0.0]
         for b in boxes:
-            p0 += [math.log(max(b.sum() - b.size * self.sky, 1.0)), 0.0, 0.0, self.sky]
+            p0 += [math.log(max(b.sum(), 1.0)), 0.0, 0.0, 0.0]
 
         def unpack(p):
             beta = 1.0 + math.exp(p[1]) if profile == "moffat" else 3.0
@@ -518,15 +511,13 @@ class PSFCores:
         coefficients = lsqr(system, rhs_all, atol=1e-10, btol=1e-10, iter_lim=5000)[0]
         return coefficients.reshape(size, size)
 
-    @staticmethod
-    def _refit(model, box, weight, start, offsets):
-        def res(p):
-            lf, ox, oy, b = p
-            dx = np.broadcast_to(offsets[None, :] - ox, box.shape)
-            dy = np.broadcast_to(offsets[:, None] - oy, box.shape)
-            return ((box - b - math.exp(lf) * model(dx, dy)) * weight).ravel()
-
-        return least_squares(res, start, x_scale="jac", max_nfev=50).x
+    def _refit(self, model, box, weight, start, offsets):
+        return least_squares(
+            lambda p: self._chi(model, box, weight, p, offsets).ravel(),
+            start,
+            x_scale="jac",
+            max_nfev=50,
+        ).x
 
     # ------------------------------------------------------------------ per-star fits
     def _fit_star(self, model, noisy, restored, neighbours, r, c, radius, start=None):
@@ -577,7 +568,7 @@ class PSFCores:
         # Everything below works in sky-noise units (sky 0, sigma 1), whatever the frame's units
         # (electrons, ADU, MJy/sr): the fits are then equally well conditioned on every frame.
         # The shot noise of a signal u is u / G there, G = gain x sigma (photons per sigma).
-        self.sky, self.sky_sigma, self._photons = 0.0, 1.0, self.gain * sigma
+        self._photons = self.gain * sigma
         # Masked pixels (NaN) weigh nothing in any fit and stay as they were in the output.
         self._finite = finite.astype(float)
         noisy = np.where(finite, (noisy - sky) / sigma, 0.0)
@@ -586,7 +577,7 @@ class PSFCores:
         if model is None:
             return original.astype(np.float32)
         radius = int(np.clip(math.ceil(1.5 * model.fwhm) + 1, 3, model.radius))
-        peaks = _peaks(restored, self.sky + self.min_snr * self.sky_sigma, radius + 1)
+        peaks = _peaks(restored, self.min_snr, radius + 1)
         # Pass 1, brightest first: a peak that the brighter stars' models already explain (a
         # spike, an Airy ring, a noise bump on a wing) is not a star of its own.
         wide = model.radius
@@ -594,7 +585,7 @@ class PSFCores:
         stars: list[tuple[int, int]] = []
         fits: dict[tuple[int, int], tuple] = {}
         for r, c in peaks:
-            if restored[r, c] - self.sky - canvas[r, c] < self.min_snr * self.sky_sigma:
+            if restored[r, c] - canvas[r, c] < self.min_snr:
                 continue
             sl = (slice(r - radius, r + radius + 1), slice(c - radius, c + radius + 1))
             fits[(r, c)] = self._fit_star(model, noisy, restored, canvas[sl], r, c, radius)
@@ -621,19 +612,18 @@ class PSFCores:
         used = 0
         # Blending reaches as far as the PSF model (spikes and rings of bright stars are brighter
         # than the sky noise well outside the fitted core), clipped at the frame's edges.
-        blend = max(radius, wide) if self.blend_psf_radius else radius
-        offsets = np.arange(-blend, blend + 1, dtype=float)
+        offsets = np.arange(-wide, wide + 1, dtype=float)
         height, width = noisy.shape
         for (r, c), (p, chi2, converged) in fits.items():
             flux, ox, oy, b = p
             if chi2 > self.max_chi2 or not converged or flux <= 0 or max(abs(ox), abs(oy)) > 1.5:
                 continue
             used += 1
-            r0, r1 = max(r - blend, 0), min(r + blend + 1, height)
-            c0, c1 = max(c - blend, 0), min(c + blend + 1, width)
+            r0, r1 = max(r - wide, 0), min(r + wide + 1, height)
+            c0, c1 = max(c - wide, 0), min(c + wide + 1, width)
             sl = (slice(r0, r1), slice(c0, c1))
-            rows = offsets[r0 - r + blend : r1 - r + blend]
-            cols = offsets[c0 - c + blend : c1 - c + blend]
+            rows = offsets[r0 - r + wide : r1 - r + wide]
+            cols = offsets[c0 - c + wide : c1 - c + wide]
             shape = (rows.size, cols.size)
             dx = np.broadcast_to(cols[None, :] - ox, shape)
             dy = np.broadcast_to(rows[:, None] - oy, shape)
@@ -649,12 +639,12 @@ class PSFCores:
             # twice its own scatter, sqrt(2 / dof)) says the model misses something here: that
             # excess, per pixel, is model variance too.
             excess = chi2 - 1.0 - 2.0 * math.sqrt(2.0 / max((2 * radius + 1) ** 2 - 4, 1))
-            var_model += max(excess, 0.0) * (var_data + self.sky_sigma**2)
+            var_model += max(excess, 0.0) * (var_data + 1.0)
             target = b + others[sl]  # this star's and its neighbours' fitted light
             weight = var_data / (var_data + var_model + 1e-12)
             # Only where the star dominates: its wings, below a few sky sigma, may hold other
             # sources' light that the fitted model (stars + a constant) does not describe.
-            weight = np.where(star > self.core_sigma * self.sky_sigma, weight, 0.0)
+            weight = np.where(star > self.core_sigma, weight, 0.0)
             region = best_weight[sl]
             take = weight > region
             out[sl] = np.where(take, restored[sl] + weight * (target - restored[sl]), out[sl])
