@@ -169,10 +169,29 @@ def test_corrupt_fits_in_batch_writes_nothing(tmp_path):
     assert not out.exists() or list(out.iterdir()) == []
 
 
-def test_image_smaller_than_tile(tmp_path):
-    np.save(tmp_path / "small.npy", noisy((20, 40)))
-    with pytest.raises(UserError, match="smaller than the tile size 32"):
-        run_inference(make_cfg(tmp_path / "small.npy", tmp_path / "out"), Loader())
+def test_cutouts_smaller_than_the_tile_use_a_fitted_tile(tmp_path):
+    # One tile_size serves a folder of a frame and a cut-out smaller than the tile.
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    big, small = noisy((48, 48)), noisy((20, 44), seed=1)
+    fits.PrimaryHDU(big).writeto(inputs / "big.fits")
+    fits.PrimaryHDU(small).writeto(inputs / "small.fits")
+    run_inference(make_cfg(inputs, tmp_path / "out"), Loader())
+    with fits.open(tmp_path / "out" / "small.fits") as hdul:
+        out, history = hdul[0].data, "\n".join(str(h) for h in hdul[0].header["HISTORY"])
+    assert out.shape == small.shape and np.isfinite(out).all()
+    # 16 = the largest multiple of the model's 8 within the 20 px side; overlap 8 -> 16 // 4
+    assert "tile_size=16 (fitted to the image) overlap=4" in history
+    assert np.std(out) < 0.6 * np.std(small)  # restored (the fake model blurs), not copied
+    with fits.open(tmp_path / "out" / "big.fits") as hdul:
+        assert "tile_size=32 overlap=8 (tiled" in "\n".join(map(str, hdul[0].header["HISTORY"]))
+
+
+def test_image_smaller_than_the_model_accepts(tmp_path):
+    np.save(tmp_path / "thin.npy", noisy((6, 40)))
+    with pytest.raises(UserError, match=r"6x40, smaller than the smallest tile .* \(8 px\)"):
+        run_inference(make_cfg(tmp_path / "thin.npy", tmp_path / "out"), Loader())
+    assert not (tmp_path / "out").exists()
 
 
 def test_tile_not_multiple_fails_before_writing(tmp_path):

@@ -145,11 +145,7 @@ def run_pipeline(
         for restorer in restorers:
             if bilateral_filter and restorer.scale > 1:
                 image = bilateral(image, **bilateral_filter)
-            stage_tile = min(tile, *image.shape[:2])
-            stage_tile -= stage_tile % max(restorer.size_multiple, 1)
-            image = restore_image(
-                image, restorer, stage_tile, min(overlap, stage_tile // 4), batch_size, False, seed
-            )
+            image = restore_image(image, restorer, tile, overlap, batch_size, False, seed)
         write_image(dst, image, source, history, {}, total_scale)
         row: dict[str, Any] = {"image": src.name, "output": str(dst)}
         if reference_dir is not None:

@@ -21,26 +21,37 @@ def largest_valid_tile(height: int, width: int, multiple: int, requested: int) -
     return (limit // multiple) * multiple
 
 
-def check_tile(height: int, width: int, tile: int, multiple: int) -> None:
-    """Raise UserError unless ``tile`` is a positive multiple of ``multiple`` fitting the image."""
+def fit_tile(height: int, width: int, tile: int, multiple: int) -> int:
+    """The tile actually used: ``tile``, or for an image smaller than it the largest tile
+    that fits (a multiple of ``multiple``), so one ``tile_size`` serves a folder of frames and
+    cut-outs of any size. Raises UserError for a ``tile`` that is not a positive multiple of
+    ``multiple`` on an image it would be used on, or an image smaller than ``multiple``."""
     multiple = max(int(multiple), 1)
-    if tile >= 1 and tile % multiple == 0 and tile <= min(height, width):
-        return
-    best = largest_valid_tile(height, width, multiple, max(tile, multiple))
-    if best < multiple:
-        raise UserError(
-            f"image is {height}x{width}, smaller than the smallest tile this model accepts "
-            f"({multiple} px); pass an image at least {multiple}x{multiple} px"
-        )
     if tile > min(height, width):
+        best = largest_valid_tile(height, width, multiple, tile)
+        if best < multiple:
+            raise UserError(
+                f"image is {height}x{width}, smaller than the smallest tile this model accepts "
+                f"({multiple} px); pass an image at least {multiple}x{multiple} px"
+            )
+        return best
+    if tile < 1 or tile % multiple:
+        best = largest_valid_tile(height, width, multiple, max(tile, multiple))
         raise UserError(
-            f"image is {height}x{width}, smaller than the tile size {tile}; pass "
-            f"tile_size={best} (a multiple of {multiple} no larger than the image)"
+            f"tile_size={tile} is not a positive multiple of {multiple}, which this model "
+            f"requires; pass tile_size={best}"
         )
-    raise UserError(
-        f"tile_size={tile} is not a positive multiple of {multiple}, which this model requires; "
-        f"pass tile_size={best}"
-    )
+    return tile
+
+
+def fit_overlap(tile: int, fitted: int, overlap: int) -> int:
+    """``overlap``, reduced to a quarter of the tile when the tile was shrunk to the image."""
+    return overlap if fitted == tile else min(overlap, fitted // 4)
+
+
+def check_tile(height: int, width: int, tile: int, multiple: int) -> None:
+    """Raise UserError unless ``tile`` (or the tile fitted to a smaller image) is usable."""
+    fit_tile(height, width, tile, multiple)
 
 
 def check_image(data: np.ndarray, restorer: Restorer, tile: int) -> None:
@@ -123,13 +134,18 @@ def restore_image(
 ) -> np.ndarray:
     """Restore a grey ``(H, W)`` or RGB ``(H, W, 3)`` image; returns ``(sH, sW)`` or ``(sH, sW, 3)``.
 
+    ``tile`` is the largest tile: an image smaller than it is restored in the largest tile that
+    fits (:func:`fit_tile`), with the overlap cut to a quarter of that tile.
+
     - grey restorer (1 -> 1) on an RGB image: restore the luminance (BT.601 Y) only, keep the
       chroma (up-sampled for a scale factor), because chroma noise is far less visible;
     - colouring restorer (1 -> 3) on an RGB image: its luminance is coloured anew;
     - colour restorer (3 -> 3) on a grey image: refused, there is nothing to take colour from.
     """
     check_image(data, restorer, tile)
-    run = lambda x: restore_channels(x, restorer, tile, overlap, batch_size, progress, seed)  # noqa: E731
+    fitted = fit_tile(data.shape[0], data.shape[1], tile, restorer.size_multiple)
+    overlap = fit_overlap(tile, fitted, overlap)
+    run = lambda x: restore_channels(x, restorer, fitted, overlap, batch_size, progress, seed)  # noqa: E731
     rgb, grey_in = data.ndim == 3, restorer.in_channels == 1
     if rgb and grey_in:
         ycc = rgb_to_ycbcr(np.asarray(data, dtype=np.float32))

@@ -14,7 +14,7 @@ import astrorestore
 from astrorestore.errors import UserError
 from astrorestore.inference import psf_cores
 from astrorestore.inference.acceleration import accelerate, check_precision
-from astrorestore.inference.restore import check_image, restore_image
+from astrorestore.inference.restore import check_image, fit_overlap, fit_tile, restore_image
 from astrorestore.inference.restorer import Restorer
 from astrorestore.inference.scoring import (
     Scorer,
@@ -154,10 +154,17 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
         def restore(data: np.ndarray) -> np.ndarray:
             return restore_image(data, restorer, tile, overlap, batch_size, progress, seed)
 
+        def tiling(data: np.ndarray) -> str:
+            fitted = fit_tile(data.shape[0], data.shape[1], tile, restorer.size_multiple)
+            smaller = " (fitted to the image)" if fitted != tile else ""
+            return (
+                f"tile_size={fitted}{smaller} overlap={fit_overlap(tile, fitted, overlap)} "
+                "(tiled, raised-cosine blend)"
+            )
+
         history = [
             f"astrorestore: restored with {restorer.name}",
             f"checkpoint: {restorer.ckpt_path}",
-            f"tile_size={tile} overlap={overlap} (tiled, raised-cosine blend)",
         ]
         if precision != "fp32":
             history.append(f"network run in {precision} (autocast)")
@@ -196,10 +203,10 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
         start = time.perf_counter()
         source = read_image(src, hdu=hdu)
         restored = restore(source.data)
-        frame_history = history
+        frame_history = history if method else history[:2] + [tiling(source.data)] + history[2:]
         if psf_stage is not None:
             restored = psf_stage(source.data, restored)
-            frame_history = history + [psf_cores.describe(psf_stage.info)]
+            frame_history = frame_history + [psf_cores.describe(psf_stage.info)]
             print(f"{src}: {frame_history[-1]}", flush=True)
         write_image(dst, restored, source, frame_history, keywords, scale)
         if scorer is not None:
