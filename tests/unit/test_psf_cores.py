@@ -109,6 +109,9 @@ def test_config_block():
         from_config({"enabled": True, "gain": 0}, 1.0)
     with pytest.raises(UserError, match="profiles"):
         from_config({"enabled": True, "profiles": ["gauss"]}, 1.0)
+    with pytest.raises(UserError, match="model_variance=0"):
+        from_config({"enabled": True, "model_variance": 0}, 1.0)
+    assert from_config({"enabled": True, "model_variance": 2}, 1.0).model_variance == 2.0
     with pytest.raises(UserError, match="same shape"):
         PSFCores()(np.zeros((8, 8)), np.zeros((8, 9)))
     with pytest.raises(UserError, match="sky noise is 0"):
