@@ -105,3 +105,26 @@ def test_unsupported_stage_setting_fails_at_fit_start():
     trainer = _trainer(_datamodule(), torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1))
     with pytest.raises(UserError, match="blur_sigma.*exposure_range, source_patch_fraction"):
         curriculum.on_fit_start(trainer, None)
+
+
+def test_early_stopping_counts_only_in_the_last_stage():
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    curriculum = Curriculum(STAGES)
+    stopper = EarlyStopping(monitor="val/psnr", mode="max", patience=2)
+    trainer = SimpleNamespace(
+        max_epochs=10,
+        current_epoch=0,
+        datamodule=_datamodule(),
+        optimizers=[torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)],
+        callbacks=[stopper],
+    )
+    module = SimpleNamespace(log=lambda *args, **kwargs: None)
+    waits = []
+    for epoch in range(10):
+        trainer.current_epoch = epoch
+        curriculum.on_train_epoch_start(trainer, module)
+        waits.append(stopper.wait_count)
+        stopper.wait_count += 1  # a validation without improvement
+    # reset before every epoch of 'easy' and 'hard', counting on through 'filter' (epochs 8-9)
+    assert waits == [0] * 8 + [1, 2]

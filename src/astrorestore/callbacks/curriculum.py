@@ -8,6 +8,9 @@ settings fail when training starts, not at the stage that needs them.
 
 ``lr_scale`` is relative to the first stage: entering a stage multiplies the *current* rate by
 the ratio of the new and old scales, so a reduction the LR scheduler made is kept.
+
+Early stopping (any ``EarlyStopping`` callback, patience >= 2) only counts epochs of the last
+stage: its patience restarts at every epoch before it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import EarlyStopping
 
 from astrorestore.errors import UserError
 
@@ -77,6 +81,13 @@ class Curriculum(L.Callback):
         max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
         index = self.stage_index(trainer.current_epoch, max_epochs)
         pl_module.log("curriculum/stage", float(index), on_epoch=True, on_step=False)
+        if index < len(self.stages) - 1:
+            # Early stopping counts only in the last stage: a plateau of the easy stage says
+            # nothing about the harder data still to come (measured: patience 5 stopped a
+            # 96-epoch run at epoch 27, before its 'hard' and 'filter' stages had begun).
+            for callback in getattr(trainer, "callbacks", []):
+                if isinstance(callback, EarlyStopping):
+                    callback.wait_count = 0
         if index == self.current:
             return
         self.current = index
