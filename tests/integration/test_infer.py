@@ -172,19 +172,23 @@ def test_cube_rejected(run, best_ckpt, tmp_path):
 
 
 def test_image_smaller_than_tile(run, best_ckpt, tmp_path):
-    path = tmp_path / "small.fits"
-    fits.PrimaryHDU(np.ones((40, 40), np.float32)).writeto(path)
-    line = one_error_line(
-        run(
-            "infer.py",
-            f"ckpt_path={best_ckpt}",
-            f"input={path}",
-            f"output={tmp_path / 'o.fits'}",
-            "tile_size=64",
+    # A cut-out smaller than tile_size is restored in the largest tile that fits it.
+    small = np.random.default_rng(0).normal(20.0, 5.0, (44, 40)).astype(np.float32)
+    fits.PrimaryHDU(small).writeto(tmp_path / "small.fits")
+    args = [f"ckpt_path={best_ckpt}", f"input={tmp_path / 'small.fits'}", "tile_size=64"]
+    result = run("infer.py", *args, f"output={tmp_path / 'o.fits'}")
+    assert result.returncode == 0, result.stderr
+    with fits.open(tmp_path / "o.fits") as hdul:
+        assert hdul[0].data.shape == small.shape
+        assert "tile_size=40 (fitted to the image)" in "\n".join(
+            map(str, hdul[0].header["HISTORY"])
         )
-    )
-    assert "tile" in line
-    assert not (tmp_path / "o.fits").exists()
+    # ... but not one smaller than the network's smallest tile
+    fits.PrimaryHDU(small[:1]).writeto(tmp_path / "thin.fits")
+    args[1] = f"input={tmp_path / 'thin.fits'}"
+    line = one_error_line(run("infer.py", *args, f"output={tmp_path / 'o2.fits'}"))
+    assert "smallest tile" in line
+    assert not (tmp_path / "o2.fits").exists()
 
 
 def test_output_equal_to_input(run, best_ckpt, noisy_fits):
