@@ -127,6 +127,7 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
     precision = check_precision(_get(cfg, "precision", "fp32"))
 
     evaluation = dict(_get(cfg, "eval", {}) or {})
+    tiling: Callable[[np.ndarray], str] | None = None  # the HISTORY line of a frame's tiles
     if method:
         name, scale, out_channels = str(method), 1, 1
         classical = classical_restorer(
@@ -203,7 +204,9 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
         start = time.perf_counter()
         source = read_image(src, hdu=hdu)
         restored = restore(source.data)
-        frame_history = history if method else history[:2] + [tiling(source.data)] + history[2:]
+        frame_history = history
+        if tiling is not None:
+            frame_history = history[:2] + [tiling(source.data)] + history[2:]
         if psf_stage is not None:
             restored = psf_stage(source.data, restored)
             frame_history = frame_history + [psf_cores.describe(psf_stage.info)]
