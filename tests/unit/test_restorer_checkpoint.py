@@ -24,6 +24,21 @@ def _net():
     return net
 
 
+def _record(**changes):
+    """A current-format record of a NetForward restorer over ``NET``, with ``changes``."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": "x",
+        "model": "m",
+        "restorer": {"_target_": "astrorestore.inference.restorer.NetForward"},
+        "weights": "net",
+        "net": NET,
+        "normalizer": NORMALIZER,
+        "io": {"in_channels": 1, "out_channels": 1, "scale": 1, "size_multiple": 4},
+        **changes,
+    }
+
+
 def _save(path, meta, net):
     state = {f"net.{k}": v for k, v in net.state_dict().items()}
     torch.save({"state_dict": state, "astrorestore": meta}, path)
@@ -61,16 +76,7 @@ def test_newer_format_is_refused(tmp_path):
 
 def test_restorer_spec_is_instantiated_with_the_named_weights(tmp_path):
     net = _net()
-    record = {
-        "format": CHECKPOINT_FORMAT,
-        "version": "x",
-        "model": "m",
-        "restorer": {"_target_": "astrorestore.inference.restorer.NetForward"},
-        "weights": "ema",
-        "net": NET,
-        "normalizer": NORMALIZER,
-        "io": {"in_channels": 1, "out_channels": 1, "scale": 1, "size_multiple": 4},
-    }
+    record = _record(weights="ema")
     other = _net()
     torch.nn.init.normal_(other.noise_head.weight, std=0.5)
     state = {f"net.{k}": v for k, v in other.state_dict().items()}
@@ -82,16 +88,7 @@ def test_restorer_spec_is_instantiated_with_the_named_weights(tmp_path):
 
 
 def test_network_config_the_code_no_longer_takes_fails_in_one_line(tmp_path):
-    record = {
-        "format": CHECKPOINT_FORMAT,
-        "version": "x",
-        "model": "m",
-        "restorer": {"_target_": "astrorestore.inference.restorer.NetForward"},
-        "weights": "net",
-        "net": {**NET, "residual": True},  # an argument a later version removed
-        "normalizer": NORMALIZER,
-        "io": {"in_channels": 1, "out_channels": 1, "scale": 1, "size_multiple": 4},
-    }
+    record = _record(net={**NET, "residual": True})  # an argument a later version removed
     _save(tmp_path / "stale.ckpt", record, _net())
     with pytest.raises(UserError, match="residual.*retrain it") as info:
         load_restorer(tmp_path / "stale.ckpt")
