@@ -49,11 +49,6 @@ def fit_overlap(tile: int, fitted: int, overlap: int) -> int:
     return overlap if fitted == tile else min(overlap, fitted // 4)
 
 
-def check_tile(height: int, width: int, tile: int, multiple: int) -> None:
-    """Raise UserError unless ``tile`` (or the tile fitted to a smaller image) is usable."""
-    fit_tile(height, width, tile, multiple)
-
-
 def check_image(data: np.ndarray, restorer: Restorer, tile: int) -> None:
     """Everything that makes an image unusable with ``restorer``, as one-line UserErrors."""
     if not (data.ndim == 2 or (data.ndim == 3 and data.shape[2] == 3)):
@@ -66,7 +61,7 @@ def check_image(data: np.ndarray, restorer: Restorer, tile: int) -> None:
             f"model {restorer.name} takes {restorer.in_channels}-channel (colour) images, but the "
             "input is grey; pass colour images"
         )
-    check_tile(data.shape[0], data.shape[1], tile, restorer.size_multiple)
+    fit_tile(data.shape[0], data.shape[1], tile, restorer.size_multiple)  # raises if unusable
     if not np.isfinite(data).any():
         raise UserError(
             f"image ({data.shape[0]}x{data.shape[1]}) has no finite pixels (all NaN/inf); check "
