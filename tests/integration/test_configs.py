@@ -116,10 +116,13 @@ def test_default_is_the_bounded_net_on_randomised_scenes_and_the_old_one_stays_a
     assert _compose(["data=simulated"]).data.scene.psf_fwhm == 2.5
 
 
-def test_noise_weighted_loss_takes_the_normalisers_softening_and_trains_a_step():
-    cfg = _compose(["loss=noise_weighted", "data.normalizer.softening=2.5", "debug=tiny"])
+@pytest.mark.parametrize(
+    "loss, option", [("noise_weighted", "noise_weighting"), ("restoration_flux", "flux_weight")]
+)
+def test_noise_model_losses_take_the_normalisers_softening_and_train_a_step(loss, option):
+    cfg = _compose([f"loss={loss}", "data.normalizer.softening=2.5", "debug=tiny"])
     datamodule, module, _ = _build(cfg)
-    assert module.loss.noise_weighting and module.loss.softening == 2.5
+    assert getattr(module.loss, option) and module.loss.softening == 2.5
     assert module.loss.photons_per_unit == cfg.model.loss.photons_per_unit > 0
     datamodule.setup("fit")
     batch = datamodule.on_after_batch_transfer(next(iter(datamodule.train_dataloader())), 0)

@@ -140,3 +140,61 @@ def test_noise_weighting_bad_settings_are_one_line_user_errors():
     with pytest.raises(UserError, match="model.loss.photons_per_unit=0") as bad:
         RestorationLoss(noise_weighting=True, softening=3.0, photons_per_unit=0.0)
     assert "\n" not in str(missing.value) + str(bad.value)
+
+
+def test_local_flux_error_is_a_flux_difference_in_units_of_its_noise():
+    # a uniform excess of d (linear units) on the sky: each blurred value is d, whose noise is
+    # sqrt(sum k^2) / softening, so the error is d * softening / sqrt(sum k^2) everywhere
+    from astrorestore.data.degrade import gaussian_kernel
+    from astrorestore.losses.pixel import local_flux_error
+
+    softening, d = 3.0, 0.2
+    target = torch.zeros(1, 1, 24, 24)
+    pred = torch.asinh(torch.full_like(target, d))
+    error = local_flux_error(pred, target, 1.5, softening, None)
+    kernel = gaussian_kernel(1.5)
+    assert error.shape[-1] == 24 - kernel.numel() + 1  # valid region only, no padding
+    expected = d * softening / float(kernel.square().sum())
+    assert torch.allclose(error, torch.full_like(error, expected), rtol=1e-5)
+    # shot noise makes a bright target's local flux noisier, so the same excess counts less
+    bright = torch.asinh(torch.full_like(target, 50.0))
+    brighter = torch.asinh(torch.full_like(target, 50.0 + d))
+    assert local_flux_error(brighter, bright, 1.5, softening, 16.0).abs().max() < expected / 2
+
+
+def test_flux_term_penalises_lost_light_more_than_light_moved_within_its_scale():
+    softening = 3.0
+    # the flux term alone (l1, ssim and gradient weights 0)
+    loss = RestorationLoss(
+        0.0, 0.0, 0.0, flux_weight=1.0, softening=softening, photons_per_unit=16.0
+    )
+    star = torch.zeros(1, 1, 32, 32)
+    star[..., 16, 16] = 4.0
+    star[..., 16, 15] = star[..., 16, 17] = star[..., 15, 16] = star[..., 17, 16] = 2.0
+    target = torch.asinh(star)
+    assert loss(target, target)[0].item() == pytest.approx(0.0, abs=1e-10)
+    # the same light with its peak pixel shared with the neighbours vs 20 % of it gone
+    spread = star.clone()
+    spread[..., 16, 16] = 2.4
+    spread[..., 16, 15] += 0.4
+    spread[..., 16, 17] += 0.4
+    spread[..., 15, 16] += 0.4
+    spread[..., 17, 16] += 0.4
+    assert spread.sum().item() == pytest.approx(star.sum().item())
+    moved, lost = loss(torch.asinh(spread), target)[0], loss(torch.asinh(0.8 * star), target)[0]
+    assert moved.item() < 0.3 * lost.item()
+
+
+def test_flux_term_needs_softening_and_refuses_masks():
+    with pytest.raises(UserError, match="flux_weight>0 needs model.loss.softening"):
+        RestorationLoss(flux_weight=0.1)
+    with pytest.raises(UserError, match="flux_scale"):
+        RestorationLoss(flux_weight=0.1, softening=3.0, flux_scale=0.0)
+    loss = RestorationLoss(ssim_weight=0.0, gradient_weight=0.0, flux_weight=0.1, softening=3.0)
+    x = torch.zeros(1, 1, 32, 32)
+    with pytest.raises(UserError, match="flux_weight=0"):
+        loss(x, x, torch.ones_like(x, dtype=torch.bool))
+    with pytest.raises(UserError, match="data.patch_size"):
+        RestorationLoss(flux_weight=0.1, softening=3.0, flux_scale=4.0)(
+            x[..., :16, :16], x[..., :16, :16]
+        )
