@@ -93,3 +93,36 @@ def test_network_config_the_code_no_longer_takes_fails_in_one_line(tmp_path):
     with pytest.raises(UserError, match="residual.*retrain it") as info:
         load_restorer(tmp_path / "stale.ckpt")
     assert "\n" not in str(info.value)
+
+
+BOUNDED = {
+    "_target_": "astrorestore.nets.bounded_residual.BoundedResidualUNet",
+    "base_channels": 4,
+    "depth": 2,
+    "dilations": [1],
+}
+
+
+def test_give_back_settings_replace_the_checkpoints_at_load(tmp_path):
+    from astrorestore.nets.bounded_residual import BoundedResidualUNet
+
+    torch.manual_seed(0)
+    net = BoundedResidualUNet(base_channels=4, depth=2, dilations=[1])
+    _save(tmp_path / "b.ckpt", _record(net=BOUNDED), net)  # no flux_* keys stored: off
+    assert load_restorer(tmp_path / "b.ckpt").fn.net.give_back is None
+    on = load_restorer(tmp_path / "b.ckpt", give_back={"flux_sigma": 1.5, "flux_footprint": 2.0})
+    assert on.fn.net.give_back.sigma_px == 1.5 and on.fn.net.give_back.footprint_px == 2.0
+    # the same weights: only the evaluation-time settings differ
+    state = on.fn.net.state_dict()
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
+    with pytest.raises(UserError, match=r"give_back.flux_sigma=-1.0 is invalid") as info:
+        load_restorer(tmp_path / "b.ckpt", give_back={"flux_sigma": -1.0})
+    assert "\n" not in str(info.value)
+    with pytest.raises(UserError, match="not a give-back setting"):
+        load_restorer(tmp_path / "b.ckpt", give_back={"base_channels": 8})
+
+
+def test_give_back_on_a_network_without_one_is_refused(tmp_path):
+    _save(tmp_path / "r.ckpt", _record(), _net())
+    with pytest.raises(UserError, match="has no evaluation give-back"):
+        load_restorer(tmp_path / "r.ckpt", give_back={"flux_sigma": 1.5})

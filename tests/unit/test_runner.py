@@ -325,3 +325,32 @@ def test_psf_cores_refuse_colour_frames_before_writing(tmp_path):
     assert not out.exists() or list(out.iterdir()) == []
     with pytest.raises(UserError, match="psf_cores.bogus is not a setting"):
         run_inference(make_cfg(inputs, out, psf_cores={"bogus": 1}), Loader())
+
+
+def test_give_back_settings_reach_the_loader_and_the_history(tmp_path):
+    src = tmp_path / "a.fits"
+    fits.PrimaryHDU(noisy((40, 40))).writeto(src)
+    seen = []
+
+    def loader(ckpt_path, device, **options):
+        seen.append(options)
+        return FakeRestorer(ckpt_path, device)
+
+    keep = {"flux_sigma": 1.5, "flux_threshold": "checkpoint", "flux_footprint": None}
+    run_inference(make_cfg(src, tmp_path / "o.fits", give_back=keep), loader)
+    assert seen == [{"give_back": {"flux_sigma": 1.5, "flux_footprint": None}}]
+    history = str(fits.getheader(tmp_path / "o.fits")["HISTORY"])
+    assert "give-back set at inference: flux_sigma=1.5, flux_footprint=None" in history
+    # nothing set: the loader is called as before
+    run_inference(
+        make_cfg(src, tmp_path / "p.fits", give_back={"flux_sigma": "checkpoint"}), loader
+    )
+    assert seen[-1] == {}
+    for bad, match in (({"flux_sigma": "abc"}, "number, null"), ({"flux_sigma": True}, "number")):
+        with pytest.raises(UserError, match=match):
+            run_inference(make_cfg(src, tmp_path / "q.fits", give_back=bad), loader)
+    with pytest.raises(UserError, match="not to method=median"):
+        cfg = make_cfg(src, tmp_path / "q.fits", give_back={"flux_sigma": 1.0}, method="median")
+        cfg.ckpt_path = None
+        run_inference(cfg, loader)
+    assert not (tmp_path / "q.fits").exists()

@@ -9,12 +9,13 @@ a plain network. The checkpoint says how to rebuild it (see
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 from astrorestore.callbacks.provenance import CHECKPOINT_FORMAT
@@ -111,7 +112,44 @@ def _upgrade_record(meta: dict, path: Path) -> dict:
     }
 
 
-def load_restorer(ckpt_path: str | Path, device: str | torch.device = "cpu") -> Restorer:
+# Network settings that act at evaluation only (the give-back of the bounded denoiser and of
+# Noise2Void), so a checkpoint can be restored with other values than it was trained with.
+GIVE_BACK_KEYS = (
+    "flux_sigma",
+    "flux_threshold",
+    "flux_ramp_from",
+    "flux_footprint",
+    "flux_chi2",
+    "flux_stack_snr",
+)
+
+
+def with_give_back(net: dict, settings: dict, path: Path) -> dict:
+    """The stored network config ``net`` with the give-back ``settings`` (``flux_*`` keys)
+    changed; the network's own constructor then checks their values."""
+    try:
+        accepted = inspect.signature(get_class(net["_target_"])).parameters
+    except Exception:  # an unknown target fails with its own error when instantiated
+        accepted = {}
+    unknown = [key for key in settings if key not in GIVE_BACK_KEYS]
+    if unknown:
+        raise UserError(
+            f"give_back.{unknown[0]} is not a give-back setting; use {', '.join(GIVE_BACK_KEYS)}"
+        )
+    if any(key not in net and key not in accepted for key in settings):
+        raise UserError(
+            f"give_back.{next(iter(settings))}: the network of {path} ({net.get('_target_')}) "
+            "has no evaluation give-back (the bounded denoiser and Noise2Void have one); drop "
+            "the give_back settings"
+        )
+    return {**net, **settings}
+
+
+def load_restorer(
+    ckpt_path: str | Path, device: str | torch.device = "cpu", give_back: dict | None = None
+) -> Restorer:
+    """The restorer a checkpoint exports, on ``device``. ``give_back``: ``flux_*`` network
+    settings that replace the checkpoint's (evaluation-only, see :data:`GIVE_BACK_KEYS`)."""
     path = Path(ckpt_path).expanduser()
     checkpoint = read_checkpoint(path)
     meta = checkpoint["astrorestore"]
@@ -122,10 +160,16 @@ def load_restorer(ckpt_path: str | Path, device: str | torch.device = "cpu") -> 
             f"{path} was written by a newer astrorestore ({meta.get('version')}); upgrade "
             "astrorestore to restore with it"
         )
+    net_config = with_give_back(meta["net"], give_back, path) if give_back else meta["net"]
     try:
-        net = instantiate(OmegaConf.create(meta["net"]))
+        net = instantiate(OmegaConf.create(net_config))
     except Exception as exc:  # Hydra wraps the network's own error
         user = find_user_error(exc)
+        if user is not None and give_back:  # name the setting the user typed
+            message = str(user)
+            for key in give_back:
+                message = message.replace(f"model.net.{key}=", f"give_back.{key}=")
+            raise UserError(message) from None
         if user is not None:
             raise user from None
         cause = exc.__cause__ or exc

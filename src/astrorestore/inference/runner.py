@@ -101,12 +101,28 @@ def _preflight(
         del data
 
 
+def _give_back_settings(cfg: Any) -> dict:
+    """The ``give_back.flux_*`` values the user set (``checkpoint``: keep the checkpoint's)."""
+    settings = {}
+    for key, value in dict(_get(cfg, "give_back", {}) or {}).items():
+        if value == "checkpoint":
+            continue
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise UserError(
+                f"give_back.{key}={value!r} is invalid: use a number, null (off) or checkpoint"
+            )
+        settings[str(key)] = None if value is None else float(value)
+    return settings
+
+
 def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
     """Restore every input of ``cfg`` and return the written output paths.
 
     ``cfg`` keys: ckpt_path, input, output, tile_size, overlap, batch_size, device
     ('auto'|'cpu'|'cuda'), hdu (None|int|str), progress (bool), seed (int; stochastic models),
     sample_steps (int) and sampler (str): override a diffusion checkpoint's exported ones;
+    give_back (``flux_*`` keys: a number, None, or ``checkpoint`` to keep it): the evaluation
+    give-back of bounded / Noise2Void networks;
     precision ('fp32'|'bf16'), channels_last, compile (speed switches, see
     :mod:`astrorestore.inference.acceleration`).
     """
@@ -126,6 +142,11 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
     device = resolve_device(_get(cfg, "device", "auto"))
     precision = check_precision(_get(cfg, "precision", "fp32"))
 
+    give_back = _give_back_settings(cfg)
+    if method and give_back:
+        raise UserError(
+            f"give_back.* applies to a checkpoint's network, not to method={method}: drop it"
+        )
     evaluation = dict(_get(cfg, "eval", {}) or {})
     tiling: Callable[[np.ndarray], str] | None = None  # the HISTORY line of a frame's tiles
     if method:
@@ -138,7 +159,9 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
         checkpoint_name = "none"
     else:
         # The checkpoint first: a wrong model is the more basic mistake than a wrong image.
-        restorer = load_restorer(ckpt_path, device)
+        restorer = load_restorer(
+            ckpt_path, device, **({"give_back": give_back} if give_back else {})
+        )
         steps = _get(cfg, "sample_steps")
         restorer.set_sampling(
             None if steps is None else _as_int(cfg, "sample_steps", 1, 1), _get(cfg, "sampler")
@@ -173,6 +196,9 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
             history.append(f"super-resolved x{scale}; WCS rescaled to the new pixel grid")
         if restorer.stochastic:
             history.append(f"stochastic restorer, seed={seed}")
+        if give_back:
+            settings = ", ".join(f"{k}={v}" for k, v in give_back.items())
+            history.append(f"give-back set at inference: {settings}")
         checkpoint_name = Path(str(restorer.ckpt_path)).name
     psf_stage = psf_cores.from_config(_get(cfg, "psf_cores"), float(evaluation.get("gain", 1.0)))
     if psf_stage is not None:
