@@ -121,6 +121,46 @@ def test_fits_gz_round_trip(tmp_path):
     np.testing.assert_array_equal(read_image(out).data, 3.0)
 
 
+@pytest.mark.parametrize(
+    "kind, exact", [({"compression_type": "GZIP_2", "quantize_level": 0}, True), ({}, False)]
+)
+def test_tile_compressed_fits_fz_round_trip(tmp_path, kind, exact):
+    # fpack'd frames (DECam, Legacy Survey, Rubin): the CompImageHDU is the science image and
+    # the output is compressed the same way; lossy float quantisation is said in HISTORY.
+    rng = np.random.default_rng(0)
+    data = (100 + rng.normal(0, 5, (32, 40))).astype(np.float32)
+    sci = fits.CompImageHDU(data, name="SCI", tile_shape=(16, 40), **kind)
+    sci.header["BUNIT"] = "electron"
+    src = tmp_path / "c4d_ooi.fits.fz"
+    fits.HDUList([fits.PrimaryHDU(), sci]).writeto(src)
+    assert [p.name for _, p in resolve_io(str(tmp_path), str(tmp_path / "out"))] == [src.name]
+    img = read_image(src)
+    assert img.hdu_index == 1 and img.extra["compressed"]
+    out = tmp_path / "out" / src.name
+    write_image(out, img.data + 1, img, history=["hello"], keywords={})
+    with fits.open(out) as hl:
+        assert isinstance(hl[1], fits.CompImageHDU)
+        assert hl[1].compression_type == sci.compression_type
+        assert tuple(hl[1].tile_shape) == (16, 40) and hl[1].header["BUNIT"] == "electron"
+        history = str(hl[1].header["HISTORY"])
+        if exact:
+            np.testing.assert_array_equal(hl[1].data, img.data + 1)
+            assert "lossy" not in history
+        else:
+            np.testing.assert_allclose(hl[1].data, img.data + 1, atol=1.0)
+            assert "(RICE_1): floats quantised to noise/16, lossy" in history
+
+
+def test_fz_output_of_an_uncompressed_input_is_refused(tmp_path):
+    src = tmp_path / "in.fits"
+    fits.PrimaryHDU(np.ones((8, 8), np.float32)).writeto(src)
+    img = read_image(src)
+    assert not img.extra["compressed"]
+    with pytest.raises(UserError, match=r"tile-compressed \(\.fz\).*name the output \.fits"):
+        write_image(tmp_path / "out.fits.fz", img.data, img, history=[], keywords={})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.fits"]
+
+
 @pytest.mark.parametrize("cut", [1000, 2880 + 100])
 def test_corrupt_fits(tmp_path, cut):
     good = tmp_path / "good.fits"

@@ -169,6 +169,14 @@ def test_corrupt_fits_in_batch_writes_nothing(tmp_path):
     assert not out.exists() or list(out.iterdir()) == []
 
 
+def test_fz_output_for_an_uncompressed_input_fails_before_writing(tmp_path):
+    src = tmp_path / "field.fits"
+    write_mef(src)
+    with pytest.raises(UserError, match=r"field\.fits: output .*not tile-compressed"):
+        run_inference(make_cfg(src, tmp_path / "out" / "field.fits.fz"), Loader())
+    assert not (tmp_path / "out").exists()
+
+
 def test_cutouts_smaller_than_the_tile_use_a_fitted_tile(tmp_path):
     # One tile_size serves a folder of a frame and a cut-out smaller than the tile.
     inputs = tmp_path / "in"

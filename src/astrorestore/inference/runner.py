@@ -24,7 +24,7 @@ from astrorestore.inference.scoring import (
     resolve_truths,
 )
 from astrorestore.inference.tiling import check_overlap
-from astrorestore.io.images import read_image, write_image
+from astrorestore.io.images import check_output, read_image, write_image
 from astrorestore.io.paths import resolve_io
 
 LoadRestorer = Callable[[str, str], Restorer]
@@ -84,9 +84,11 @@ def _preflight(
 ) -> None:
     # Every input is read once before anything is written, so one bad file in a batch fails
     # the run up front instead of after hours of work with half the outputs on disk.
-    for src, _ in pairs:
-        data = read_image(src, hdu=hdu).data
+    for src, dst in pairs:
+        image = read_image(src, hdu=hdu)
+        data = image.data
         try:
+            check_output(dst, image)
             if grey_only:
                 psf_cores.check_frame(data)
             if restorer is not None:
@@ -98,7 +100,7 @@ def _preflight(
                 )
         except UserError as exc:
             raise UserError(f"{src}: {exc}") from None
-        del data
+        del data, image
 
 
 def _give_back_settings(cfg: Any) -> dict:

@@ -70,6 +70,7 @@ def read_fits(path: Path, hdu: int | str | None) -> LoadedImage:
             raw_dtype = _fits_raw_dtype(sci)
             disk_shape = tuple(sci.data.shape)
             unit = str(sci.header.get("BUNIT", "")).strip() or None
+            compressed = isinstance(sci, fits.CompImageHDU)
             data = _squeeze_leading(np.asarray(sci.data))
             if data.ndim != 2:
                 raise UserError(_cube_message(path, index, disk_shape))
@@ -80,7 +81,7 @@ def read_fits(path: Path, hdu: int | str | None) -> LoadedImage:
         data=arr,
         hdu_index=index,
         source_dtype=raw_dtype,
-        extra={"disk_shape": disk_shape, "unit": unit},
+        extra={"disk_shape": disk_shape, "unit": unit, "compressed": compressed},
     )
 
 
@@ -199,6 +200,13 @@ def write_fits(
                 data[flagged.reshape(data.shape)] = np.nan
                 history = [*history, f"{int(flagged.sum())} pixels flagged in DQ set to NaN"]
             sci.data = data
+            if isinstance(sci, fits.CompImageHDU) and sci.quantize_level:
+                # fpack's lossy float compression: values step by noise / level within a tile.
+                history = [
+                    *history,
+                    f"compressed as the input ({sci.compression_type}): floats quantised to "
+                    f"noise/{sci.quantize_level:g}, lossy",
+                ]
             rescale_wcs(header, scale)
             renamed = _keep_input_noise(hdul, source.hdu_index, extver)
             if renamed:

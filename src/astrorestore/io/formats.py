@@ -11,25 +11,15 @@ import numpy as np
 
 from astrorestore.errors import UserError
 
-FITS_SUFFIXES = (".fits.gz", ".fits", ".fit", ".fts")
-SUPPORTED_SUFFIXES: tuple[str, ...] = (
-    ".fits",
-    ".fit",
-    ".fts",
-    ".fits.gz",
-    ".png",
-    ".jpg",
-    ".jpeg",
-    ".tif",
-    ".tiff",
-    ".npy",
-)
-
+# ".fits.fz"/".fz": tile-compressed FITS (fpack; DECam, Legacy Survey, Rubin). The compressed
+# HDUs are read like any image and written back compressed the same way.
 _FORMAT_BY_SUFFIX = {
-    ".fits.gz": "fits",
     ".fits": "fits",
     ".fit": "fits",
     ".fts": "fits",
+    ".fits.gz": "fits",
+    ".fits.fz": "fits",
+    ".fz": "fits",
     ".png": "png",
     ".jpg": "jpeg",
     ".jpeg": "jpeg",
@@ -37,6 +27,8 @@ _FORMAT_BY_SUFFIX = {
     ".tiff": "tiff",
     ".npy": "npy",
 }
+SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(_FORMAT_BY_SUFFIX)
+FITS_SUFFIXES = tuple(s for s, fmt in _FORMAT_BY_SUFFIX.items() if fmt == "fits")
 
 
 @dataclass
@@ -74,6 +66,11 @@ def image_format(path: Path | str) -> str | None:
     """'fits' | 'png' | 'jpeg' | 'tiff' | 'npy' from the file name, or None if unsupported."""
     suffix = image_suffix(path)
     return None if suffix is None else _FORMAT_BY_SUFFIX[suffix]
+
+
+def is_tile_compressed_name(path: Path | str) -> bool:
+    """True for a name that promises tile-compressed FITS (``.fits.fz``, ``.fz``)."""
+    return image_suffix(path) in (".fits.fz", ".fz")
 
 
 def require_format(path: Path) -> str:

@@ -22,6 +22,7 @@ from astrorestore.io.formats import (
     LoadedImage,
     image_format,
     image_suffix,
+    is_tile_compressed_name,
     require_format,
     same_file,
     short_reason,
@@ -79,6 +80,28 @@ def _atomic_path(dest: Path) -> Iterator[Path]:
         raise
 
 
+def check_output(path: Path, source: LoadedImage) -> None:
+    """Raise UserError if ``source``'s restored copy cannot be written to ``path`` as named:
+    the input itself, another format, or a tile-compressed name (``.fz``) for an image that
+    is not tile-compressed (outputs keep the input's compression; only an input that already
+    bears a ``.fz`` name passes its name on)."""
+    if same_file(path, source.path):
+        raise UserError(f"output path equals the input {source.path}; choose another output")
+    out_fmt = image_format(path)
+    if out_fmt is not None and out_fmt != source.format:
+        raise UserError(
+            f"output {path.name} is {out_fmt.upper()} but the input {source.path.name} is "
+            f"{source.format.upper()}; outputs keep the input format — use a matching suffix"
+        )
+    compressed = source.extra.get("compressed") or is_tile_compressed_name(source.path)
+    if is_tile_compressed_name(path) and not compressed:
+        raise UserError(
+            f"output {path.name} names a tile-compressed (.fz) file but the image of "
+            f"{source.path.name} is not tile-compressed; outputs keep the input's compression — "
+            "name the output .fits (and fpack it afterwards if you want it compressed)"
+        )
+
+
 def write_image(
     path: str | Path,
     restored: np.ndarray,
@@ -96,18 +119,11 @@ def write_image(
     ignore ``history``/``keywords``.
     """
     path = Path(path).expanduser()
-    if same_file(path, source.path):
-        raise UserError(f"output path equals the input {source.path}; choose another output")
+    check_output(path, source)
     expected = tuple(n * scale for n in source.data.shape[:2])
     if restored.shape[:2] != expected or restored.ndim not in (2, 3):
         raise ValueError(
             f"restored shape {restored.shape} does not fit source {source.data.shape} at scale {scale}"
-        )
-    out_fmt = image_format(path)
-    if out_fmt is not None and out_fmt != source.format:
-        raise UserError(
-            f"output {path.name} is {out_fmt.upper()} but the input {source.path.name} is "
-            f"{source.format.upper()}; outputs keep the input format — use a matching suffix"
         )
     try:
         with _atomic_path(path) as tmp:
