@@ -110,10 +110,23 @@ def test_empty_and_unusable_folders_fail_in_one_line(tmp_path) -> None:
     bad.mkdir()
     (bad / "x.fits").write_bytes(b"garbage")
     write_plain(bad / "nan.fits", np.full((80, 80), np.nan, np.float32))
-    with pytest.raises(UserError, match="none of the 2 FITS files"):
+    with pytest.raises(UserError, match=r"none of the 2 FITS files.*; replace or remove the files"):
         prepare_folder(bad, tmp_path / "c", **KW)
     with pytest.raises(UserError, match="data.stride=0"):
         prepare_folder(bad, tmp_path / "c", tile_size=64, stride=0, progress=False)
+
+
+def test_tile_compressed_frames_are_training_frames(tmp_path) -> None:
+    from astropy.io import fits
+
+    root = tmp_path / "fz"
+    root.mkdir()
+    data = np.random.default_rng(0).normal(100, 5, (80, 80)).astype(np.float32)
+    sci = fits.CompImageHDU(data, name="SCI")
+    sci.header["BUNIT"] = "electron"
+    fits.HDUList([fits.PrimaryHDU(), sci]).writeto(root / "c4d_ooi.fits.fz")
+    prepared = prepare_folder(root, tmp_path / "c", **KW)
+    assert sum(len(prepared.frames[s]) for s in SPLITS) == 1 and prepared.units == "electron"
 
 
 def test_cube_folder_needs_plane(tmp_path) -> None:

@@ -192,19 +192,20 @@ def _list_frames(root, hashes, params, bar) -> tuple[list[ManifestRow], list[str
             frame = _read(root, rel, params)
         except FrameSkipped as exc:
             skipped.append(str(exc))
-            log.warning("skipping %s", exc)
+            log.warning("skipping: %s", exc)
             continue
         if not tile_positions(*frame.shape, params["tile_size"], params["stride"]):
             reason = f"{root / rel} is {frame.shape[0]}x{frame.shape[1]} px, smaller than {MIN_TILE_SIDE} px"
             skipped.append(reason)
-            log.warning("skipping %s", reason)
+            log.warning("skipping: %s", reason)
             continue
         all_sigma &= frame.sigma is not None
         rows.append(row_from_frame(frame, rel, sha1))
     if not rows:
         first = f": {skipped[0]}" if skipped else ""
         raise UserError(
-            f"none of the {len(hashes)} FITS files in {root} gives a training frame{first}"
+            f"none of the {len(hashes)} FITS files in {root} gives a training frame{first}; "
+            "replace or remove the files (each one's reason is logged above)"
         )
     return rows, skipped, all_sigma
 
