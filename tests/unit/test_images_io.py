@@ -1,5 +1,6 @@
 import hashlib
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -399,7 +400,7 @@ def test_fits_cd_matrix_is_rescaled(tmp_path):
     assert header["CRPIX1"] == pytest.approx(38.5) and "CDELT1" not in header
 
 
-def _jwst_like(path, shape=(24, 32)):
+def _jwst_like(path, shape=(24, 32), checksum=False):
     primary = fits.PrimaryHDU()
     primary.header["TELESCOP"] = "JWST"
     data = np.full(shape, 5.0, np.float32)
@@ -414,7 +415,7 @@ def _jwst_like(path, shape=(24, 32)):
         fits.ImageHDU(np.ones(shape, np.float32), name=n) for n in ("VAR_POISSON", "VAR_RNOISE")
     ]
     hdus += [fits.ImageHDU(np.ones(shape, np.float32), name="WHT")]
-    fits.HDUList(hdus).writeto(path)
+    fits.HDUList(hdus).writeto(path, checksum=checksum)
     return data, dq
 
 
@@ -439,6 +440,20 @@ def test_fits_output_keeps_input_noise_under_new_names_and_nans_dq_flagged_pixel
         assert hl["SCI"].header["CRVAL1"] == 53.1
         history = str(hl["SCI"].header["HISTORY"])
         assert "1 pixels flagged in DQ" in history and "ERR_IN" in history
+
+
+def test_fits_output_checksums_stay_valid(tmp_path):
+    # JWST products carry CHECKSUM/DATASUM in every HDU: the renamed noise HDUs' headers
+    # change, so their CHECKSUM is recomputed; the science HDU's stale ones are dropped.
+    src = tmp_path / "in_cal.fits"
+    _jwst_like(src, checksum=True)
+    img = read_image(src)
+    write_image(tmp_path / "out.fits", img.data * 0.5, img, history=[], keywords={})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with fits.open(tmp_path / "out.fits", checksum=True) as hl:
+            assert "CHECKSUM" in hl["ERR_IN"].header and "CHECKSUM" not in hl["SCI"].header
+            assert [h.data.sum() for h in hl[1:]]
 
 
 def test_fits_output_renames_only_the_restored_chip(tmp_path):

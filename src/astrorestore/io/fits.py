@@ -240,6 +240,8 @@ def _keep_input_noise(hdul: Any, sci_index: int, extver: int) -> list[str]:
             f"astrorestore: was {name}; it describes the noise of the input science array "
             "before restoration, not the noise of the restored output"
         )
+        if "CHECKSUM" in h.header:  # the header changed; the data, hence DATASUM, did not
+            h.add_checksum()
         renamed.append(h.name)
     return renamed
 
