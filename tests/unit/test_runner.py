@@ -362,3 +362,28 @@ def test_give_back_settings_reach_the_loader_and_the_history(tmp_path):
         cfg.ckpt_path = None
         run_inference(cfg, loader)
     assert not (tmp_path / "q.fits").exists()
+
+
+@pytest.mark.parametrize("where", ["input", "output", "other"])
+def test_report_never_replaces_a_folder_of_other_files(tmp_path, where):
+    # A report replaces its folder whole: it must not take inputs, outputs or unrelated files
+    # with it, and the refusal comes before anything is written.
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    np.save(inputs / "a.npy", noisy((40, 40)))
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    report = {"input": inputs, "output": out, "other": other}[where]
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(UserError, match="report="):
+        run_inference(make_cfg(inputs, out, report=str(report)), Loader())
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_report_replaces_an_earlier_report(tmp_path):
+    np.save(tmp_path / "a.npy", noisy((40, 40)))
+    cfg = make_cfg(tmp_path / "a.npy", tmp_path / "out", report=str(tmp_path / "report"))
+    run_inference(cfg, Loader())
+    run_inference(cfg, Loader())
+    assert (tmp_path / "report" / "report.json").is_file()

@@ -13,6 +13,7 @@ import json
 import math
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -140,13 +141,48 @@ def _write_tables(folder: Path, result: dict) -> list[str]:
     return written
 
 
+def check_report_dir(report_dir: str | Path, keep: Iterable[str | Path] = ()) -> None:
+    """Refuse a report folder whose replacement would delete anything but an earlier report.
+
+    A report replaces its folder whole, so the folder must be new, empty or an earlier report
+    (every entry listed in its ``report.json``), and hold none of the paths in ``keep`` (inputs,
+    outputs, truths)."""
+    target = Path(report_dir).expanduser().resolve()
+    for path in keep:
+        path = Path(path).expanduser().resolve()
+        if target == path or target in path.parents:
+            raise UserError(
+                f"report={report_dir} would replace the folder holding {path}; pass a separate "
+                "report folder"
+            )
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise UserError(f"report={report_dir} is a file; pass a folder for the report")
+    entries = {entry.name for entry in target.iterdir()}
+    listed: set[str] = set()
+    if "report.json" in entries:
+        try:
+            listed = set(json.loads((target / "report.json").read_text()).get("files", []))
+        except (ValueError, AttributeError, OSError):
+            listed = set()
+    if entries - listed:
+        extra = sorted(entries - listed)[0]
+        raise UserError(
+            f"report={report_dir} holds {extra}, which is not part of an earlier report, and a "
+            "report replaces its folder whole; pass a new or empty folder"
+        )
+
+
 def write_report(
     results: list[dict], report_dir: str | Path, title: str = "astrorestore evaluation"
 ) -> Path:
-    """Write report.json, CSV tables, PNG plots and summary.md into ``report_dir`` (atomically)."""
+    """Write report.json, CSV tables, PNG plots and summary.md into ``report_dir`` (atomically;
+    an existing folder is replaced only if it holds nothing but an earlier report)."""
     from astrorestore.evaluation.plots import write_plots
     from astrorestore.evaluation.summary import summary_markdown
 
+    check_report_dir(report_dir)
     if not results:
         raise UserError("no images were evaluated: pass at least one input (is the folder empty?)")
     names = [r["name"] for r in results]

@@ -217,6 +217,10 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
     scorer = Scorer(report, evaluation) if report else None
     if truths and scorer is None:
         raise UserError("truth= is only used for scoring: pass report=<dir> as well")
+    if report:
+        from astrorestore.evaluation.writer import check_report_dir
+
+        check_report_dir(report, [*(path for pair in pairs for path in pair), *truths.values()])
     _preflight(pairs, hdu, tile, None if method else restorer, psf_stage is not None)
     for src, truth_path in truths.items():
         shape = read_image(src, hdu=hdu).data.shape
