@@ -89,6 +89,8 @@ def test_report_files_and_keys(tmp_path, field, with_truth):
     summary = (folder / "summary.md").read_text()
     assert "data range" in summary and "Goals met" in summary
     assert not _has_nan(report)
+    # The folder gets the umask's permissions, not the owner-only ones of a temporary folder.
+    assert folder.stat().st_mode & 0o077 == 0o777 & ~_umask() & 0o077
     # Writing again replaces the folder whole and leaves no temporary folders behind.
     write_report([no_truth], folder)
     assert json.loads((folder / "report.json").read_text())["images"][0]["name"] == "real"
@@ -156,3 +158,11 @@ def test_a_frame_not_in_electrons_is_labelled_in_its_unit_and_warned_about_once(
     assert "MJy/sr" in text and " e-" not in text
     electrons = evaluate_image(restored * 1000, noisy * 1000)
     assert not any("not electrons" in w for w in electrons["warnings"])
+
+
+def _umask():
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask

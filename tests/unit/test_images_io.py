@@ -472,3 +472,20 @@ def test_fits_output_renames_only_the_restored_chip(tmp_path):
             ("SCI", 2),
             ("ERR_IN", 2),
         ]
+
+
+@pytest.mark.parametrize("name", ["b.npy", "b.fits"])
+def test_written_output_has_umask_permissions_not_the_temp_files(tmp_path, name):
+    # The temporary file is owner-only (0600); the output must be readable like any file the
+    # user writes (0644 under umask 022), e.g. by collaborators on a shared cluster.
+    np.save(tmp_path / "a.npy", np.ones((4, 4), np.float32))
+    img = read_image(tmp_path / "a.npy")
+    if name.endswith(".fits"):
+        fits.writeto(tmp_path / "a.fits", img.data)
+        img = read_image(tmp_path / "a.fits")
+    old = os.umask(0o022)
+    try:
+        write_image(tmp_path / "out" / name, img.data, img, history=[], keywords={})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out" / name).stat().st_mode & 0o777 == 0o644

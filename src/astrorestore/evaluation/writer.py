@@ -20,6 +20,7 @@ import numpy as np
 
 from astrorestore.errors import UserError
 from astrorestore.evaluation import photometry as phot
+from astrorestore.io.images import umask_permissions
 
 # Targets of issue 9; summary.md states where each result stands, met or not.
 GOALS = {"depth_gain_mag": 0.75, "spurious_rate": 0.01, "abs_flux_bias": 0.01}
@@ -192,6 +193,7 @@ def write_report(
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
+        umask_permissions(temp)
         summary = aggregate(results)
         files = []
         for result in results:

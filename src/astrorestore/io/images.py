@@ -61,6 +61,14 @@ def read_image(path: str | Path, hdu: int | str | None = None) -> LoadedImage:
 # ----------------------------------------------------------------------------- writing
 
 
+def umask_permissions(path: Path) -> None:
+    """Give a file or folder made by ``tempfile`` (owner-only: 0600/0700) the permissions a
+    plain ``open``/``mkdir`` would have given it under the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 @contextmanager
 def _atomic_path(dest: Path) -> Iterator[Path]:
     """Yield a temp path next to ``dest``; move it into place only if the body succeeds."""
@@ -74,6 +82,7 @@ def _atomic_path(dest: Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        umask_permissions(tmp)
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
