@@ -58,6 +58,16 @@ def _unknown_key_error(key: str, known: set[str]) -> UserError:
     )
 
 
+def _values(override: Any) -> list[Any]:
+    """The value of an override, or each value of a sweep (none for an interval sweep)."""
+    if not override.is_sweep_override():
+        return [override.value()]
+    try:
+        return list(override.sweep_iterator())
+    except Exception:  # interval sweeps (Optuna) have no finite list of values
+        return []
+
+
 def check_overrides(
     config_dir: Path,
     config_name: str,
@@ -85,12 +95,7 @@ def check_overrides(
             continue
         options = _group_options(config_dirs, key)
         if options:
-            values = (
-                list(override.sweep_iterator())
-                if override.is_sweep_override()
-                else [override.value()]
-            )
-            for value in values:
+            for value in _values(override):
                 if value is not None and str(value) not in options:
                     close = difflib.get_close_matches(str(value), options, n=1)
                     hint = f" (did you mean {key}={close[0]}?)" if close else ""
@@ -133,8 +138,94 @@ def check_overrides(
             for override in key_overrides:  # sweep keys were not part of the composition
                 if not override.is_delete() and override.key_or_group not in known:
                     raise _unknown_key_error(override.key_or_group, known)
+            if key_overrides:
+                # The values' types against the defaults the key overrides replace.
+                base = OmegaConf.to_container(
+                    compose(config_name, overrides=search_override + group_overrides),
+                    resolve=False,
+                )
+                for override in key_overrides:
+                    if override.is_delete():
+                        continue
+                    default = _lookup(base, override.key_or_group)
+                    for value in _values(override):
+                        error = _wrong_type(override.key_or_group, value, default)
+                        if error is not None:
+                            raise error
     finally:
         GlobalHydra.instance().clear()
+
+
+def _lookup(config: Any, key: str) -> Any:
+    """The value at dotted ``key`` of a plain config tree (None where absent)."""
+    for part in key.split("."):
+        if not isinstance(config, dict) or part not in config:
+            return None
+        config = config[part]
+    return config
+
+
+def _accepts(annotation: Any, value: Any) -> bool:
+    """Whether ``value`` fits a type annotation (unknown constructs: yes)."""
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is type(None):
+        return value is None
+    if origin is typing.Union:
+        return any(_accepts(arg, value) for arg in args)
+    if origin is typing.Literal:
+        return value in args
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation in (bool, str):
+        return isinstance(value, annotation)
+    if origin in (list, tuple) or annotation in (list, tuple):
+        return isinstance(value, list | tuple)
+    return True
+
+
+def _type_name(annotation: Any) -> str:
+    import typing
+
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Union and len(args) == 1:
+        annotation = args[0]
+    names = {int: "an integer", float: "a number", bool: "true or false"}
+    return names.get(annotation, f"of type {annotation}".replace("typing.", ""))
+
+
+def _wrong_type(key: str, value: Any, default: Any) -> UserError | None:
+    """A one-line error if ``value`` cannot stand where the config has ``default``.
+
+    A number's default (integer or not) asks for a number, true/false for true or false;
+    ``trainer.*`` keys follow the Lightning Trainer's own annotations (an integer
+    ``max_epochs``, but also ``devices=auto``). Strings, lists, nulls and interpolations are
+    not checked."""
+    if value is None or (isinstance(value, str) and value.startswith("${")):
+        return None
+    expected: Any = None
+    if isinstance(default, bool):
+        expected = bool
+    elif isinstance(default, int | float):
+        expected = float
+    section, _, name = key.partition(".")
+    if section == "trainer" and "." not in name:
+        import typing
+
+        import lightning
+
+        hints = typing.get_type_hints(lightning.Trainer.__init__)
+        expected = hints.get(name, expected)
+    if expected is None or _accepts(expected, value):
+        return None
+    example = str(default).lower() if isinstance(default, bool) else default
+    return UserError(
+        f"{key}={value!r} is not {_type_name(expected)} (the default is {example}); pass e.g. "
+        f"{key}={example if default is not None else '<value>'}"
+    )
 
 
 # Hydra's own flags; those followed by a value, with what they set.

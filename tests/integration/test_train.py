@@ -86,6 +86,7 @@ def test_wandb_offline_logger(run, tmp_path):
         ("model=supervsied", "model=supervised"),
         ("trainer.max_epoch=2", "trainer.max_epochs"),
         ("data.patch_size=36", "data.patch_size"),
+        ("trainer.max_epochs=abc", "is not an integer"),
     ],
 )
 def test_bad_config_is_one_line_error(run, override, expected):

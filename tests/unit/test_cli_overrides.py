@@ -79,3 +79,40 @@ def test_sweep_config_from_extra_dir_is_composed(tmp_path):
 def test_unknown_sweep_key_is_refused():
     with pytest.raises(UserError, match="did you mean 'model.optimizer.lr'"):
         check_overrides(CONFIGS, "train", ["model.optimizer.lrr=1,2"])
+
+
+@pytest.mark.parametrize(
+    "config, override, expected",
+    [
+        ("train", "trainer.max_epochs=abc", "trainer.max_epochs='abc' is not an integer"),
+        ("train", "trainer.max_epochs=1.5", "is not an integer"),
+        ("train", "model.optimizer.lr=abc", "model.optimizer.lr='abc' is not a number"),
+        ("train", "data.batch_size=abc", "data.batch_size='abc' is not a number"),
+        ("train", "model.optimizer.lr=1e-3,abc", "'abc' is not a number"),
+        ("train", "test=maybe", "is not true or false"),
+        ("infer", "tile_size=abc", "tile_size='abc' is not a number"),
+    ],
+)
+def test_value_of_the_wrong_type_is_refused(config, override, expected):
+    # Otherwise the run starts and fails deep inside Lightning or torch with a traceback.
+    with pytest.raises(UserError, match=expected.replace(".", r"\.").replace("[", r"\[")):
+        check_overrides(CONFIGS, config, [override])
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["trainer.devices=auto"],
+        ["trainer.precision=16"],
+        ["debug=fast_dev_run", "trainer.fast_dev_run=3"],
+        ["trainer.max_epochs=null"],
+        ["model.optimizer.lr=1"],
+        ["model.net.bound_sigmas=null"],
+    ],
+)
+def test_values_the_trainer_or_key_accepts_pass(overrides):
+    check_overrides(CONFIGS, "train", overrides)
+
+
+def test_integer_default_takes_a_fraction():
+    check_overrides(CONFIGS, "infer", ["psf_cores.max_chi2=2.5"])
