@@ -29,3 +29,14 @@ class NanWeightsAt(L.Callback):
         if trainer.global_step == self.step:
             with torch.no_grad():
                 next(pl_module.parameters()).fill_(float("nan"))
+
+
+class InterruptAt(L.Callback):
+    """Raise KeyboardInterrupt (what Ctrl-C does) when batch ``step`` is about to train."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt

@@ -1,5 +1,6 @@
 """Scale features in real runs: exact resume after a kill, NaN guard, sweeps, SLURM, DDP."""
 
+import json
 import os
 
 import pytest
@@ -75,6 +76,28 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path, with_test_callbacks
     assert got["epoch"] == expected["epoch"]
     for key, value in expected["state_dict"].items():
         assert torch.equal(got["state_dict"][key], value), key
+
+
+def test_ctrl_c_keeps_summary_and_names_the_checkpoint_to_resume(
+    run, tmp_path, with_test_callbacks
+):
+    # Ctrl-C in the second epoch (step 5 of 4 per epoch): the finished epoch is summarised and
+    # the message names the last checkpoint, written at the end of the first epoch.
+    result = run(
+        "train.py",
+        *SHORT,
+        "trainer.max_epochs=2",
+        "+callbacks.stop._target_=tests.integration.faults.InterruptAt",
+        "+callbacks.stop.step=5",
+    )
+    assert result.returncode != 0
+    run_dir = _run_dir(tmp_path)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["interrupted"] is True and [r["epoch"] for r in summary["history"]] == [0]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert "interrupted at step 5 (epoch 1)" in result.stderr
+    assert f"resume with ckpt_path={last}" in result.stderr.replace("\n", "")
+    assert _checkpoint(last)["global_step"] == 4
 
 
 @pytest.mark.slow

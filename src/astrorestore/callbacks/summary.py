@@ -10,9 +10,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from rich.console import Console
 from rich.table import Table
 
+from astrorestore.callbacks.nan_guard import last_good_checkpoint
+
 
 class RunSummary(L.Callback):
-    """Records validation metrics per epoch; on fit end prints and saves ``summary.json``.
+    """Records validation metrics per epoch; on fit end (or Ctrl-C, then with ``"interrupted":
+    true`` and the checkpoint to resume from) prints and saves ``summary.json``.
 
     "Best" is the epoch the checkpoint callback chose (its ``monitor`` and ``mode``), so the
     printed PSNR/SSIM belong to the same weights as the printed checkpoint path; without a
@@ -38,6 +41,27 @@ class RunSummary(L.Callback):
         self.history.append(row)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._finish(trainer)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        # Ctrl-C: Lightning stops the run (exit status 1) without on_fit_end; the finished
+        # epochs still get their summary, and the user the checkpoint to resume from.
+        if not isinstance(exception, KeyboardInterrupt):
+            return
+        self._finish(trainer, interrupted=True)
+        if trainer.is_global_zero and not trainer.fast_dev_run:
+            last = last_good_checkpoint(trainer)
+            resume = f"resume with ckpt_path={last}" if last else "no checkpoint was written yet"
+            Console(stderr=True).print(
+                f"interrupted at step {trainer.global_step} (epoch {trainer.current_epoch}); "
+                f"{len(self.history)} finished epoch(s) in summary.json; {resume}",
+                soft_wrap=True,
+                markup=False,
+            )
+
+    def _finish(self, trainer: L.Trainer, interrupted: bool = False) -> None:
         if trainer.fast_dev_run:
             return
         checkpoint = trainer.checkpoint_callback
@@ -58,6 +82,8 @@ class RunSummary(L.Callback):
             "epochs_run": len(self.history),
             "history": self.history,
         }
+        if interrupted:
+            self.summary["interrupted"] = True
         if not trainer.is_global_zero:
             return
         Path(trainer.default_root_dir).mkdir(parents=True, exist_ok=True)
