@@ -61,8 +61,18 @@ def test_resume_from_checkpoint(trained_run, run, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     resumed_dir = next((tmp_path / "logs" / "train" / "runs").iterdir())
     # It resumed at epoch 3 (the fourth), in the filter stage, with the saved learning rate.
-    history = json.loads((resumed_dir / "summary.json").read_text())["history"]
-    assert [row["epoch"] for row in history] == [3]
+    summary = json.loads((resumed_dir / "summary.json").read_text())
+    history = summary["history"]
+    assert [row["epoch"] for row in history] == [0, 1, 2, 3]  # the epochs before count too
+    # The best is chosen over all four epochs, and the best checkpoint holds that epoch, in the
+    # earlier run folder if no resumed epoch beat it.
+    scores = {row["epoch"]: row["val/psnr"] for row in history}
+    best_epoch = max(scores, key=scores.get)
+    assert summary["best_epoch"] == best_epoch
+    folder = resumed_dir if best_epoch == 3 else run_dir
+    assert summary["best_checkpoint"] == str(
+        folder / "checkpoints" / f"best-epoch{best_epoch:03d}.ckpt"
+    )
     saved = torch.load(last, map_location="cpu", weights_only=True)
     saved_lr = saved["optimizer_states"][0]["param_groups"][0]["lr"]
     rows = _csv_rows(resumed_dir)

@@ -29,6 +29,14 @@ class RunSummary(L.Callback):
         self.history: list[dict[str, float]] = []
         self.summary: dict = {}
 
+    # The epochs before a resume belong to the run: "best" is chosen over all of them, as the
+    # checkpoint callback's best score is (callbacks/checkpoint.py).
+    def state_dict(self) -> dict:
+        return {"history": list(self.history)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = list(state_dict.get("history", []))
+
     # on_validation_end runs after the module's on_validation_epoch_end has logged the epoch's
     # metrics; a callback's on_validation_epoch_end would still see the previous epoch's.
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
