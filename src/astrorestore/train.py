@@ -71,6 +71,46 @@ def check_config(cfg: DictConfig) -> None:
     """Checks on the config alone, before anything is built."""
     if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
         raise UserError(f"ckpt_path={cfg.ckpt_path} does not exist; pass a .ckpt to resume")
+    if cfg.get("ckpt_path"):
+        check_resume(cfg)
+
+
+def _first_difference(saved: Any, current: Any, key: str) -> tuple[str, Any, Any] | None:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for name in list(saved) + [k for k in current if k not in saved]:
+            found = _first_difference(saved.get(name), current.get(name), f"{key}.{name}")
+            if found:
+                return found
+        return None
+    return None if saved == current else (key, saved, current)
+
+
+def check_resume(cfg: DictConfig) -> None:
+    """The checkpoint to resume must have been trained with this run's module and networks
+    (otherwise Lightning fails with a wall of state-dict mismatches, or silently loads weights
+    of the same shapes into another network)."""
+    from astrorestore.callbacks.provenance import CHECKPOINT_FORMAT
+    from astrorestore.inference.restorer import read_checkpoint
+
+    record = read_checkpoint(cfg.ckpt_path)["astrorestore"]
+    saved = (record.get("config") or {}).get("model")
+    if record.get("format") != CHECKPOINT_FORMAT or not isinstance(saved, dict):
+        return
+    current = OmegaConf.to_container(cfg.model, resolve=True)
+    keys = ["_target_"] + [
+        key
+        for key, sub in current.items()
+        if isinstance(sub, dict) and str(sub.get("_target_", "")).startswith("astrorestore.nets.")
+    ]
+    for key in keys:
+        found = _first_difference(saved.get(key), current.get(key), f"model.{key}")
+        if found:
+            name, was, now = ("null" if value is None else value for value in found)
+            raise UserError(
+                f"ckpt_path={cfg.ckpt_path} was trained with {name}={was} (model="
+                f"{record.get('model')}), this run has {now}; resume with the checkpoint's "
+                "model settings (its run's .hydra/config.yaml) or start a new run without ckpt_path"
+            )
 
 
 def check_parts(datamodule: Any, parts: dict[str, Any]) -> None:
