@@ -9,50 +9,34 @@ the report ranks by that monitor and mode unless ``--metric`` (and ``--mode``) s
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from astrorestore.sweep_review import find_jobs, rank
+
 
 def collect(sweep_dir: Path, metric: str | None = None, mode: str | None = None) -> list[dict]:
-    """One row per job, best first. ``metric``/``mode`` default to the jobs' own monitor."""
-    rows = []
-    for summary_path in sorted(sweep_dir.glob("*/summary.json")):
-        job = summary_path.parent
-        summary = json.loads(summary_path.read_text())
-        overrides_file = job / ".hydra" / "overrides.yaml"
-        overrides = (
-            [
-                line[2:].strip()
-                for line in overrides_file.read_text().splitlines()
-                if line.startswith("- ")
-            ]
-            if overrides_file.is_file()
-            else []
-        )
-        job_metric = metric or summary.get("monitor", "val/psnr")
-        rows.append(
-            {
-                "job": job.name,
-                "overrides": " ".join(overrides),
-                "metric": job_metric,
-                "mode": mode or summary.get("mode", "max"),
-                "value": summary.get("best", {}).get(job_metric),
-                "epoch": summary.get("best_epoch"),
-                "checkpoint": summary.get("best_checkpoint"),
-            }
-        )
-    if len({(row["metric"], row["mode"]) for row in rows}) > 1:
-        raise ValueError("jobs of this sweep were judged by different monitors; pass --metric")
-    sign = -1.0 if rows and rows[0]["mode"] == "max" else 1.0
-    # Jobs without a value (crashed, or the metric never logged) go last.
-    return sorted(
-        rows,
-        key=lambda row: (row["value"] is None, sign * (row["value"] or 0.0)),
-    )
+    """One row per job, best first, failed jobs (``failed.txt``) last with no value.
+    ``metric``/``mode`` default to the jobs' own monitor. The jobs are found and ranked as
+    :mod:`astrorestore.sweep_review` does."""
+    jobs = find_jobs(sweep_dir) if sweep_dir.is_dir() else []
+    metric, mode = rank(jobs, metric, mode)
+    return [
+        {
+            "job": job["job"],
+            "overrides": " ".join(job["overrides"]),
+            "metric": metric,
+            "mode": mode,
+            "value": job["value"],
+            "epoch": job["epoch"],
+            "checkpoint": job.get("checkpoint"),
+            "failed": job["source"].startswith("failed"),
+        }
+        for job in jobs
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,11 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rows = collect(args.sweep_dir, args.metric, args.mode)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}; pass --metric", file=sys.stderr)
         return 2
     if not rows:
         print(
-            f"error: no */summary.json under {args.sweep_dir}; is it a multirun folder?",
+            f"error: no */summary.json or failed.txt under {args.sweep_dir}; is it a multirun "
+            "folder?",
             file=sys.stderr,
         )
         return 2
@@ -77,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     for column in ("job", "overrides", metric, "best epoch", "checkpoint"):
         table.add_column(column)
     for row in rows:
-        value = "-" if row["value"] is None else f"{row['value']:.3f}"
+        value = (
+            "failed" if row["failed"] else "-" if row["value"] is None else f"{row['value']:.3f}"
+        )
         table.add_row(
             row["job"], row["overrides"], value, str(row["epoch"]), str(row["checkpoint"])
         )

@@ -62,6 +62,7 @@ def _from_summary(job: Path) -> dict[str, Any]:
         "history": summary.get("history", []),
         "overrides": _overrides(job),
         "source": "summary.json",
+        "checkpoint": summary.get("best_checkpoint"),
     }
 
 

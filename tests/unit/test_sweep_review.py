@@ -71,3 +71,17 @@ def test_wandb_log_records_are_reassembled_across_chunks(tmp_path):
     path = tmp_path / "run-x.wandb"
     path.write_bytes(b":W&B\xe1\xbe\x00" + body)
     assert read_wandb_records(path) == [b"abcdef", b"xyz"]
+
+
+def test_sweep_report_lists_failed_jobs_last(sweep, capsys):
+    from astrorestore import sweep_report
+
+    rows = sweep_report.collect(sweep)
+    assert [(row["job"], row["failed"]) for row in rows] == [
+        ("1", False),
+        ("0", False),
+        ("2", True),
+    ]
+    assert rows[-1]["value"] is None
+    assert sweep_report.main([str(sweep)]) == 0
+    assert "failed" in capsys.readouterr().out
