@@ -58,6 +58,20 @@ def _unknown_key_error(key: str, known: set[str]) -> UserError:
     )
 
 
+def _parse_error(parser: Any, overrides: list[str], exc: Exception) -> UserError:
+    """Name the override Hydra's grammar rejects and how to quote it (paths with non-ASCII
+    letters, brackets or commas need quotes)."""
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except Exception as own:
+            key, sep, value = override.partition("=")
+            quoted = f"\"{key}='{value}'\"" if sep and "'" not in value else None
+            hint = f"; quote the value for Hydra, e.g. {quoted}" if quoted else ""
+            return UserError(f"cannot parse the override {override}: {_first_line(own)}{hint}")
+    return UserError(f"cannot parse overrides {overrides}: {_first_line(exc)}")
+
+
 def _values(override: Any) -> list[Any]:
     """The value of an override, or each value of a sweep (none for an interval sweep)."""
     if not override.is_sweep_override():
@@ -83,10 +97,11 @@ def check_overrides(
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
+    parser = OverridesParser.create()
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        parsed = parser.parse_overrides(overrides)
     except Exception as exc:  # hydra's OverrideParseException
-        raise UserError(f"cannot parse overrides {overrides}: {_first_line(exc)}") from None
+        raise _parse_error(parser, overrides, exc) from None
     config_dirs = [config_dir, *extra_dirs]
     group_overrides, key_overrides = [], []
     for override in parsed:

@@ -116,3 +116,12 @@ def test_values_the_trainer_or_key_accepts_pass(overrides):
 
 def test_integer_default_takes_a_fraction():
     check_overrides(CONFIGS, "infer", ["psf_cores.max_chi2=2.5"])
+
+
+def test_unparsable_path_names_the_override_and_how_to_quote_it():
+    with pytest.raises(UserError) as info:
+        check_overrides(CONFIGS, "infer", ["tile_size=64", "input=/data/nébuleuse/raw"])
+    message = str(info.value)
+    assert "\n" not in message and "the override input=/data/nébuleuse/raw" in message
+    assert "\"input='/data/nébuleuse/raw'\"" in message
+    check_overrides(CONFIGS, "infer", ["input='/data/nébuleuse/raw dir'"])  # quoted: fine
