@@ -104,3 +104,16 @@ def test_pipeline_sampling_overrides_reach_only_the_stochastic_stages(tmp_path):
     # A chain with nothing to sample refuses the settings instead of ignoring them.
     with pytest.raises(UserError, match="no checkpoint of this chain samples.*drop them"):
         run_pipeline([blur], str(tmp_path / "in"), str(tmp_path / "o6"), sampler="ddim")
+
+
+def test_pipeline_checks_every_input_before_writing(tmp_path):
+    # A colour stage and a folder whose second image is grey: refused before a.npy is written.
+    (tmp_path / "in").mkdir()
+    np.save(tmp_path / "in" / "a.npy", np.full((16, 16, 3), 100.0, np.float32))
+    np.save(tmp_path / "in" / "b.npy", np.full((16, 16), 100.0, np.float32))
+    colour = Restorer(
+        NetForward(torch.nn.Identity()), _Identity(), 3, 3, 1, 1, torch.device("cpu"), "c", "c"
+    )
+    with pytest.raises(UserError, match="b.npy"):
+        run_pipeline([colour], str(tmp_path / "in"), str(tmp_path / "out"), tile=16, overlap=0)
+    assert not (tmp_path / "out").exists()

@@ -32,6 +32,7 @@ from astrorestore.data.photo_normalization import full_scale
 from astrorestore.errors import UserError
 from astrorestore.inference.restore import restore_image
 from astrorestore.inference.restorer import Restorer
+from astrorestore.inference.runner import preflight
 from astrorestore.io.images import read_image, write_image
 from astrorestore.io.paths import resolve_io
 
@@ -128,6 +129,8 @@ def run_pipeline(
     if output.suffix:
         raise UserError(f"output={output_dir} must be a folder for a pipeline; pass output=<dir>/")
     pairs = resolve_io(input_spec, str(output) + "/")
+    # Every input checked against the first stage before the first output is written.
+    preflight(pairs, None, tile, restorers[0])
     reference_dir = Path(references) if references else None
     if reference_dir is not None and not reference_dir.is_dir():
         raise UserError(f"references={references} is not a folder; pass references=<dir>")

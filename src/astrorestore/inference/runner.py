@@ -75,7 +75,7 @@ def resolve_device(device: str) -> str:
     raise UserError(f"device={device!r} is not supported; pass device=auto, cpu or cuda")
 
 
-def _preflight(
+def preflight(
     pairs: list[tuple[Path, Path]],
     hdu: Any,
     tile: int,
@@ -221,7 +221,7 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
         from astrorestore.evaluation.writer import check_report_dir
 
         check_report_dir(report, [*(path for pair in pairs for path in pair), *truths.values()])
-    _preflight(pairs, hdu, tile, None if method else restorer, psf_stage is not None)
+    preflight(pairs, hdu, tile, None if method else restorer, psf_stage is not None)
     for src, truth_path in truths.items():
         shape = read_image(src, hdu=hdu).data.shape
         check_truth(truth_path, output_shape(shape, scale, out_channels), hdu)
