@@ -90,7 +90,7 @@ def check_resume(cfg: DictConfig) -> None:
     (otherwise Lightning fails with a wall of state-dict mismatches, or silently loads weights
     of the same shapes into another network)."""
     from astrorestore.callbacks.provenance import CHECKPOINT_FORMAT
-    from astrorestore.inference.restorer import read_checkpoint
+    from astrorestore.inference.restorer import GIVE_BACK_KEYS, read_checkpoint
 
     record = read_checkpoint(cfg.ckpt_path)["astrorestore"]
     saved = (record.get("config") or {}).get("model")
@@ -102,8 +102,17 @@ def check_resume(cfg: DictConfig) -> None:
         for key, sub in current.items()
         if isinstance(sub, dict) and str(sub.get("_target_", "")).startswith("astrorestore.nets.")
     ]
+
+    # The give-back acts at evaluation only: a resumed run may change it.
+    def trained(part: Any) -> Any:
+        if not isinstance(part, dict):
+            return part
+        return {k: v for k, v in part.items() if k not in GIVE_BACK_KEYS}
+
     for key in keys:
-        found = _first_difference(saved.get(key), current.get(key), f"model.{key}")
+        found = _first_difference(
+            trained(saved.get(key)), trained(current.get(key)), f"model.{key}"
+        )
         if found:
             name, was, now = ("null" if value is None else value for value in found)
             raise UserError(

@@ -22,8 +22,10 @@ def _cfg(path, **net):
 
 
 def test_resume_with_the_same_networks_passes(tmp_path):
-    # Settings outside the networks (here the learning rate) may differ.
+    # Settings outside the networks (here the learning rate) may differ, and so may the
+    # evaluation-only give-back of a network.
     check_config(_cfg(_checkpoint(tmp_path / "a.ckpt", MODEL)))
+    check_config(_cfg(_checkpoint(tmp_path / "b.ckpt", MODEL), flux_sigma=1.5, flux_footprint=2))
 
 
 @pytest.mark.parametrize(
