@@ -117,3 +117,23 @@ def test_pipeline_checks_every_input_before_writing(tmp_path):
     with pytest.raises(UserError, match="b.npy"):
         run_pipeline([colour], str(tmp_path / "in"), str(tmp_path / "out"), tile=16, overlap=0)
     assert not (tmp_path / "out").exists()
+
+
+def test_pipeline_report_replaces_the_earlier_one_whole(tmp_path, monkeypatch):
+    (tmp_path / "in").mkdir()
+    np.save(tmp_path / "in" / "a.npy", np.full((16, 16), 100.0, np.float32))
+    stage = _stage(NetForward(torch.nn.Identity()), "id")
+    out = tmp_path / "out"
+    run_pipeline([stage], str(tmp_path / "in"), str(out), tile=16, overlap=0)
+    before = {name: (out / name).read_bytes() for name in ("report.json", "report.csv")}
+    assert sorted(p.name for p in out.iterdir()) == ["a.npy", "report.csv", "report.json"]
+
+    # a rerun that fails while writing the CSV leaves the earlier CSV whole and no temp file
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("csv.DictWriter.writerow", broken)
+    with pytest.raises(OSError, match="disk full"):
+        run_pipeline([stage], str(tmp_path / "in"), str(out), tile=16, overlap=0)
+    assert (out / "report.csv").read_bytes() == before["report.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.npy", "report.csv", "report.json"]

@@ -33,7 +33,7 @@ from astrorestore.errors import UserError
 from astrorestore.inference.restore import restore_image
 from astrorestore.inference.restorer import Restorer
 from astrorestore.inference.runner import preflight
-from astrorestore.io.images import read_image, write_image
+from astrorestore.io.images import atomic_path, read_image, write_image
 from astrorestore.io.paths import resolve_io
 
 
@@ -171,9 +171,11 @@ def run_pipeline(
             "best_ssim": float(np.max([r["ssim"] for r in scored])),
             "mean_psnr": float(np.mean([r["psnr"] for r in scored])),
         }
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "report.json").write_text(json.dumps(report, indent=2))
-    with (output / "report.csv").open("w", newline="") as handle:
+    # Written like the images: to a temporary file renamed into place, so an earlier report
+    # is never left half-overwritten.
+    with atomic_path(output / "report.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
+    with atomic_path(output / "report.csv") as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["image", "output", "ssim", "psnr"])
         writer.writeheader()
         for row in rows:

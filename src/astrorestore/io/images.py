@@ -70,7 +70,7 @@ def umask_permissions(path: Path) -> None:
 
 
 @contextmanager
-def _atomic_path(dest: Path) -> Iterator[Path]:
+def atomic_path(dest: Path) -> Iterator[Path]:
     """Yield a temp path next to ``dest``; move it into place only if the body succeeds."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     suffix = image_suffix(dest) or dest.suffix
@@ -135,7 +135,7 @@ def write_image(
             f"restored shape {restored.shape} does not fit source {source.data.shape} at scale {scale}"
         )
     try:
-        with _atomic_path(path) as tmp:
+        with atomic_path(path) as tmp:
             if source.format == "fits":
                 try:
                     write_fits(tmp, restored, source, history, keywords, scale)
