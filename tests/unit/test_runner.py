@@ -210,15 +210,21 @@ def test_tile_not_multiple_fails_before_writing(tmp_path):
     assert not out.exists()
 
 
-def test_folder_of_pngs(tmp_path):
+def test_folder_of_pngs(tmp_path, capsys):
     inputs = tmp_path / "pngs"
     inputs.mkdir()
     for i, name in enumerate(("one.png", "two.png")):
         arr = np.clip(noisy((40, 48), seed=i) / 4, 0, 255).astype(np.uint8)
         Image.fromarray(arr).save(inputs / name)
+    (inputs / "notes.txt").write_text("observing log")
+    (inputs / ".DS_Store").write_bytes(b"")
     out = tmp_path / "out"
     written = run_inference(make_cfg(inputs, out), Loader())
     assert [p.name for p in written] == ["one.png", "two.png"]
+    # the file that is not an image is named, not silently dropped (hidden files go unmentioned)
+    printed = capsys.readouterr().out
+    assert "1 file(s) skipped, not a supported image: notes.txt" in printed
+    assert ".DS_Store" not in printed
     for p in written:
         arr = np.asarray(Image.open(p))
         assert arr.dtype == np.uint8 and arr.shape == (40, 48)

@@ -20,6 +20,14 @@ def _is_supported_file(p: Path) -> bool:
     return p.is_file() and image_suffix(p) is not None
 
 
+def _note_skipped(folder: Path, others: list[Path]) -> None:
+    """Say which files of an input folder are not restored (hidden files go unmentioned)."""
+    names = sorted(p.name for p in others if not p.name.startswith("."))
+    if names:
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        print(f"note: {folder}: {len(names)} file(s) skipped, not a supported image: {shown}")
+
+
 def _expand_input(spec: str) -> list[Path]:
     path = Path(spec).expanduser()
     if path.is_file():
@@ -27,6 +35,7 @@ def _expand_input(spec: str) -> list[Path]:
         return [path]
     if path.is_dir():
         found = sorted(p for p in path.iterdir() if _is_supported_file(p))
+        _note_skipped(path, [p for p in path.iterdir() if p.is_file() and p not in found])
         if not found:
             raise UserError(
                 f"input folder {path} contains no supported images ("
