@@ -34,8 +34,9 @@ def _expand_input(spec: str) -> list[Path]:
         require_format(path)
         return [path]
     if path.is_dir():
-        found = sorted(p for p in path.iterdir() if _is_supported_file(p))
-        _note_skipped(path, [p for p in path.iterdir() if p.is_file() and p not in found])
+        files = [p for p in path.iterdir() if p.is_file()]
+        found = sorted(p for p in files if image_suffix(p) is not None)
+        _note_skipped(path, [p for p in files if image_suffix(p) is None])
         if not found:
             raise UserError(
                 f"input folder {path} contains no supported images ("
