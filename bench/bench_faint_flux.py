@@ -34,9 +34,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 from bench_psf_robustness import variant_spec
-from bench_supervised import draw_noise, held_out_scene, psnr
+from bench_supervised import draw_noise, held_out_scene, psnr, star_fluxes
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FIELD_SEED = 555_000
@@ -46,21 +45,6 @@ BINS = (5.0, 10.0, 20.0, 50.0, float("inf"))
 
 def bin_label(low: float, high: float) -> str:
     return f"{low:g}-{high:g}" if np.isfinite(high) else f">{low:g}"
-
-
-def star_fluxes(image, truth, catalog, sky, fwhm, read_noise):
-    """(flux of image, true flux, true S/N) in r = 2 FWHM apertures of every catalogued star."""
-    from photutils.aperture import CircularAperture, aperture_photometry
-
-    stars = catalog["kind"] == 0
-    aperture = CircularAperture(
-        np.column_stack([catalog["x"][stars], catalog["y"][stars]]), 2 * fwhm
-    )
-    area = aperture.area
-    measure = lambda a: aperture_photometry(a, aperture)["aperture_sum"].data - sky * area  # noqa: E731
-    true_flux = measure(truth)
-    snr = true_flux / np.sqrt(area * (sky + read_noise**2) + np.clip(true_flux, 0, None))
-    return measure(image), true_flux, snr
 
 
 def score_cell(restorer, config, fwhm, beta, fields, size) -> dict:
@@ -188,7 +172,6 @@ def main() -> None:
 
     from astrorestore.inference.restorer import load_restorer, read_checkpoint
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         specs = args.ckpt + [variant_spec(v, args.ckpt, Path(tmp)) for v in args.variant]

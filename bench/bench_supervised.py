@@ -146,7 +146,9 @@ def draw_noise(noise, truth: np.ndarray, seed: int) -> np.ndarray:
     return noise.draw(torch.from_numpy(truth.astype(np.float32)), generator).numpy()
 
 
-def aperture_errors(image, truth, catalog, sky, fwhm, read_noise):
+def star_fluxes(image, truth, catalog, sky, fwhm, read_noise):
+    """(flux of image, true flux, true S/N) in r = 2 FWHM apertures of every catalogued star;
+    the S/N is the noisy frame's (sky + read noise + the star's own shot noise)."""
     from photutils.aperture import CircularAperture, aperture_photometry
 
     stars = catalog["kind"] == 0
@@ -155,9 +157,14 @@ def aperture_errors(image, truth, catalog, sky, fwhm, read_noise):
     area = aperture.area
     true_flux = aperture_photometry(truth, aperture)["aperture_sum"].data - sky * area
     flux = aperture_photometry(image, aperture)["aperture_sum"].data - sky * area
-    # keep stars measured at S/N > 10 in the noisy frame (sky + read noise + own shot noise)
     noise = np.sqrt(area * (sky + read_noise**2) + np.clip(true_flux, 0, None))
-    keep = true_flux > 10 * noise
+    return flux, true_flux, true_flux / noise
+
+
+def aperture_errors(image, truth, catalog, sky, fwhm, read_noise):
+    """Relative aperture-flux errors of the stars at S/N > 10, and their number."""
+    flux, true_flux, snr = star_fluxes(image, truth, catalog, sky, fwhm, read_noise)
+    keep = snr > 10
     relative = (flux[keep] - true_flux[keep]) / true_flux[keep]
     return relative, int(keep.sum())
 
