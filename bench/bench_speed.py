@@ -13,8 +13,9 @@ Measured side by side in one run, so the ratios hold even on a busy machine:
 3. Variants of the inference path (tile batch size, tile size, overlap, channels-last,
    thread count); the figures say which to keep.
 
-``python bench/bench_speed.py [--frame 2048] [--steps 6] [--models supervised]``
-Results are printed and written to ``bench/results/speed.json``.
+``python bench/bench_speed.py [--frame 2048] [--steps 6] [--models supervised] [--device cuda]``
+Results are printed and written to ``bench/results/speed.json`` (``speed_cuda.json`` with
+``--device cuda``, where every timing waits for the GPU to finish).
 """
 
 from __future__ import annotations
@@ -41,6 +42,13 @@ from astrorestore.train import resolve_monitor, speed_up
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
+DEVICE = torch.device("cpu")  # --device
+
+
+def sync() -> None:
+    """Wait for queued GPU work, so that a wall-clock timing covers it."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 def compose_model(model: str, overrides: list[str] | None = None):
@@ -57,10 +65,12 @@ def timed(fn, repeats: int, warm: bool = True) -> float:
     on a shared machine)."""
     if warm:
         fn()
+        sync()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
+        sync()
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -70,9 +80,11 @@ class _StepTimer(L.Callback):
         self.seconds: list[float] = []
 
     def on_train_batch_start(self, *args) -> None:
+        sync()
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, *args) -> None:
+        sync()
         self.seconds.append(time.perf_counter() - self._start)
 
 
@@ -81,7 +93,8 @@ def trainer_step_times(module, datamodule, steps: int, bf16: bool) -> tuple[floa
     for modules that step their optimisers themselves (manual optimisation)."""
     timer = _StepTimer()
     trainer = L.Trainer(
-        accelerator="cpu",
+        accelerator="gpu" if DEVICE.type == "cuda" else "cpu",
+        devices=1,
         max_epochs=1,
         limit_train_batches=steps + 1,
         limit_val_batches=0,
@@ -118,7 +131,10 @@ def training_throughput(
     batch_size = datamodule.batch_size
 
     def next_batch():
-        return datamodule.on_after_batch_transfer(next(loader), 0)
+        batch = next(loader)
+        if DEVICE.type == "cuda":  # as Lightning does: to the device, then the transfer hook
+            batch = module.transfer_batch_to_device(batch, DEVICE, 0)
+        return datamodule.on_after_batch_transfer(batch, 0)
 
     data_s = timed(next_batch, steps)
     if module.automatic_optimization:
@@ -139,12 +155,13 @@ def training_throughput(
 def loop_step_times(module, next_batch, steps: int, bf16: bool) -> tuple[float, float]:
     """(first, mean of the rest) seconds per optimisation step of a plain loop (forward, loss,
     backward, step) without a Trainer, so the time is the model's own."""
+    module.to(DEVICE)
     optimizer = module.configure_optimizers()["optimizer"]
     batches = [next_batch() for _ in range(steps + 1)]
 
     def step(batch):
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        with torch.autocast(DEVICE.type, torch.bfloat16, enabled=bf16):
             loss = module.training_step(batch, 0)
         loss.backward()
         optimizer.step()
@@ -152,23 +169,25 @@ def loop_step_times(module, next_batch, steps: int, bf16: bool) -> tuple[float, 
     module.log = lambda *a, **k: None  # no trainer attached: logging is not what we time
     start = time.perf_counter()
     step(batches[0])  # warm-up; with speed.compile=true this is the compilation
+    sync()
     first_s = time.perf_counter() - start
     start = time.perf_counter()
     for batch in batches[1:]:
         step(batch)
+    sync()
     return first_s, (time.perf_counter() - start) / steps
 
 
 def conv_peak(channels: int = 64, size: int = 256, batch: int = 4, bf16: bool = False) -> float:
     """GFLOP/s of one large 3x3 convolution (2 FLOPs per multiply-add), best of a few, in the
     faster of the two memory layouts (NCHW, channels-last), so that it is the machine's peak."""
-    conv = torch.nn.Conv2d(channels, channels, 3, padding=1)
-    x = torch.randn(batch, channels, size, size)
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(DEVICE)
+    x = torch.randn(batch, channels, size, size, device=DEVICE)
     flops = 2 * batch * size * size * channels * channels * 9
     best = float("inf")
     for layout in (torch.contiguous_format, torch.channels_last):
         conv, x = conv.to(memory_format=layout), x.contiguous(memory_format=layout)
-        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        with torch.inference_mode(), torch.autocast(DEVICE.type, torch.bfloat16, enabled=bf16):
             best = min(best, timed(lambda: conv(x), 5))  # noqa: B023
     return flops / best / 1e9
 
@@ -205,13 +224,13 @@ def inference(frame: np.ndarray, variants: list[dict], repeats: int) -> list[dic
         per_pixel = flops_per_pixel(net, tile)
         restorer = accelerate(
             Restorer(
-                fn=NetForward(net),
+                fn=NetForward(net).to(DEVICE),
                 normalizer=normalizer,
                 in_channels=1,
                 out_channels=1,
                 scale=1,
                 size_multiple=int(getattr(net, "size_multiple", 1)),
-                device=torch.device("cpu"),
+                device=DEVICE,
                 name="supervised",
                 ckpt_path="(bench)",
             ),
@@ -248,7 +267,7 @@ def bf16_change(ckpt: str, size: int = 256) -> dict:
     truth, _ = render_field(size, np.random.default_rng(5), n_stars=40, n_galaxies=10)
     rng = np.random.default_rng(6)
     noisy = (rng.poisson(truth) + rng.normal(0, 5.0, truth.shape)).astype(np.float32)
-    restorer = load_restorer(ckpt, "cpu")
+    restorer = load_restorer(ckpt, DEVICE)
     exact = restore_image(noisy, restorer, 128, 16, 4)
     fast = restore_image(noisy, accelerate(restorer, precision="bf16"), 128, 16, 4)
     change = np.abs(fast - exact) / np.sqrt(np.clip(truth, 0, None) + 25.0)
@@ -268,22 +287,33 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=None, help="default: every model")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow)")
     parser.add_argument("--ckpt", default=None, help="trained checkpoint for the bf16 accuracy")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
+    global DEVICE
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda: no CUDA device here; run without --device")
+    DEVICE = torch.device(args.device)
     torch.manual_seed(0)
     models = args.models or sorted(p.stem for p in (REPO / "configs" / "model").glob("*.yaml"))
     results: dict = {"threads": torch.get_num_threads(), "training": [], "inference": []}
+    results["device"] = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "cpu"
+    print(f"device: {results['device']}")
 
     print(f"torch threads: {results['threads']}")
     jobs = [(model, [], False) for model in models]
     # The default model's switches, timed beside its baseline (the ratios are what count).
     jobs += [("supervised", ["speed.channels_last=false"], False), ("supervised", [], True)]
+    if DEVICE.type == "cuda":  # trainer=gpu trains in bf16-mixed; small batches starve a GPU
+        jobs += [(model, [], True) for model in models if model != "supervised"]
+        jobs += [("supervised", ["data.batch_size=128", "data.patches_per_epoch=16384"], True)]
     if args.compile:
         jobs.append(("supervised", ["speed.compile=true"], False))
     for model, overrides, bf16 in jobs:
         try:
             row = training_throughput(model, args.steps, overrides, bf16)
         except Exception as exc:  # a model whose data are absent here is reported, not fatal
-            print(f"{model}: skipped ({str(exc).splitlines()[0][:120]})")
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+            print(f"{model}: skipped ({reason})")
             continue
         results["training"].append(row)
         print(
@@ -336,8 +366,9 @@ def main() -> None:
             f"(restoration error itself: rms {change['restoration_error_rms_sigma']:.3f} sigma)"
         )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "speed.json").write_text(json.dumps(results, indent=2))
-    print(f"written: {RESULTS / 'speed.json'}")
+    out = RESULTS / ("speed.json" if DEVICE.type == "cpu" else f"speed_{DEVICE.type}.json")
+    out.write_text(json.dumps(results, indent=2))
+    print(f"written: {out}")
 
 
 if __name__ == "__main__":
