@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import torch
 from astropy.io import fits
-from astropy.wcs import WCS
 
-from astrorestore.data.scene import render_field
+from tests.integration.conftest import restore_sci
 
 
 def sha(path):
@@ -20,26 +19,6 @@ def sha(path):
 def best_ckpt(trained_run):
     _, run_dir, _ = trained_run
     return json.loads((run_dir / "summary.json").read_text())["best_checkpoint"]
-
-
-@pytest.fixture
-def noisy_fits(tmp_path):
-    """A 2-extension FITS: primary header + SCI image with a WCS; truth kept aside."""
-    truth, _ = render_field(96, np.random.default_rng(5), n_stars=12, n_galaxies=4)
-    rng = np.random.default_rng(6)
-    noisy = (rng.poisson(truth) + rng.normal(0, 5.0, truth.shape)).astype(np.float32)
-    wcs = WCS(naxis=2)
-    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    wcs.wcs.crval = [150.1, 2.2]
-    wcs.wcs.crpix = [48, 48]
-    wcs.wcs.cdelt = [-3e-5, 3e-5]
-    header = wcs.to_header()
-    header["FILTER"] = "F200W"
-    primary = fits.PrimaryHDU()
-    primary.header["TELESCOP"] = "SIMULATED"
-    path = tmp_path / "field.fits"
-    fits.HDUList([primary, fits.ImageHDU(noisy, header=header, name="SCI")]).writeto(path)
-    return path, noisy, truth, header
 
 
 def test_fits_round_trip_keeps_header_and_reduces_noise(run, best_ckpt, noisy_fits, tmp_path):
@@ -296,13 +275,8 @@ def test_bf16_channels_last_matches_fp32_within_the_noise(run, best_ckpt, noisy_
     exact, fast = ["channels_last=false"], ["precision=bf16", "channels_last=true"]
     for name, switches in (("fp32", exact), ("fast", fast)):
         out = tmp_path / f"{name}.fits"
-        args = [f"ckpt_path={best_ckpt}", f"input={path}", f"output={out}", "tile_size=64"]
-        result = run("infer.py", *args, "overlap=16", "progress=false", *switches)
-        assert result.returncode == 0, result.stderr[-2000:]
-        with fits.open(out) as hdul:
-            outputs[name] = hdul["SCI"].data.astype(np.float64)
-            history = " ".join(str(line) for line in hdul["SCI"].header["HISTORY"])
-    assert "bf16" in history
+        outputs[name], header = restore_sci(run, best_ckpt, path, out, *switches)
+    assert "bf16" in " ".join(str(line) for line in header["HISTORY"])
     sky = np.abs(truth - 20.0) < 0.5
     change = np.abs(outputs["fast"] - outputs["fp32"])
     assert change.max() > 0
