@@ -16,7 +16,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from astrorestore.errors import UserError, find_user_error
+from astrorestore.errors import EXIT_INTERRUPTED, UserError, find_user_error
 
 EXIT_USER_ERROR = 2
 
@@ -292,6 +292,9 @@ def run_hydra(entry: Callable[[DictConfig], Any], config_dir: Path, config_name:
     def main(cfg: DictConfig) -> Any:
         try:
             return entry(cfg)
+        except KeyboardInterrupt:  # Ctrl-C outside Lightning's loops (set-up, data, writing)
+            print("interrupted", file=sys.stderr)
+            sys.exit(EXIT_INTERRUPTED)
         except Exception as exc:
             # Hydra's instantiate wraps a constructor's UserError in its own exception.
             user_error = find_user_error(exc)

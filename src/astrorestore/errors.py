@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+#: Exit status of a run stopped with Ctrl-C: 128 + SIGINT, as shells and schedulers report it.
+EXIT_INTERRUPTED = 130
+
 
 class UserError(Exception):
     """A problem with the user's input or configuration (not a bug).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from astrorestore.callbacks.provenance import Provenance
 from astrorestore.callbacks.run_tags import RunTags, apply_to_logger_config, describe_run, git_state
 from astrorestore.callbacks.summary import RunSummary
 from astrorestore.checks import check_multiple
-from astrorestore.errors import UserError, find_user_error
+from astrorestore.errors import EXIT_INTERRUPTED, UserError, find_user_error
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,10 @@ def speed_up(net: Any, speed: Any) -> None:
         net.compile()
 
 
+#: Jobs of a multirun that failed in this process (``report_failed_jobs``).
+FAILED_JOBS: list[str] = []
+
+
 def train(cfg: DictConfig) -> float | None:
     """Train (and test) from a composed config; returns the optimised metric for sweeps.
 
@@ -210,7 +215,23 @@ def train(cfg: DictConfig) -> float | None:
         output_dir = Path(cfg.paths.output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "failed.txt").write_text(f"{type(exc).__name__}: {message}\n")
+        FAILED_JOBS.append(f"{description['job']} ({output_dir})")
         return float("nan")
+
+
+def report_failed_jobs() -> None:
+    """After a multirun in this process: exit 1 naming the jobs that failed (0 if none), so a
+    script or scheduler that launched the sweep sees it. (Jobs of a remote launcher, e.g.
+    SLURM, fail in their own processes: ``python -m astrorestore.sweep_report`` lists them.)"""
+    if not FAILED_JOBS:
+        return
+    print(
+        f"error: {len(FAILED_JOBS)} job(s) of the sweep failed, the others finished: "
+        f"{', '.join(FAILED_JOBS)}; each folder's failed.txt says why "
+        "(python -m astrorestore.sweep_report <sweep folder> ranks every job)",
+        file=sys.stderr,
+    )
+    sys.exit(1)
 
 
 def _train(cfg: DictConfig, description: dict[str, Any]) -> float | None:
@@ -246,6 +267,12 @@ def _train(cfg: DictConfig, description: dict[str, Any]) -> float | None:
             )
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    except SystemExit as exc:
+        # Lightning answers Ctrl-C with exit(1) once it has cleaned up; a shell (and a job
+        # scheduler) expects 130 (128 + SIGINT) for a run the user interrupted.
+        if exc.code == 1 and trainer.interrupted:
+            raise SystemExit(EXIT_INTERRUPTED) from exc
+        raise
     finally:
         # One crashed job must not leave a wandb run open and break the rest of a multirun.
         try:

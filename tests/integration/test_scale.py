@@ -90,7 +90,7 @@ def test_ctrl_c_keeps_summary_and_names_the_checkpoint_to_resume(
         "+callbacks.stop._target_=tests.integration.faults.InterruptAt",
         "+callbacks.stop.step=5",
     )
-    assert result.returncode != 0
+    assert result.returncode == 130, result.stderr[-3000:]  # 128 + SIGINT, as shells expect
     run_dir = _run_dir(tmp_path)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["interrupted"] is True and [r["epoch"] for r in summary["history"]] == [0]
@@ -131,8 +131,11 @@ def test_crashed_job_does_not_stop_the_sweep(run, tmp_path, with_test_callbacks,
         "+callbacks.nan._target_=tests.integration.faults.NanWeightsAt",
         "+callbacks.nan.step=0,1000",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    # The sweep finished its other job, then exits 1 naming the failed one.
+    assert result.returncode == 1, result.stderr[-3000:]
     (sweep_dir,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "1 job(s) of the sweep failed" in error and str(sweep_dir / "0") in error
     assert "non-finite loss" in (sweep_dir / "0" / "failed.txt").read_text()
     assert (sweep_dir / "1" / "summary.json").is_file()
     rows = find_jobs(sweep_dir)

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from astrorestore.cli import _split_argv, check_overrides
+from astrorestore.cli import _split_argv, check_overrides, run_hydra
 from astrorestore.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -125,3 +125,16 @@ def test_unparsable_path_names_the_override_and_how_to_quote_it():
     assert "\n" not in message and "the override input=/data/nébuleuse/raw" in message
     assert "\"input='/data/nébuleuse/raw'\"" in message
     check_overrides(CONFIGS, "infer", ["input='/data/nébuleuse/raw dir'"])  # quoted: fine
+
+
+def test_ctrl_c_outside_the_training_loop_exits_130(tmp_path, monkeypatch, capsys):
+    (tmp_path / "tiny.yaml").write_text("value: 1\n")
+    monkeypatch.setattr("sys.argv", ["tiny.py", f"hydra.run.dir={tmp_path / 'out'}"])
+
+    def entry(cfg):
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as info:
+        run_hydra(entry, tmp_path, "tiny")
+    assert info.value.code == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted"
