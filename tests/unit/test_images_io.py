@@ -120,6 +120,10 @@ def test_fits_gz_round_trip(tmp_path):
     write_image(out, img.data * 3, img, history=[], keywords={})
     assert out.read_bytes()[:2] == b"\x1f\x8b"
     np.testing.assert_array_equal(read_image(out).data, 3.0)
+    # The gzip header's file name (FNAME, what `gunzip -N` restores) is the output's, less
+    # .gz, not the temporary file's the archive was written as.
+    header = out.read_bytes()
+    assert header[3] & 0x08 and header[10:].split(b"\0", 1)[0] == b"out.fits"
 
 
 @pytest.mark.parametrize(

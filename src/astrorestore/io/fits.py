@@ -172,11 +172,14 @@ def write_fits(
     history: list[str],
     keywords: dict[str, tuple[Any, str]],
     scale: int = 1,
+    name: str | None = None,
 ) -> None:
     """Copy the source file with the science data replaced by ``restored``.
 
     A restored image of the source's shape keeps the on-disk shape (degenerate axes included);
     a scaled image gets its WCS rescaled; a colour image is written as a (3, H, W) cube.
+    ``name``: the output's final name; a gzip archive (``.gz``) records it, less ``.gz``, as
+    the file it holds (``gunzip -N`` restores that name, not the temporary file's).
     """
     from astropy.io import fits
 
@@ -218,7 +221,21 @@ def write_fits(
                 header.add_history(line)
             for key, (value, comment) in keywords.items():
                 header[key] = (value, comment)
-            hdul.writeto(tmp, overwrite=True, output_verify="silentfix")
+            if tmp.name.lower().endswith(".gz"):
+                _write_gzip(hdul, tmp, (name or tmp.name)[: -len(".gz")])
+            else:
+                hdul.writeto(tmp, overwrite=True, output_verify="silentfix")
+
+
+def _write_gzip(hdul: Any, tmp: Path, inner_name: str) -> None:
+    """``hdul`` gzipped into ``tmp``, the archive naming ``inner_name`` as its file."""
+    import gzip
+    import io
+
+    buffer = io.BytesIO()
+    hdul.writeto(buffer, output_verify="silentfix")
+    with open(tmp, "wb") as raw, gzip.GzipFile(inner_name, "wb", fileobj=raw) as archive:
+        archive.write(buffer.getbuffer())
 
 
 def _keep_input_noise(hdul: Any, sci_index: int, extver: int) -> list[str]:

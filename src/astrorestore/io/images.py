@@ -138,7 +138,7 @@ def write_image(
         with atomic_path(path) as tmp:
             if source.format == "fits":
                 try:
-                    write_fits(tmp, restored, source, history, keywords, scale)
+                    write_fits(tmp, restored, source, history, keywords, scale, path.name)
                 except (TypeError, ValueError, EOFError) as exc:
                     # Extensions are only read here; a damaged one (e.g. truncated .fits.gz,
                     # which astropy does not flag on open) first shows up now.
