@@ -137,3 +137,79 @@ def test_pipeline_report_replaces_the_earlier_one_whole(tmp_path, monkeypatch):
         run_pipeline([stage], str(tmp_path / "in"), str(out), tile=16, overlap=0)
     assert (out / "report.csv").read_bytes() == before["report.csv"]
     assert sorted(p.name for p in out.iterdir()) == ["a.npy", "report.csv", "report.json"]
+
+
+class _Brighten(torch.nn.Module):
+    """A grey stage whose float output overshoots the 8-bit range (as a generator can)."""
+
+    def forward(self, x):
+        return x + 60.0
+
+
+def test_pipeline_scores_the_images_as_written_on_their_full_scale(tmp_path):
+    # An 8-bit input brightened past 255: the file holds the clipped copy, and a reference equal
+    # to that file (but for one count on a few pixels) must score high, not be compared with an
+    # unclipped float divided by 65535.
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "ref").mkdir()
+    grey = rng.integers(100, 255, (32, 32)).astype(np.uint8)
+    Image.fromarray(grey).save(tmp_path / "in" / "a.png")
+    expected = np.clip(grey.astype(int) + 60, 0, 255)
+    expected[:4, :4] -= 1
+    Image.fromarray(expected.astype(np.uint8)).save(tmp_path / "ref" / "a.png")
+    stage = _stage(NetForward(_Brighten()), "bright")
+    report = run_pipeline(
+        [stage],
+        str(tmp_path / "in"),
+        str(tmp_path / "out"),
+        references=str(tmp_path / "ref"),
+        tile=32,
+        overlap=0,
+    )
+    assert report["images"][0]["psnr"] > 50
+    assert report["images"][0]["ssim"] > 0.99
+    assert "data range 1" in report["data_range"] and "255 for 8-bit" in report["data_range"]
+
+
+def _two_grey_inputs(tmp_path):
+    (tmp_path / "in").mkdir()
+    for name in ("a", "b"):
+        np.save(tmp_path / "in" / f"{name}.npy", np.full((16, 16), 100.0, np.float32))
+
+
+def test_pipeline_checks_every_reference_before_writing(tmp_path):
+    _two_grey_inputs(tmp_path)
+    refs = tmp_path / "ref"
+    refs.mkdir()
+    np.save(refs / "a.npy", np.full((16, 16), 100.0, np.float32))
+    stage = _stage(NetForward(torch.nn.Identity()), "id")
+
+    def run():
+        run_pipeline(
+            [stage], str(tmp_path / "in"), str(tmp_path / "out"), str(refs), tile=16, overlap=0
+        )
+
+    with pytest.raises(UserError, match="no reference for b.npy"):
+        run()
+    assert not (tmp_path / "out").exists()
+    np.save(refs / "b.npy", np.full((8, 8), 100.0, np.float32))  # not the final size
+    with pytest.raises(UserError, match=r"reference .*b.npy has shape \(8, 8\).*\(16, 16\)"):
+        run()
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(UserError, match="is the output folder"):
+        run_pipeline([stage], str(tmp_path / "in"), str(refs), str(refs), tile=16, overlap=0)
+
+
+def test_pipeline_checks_every_stage_of_the_chain_before_writing(tmp_path):
+    # grey -> grey stage -> a stage that only takes colour: refused before a.npy is written.
+    _two_grey_inputs(tmp_path)
+    grey = _stage(NetForward(torch.nn.Identity()), "grey")
+    colour = Restorer(
+        NetForward(torch.nn.Identity()), _Identity(), 3, 3, 1, 1, torch.device("cpu"), "c", "c"
+    )
+    with pytest.raises(UserError, match=r"stage 2 \(c\) cannot take the output of grey"):
+        run_pipeline([grey, colour], str(tmp_path / "in"), str(tmp_path / "out"), tile=16)
+    assert not (tmp_path / "out").exists()

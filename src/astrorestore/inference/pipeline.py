@@ -14,8 +14,12 @@ have nothing to sample and are left as they are, so one setting serves a mixed c
 with no stochastic stage refuses them, as ``infer.py`` does for a deterministic checkpoint.
 ``seed=`` seeds every stochastic stage; the report records each stage's sampling.
 
-Metrics are computed on images scaled to [0, 1] by their full scale (1, 255 or 65535, as the
-photo normaliser does), so 8-bit references and float outputs compare.
+Metrics are computed on the images as written (an 8-bit output clipped and rounded, as the
+user receives it) scaled to [0, 1] by each file's full scale: 255 for 8-bit and 65535 for
+16-bit files, and for float files 1, 255 or 65535 from their input's peak (as the photo
+normaliser does), so 8-bit references and float outputs compare. ``report.json`` states this
+data range. Every input, every stage of the chain and every reference (present, of the final
+shape) is checked before the first output is written.
 """
 
 from __future__ import annotations
@@ -30,9 +34,11 @@ import torch
 
 from astrorestore.data.photo_normalization import full_scale
 from astrorestore.errors import UserError
-from astrorestore.inference.restore import restore_image
+from astrorestore.inference.restore import check_image, restore_image
 from astrorestore.inference.restorer import Restorer
 from astrorestore.inference.runner import preflight
+from astrorestore.inference.scoring import output_shape
+from astrorestore.io.formats import LoadedImage
 from astrorestore.io.images import atomic_path, read_image, write_image
 from astrorestore.io.paths import resolve_io
 
@@ -55,12 +61,35 @@ def bilateral(
     return out.numpy() * full
 
 
-def _unit(image: np.ndarray) -> np.ndarray:
-    return image.astype(np.float64) / full_scale(float(np.nanmax(image)))
+PSNR_DATA_RANGE = (
+    "PSNR/SSIM with data range 1: each image as written, divided by its file's full scale "
+    "(255 for 8-bit, 65535 for 16-bit files; 1, 255 or 65535 from the peak for float files) "
+    "and clipped to [0, 1]"
+)
 
 
-def image_scores(restored: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """SSIM and PSNR of two images of the same shape, both scaled to [0, 1]."""
+def _unit(image: np.ndarray, scale: float | None = None) -> np.ndarray:
+    scale = full_scale(float(np.nanmax(image))) if scale is None else scale
+    return image.astype(np.float64) / scale
+
+
+def file_full_scale(image: LoadedImage, peak_of: np.ndarray | None = None) -> float:
+    """The full scale of a file's pixels: its integer type's maximum (8- or 16-bit photographs),
+    else 1, 255 or 65535 from the peak of ``peak_of`` (default: the image itself)."""
+    dtype = np.dtype(image.source_dtype)
+    if image.format != "fits" and dtype.kind == "u" and dtype.itemsize <= 2:
+        return float(np.iinfo(dtype).max)
+    return full_scale(float(np.nanmax(image.data if peak_of is None else peak_of)))
+
+
+def image_scores(
+    restored: np.ndarray,
+    reference: np.ndarray,
+    restored_scale: float | None = None,
+    reference_scale: float | None = None,
+) -> dict[str, float]:
+    """SSIM and PSNR of two images of the same shape, both scaled to [0, 1] (by the given
+    full scales, or by 1, 255 or 65535 from each image's peak)."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     if restored.shape != reference.shape:
@@ -68,7 +97,8 @@ def image_scores(restored: np.ndarray, reference: np.ndarray) -> dict[str, float
             f"reference of shape {reference.shape} does not match the output {restored.shape}; "
             "pass references of the final size (after super-resolution)"
         )
-    a, b = np.clip(_unit(restored), 0, 1), np.clip(_unit(reference), 0, 1)
+    a = np.clip(_unit(restored, restored_scale), 0, 1)
+    b = np.clip(_unit(reference, reference_scale), 0, 1)
     channel_axis = -1 if a.ndim == 3 else None
     return {
         "ssim": float(structural_similarity(a, b, data_range=1.0, channel_axis=channel_axis)),
@@ -106,6 +136,40 @@ def set_chain_sampling(
     return sampling
 
 
+def _check_chain(
+    src: Path, restorers: list[Restorer], tile: int, reference_dir: Path | None
+) -> None:
+    """Raise UserError if a later stage cannot take what the stage before it gives for
+    ``src``, or if its reference is missing or not of the chain's final shape."""
+    shape = read_image(src).data.shape
+    for index, restorer in enumerate(restorers):
+        if index:
+            try:
+                check_image(np.broadcast_to(np.float32(0), shape), restorer, tile)
+            except UserError as exc:
+                previous = restorers[index - 1].name
+                raise UserError(
+                    f"{src}: stage {index + 1} ({restorer.name}) cannot take the output of "
+                    f"{previous} (shape {shape}): {exc}; check the order of ckpt_paths"
+                ) from None
+        shape = output_shape(shape, restorer.scale, restorer.out_channels)
+    if reference_dir is None:
+        return
+    ref_path = reference_dir / src.name
+    if not ref_path.is_file():
+        raise UserError(
+            f"no reference for {src.name} in {reference_dir}; every input needs a reference "
+            "of the same name, or drop references="
+        )
+    ref_shape = read_image(ref_path).data.shape
+    if ref_shape != shape:
+        raise UserError(
+            f"reference {ref_path} has shape {ref_shape} but the chain's output for "
+            f"{src.name} will be {shape}; pass references of the final size and channels "
+            "(after super-resolution)"
+        )
+
+
 def run_pipeline(
     restorers: list[Restorer],
     input_spec: str,
@@ -132,8 +196,17 @@ def run_pipeline(
     # Every input checked against the first stage before the first output is written.
     preflight(pairs, None, tile, restorers[0])
     reference_dir = Path(references) if references else None
-    if reference_dir is not None and not reference_dir.is_dir():
-        raise UserError(f"references={references} is not a folder; pass references=<dir>")
+    if reference_dir is not None:
+        if not reference_dir.is_dir():
+            raise UserError(f"references={references} is not a folder; pass references=<dir>")
+        if reference_dir.resolve() == output.resolve():
+            raise UserError(
+                f"references={references} is the output folder: the outputs would replace the "
+                "references they are scored against; pass another output=<dir>"
+            )
+    # ... and the rest of the chain and the references, from the shapes each stage gives.
+    for src, _ in pairs:
+        _check_chain(src, restorers, tile, reference_dir)
     total_scale = int(np.prod([r.scale for r in restorers]))
     history = [f"astrorestore pipeline: {' -> '.join(r.name for r in restorers)}"]
     history += [
@@ -152,9 +225,17 @@ def run_pipeline(
         write_image(dst, image, source, history, {}, total_scale)
         row: dict[str, Any] = {"image": src.name, "output": str(dst)}
         if reference_dir is not None:
-            ref_path = reference_dir / src.name
-            if ref_path.is_file():
-                row.update(image_scores(image, read_image(ref_path).data))
+            # Scored as written (an 8-bit output clipped and rounded), on each file's scale.
+            written = read_image(dst)
+            reference = read_image(reference_dir / src.name)
+            row.update(
+                image_scores(
+                    written.data,
+                    reference.data,
+                    file_full_scale(written, peak_of=source.data),
+                    file_full_scale(reference),
+                )
+            )
         rows.append(row)
         print(f"{src} -> {dst}", flush=True)
     scored = [r for r in rows if "ssim" in r]
@@ -165,6 +246,7 @@ def run_pipeline(
         "images": rows,
     }
     if scored:
+        report["data_range"] = PSNR_DATA_RANGE
         report["summary"] = {
             "n_scored": len(scored),
             "mean_ssim": float(np.mean([r["ssim"] for r in scored])),
