@@ -393,3 +393,19 @@ def test_report_replaces_an_earlier_report(tmp_path):
     run_inference(cfg, Loader())
     run_inference(cfg, Loader())
     assert (tmp_path / "report" / "report.json").is_file()
+
+
+def test_report_with_no_scorable_output_is_refused_before_writing(tmp_path):
+    # A grey model on RGB images gives RGB outputs, which the astronomy evaluation cannot score:
+    # refused up front (it wrote every output, then no report, and exited 0).
+    (tmp_path / "in").mkdir()
+    rgb = (np.random.default_rng(0).random((40, 40, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "in" / "a.png")
+    cfg = make_cfg(tmp_path / "in", tmp_path / "out", report=str(tmp_path / "report"))
+    with pytest.raises(UserError, match=r"nothing would be scored.*pipeline.py.*references="):
+        run_inference(cfg, Loader())
+    assert not (tmp_path / "out").exists() and not (tmp_path / "report").exists()
+    # A folder with at least one grey frame is scored (the colour one is named as skipped).
+    np.save(tmp_path / "in" / "b.npy", noisy((40, 40)))
+    run_inference(cfg, Loader())
+    assert (tmp_path / "report" / "report.json").is_file()

@@ -18,6 +18,7 @@ from astrorestore.inference.restore import check_image, fit_overlap, fit_tile, r
 from astrorestore.inference.restorer import Restorer
 from astrorestore.inference.scoring import (
     Scorer,
+    check_scorable,
     check_truth,
     classical_restorer,
     output_shape,
@@ -222,9 +223,11 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
 
         check_report_dir(report, [*(path for pair in pairs for path in pair), *truths.values()])
     preflight(pairs, hdu, tile, None if method else restorer, psf_stage is not None)
-    for src, truth_path in truths.items():
-        shape = read_image(src, hdu=hdu).data.shape
-        check_truth(truth_path, output_shape(shape, scale, out_channels), hdu)
+    if scorer is not None:
+        shapes = {src: read_image(src, hdu=hdu).data.shape for src, _ in pairs}
+        for src, truth_path in truths.items():
+            check_truth(truth_path, output_shape(shapes[src], scale, out_channels), hdu)
+        check_scorable(shapes, scale, out_channels, name)
 
     keywords = {
         "ARMODEL": (name, "astrorestore model"),

@@ -129,3 +129,23 @@ def output_shape(shape: tuple[int, ...], scale: int, out_channels: int) -> tuple
         if out_channels == 1 and len(shape) == 2
         else (*hw, 3 if out_channels == 1 else out_channels)
     )
+
+
+def check_scorable(
+    shapes: dict[Path, tuple[int, ...]], scale: int, out_channels: int, name: str
+) -> None:
+    """``report=`` evaluates grey frames restored at their own size (photometry compares a
+    frame with its input pixel by pixel); refuse a run in which no output would be scored,
+    instead of writing every output and then no report."""
+    if any(
+        len(shape) == 2 and output_shape(shape, scale, out_channels) == shape
+        for shape in shapes.values()
+    ):
+        return
+    src, shape = next(iter(shapes.items()))
+    raise UserError(
+        "report= scores grey (H, W) frames restored at their own size and no output of this "
+        f"run is one ({name} gives {src.name} {shape} as {output_shape(shape, scale, out_channels)}"
+        "), so nothing would be scored; for PSNR/SSIM of colour or super-resolved outputs use python pipeline.py "
+        "ckpt_paths='[<ckpt>]' input=<in> output=<dir> references=<truth folder>, or drop report="
+    )
