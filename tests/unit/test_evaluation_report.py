@@ -166,3 +166,19 @@ def _umask():
     umask = os.umask(0)
     os.umask(umask)
     return umask
+
+
+def test_nan_input_pixels_are_masked_against_the_truth_too(field):
+    # Bad pixels of the input stay NaN in the output; every figure against the truth must
+    # skip them (the asinh-space PSNR/SSIM and the empty-sky noise ratio came out NaN).
+    truth, noisy, restored, catalog = field
+    holed, holed_restored = noisy.copy(), restored.copy()
+    holed[60:70, 60:70] = np.nan
+    holed_restored[60:70, 60:70] = np.nan
+    result = evaluate_image(holed_restored, holed, truth, catalog=catalog, read_noise=READ)
+    assert any(w.startswith("input has 100 NaN/inf") for w in result["warnings"])
+    quality = result["quality"]
+    assert np.isfinite(quality["normalised"]["restored"]["psnr"])
+    assert np.isfinite(quality["normalised"]["noisy"]["ssim"])
+    assert np.isfinite(quality["empty_sky_noise_ratio"])
+    assert not _has_nan(quality)

@@ -74,13 +74,22 @@ def evaluate_image(
         raise UserError(f"{name}: the restored image has no finite pixels; check the restorer")
     radius = float(match_radius) if match_radius else max(1.5, 0.8 * fwhm)
     warnings: list[str] = []
-    if truth is not None and not np.isfinite(truth).all():
-        bad = ~np.isfinite(truth)
-        warnings.append(
-            f"truth has {int(bad.sum())} NaN/inf pixels ({100 * bad.mean():.2f} %): "
-            "they are masked in every measurement"
-        )
-        restored, noisy = np.where(bad, np.nan, restored), np.where(bad, np.nan, noisy)
+    if truth is not None:
+        # A pixel missing from any of the three (the truth's holes, the input's bad pixels and
+        # chip gaps, which stay NaN in the output) is masked in all of them, so every figure
+        # compares the same pixels and none turns NaN.
+        bad = np.zeros(truth.shape, bool)
+        for label, image in (("truth", truth), ("input", noisy), ("restored image", restored)):
+            missing = ~np.isfinite(image)
+            if missing.any():
+                warnings.append(
+                    f"{label} has {int(missing.sum())} NaN/inf pixels "
+                    f"({100 * missing.mean():.2f} %): they are masked in every measurement"
+                )
+            bad |= missing
+        if bad.any():
+            truth = np.where(bad, np.nan, truth)
+            restored, noisy = np.where(bad, np.nan, restored), np.where(bad, np.nan, noisy)
     bkg_noisy, sig_noisy = det.background_stats(noisy)
     bkg_rest, sig_rest = det.background_stats(restored)
     result: dict = {
