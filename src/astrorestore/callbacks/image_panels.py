@@ -35,8 +35,9 @@ def render_panels(panel: dict, title: str = "") -> plt.Figure:
     """One row per image: input | restored | truth | restored − truth | input − restored.
 
     Columns that cannot exist are left out: no truth on real frames, no residual where the
-    output has another shape than the input (colorization). Grey panels of a row share one
-    display range (the truth's, else the input's, 0.5–99.8 percentiles).
+    output has another shape than the input (colorization). The panels of a row, grey and
+    colour, share one display range (the truth's, else the input's, 0.5–99.8 percentiles over
+    all channels), so a photograph normalised to [−1, 1] is not shown half black.
     """
     truth_all = panel.get("truth")
     rows = panel["restored"].shape[0]
@@ -61,22 +62,26 @@ def render_panels(panel: dict, title: str = "") -> plt.Figure:
             images["restored − truth"] = restored - truth
         if same_shape:
             images["input − restored"] = source - restored
-        noise = float(np.abs(source - reference).std()) if source.shape == reference.shape else 0
+        if source.shape == reference.shape:
+            noise = float(np.abs(source - reference).std())
+        else:  # colorization: no noise to measure, so errors are shown against the contrast
+            noise = float(reference.std())
         limit = max(noise, float(np.abs(reference).std()) * 0.05, 1e-6) * 2
         for column, name in enumerate(columns):
             axis = axes[row, column]
             image = _display(images[name])
-            if "−" in name:
-                axis.imshow(
-                    image if image.ndim == 2 else image.mean(-1),
-                    cmap="RdBu_r",
-                    vmin=-limit,
-                    vmax=limit,
-                )
+            if "−" in name and image.ndim == 3:
+                # A colour difference shown in colour (mid-grey = none): a colorizer keeps the
+                # luminance, so a mean over the channels would hide every chroma error.
+                axis.imshow(np.clip(0.5 + image / (2 * limit), 0.0, 1.0))
+            elif "−" in name:
+                axis.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit)
             elif image.ndim == 3:
-                axis.imshow(np.clip(image, 0.0, 1.0))
+                axis.imshow(np.clip((image - low) / max(high - low, 1e-12), 0.0, 1.0))
             else:
-                axis.imshow(image, cmap="magma", vmin=low, vmax=high)
+                # Grey beside colour outputs (colorization) in grey, not a false-colour map.
+                cmap = "gray" if restored.shape[0] == 3 else "magma"
+                axis.imshow(image, cmap=cmap, vmin=low, vmax=high)
             axis.set_xticks([])
             axis.set_yticks([])
             if row == 0:
