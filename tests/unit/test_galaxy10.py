@@ -67,3 +67,21 @@ def test_missing_or_non_hdf5_file(tmp_path) -> None:
     (tmp_path / "x.h5").write_text("not hdf5")
     with pytest.raises(UserError, match="not a readable HDF5 file"):
         check_galaxy10(tmp_path / "x.h5")
+
+
+@pytest.mark.parametrize(
+    ("n", "fractions", "message"),
+    [
+        (0, {}, r"holds 0 galaxies.*train/val/test split empty.*at least 3"),
+        (1, {}, r"holds 1 galaxies.*the val/test split empty.*at least 3"),
+        (20, {"val_fraction": 0.0}, r"the val split empty.*above 0"),
+    ],
+)
+def test_a_file_too_small_to_split_is_a_one_line_error(tmp_path, n, fractions, message) -> None:
+    # It crashed with an IndexError while building the empty validation set.
+    from astrorestore.data.degrade import ColorizationPairing
+    from astrorestore.data.photos import Galaxy10DataModule
+
+    path = _write(tmp_path / "g.h5", n=n)
+    with pytest.raises(UserError, match=message):
+        Galaxy10DataModule(ColorizationPairing(), None, path=str(path), patch_size=16, **fractions)

@@ -77,6 +77,25 @@ def galaxy10_splits(
     return {s: np.sort(p) for s, p in zip(SPLITS, parts, strict=True)}
 
 
+def check_split_sizes(path: str | Path, n: int, val_fraction: float, test_fraction: float) -> None:
+    """Raise a one-line UserError if a split of the file's ``n`` galaxies would be empty
+    (training, validation and testing each need at least one)."""
+    galaxy10_splits(0, 0, val_fraction, test_fraction)  # the fractions' own checks
+    counts = dict(zip(SPLITS, split_counts(n, val_fraction, test_fraction), strict=True))
+    empty = [split for split, count in counts.items() if count == 0]
+    if empty:
+        fractions = f"data.val_fraction={val_fraction}, data.test_fraction={test_fraction}"
+        fix = (
+            "pass a file with at least 3 galaxies"
+            if n < 3
+            else "set data.val_fraction and data.test_fraction above 0"
+        )
+        raise UserError(
+            f"{path} holds {n} galaxies, which leaves the {'/'.join(empty)} split empty "
+            f"({fractions}); {fix}"
+        )
+
+
 def resize_rgb(rgb: Tensor, size: int) -> Tensor:
     """(3, H, W) -> (3, size, size) with an antialiased bilinear filter (non-negative weights,
     so [0, 1] stays [0, 1] up to rounding)."""

@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
 from astrorestore.data.base import PairedDataModule
-from astrorestore.data.galaxy10 import Galaxy10, check_galaxy10
+from astrorestore.data.galaxy10 import Galaxy10, check_galaxy10, check_split_sizes
 from astrorestore.data.hubble import HubbleFixedCrops, HubbleRandomCrops
 from astrorestore.data.pairing import Pairing
 from astrorestore.errors import UserError
@@ -164,7 +164,8 @@ class Galaxy10DataModule(PhotoDataModule):
             seed=seed,
             augment=augment,
         )
-        check_galaxy10(path)  # fails here, at start-up, with what is wrong with the file
+        # Fails here, at start-up, with what is wrong with the file or its split.
+        check_split_sizes(path, check_galaxy10(path), val_fraction, test_fraction)
         self.path = str(path)
         self.max_val_images, self.max_test_images = max_val_images, max_test_images
         self.split = {
