@@ -41,16 +41,63 @@ STAR_FLUX_RANGE, FLUX_SLOPE = (50.0, 3e5), 0.5
 _RESTORERS: dict[str, object] = {}
 
 
+def checkpoint_labels(paths: list[str]) -> list[str]:
+    """``ckpt:<name>`` per checkpoint, unique: the file stem, or as many of the folders above
+    it as tell two of them apart (two runs' ``last.ckpt`` would share one report folder and
+    one table row). The same file twice is a UserError."""
+    from astrorestore.errors import UserError
+
+    resolved = [Path(p).expanduser().resolve() for p in paths]
+    for i, path in enumerate(resolved):
+        if path in resolved[:i]:
+            raise UserError(f"--ckpt {paths[i]} is given twice; pass each checkpoint once")
+
+    def suffix(path: Path, depth: int) -> str:
+        parents = path.parent.parts
+        return "/".join([*parents[len(parents) - depth + 1 :], path.stem])
+
+    labels = []
+    for i, path in enumerate(resolved):
+        others = [p for j, p in enumerate(resolved) if j != i]
+        depth = 1
+        while depth <= len(path.parts) and any(
+            suffix(o, depth) == suffix(path, depth) for o in others
+        ):
+            depth += 1
+        labels.append(f"ckpt:{suffix(path, depth)}")
+    return labels
+
+
+def load_checkpoints(paths: list[str], load=None) -> None:
+    """Load every checkpoint before any field is rendered, so a missing file or a model that
+    is not a grey denoiser at the input's size fails at once, and loading is not timed."""
+    from astrorestore.errors import UserError
+
+    if load is None:
+        import torch
+
+        from astrorestore.inference.restorer import load_restorer
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+
+        def load(path):
+            return load_restorer(path, device)
+
+    for path in paths:
+        restorer = load(path)
+        if (restorer.in_channels, restorer.out_channels, restorer.scale) != (1, 1, 1):
+            raise UserError(
+                f"--ckpt {path}: model {restorer.name} takes {restorer.in_channels} and gives "
+                f"{restorer.out_channels} channel(s) at x{restorer.scale}; this benchmark scores "
+                "grey denoisers on simulated fields (infer.py or pipeline.py score the others)"
+            )
+        _RESTORERS[path] = restorer
+
+
 def _restore_with_checkpoint(path: str, image: np.ndarray) -> np.ndarray:
     """Restore ``image`` (electrons) with a checkpoint, through infer.py's own path."""
     from astrorestore.inference.restore import restore_image
-    from astrorestore.inference.restorer import load_restorer
 
-    if path not in _RESTORERS:
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        _RESTORERS[path] = load_restorer(path, device)
     return restore_image(image, _RESTORERS[path], tile=256, overlap=32, batch_size=4)
 
 
@@ -263,6 +310,8 @@ def main() -> None:
                 print("bm3d is not installed (pip install bm3d): skipping bm3d_vst")
                 baselines.pop("bm3d_vst")
         fwhms = [float(f) for f in args.fwhms.split(",")]
+        labels = checkpoint_labels(args.ckpt)
+        load_checkpoints(args.ckpt)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         fields = held_out_fields(args.fields, args.size, fwhms)
@@ -277,8 +326,7 @@ def main() -> None:
                     out,
                 )
             )
-        for path in args.ckpt:
-            label = f"ckpt:{Path(path).stem}"
+        for path, label in zip(args.ckpt, labels, strict=True):
             print(f"{label}:")
             rows.append(
                 run_method(
@@ -288,7 +336,8 @@ def main() -> None:
         if not rows:
             raise UserError("nothing to evaluate: pass --methods and/or --ckpt")
     except UserError as error:
-        sys.exit(f"error: {error}")
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)  # a user error, as for train.py and infer.py
     (out / "results.json").write_text(json.dumps(to_jsonable(rows), indent=2))
     write_markdown(rows, fields, out, args)
     plot_methods(rows, out)
