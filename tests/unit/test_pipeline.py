@@ -213,3 +213,30 @@ def test_pipeline_checks_every_stage_of_the_chain_before_writing(tmp_path):
     with pytest.raises(UserError, match=r"stage 2 \(c\) cannot take the output of grey"):
         run_pipeline([grey, colour], str(tmp_path / "in"), str(tmp_path / "out"), tile=16)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_perfect_match_gives_strict_json(tmp_path):
+    # PSNR of an exact copy is infinite; report.json said "Infinity", which JSON readers refuse.
+    import json
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "ref").mkdir()
+    image = np.random.default_rng(4).uniform(0, 1, (16, 16)).astype(np.float32)
+    np.save(tmp_path / "in" / "a.npy", image)
+    np.save(tmp_path / "ref" / "a.npy", image)
+    stage = _stage(NetForward(torch.nn.Identity()), "id")
+    run_pipeline(
+        [stage],
+        str(tmp_path / "in"),
+        str(tmp_path / "out"),
+        str(tmp_path / "ref"),
+        tile=16,
+        overlap=0,
+    )
+
+    def refuse(constant):
+        raise ValueError(constant)
+
+    text = (tmp_path / "out" / "report.json").read_text()
+    report = json.loads(text, parse_constant=refuse)
+    assert report["images"][0]["psnr"] is None and report["images"][0]["ssim"] == 1.0

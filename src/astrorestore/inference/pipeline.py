@@ -34,6 +34,7 @@ import torch
 
 from astrorestore.data.photo_normalization import full_scale
 from astrorestore.errors import UserError
+from astrorestore.evaluation.writer import to_jsonable
 from astrorestore.inference.restore import check_image, restore_image
 from astrorestore.inference.restorer import Restorer
 from astrorestore.inference.runner import preflight
@@ -256,7 +257,8 @@ def run_pipeline(
     # Written like the images: to a temporary file renamed into place, so an earlier report
     # is never left half-overwritten.
     with atomic_path(output / "report.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
+        # Strict JSON: a perfect match's infinite PSNR is written as null, not "Infinity".
+        tmp.write_text(json.dumps(to_jsonable(report), indent=2, allow_nan=False))
     with atomic_path(output / "report.csv") as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["image", "output", "ssim", "psnr"])
         writer.writeheader()
