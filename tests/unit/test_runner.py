@@ -409,3 +409,24 @@ def test_report_with_no_scorable_output_is_refused_before_writing(tmp_path):
     np.save(tmp_path / "in" / "b.npy", noisy((40, 40)))
     run_inference(cfg, Loader())
     assert (tmp_path / "report" / "report.json").is_file()
+
+
+def test_colour_output_of_a_16_bit_grey_png_is_refused_before_writing(tmp_path):
+    # A colorizer on a 16-bit grey PNG: Pillow cannot write 16-bit colour PNGs, and the run
+    # crashed with a TypeError after restoring (earlier outputs of a folder already written).
+    (tmp_path / "in").mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 40)).astype(np.uint8)).save(tmp_path / "in" / "a.png")
+    Image.fromarray(rng.integers(0, 65535, (40, 40)).astype(np.uint16)).save(
+        tmp_path / "in" / "b.png"
+    )
+
+    def colorizer(ckpt_path, device):
+        conv = torch.nn.Conv2d(1, 3, 1, bias=False)
+        return Restorer(
+            NetForward(conv.eval()), NanNormalizer(), 1, 3, 1, 8, torch.device(device), "col", "c"
+        )
+
+    with pytest.raises(UserError, match=r"b.png.*16-bit grey PNG.*16-bit TIFF"):
+        run_inference(make_cfg(tmp_path / "in", tmp_path / "out"), colorizer)
+    assert not (tmp_path / "out").exists()

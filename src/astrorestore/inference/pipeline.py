@@ -40,7 +40,7 @@ from astrorestore.inference.restorer import Restorer
 from astrorestore.inference.runner import preflight
 from astrorestore.inference.scoring import output_shape
 from astrorestore.io.formats import LoadedImage
-from astrorestore.io.images import atomic_path, read_image, write_image
+from astrorestore.io.images import atomic_path, check_output, read_image, write_image
 from astrorestore.io.paths import resolve_io
 
 
@@ -138,11 +138,13 @@ def set_chain_sampling(
 
 
 def _check_chain(
-    src: Path, restorers: list[Restorer], tile: int, reference_dir: Path | None
+    src: Path, dst: Path, restorers: list[Restorer], tile: int, reference_dir: Path | None
 ) -> None:
     """Raise UserError if a later stage cannot take what the stage before it gives for
-    ``src``, or if its reference is missing or not of the chain's final shape."""
-    shape = read_image(src).data.shape
+    ``src``, if the final image cannot be written to ``dst``, or if its reference is missing
+    or not of the chain's final shape."""
+    source = read_image(src)
+    shape = source.data.shape
     for index, restorer in enumerate(restorers):
         if index:
             try:
@@ -154,6 +156,10 @@ def _check_chain(
                     f"{previous} (shape {shape}): {exc}; check the order of ckpt_paths"
                 ) from None
         shape = output_shape(shape, restorer.scale, restorer.out_channels)
+    try:
+        check_output(dst, source, colour=len(shape) == 3)
+    except UserError as exc:
+        raise UserError(f"{src}: {exc}") from None
     if reference_dir is None:
         return
     ref_path = reference_dir / src.name
@@ -206,8 +212,8 @@ def run_pipeline(
                 "references they are scored against; pass another output=<dir>"
             )
     # ... and the rest of the chain and the references, from the shapes each stage gives.
-    for src, _ in pairs:
-        _check_chain(src, restorers, tile, reference_dir)
+    for src, dst in pairs:
+        _check_chain(src, dst, restorers, tile, reference_dir)
     total_scale = int(np.prod([r.scale for r in restorers]))
     history = [f"astrorestore pipeline: {' -> '.join(r.name for r in restorers)}"]
     history += [

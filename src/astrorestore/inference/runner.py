@@ -89,7 +89,8 @@ def preflight(
         image = read_image(src, hdu=hdu)
         data = image.data
         try:
-            check_output(dst, image)
+            colour = data.ndim == 3 or (restorer is not None and restorer.out_channels == 3)
+            check_output(dst, image, colour=colour)
             if grey_only:
                 psf_cores.check_frame(data)
             if restorer is not None:

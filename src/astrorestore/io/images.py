@@ -89,11 +89,12 @@ def atomic_path(dest: Path) -> Iterator[Path]:
         raise
 
 
-def check_output(path: Path, source: LoadedImage) -> None:
+def check_output(path: Path, source: LoadedImage, colour: bool | None = None) -> None:
     """Raise UserError if ``source``'s restored copy cannot be written to ``path`` as named:
-    the input itself, another format, or a tile-compressed name (``.fz``) for an image that
+    the input itself, another format, a tile-compressed name (``.fz``) for an image that
     is not tile-compressed (outputs keep the input's compression; only an input that already
-    bears a ``.fz`` name passes its name on)."""
+    bears a ``.fz`` name passes its name on), or — when ``colour`` says the output is RGB — a
+    16-bit PNG, which cannot hold 16-bit colour (a colorizer on a 16-bit grey PNG)."""
     if same_file(path, source.path):
         raise UserError(f"output path equals the input {source.path}; choose another output")
     out_fmt = image_format(path)
@@ -101,6 +102,11 @@ def check_output(path: Path, source: LoadedImage) -> None:
         raise UserError(
             f"output {path.name} is {out_fmt.upper()} but the input {source.path.name} is "
             f"{source.format.upper()}; outputs keep the input format — use a matching suffix"
+        )
+    if colour and source.format == "png" and np.dtype(source.source_dtype).itemsize == 2:
+        raise UserError(
+            "a 16-bit grey PNG whose restored copy is colour, which a PNG cannot hold at 16 "
+            "bits; convert the input to a 16-bit TIFF (or an 8-bit PNG)"
         )
     compressed = source.extra.get("compressed") or is_tile_compressed_name(source.path)
     if is_tile_compressed_name(path) and not compressed:
@@ -128,7 +134,7 @@ def write_image(
     ignore ``history``/``keywords``.
     """
     path = Path(path).expanduser()
-    check_output(path, source)
+    check_output(path, source, colour=restored.ndim == 3)
     expected = tuple(n * scale for n in source.data.shape[:2])
     if restored.shape[:2] != expected or restored.ndim not in (2, 3):
         raise ValueError(
