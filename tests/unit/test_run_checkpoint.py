@@ -41,3 +41,24 @@ def test_summary_history_survives_a_resume():
     resumed = RunSummary("val/psnr", "max")
     resumed.load_state_dict(summary.state_dict())
     assert resumed.history == summary.history
+
+
+def test_summary_states_the_data_range_of_photograph_models(tmp_path, capsys):
+    # A colorizer's or SR model's PSNR is measured in [-1, 1] photograph units, not in the
+    # asinh space every run's table claimed; "[dB]" was swallowed as rich markup.
+    from astrorestore.data.photo_normalization import PhotoNormalizer
+
+    summary = RunSummary("val/psnr", "max")
+    summary.history = [{"epoch": 0, "val/psnr": 20.0, "val/input/psnr": 18.0}]
+    trainer = SimpleNamespace(
+        fast_dev_run=False,
+        checkpoint_callback=None,
+        is_global_zero=True,
+        default_root_dir=str(tmp_path),
+        datamodule=SimpleNamespace(normalizer=PhotoNormalizer()),
+    )
+    summary._finish(trainer)
+    out = capsys.readouterr().out
+    assert "photograph units" in out and "asinh" not in out
+    assert "PSNR (dB)" in out and "input baseline" in out
+    assert "photograph units" in summary.summary["data_range"]

@@ -13,6 +13,23 @@ from rich.table import Table
 from astrorestore.callbacks.nan_guard import last_good_checkpoint
 
 
+def data_range_note(trainer: L.Trainer) -> str:
+    """What the logged PSNR/SSIM were measured against, in the data module's own space."""
+    from astrorestore.data.photo_normalization import PhotoNormalizer
+
+    normalizer = getattr(getattr(trainer, "datamodule", None), "normalizer", None)
+    space = (
+        "photograph units ([-1, 1] = black to full scale)"
+        if isinstance(normalizer, PhotoNormalizer)
+        else "asinh-normalised units"
+    )
+    return (
+        f"PSNR/SSIM data range: per image, the clean truth's max - min in {space}; input "
+        "baseline: the noisy input (bicubic-upsampled for super-resolution, grey in every "
+        "channel for colorization)."
+    )
+
+
 class RunSummary(L.Callback):
     """Records validation metrics per epoch; on fit end (or Ctrl-C, then with ``"interrupted":
     true`` and the checkpoint to resume from) prints and saves ``summary.json``.
@@ -92,6 +109,7 @@ class RunSummary(L.Callback):
         }
         if interrupted:
             self.summary["interrupted"] = True
+        self.summary["data_range"] = data_range_note(trainer)
         if not trainer.is_global_zero:
             return
         Path(trainer.default_root_dir).mkdir(parents=True, exist_ok=True)
@@ -100,22 +118,20 @@ class RunSummary(L.Callback):
         table = Table(title="best validation epoch (metrics vs clean truth)")
         table.add_column("metric")
         table.add_column("restored", justify="right")
-        table.add_column("noisy input", justify="right")
+        # The naive baseline: the noisy input, bicubic for super-resolution, grey for colour.
+        table.add_column("input baseline", justify="right")
         for metric in ("psnr", "ssim", "lpips"):
             key = f"val/{metric}"
             if key in best:
                 baseline = best.get(f"val/input/{metric}")
                 table.add_row(
-                    metric.upper() + (" [dB]" if metric == "psnr" else ""),
+                    metric.upper() + (" (dB)" if metric == "psnr" else ""),  # [dB] is markup
                     f"{best[key]:.3f}",
                     f"{baseline:.3f}" if baseline is not None else "-",
                 )
         console = Console()
         console.print(table)
-        console.print(
-            "PSNR/SSIM data range: per image, the clean truth's max - min in asinh-normalised "
-            "units."
-        )
+        console.print(self.summary["data_range"])
         if not any(f"val/{metric}" in best for metric in ("psnr", "ssim", "lpips")):
             console.print(
                 f"no clean truth: PSNR/SSIM cannot be measured; selected by {monitor} ({mode})"
