@@ -171,7 +171,14 @@ class SuperResolutionSampler(nn.Module):
         """Choose the step count and sampler at inference (None keeps the current one); the
         schedule is re-derived for the new count, so it still starts from pure noise."""
         if steps is not None:
-            self.schedule.set_timesteps(steps)  # a UserError names a step count out of range
+            n = self.schedule.num_train_steps
+            if int(steps) != steps or not 1 <= steps <= n:
+                # Named as the user set it (infer.py / pipeline.py sample_steps=).
+                raise UserError(
+                    f"sample_steps={steps} is invalid: this checkpoint's schedule has {n} "
+                    f"steps; pass sample_steps=<1..{n}>"
+                )
+            self.schedule.set_timesteps(steps)
             self.steps = int(steps)
         if sampler is not None:
             self.sampler = check_choice("sampler", sampler, SAMPLERS)
