@@ -182,3 +182,15 @@ def test_nan_input_pixels_are_masked_against_the_truth_too(field):
     assert np.isfinite(quality["normalised"]["noisy"]["ssim"])
     assert np.isfinite(quality["empty_sky_noise_ratio"])
     assert not _has_nan(quality)
+
+
+def test_scores_against_a_truth_carry_the_frames_unit(tmp_path, field):
+    # PSNR/SSIM rows and plot axes said "electrons"/"e-" for every frame, even one in MJy/sr.
+    truth, noisy, restored, catalog = field
+    result = evaluate_image(
+        restored, noisy, truth, catalog=catalog, read_noise=READ, unit="MJy/sr", name="jw"
+    )
+    folder = write_report([result], tmp_path / "report")
+    text = (folder / "summary.md").read_text()
+    assert "PSNR (dB, MJy/sr)" in text and "SSIM (MJy/sr)" in text
+    assert "(dB, electrons)" not in text and "range, electrons" not in text and " e-" not in text

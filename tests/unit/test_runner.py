@@ -430,3 +430,17 @@ def test_colour_output_of_a_16_bit_grey_png_is_refused_before_writing(tmp_path):
     with pytest.raises(UserError, match=r"b.png.*16-bit grey PNG.*16-bit TIFF"):
         run_inference(make_cfg(tmp_path / "in", tmp_path / "out"), colorizer)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_photograph_is_reported_in_data_numbers_not_electrons(tmp_path):
+    # A PNG holds data numbers: the report said e- and judged its residual by an electron model.
+    import json
+
+    grey = np.clip(noisy((40, 40), 3) / 4, 0, 255).astype(np.uint8)
+    Image.fromarray(grey).save(tmp_path / "a.png")
+    cfg = make_cfg(tmp_path / "a.png", tmp_path / "o.png", report=str(tmp_path / "r"))
+    run_inference(cfg, Loader())
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    image = report["images"][0] if "images" in report else report["per_image"][0]
+    assert image["settings"]["unit"] == "DN"
+    assert " e-" not in (tmp_path / "r" / "summary.md").read_text()

@@ -54,6 +54,8 @@ def write_plots(folder: Path, results: list[dict]) -> list[str]:
         written.append(name)
 
     truth_results = [r for r in results if r.get("has_truth") and "sweep" in r["tables"]]
+    units = {r.get("settings", {}).get("unit", "e-") for r in results}
+    unit = units.pop() if len(units) == 1 else "frame units"  # BUNIT; DN for photographs
     n_sources = sum(len(r["tables"]["sources"]["x"]) for r in truth_results)
     if truth_results and n_sources:
         sweeps = {k: _sweep_pooled(truth_results, k) for k in ("noisy", "restored", "truth")}
@@ -127,7 +129,7 @@ def write_plots(folder: Path, results: list[dict]) -> list[str]:
         )
         ax_comp.axhline(0.9, color="k", lw=0.8, ls=":")
         ax_comp.set(
-            xlabel="magnitude (zeropoint - 2.5 log10 e-)",
+            xlabel=f"magnitude (zeropoint - 2.5 log10 {unit})",
             ylabel="completeness",
             title="completeness at the report threshold",
         )
@@ -135,8 +137,8 @@ def write_plots(folder: Path, results: list[dict]) -> list[str]:
         lo, hi = np.nanmin(truth_flux[truth_flux > 0], initial=1), np.nanmax(truth_flux, initial=10)
         ax_scatter.plot([lo, hi], [lo, hi], "k-", lw=0.8)
         ax_scatter.set(
-            xlabel="true aperture flux (e-)",
-            ylabel="measured aperture flux (e-)",
+            xlabel=f"true aperture flux ({unit})",
+            ylabel=f"measured aperture flux ({unit})",
             title="aperture photometry of matched sources",
         )
         ax_scatter.legend()
@@ -164,7 +166,7 @@ def write_plots(folder: Path, results: list[dict]) -> list[str]:
     residual = first["tables"]["residual_map"]
     limit = float(np.nanpercentile(np.abs(residual), 99)) or 1.0
     shown = axes[0].imshow(residual, cmap="RdBu_r", vmin=-limit, vmax=limit, origin="lower")
-    figure.colorbar(shown, ax=axes[0], label="input - output (e-)")
+    figure.colorbar(shown, ax=axes[0], label=f"input - output ({first['settings']['unit']})")
     axes[0].set_title(f"residual map: {first['name']}")
     for result in results:
         spectrum = result["tables"]["power_spectrum"]

@@ -94,7 +94,7 @@ def quality_metrics(
     mask = empty_sky_mask(truth, fwhm)
     return {
         "data_range_e": value_range,
-        "data_range_definition": "truth 0.5-99.5 percentile range, electrons",
+        "data_range_definition": "truth 0.5-99.5 percentile range, in the frame's unit",
         "restored": {
             "psnr": psnr(restored, truth, value_range),
             "ssim": ssim(restored, truth, value_range),

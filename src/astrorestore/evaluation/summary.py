@@ -19,8 +19,8 @@ def _get(tree: dict, path: str):
 
 # (label, path under one image's result with {k} for noisy/restored, format, scale, suffix)
 _ROWS = (
-    ("PSNR (dB, electrons)", "quality.{k}.psnr", ".2f", 1.0, ""),
-    ("SSIM (electrons)", "quality.{k}.ssim", ".4f", 1.0, ""),
+    ("PSNR (dB, {unit})", "quality.{k}.psnr", ".2f", 1.0, ""),
+    ("SSIM ({unit})", "quality.{k}.ssim", ".4f", 1.0, ""),
     ("PSNR (dB, asinh space)", "quality.normalised.{k}.psnr", ".2f", 1.0, ""),
     ("F1 at threshold", "detection.{k}.f1", ".3f", 1.0, ""),
     ("precision (purity)", "detection.{k}.precision", ".3f", 1.0, ""),
@@ -73,6 +73,7 @@ def _image_section(result: dict) -> list[str]:
             b = _get(result, path.format(k="restored"))
             if a is None and b is None:
                 continue
+            label = label.format(unit=unit)  # the frame's unit (BUNIT; DN for photographs)
             lines.append(
                 f"| {label} | {_fmt(a, spec, scale, suffix)} | {_fmt(b, spec, scale, suffix)} |"
             )

@@ -105,6 +105,15 @@ def preflight(
         del data, image
 
 
+def frame_unit(source: Any) -> str | None:
+    """The unit the report labels a frame's values with: a FITS frame's BUNIT (None: assumed
+    electrons, as for ``.npy`` arrays); photographs (PNG, JPEG, TIFF) hold data numbers."""
+    unit = source.extra.get("unit")
+    if unit is None and source.format in ("png", "jpeg", "tiff"):
+        return "DN"
+    return unit
+
+
 def _give_back_settings(cfg: Any) -> dict:
     """The ``give_back.flux_*`` values the user set (``checkpoint``: keep the checkpoint's)."""
     settings = {}
@@ -250,7 +259,7 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
         write_image(dst, restored, source, frame_history, keywords, scale)
         if scorer is not None:
             truth = read_image(truths[src], hdu=hdu).data if src in truths else None
-            scorer.add(src.name, restored, source.data, truth, source.extra.get("unit"))
+            scorer.add(src.name, restored, source.data, truth, frame_unit(source))
         height, width = source.data.shape[:2]
         del source, restored
         elapsed = time.perf_counter() - start
