@@ -444,3 +444,19 @@ def test_a_photograph_is_reported_in_data_numbers_not_electrons(tmp_path):
     image = report["images"][0] if "images" in report else report["per_image"][0]
     assert image["settings"]["unit"] == "DN"
     assert " e-" not in (tmp_path / "r" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"gain": 0.0}, {"fwhm": -1.0}, {"threshold": 0}, {"match_radius": -2}, {"read_noise": -5}],
+)
+def test_bad_eval_settings_are_refused_before_writing(tmp_path, setting):
+    # eval.fwhm=-1 failed after the output was written; gain=0, threshold=0, match_radius=-2
+    # and read_noise=-5 were used as given (bm3d_vst wrote an all-inf frame with gain=0).
+    np.save(tmp_path / "a.npy", noisy((40, 40)))
+    (key,) = setting
+    cfg = make_cfg(tmp_path / "a.npy", tmp_path / "o.npy", report=str(tmp_path / "r"))
+    cfg.eval = {"fwhm": 2.5, "threshold": 5.0, "match_radius": None, "gain": 1.0} | setting
+    with pytest.raises(UserError, match=f"eval.{key}=.* is invalid"):
+        run_inference(cfg, Loader())
+    assert not (tmp_path / "o.npy").exists()

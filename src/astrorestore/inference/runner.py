@@ -18,6 +18,7 @@ from astrorestore.inference.restore import check_image, fit_overlap, fit_tile, r
 from astrorestore.inference.restorer import Restorer
 from astrorestore.inference.scoring import (
     Scorer,
+    check_eval_settings,
     check_scorable,
     check_truth,
     classical_restorer,
@@ -161,6 +162,7 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
             f"give_back.* applies to a checkpoint's network, not to method={method}: drop it"
         )
     evaluation = dict(_get(cfg, "eval", {}) or {})
+    check_eval_settings(evaluation)
     tiling: Callable[[np.ndarray], str] | None = None  # the HISTORY line of a frame's tiles
     if method:
         name, scale, out_channels = str(method), 1, 1

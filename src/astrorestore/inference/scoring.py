@@ -55,6 +55,29 @@ def check_truth(truth_path: Path, expected_shape: tuple[int, ...], hdu: Any) -> 
         raise UserError(f"truth {truth_path.name} has no finite pixels; check the file")
 
 
+# eval.* settings: (test, what to pass). Checked before anything is written: they were only
+# checked when the first frame was scored, after its output was on disk (and eval.gain=0 made
+# bm3d_vst write an all-inf frame first).
+_EVAL_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "fwhm": (lambda v: v > 0, "the PSF FWHM in pixels (> 0)"),
+    "threshold": (lambda v: v > 0, "the detection threshold in background sigma (> 0)"),
+    "match_radius": (lambda v: v > 0, "a radius in pixels (> 0), or null for max(1.5, 0.8 fwhm)"),
+    "gain": (lambda v: v > 0, "the gain in e- per data unit (> 0)"),
+    "read_noise": (lambda v: v >= 0, "the read noise in e- (>= 0)"),
+}
+
+
+def check_eval_settings(settings: dict[str, Any]) -> None:
+    """One-line UserError for an ``eval.*`` value that cannot be used."""
+    for key, (ok, what) in _EVAL_RULES.items():
+        value = settings.get(key)
+        if value is None and (key == "match_radius" or key not in settings):
+            continue
+        number = not isinstance(value, bool) and isinstance(value, int | float)
+        if not (number and np.isfinite(value) and ok(float(value))):
+            raise UserError(f"eval.{key}={value!r} is invalid: pass {what}")
+
+
 def classical_restorer(
     method: str, gain: float, read_noise: float
 ) -> Callable[[np.ndarray], np.ndarray]:
