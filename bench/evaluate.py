@@ -284,6 +284,28 @@ def plot_methods(rows: list[dict], out: Path) -> None:
     plt.close(figure)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+    return value
+
+
+def _fwhm_list(text: str) -> str:
+    try:
+        values = [float(f) for f in text.split(",") if f.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(np.isfinite(v) and v > 0 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of PSF FWHMs in pixels (> 0), e.g. 1.6,2.5"
+        )
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -291,9 +313,9 @@ def main() -> None:
     parser.add_argument("--ckpt", action="append", default=[], help="checkpoint (repeatable)")
     parser.add_argument("--methods", default="noisy,gaussian,median,bilateral,bm3d_vst")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "evaluate"))
-    parser.add_argument("--fields", type=int, default=3, help="fields per PSF width")
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--fwhms", default="1.6,2.5,3.5")
+    parser.add_argument("--fields", type=_positive_int, default=3, help="fields per PSF width")
+    parser.add_argument("--size", type=_positive_int, default=512)
+    parser.add_argument("--fwhms", type=_fwhm_list, default="1.6,2.5,3.5")
     args = parser.parse_args()
 
     from astrorestore.errors import UserError
@@ -309,7 +331,7 @@ def main() -> None:
             if importlib.util.find_spec("bm3d") is None:
                 print("bm3d is not installed (pip install bm3d): skipping bm3d_vst")
                 baselines.pop("bm3d_vst")
-        fwhms = [float(f) for f in args.fwhms.split(",")]
+        fwhms = [float(f) for f in args.fwhms.split(",") if f.strip()]
         labels = checkpoint_labels(args.ckpt)
         load_checkpoints(args.ckpt)
         out = Path(args.out)

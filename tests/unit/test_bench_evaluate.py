@@ -53,3 +53,19 @@ def test_a_missing_checkpoint_exits_2_before_any_field_is_scored(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().startswith("error: checkpoint not found")
     assert "noisy:" not in result.stdout  # nothing was run before the check
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--fwhms", "abc"), ("--fwhms", "2.5,-1"), ("--fields", "0")]
+)
+def test_bad_options_exit_2_with_one_line(tmp_path, option, value):
+    # --fwhms abc ended in a ValueError traceback; --fields 0 in "is the folder empty?".
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "evaluate.py"), option, value]
+        + ["--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert f"argument {option}" in result.stderr and "Traceback" not in result.stderr
