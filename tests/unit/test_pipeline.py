@@ -211,7 +211,9 @@ def test_pipeline_checks_every_stage_of_the_chain_before_writing(tmp_path):
         NetForward(torch.nn.Identity()), _Identity(), 3, 3, 1, 1, torch.device("cpu"), "c", "c"
     )
     with pytest.raises(UserError, match=r"stage 2 \(c\) cannot take the output of grey"):
-        run_pipeline([grey, colour], str(tmp_path / "in"), str(tmp_path / "out"), tile=16)
+        run_pipeline(
+            [grey, colour], str(tmp_path / "in"), str(tmp_path / "out"), tile=16, overlap=0
+        )
     assert not (tmp_path / "out").exists()
 
 
@@ -240,3 +242,17 @@ def test_a_perfect_match_gives_strict_json(tmp_path):
     text = (tmp_path / "out" / "report.json").read_text()
     report = json.loads(text, parse_constant=refuse)
     assert report["images"][0]["psnr"] is None and report["images"][0]["ssim"] == 1.0
+
+
+def test_pipeline_checks_overlap_and_seed_before_writing(tmp_path):
+    # A small image (its tile fitted, the overlap cut) was written before a large one failed.
+    (tmp_path / "in").mkdir()
+    np.save(tmp_path / "in" / "a.npy", np.full((16, 16), 100.0, np.float32))
+    np.save(tmp_path / "in" / "b.npy", np.full((96, 96), 100.0, np.float32))
+    stage = _stage(NetForward(torch.nn.Identity()), "id")
+    with pytest.raises(UserError, match="overlap=40"):
+        run_pipeline([stage], str(tmp_path / "in"), str(tmp_path / "out"), tile=32, overlap=40)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(UserError, match="seed=-1"):
+        run_pipeline([stage], str(tmp_path / "in"), str(tmp_path / "out"), tile=32, seed=-1)
+    assert not (tmp_path / "out").exists()

@@ -39,6 +39,7 @@ from astrorestore.inference.restore import check_image, restore_image
 from astrorestore.inference.restorer import Restorer
 from astrorestore.inference.runner import preflight
 from astrorestore.inference.scoring import output_shape
+from astrorestore.inference.tiling import check_overlap
 from astrorestore.io.formats import LoadedImage
 from astrorestore.io.images import atomic_path, check_output, read_image, write_image
 from astrorestore.io.paths import resolve_io
@@ -195,6 +196,11 @@ def run_pipeline(
     stochastic stages only (see the module docstring)."""
     if not restorers:
         raise UserError("ckpt_paths is empty: pass ckpt_paths='[first.ckpt,second.ckpt]'")
+    # Settings first, as infer.py does: a too-large overlap was only refused on the first
+    # image large enough to be tiled, after the smaller ones were written.
+    check_overlap(tile, overlap)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise UserError(f"seed={seed!r} is invalid: pass seed=<integer >= 0>")
     sampling = set_chain_sampling(restorers, sample_steps, sampler)
     output = Path(output_dir)
     if output.suffix:
