@@ -460,3 +460,23 @@ def test_bad_eval_settings_are_refused_before_writing(tmp_path, setting):
     with pytest.raises(UserError, match=f"eval.{key}=.* is invalid"):
         run_inference(cfg, Loader())
     assert not (tmp_path / "o.npy").exists()
+
+
+def test_an_output_is_never_written_over_its_truth(tmp_path):
+    # output= and truth= the same folder: the truth was replaced by the restoration, which was
+    # then scored against itself (PSNR inf).
+    (tmp_path / "in").mkdir()
+    (tmp_path / "truth").mkdir()
+    np.save(tmp_path / "in" / "a.npy", noisy((40, 40)))
+    np.save(tmp_path / "truth" / "a.npy", np.full((40, 40), 500.0, np.float32))
+    before = digest(tmp_path / "truth" / "a.npy")
+    cfg = make_cfg(
+        tmp_path / "in",
+        tmp_path / "truth",
+        truth=str(tmp_path / "truth"),
+        report=str(tmp_path / "r"),
+    )
+    with pytest.raises(UserError, match="written over the truth"):
+        run_inference(cfg, Loader())
+    assert digest(tmp_path / "truth" / "a.npy") == before
+    assert not (tmp_path / "r").exists()

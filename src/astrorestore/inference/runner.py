@@ -21,6 +21,7 @@ from astrorestore.inference.scoring import (
     check_eval_settings,
     check_scorable,
     check_truth,
+    check_truths_kept,
     classical_restorer,
     output_shape,
     resolve_truths,
@@ -226,6 +227,7 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
         psf_stage.progress = progress
     pairs = resolve_io(input_spec, output_spec)
     truths = resolve_truths(_get(cfg, "truth"), [src for src, _ in pairs])
+    check_truths_kept(pairs, truths)
     report = _get(cfg, "report")
     scorer = Scorer(report, evaluation) if report else None
     if truths and scorer is None:

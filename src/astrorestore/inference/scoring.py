@@ -43,6 +43,19 @@ def resolve_truths(spec: Any, inputs: list[Path]) -> dict[Path, Path]:
     return truths
 
 
+def check_truths_kept(pairs: list[tuple[Path, Path]], truths: dict[Path, Path]) -> None:
+    """No output may be written over a truth file (output= and truth= the same folder): the
+    truth was replaced by the restoration and then scored against itself (PSNR inf)."""
+    kept = {truth.expanduser().resolve(): truth for truth in truths.values()}
+    for _, dst in pairs:
+        truth = kept.get(dst.expanduser().resolve())
+        if truth is not None:
+            raise UserError(
+                f"output {dst} would be written over the truth {truth}; pass an output folder "
+                "other than the truth folder"
+            )
+
+
 def check_truth(truth_path: Path, expected_shape: tuple[int, ...], hdu: Any) -> None:
     """A truth must be readable, of the output's shape and not entirely NaN (preflight)."""
     data = read_image(truth_path, hdu=hdu).data
