@@ -395,7 +395,7 @@ def test_report_replaces_an_earlier_report(tmp_path):
     assert (tmp_path / "report" / "report.json").is_file()
 
 
-def test_report_with_no_scorable_output_is_refused_before_writing(tmp_path):
+def test_report_with_no_scorable_output_is_refused_before_writing(tmp_path, capsys):
     # A grey model on RGB images gives RGB outputs, which the astronomy evaluation cannot score:
     # refused up front (it wrote every output, then no report, and exited 0).
     (tmp_path / "in").mkdir()
@@ -409,6 +409,7 @@ def test_report_with_no_scorable_output_is_refused_before_writing(tmp_path):
     np.save(tmp_path / "in" / "b.npy", noisy((40, 40)))
     run_inference(cfg, Loader())
     assert (tmp_path / "report" / "report.json").is_file()
+    assert "1 image(s) not scored (a.png:" in capsys.readouterr().out
 
 
 def test_colour_output_of_a_16_bit_grey_png_is_refused_before_writing(tmp_path):

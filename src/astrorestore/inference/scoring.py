@@ -146,9 +146,11 @@ class Scorer:
         from astrorestore.evaluation import write_report
 
         if self.skipped:
+            names = ", ".join(self.skipped[:5])
+            more = f" and {len(self.skipped) - 5} more" if len(self.skipped) > 5 else ""
             print(
-                f"report: {len(self.skipped)} image(s) not scored (colour or rescaled output; the "
-                "astronomy evaluation needs grey frames of the input's size)",
+                f"report: {len(self.skipped)} image(s) not scored ({names}{more}: colour or "
+                "rescaled output; the astronomy evaluation needs grey frames of the input's size)",
                 flush=True,
             )
         if not self.results:
