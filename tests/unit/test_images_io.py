@@ -493,3 +493,24 @@ def test_written_output_has_umask_permissions_not_the_temp_files(tmp_path, name)
     finally:
         os.umask(old)
     assert (tmp_path / "out" / name).stat().st_mode & 0o777 == 0o644
+
+
+def test_a_colour_fits_output_reads_back_as_colour(tmp_path):
+    # A colorizer's FITS output (a (3, H, W) cube) was refused as a cube by the next infer.py
+    # (e.g. super-resolving the colorized frame); it is marked and read back as (H, W, 3).
+    grey = np.random.default_rng(0).random((20, 24)).astype(np.float32)
+    fits.writeto(tmp_path / "g.fits", grey)
+    colour = np.stack([grey, 2 * grey, 3 * grey], axis=-1)
+    write_image(tmp_path / "c.fits", colour, read_image(tmp_path / "g.fits"), ["colorized"], {})
+    back = read_image(tmp_path / "c.fits")
+    assert back.data.shape == (20, 24, 3)
+    np.testing.assert_array_equal(back.data, colour)
+    # Written again (a colour model on a colour frame): still one marked colour image.
+    write_image(tmp_path / "d.fits", back.data + 1, back, [], {})
+    np.testing.assert_array_equal(read_image(tmp_path / "d.fits").data, colour + 1)
+    # A grey output of a colour frame is not marked; an unmarked 3-plane cube stays refused.
+    write_image(tmp_path / "e.fits", grey, back, [], {})
+    assert read_image(tmp_path / "e.fits").data.shape == (20, 24)
+    fits.writeto(tmp_path / "cube.fits", np.stack([grey] * 3))
+    with pytest.raises(UserError, match="3-D cube"):
+        read_image(tmp_path / "cube.fits")

@@ -72,7 +72,10 @@ def read_fits(path: Path, hdu: int | str | None) -> LoadedImage:
             unit = str(sci.header.get("BUNIT", "")).strip() or None
             compressed = isinstance(sci, fits.CompImageHDU)
             data = _squeeze_leading(np.asarray(sci.data))
-            if data.ndim != 2:
+            if data.ndim == 3 and data.shape[0] == 3 and _is_rgb_cube(sci.header):
+                # A colour image astrorestore wrote (a colorizer's output): planes R, G, B.
+                data = np.moveaxis(data, 0, -1)
+            if data.ndim != 2 and not (data.ndim == 3 and data.shape[2] == 3):
                 raise UserError(_cube_message(path, index, disk_shape))
             arr = as_image_array(data, path, "FITS image")
     return LoadedImage(
@@ -83,6 +86,15 @@ def read_fits(path: Path, hdu: int | str | None) -> LoadedImage:
         source_dtype=raw_dtype,
         extra={"disk_shape": disk_shape, "unit": unit, "compressed": compressed},
     )
+
+
+# The keyword that marks a (3, H, W) cube as one colour image (planes R, G, B), so that a
+# colour output can be read back (e.g. colorized, then super-resolved by a second infer.py).
+RGB_KEYWORD = "ARCOLOR"
+
+
+def _is_rgb_cube(header: Any) -> bool:
+    return str(header.get(RGB_KEYWORD, "")).strip().upper() == "RGB"
 
 
 def _fits_raw_dtype(h: Any) -> np.dtype:
@@ -127,11 +139,15 @@ def _select_hdu(hdul: Any, hdu: int | str | None, path: Path) -> int:
     def is_2d(shape: tuple[int, ...]) -> bool:
         return len([n for n in shape[:-2] if n != 1]) == 0 and len(shape) >= 2
 
+    def is_image(i: int, shape: tuple[int, ...]) -> bool:  # a plane, or a marked RGB cube
+        rgb = len(shape) == 3 and shape[0] == 3 and _is_rgb_cube(hdul[i].header)
+        return is_2d(shape) or rgb
+
     for i, s in images:
-        if hdul[i].name.upper() == "SCI" and is_2d(s):
+        if hdul[i].name.upper() == "SCI" and is_image(i, s):
             return i
     for i, s in images:
-        if is_2d(s):
+        if is_image(i, s):
             return i
     first, shape = images[0]
     if len(shape) < 2:
@@ -221,6 +237,10 @@ def write_fits(
                 header.add_history(line)
             for key, (value, comment) in keywords.items():
                 header[key] = (value, comment)
+            if data.ndim == 3 and data.shape[0] == 3:
+                header[RGB_KEYWORD] = ("RGB", "the 3 planes are one colour image: R, G, B")
+            else:
+                header.remove(RGB_KEYWORD, ignore_missing=True)
             if tmp.name.lower().endswith(".gz"):
                 _write_gzip(hdul, tmp, (name or tmp.name)[: -len(".gz")])
             else:
