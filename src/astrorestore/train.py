@@ -129,7 +129,10 @@ def check_parts(datamodule: Any, parts: dict[str, Any]) -> None:
     patch = getattr(datamodule, "patch_size", None)
     net = parts.get("net")
     if patch is not None and net is not None:
-        check_multiple("data.patch_size", patch, getattr(net, "size_multiple", 1))
+        # A super-resolver's size multiple is that of its low-resolution input, and
+        # data.patch_size is the high-resolution size: it must be a multiple of both.
+        scale = int(getattr(datamodule.pairing, "scale", 1) or 1)
+        check_multiple("data.patch_size", patch, getattr(net, "size_multiple", 1) * scale)
     if net is not None and hasattr(datamodule.pairing, "check_net"):
         datamodule.pairing.check_net(net)
     masks = datamodule.pairing.makes_loss_mask or "valid" in datamodule.provides
