@@ -481,3 +481,16 @@ def test_an_output_is_never_written_over_its_truth(tmp_path):
         run_inference(cfg, Loader())
     assert digest(tmp_path / "truth" / "a.npy") == before
     assert not (tmp_path / "r").exists()
+
+
+def test_a_dropped_alpha_channel_is_said(tmp_path, capsys):
+    # An RGBA PNG came back RGB without a word.
+    rgba = (np.random.default_rng(0).random((40, 40, 4)) * 255).astype(np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    run_inference(make_cfg(tmp_path / "a.png", tmp_path / "o.png"), Loader())
+    out = capsys.readouterr().out
+    assert out.count("alpha (transparency) channel is dropped") == 1
+    assert np.asarray(Image.open(tmp_path / "o.png")).shape == (40, 40, 3)
+    Image.fromarray(rgba[..., :3]).save(tmp_path / "b.png")
+    run_inference(make_cfg(tmp_path / "b.png", tmp_path / "p.png"), Loader())
+    assert "transparency" not in capsys.readouterr().out

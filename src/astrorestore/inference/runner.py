@@ -104,6 +104,8 @@ def preflight(
                 )
         except UserError as exc:
             raise UserError(f"{src}: {exc}") from None
+        if image.extra.get("alpha"):
+            print(f"note: {src}: its alpha (transparency) channel is dropped; {dst} is RGB")
         del data, image
 
 

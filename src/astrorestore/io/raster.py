@@ -44,6 +44,7 @@ def read_pil(path: Path, fmt: str) -> LoadedImage:
     with Image.open(path) as im:
         im.load()
         mode = im.mode
+        alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info
         if mode in ("1", "L", "LA"):
             im = im.convert("L")
         elif mode not in _PIL_KEEP_MODES:
@@ -56,7 +57,8 @@ def read_pil(path: Path, fmt: str) -> LoadedImage:
     else:
         source_dtype = np.dtype(np.uint8)
     data = as_image_array(arr, path, fmt.upper())
-    return LoadedImage(path=path, format=fmt, data=data, source_dtype=source_dtype)
+    extra = {"alpha": True} if alpha else {}
+    return LoadedImage(path=path, format=fmt, data=data, source_dtype=source_dtype, extra=extra)
 
 
 def read_tiff(path: Path, fmt: str) -> LoadedImage:
@@ -74,6 +76,7 @@ def read_tiff(path: Path, fmt: str) -> LoadedImage:
             "images — split the stack into single-page TIFFs"
         )
     source_dtype = arr.dtype
+    extra["alpha"] = arr.ndim == 3 and arr.shape[2] == 4
     data = as_image_array(arr, path, "TIFF")
     return LoadedImage(path=path, format="tiff", data=data, source_dtype=source_dtype, extra=extra)
 
