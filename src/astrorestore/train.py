@@ -264,7 +264,10 @@ def _train(cfg: DictConfig, description: dict[str, Any]) -> float | None:
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        if cfg.get("test") and not trainer.fast_dev_run:
+        has_test = getattr(datamodule, "test_set", True) is not None
+        if cfg.get("test") and not trainer.fast_dev_run and not has_test:
+            log.info("no test split in this data: the test after training is skipped")
+        if cfg.get("test") and not trainer.fast_dev_run and has_test:
             best = (
                 trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             )

@@ -163,3 +163,20 @@ def test_noise2void_on_real_frames_then_infer_with_a_report(run, tmp_path):
     assert '"unit": "mjy/sr"' in text and " e-" not in (report / "summary.md").read_text()
     with fits.open(tmp_path / "restored.fits") as hdul:
         assert hdul["SCI"].header["ARMODEL"] == "n2v"
+
+
+def test_noise2void_on_two_frames_trains_and_skips_the_missing_test(run, tmp_path):
+    # Two frames leave no pointing for a test split: training and validation run, the test
+    # after training is skipped with a note (it used to stop before training, exit 2).
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(2):
+        write_plain(folder / f"f{i}.fits", np.random.default_rng(i).normal(50, 5, (96, 96)))
+    result = run(
+        "train.py", "model=n2v", "data=fits", f"data.root={folder}", "debug=tiny",
+        "trainer.max_epochs=1", "logger=csv", "data.tile_size=64", "data.stride=32", *SMALL[2:],
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert "the test after training is skipped" in log and "test/loss" not in log
+    assert list((tmp_path / "logs" / "train" / "runs").glob("*/checkpoints/last.ckpt"))

@@ -14,6 +14,7 @@ from astrorestore.data.pairing import Noise2NoisePairing, Pairing, SupervisedPai
 from astrorestore.data.scene import render_field
 from astrorestore.data.tile_cache import tile_stats
 from astrorestore.errors import UserError
+from tests.unit.fits_factory import sky, write_plain
 
 
 class AsObserved(Pairing):
@@ -213,3 +214,22 @@ def test_brightness_augmentation_moves_the_frame_statistics_with_the_flux(folder
     torch.testing.assert_close(brighter["offset"], 2 * plain["offset"])
     torch.testing.assert_close(brighter["sigma"], 2 * plain["sigma"])
     torch.testing.assert_close(brighter["input"], plain["input"], atol=1e-5, rtol=1e-5)
+
+
+def test_a_folder_too_small_for_a_test_split_trains_without_one(folder, tmp_path):
+    # Two single frames (two pointing groups): one trains, one validates, none is left to test;
+    # with data.test_fraction=0 there is no test split either. Both used to be refused at
+    # set-up ("the test split ... has no tiles"), whatever data.test_fraction was.
+    two = tmp_path / "two"
+    two.mkdir()
+    for i in range(2):
+        write_plain(two / f"f{i}.fits", sky((96, 96), seed=i, level=50.0, sigma=5.0))
+    for dm in (_module(two, gain=None), _module(folder, test_fraction=0.0)):
+        dm.prepare_data()
+        dm.setup("fit")
+        assert dm.test_set is None and len(dm.val_set) > 0 and len(dm.train_set) > 0
+        with pytest.raises(UserError, match="no test split"):
+            dm.test_dataloader()
+    pairs = _module(folder, Noise2NoisePairing(), pairs=True, test_fraction=0.0)
+    pairs.setup("fit")
+    assert pairs.test_set is None and len(pairs.val_set) > 0

@@ -137,8 +137,9 @@ class PairedDataModule(L.LightningDataModule):
             setters[key](value)
 
     # ------------------------------------------------------------------ subclasses
-    def build_sets(self) -> tuple[Dataset, Dataset, Dataset]:
-        """Return (train, val, test) datasets of unpaired physical-unit items."""
+    def build_sets(self) -> tuple[Dataset, Dataset, Dataset | None]:
+        """Return (train, val, test) datasets of unpaired physical-unit items; test may be
+        ``None`` (a folder too small for a test split): training then skips the test."""
         raise NotImplementedError
 
     def fixed_seeds(self) -> tuple[np.random.SeedSequence, np.random.SeedSequence]:
@@ -168,7 +169,7 @@ class PairedDataModule(L.LightningDataModule):
         val_seq, test_seq = self.fixed_seeds()
         self.train_set = train
         self.val_set = self.fixed_examples(val, val_seq)
-        self.test_set = self.fixed_examples(test, test_seq)
+        self.test_set = self.fixed_examples(test, test_seq) if test is not None else None
 
     # ------------------------------------------------------------------ loaders
     def _loader(self, dataset: Dataset) -> DataLoader:
@@ -199,6 +200,11 @@ class PairedDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         self.setup("test")
+        if self.test_set is None:
+            raise UserError(
+                "this data has no test split (too few frames or data.test_fraction=0); "
+                "add frames to the folder or raise data.test_fraction"
+            )
         return self._loader(self.test_set)
 
     # ------------------------------------------------------------------ per batch, on device

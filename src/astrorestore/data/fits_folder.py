@@ -309,7 +309,7 @@ class FitsFolderDataModule(PairedDataModule):
         return prepared
 
     # ------------------------------------------------------------------ sets
-    def build_sets(self) -> tuple[Dataset, Dataset, Dataset]:
+    def build_sets(self) -> tuple[Dataset, Dataset, Dataset | None]:
         prepared = self._prepare()
         p, n = self.patch_size, self.val_patches
         if self.pairs:
@@ -318,6 +318,8 @@ class FitsFolderDataModule(PairedDataModule):
             )
             val, test = (
                 ExposurePairs(prepared, s, p, n, min_valid=self.min_valid, fixed_seed=self.seed)
+                if prepared.frames[s] or s == "val"
+                else None
                 for s in ("val", "test")
             )
         else:
@@ -331,9 +333,25 @@ class FitsFolderDataModule(PairedDataModule):
                 softening=self.softening,
             )
             val, test = (
-                FixedTileCrops(prepared, s, p, n, min_valid=self.min_valid) for s in ("val", "test")
+                FixedTileCrops(prepared, s, p, n, min_valid=self.min_valid)
+                if prepared.frames[s] or s == "val"
+                else None
+                for s in ("val", "test")
             )
-        return tuple(FrameItems(d, self.deep_as_clean) for d in (train, val, test))
+        if not prepared.frames["test"]:
+            # Too few pointings for a test split (split_counts keeps one for training and one
+            # for validation first) or data.test_fraction=0: train and validate, skip the test.
+            log.info(
+                "data=%s: no test split (%d pointing group(s), data.test_fraction=%g); "
+                "the test after training is skipped",
+                self.data_name,
+                len({r.group for r in prepared.rows}),
+                self.test_fraction,
+            )
+            test = None
+        return tuple(
+            FrameItems(d, self.deep_as_clean) if d is not None else None for d in (train, val, test)
+        )
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
