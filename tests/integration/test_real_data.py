@@ -165,13 +165,17 @@ def test_noise2void_on_real_frames_then_infer_with_a_report(run, tmp_path):
         assert hdul["SCI"].header["ARMODEL"] == "n2v"
 
 
-def test_noise2void_on_two_frames_trains_and_skips_the_missing_test(run, tmp_path):
-    # Two frames leave no pointing for a test split: training and validation run, the test
-    # after training is skipped with a note (it used to stop before training, exit 2).
+@pytest.mark.parametrize(("n_frames", "size"), [(1, 160), (2, 96)], ids=["one-frame", "two"])
+def test_noise2void_on_one_or_two_frames_trains_and_skips_the_missing_test(
+    run, tmp_path, n_frames, size
+):
+    # Two frames leave no pointing for a test split; one 160 px frame is cut into a training
+    # and a validation band, with no room for a test band. Training and validation run, the
+    # test after training is skipped with a note (both used to stop before training, exit 2).
     folder = tmp_path / "frames"
     folder.mkdir()
-    for i in range(2):
-        write_plain(folder / f"f{i}.fits", np.random.default_rng(i).normal(50, 5, (96, 96)))
+    for i in range(n_frames):
+        write_plain(folder / f"f{i}.fits", np.random.default_rng(i).normal(50, 5, (size, size)))
     result = run(
         "train.py", "model=n2v", "data=fits", f"data.root={folder}", "debug=tiny",
         "trainer.max_epochs=1", "logger=csv", "data.tile_size=64", "data.stride=32", *SMALL[2:],

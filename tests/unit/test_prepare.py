@@ -211,3 +211,39 @@ def test_tile_stats_match_the_normalizer() -> None:
     assert tile_stats(flat, 3.0)[1] == pytest.approx(
         float(AsinhNormalizer().stats(torch.from_numpy(flat)[None, None])[1])
     )
+
+
+def test_one_frame_is_cut_into_training_validation_and_test_bands(tmp_path) -> None:
+    # Noise2Void on the one frame a user has: no second pointing to validate on, so the frame
+    # is cut across its longer side into disjoint bands (it used to leave val and test empty,
+    # and training then stopped: "the val split ... has no tiles", whatever the fractions).
+    root = tmp_path / "one"
+    root.mkdir()
+    yy, xx = np.mgrid[:300, :200]
+    data = (1000.0 * yy + xx).astype(np.float32)
+    write_plain(root / "f.fits", data)
+    prepared = prepare_folder(root, tmp_path / "c", **KW)
+    run_qc(prepared)
+    pieces = {s: prepared.frame(s, 0)[0] for s in SPLITS}
+    assert [pieces[s].shape for s in SPLITS] == [(172, 200), (64, 200), (64, 200)]
+    np.testing.assert_array_equal(np.concatenate([pieces[s] for s in SPLITS]), data)
+    assert all(len(prepared.tiles[s]) for s in SPLITS)
+    # Wider than tall: cut across columns; too narrow for a test band beside the others:
+    # training and validation only.
+    write_plain(root / "f.fits", data[:100, :150])
+    prepared = prepare_folder(root, tmp_path / "c", **KW)
+    assert [prepared.frame(s, 0)[0].shape for s in SPLITS[:2]] == [(100, 86), (100, 64)]
+    np.testing.assert_array_equal(prepared.frame("val", 0)[0], data[:100, 86:150])
+    assert not prepared.frames["test"]
+
+
+def test_exposures_of_one_pointing_are_cut_into_the_same_bands(tmp_path) -> None:
+    root = tmp_path / "pair"
+    root.mkdir()
+    for i in range(2):
+        write_jwst(root / f"p{i}.fits", (256, 160), seed=i, gain=2.0)
+    prepared = prepare_folder(root, tmp_path / "c", **KW)
+    for s in SPLITS:
+        rows = {prepared.frame_row(s, i).path for i in range(len(prepared.frames[s]))}
+        shapes = {prepared.frame(s, i)[0].shape for i in range(len(prepared.frames[s]))}
+        assert rows == {"p0.fits", "p1.fits"} and len(shapes) == 1

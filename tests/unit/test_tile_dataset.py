@@ -22,7 +22,12 @@ def _coded_frame(tmp_path, nan_left: int = 0):
     data = (1000.0 * yy + xx).astype(np.float32)
     data[:, :nan_left] = np.nan
     write_plain(root / "f.fits", data)
-    prepared = prepare_folder(root, tmp_path / "c", tile_size=128, stride=64, progress=False)
+    # No validation or test split: the whole frame is the training split (one frame of one
+    # pointing would otherwise be cut into bands).
+    prepared = prepare_folder(
+        root, tmp_path / "c", tile_size=128, stride=64, val_fraction=0.0, test_fraction=0.0,
+        progress=False,
+    )  # fmt: skip
     return prepared, data
 
 
@@ -77,7 +82,7 @@ def test_patch_size_and_empty_split_errors(tmp_path) -> None:
     prepared, _ = _coded_frame(tmp_path)
     with pytest.raises(UserError, match=r"data.patch_size=256 is larger than every train tile"):
         RandomTileCrops(prepared, "train", 256, length=4)
-    with pytest.raises(UserError, match="the val split .* has no tiles"):
+    with pytest.raises(UserError, match="the val split .* has no frames: .* second pointing"):
         FixedTileCrops(prepared, "val", P, n=4)
 
 

@@ -51,7 +51,7 @@ from astrorestore.errors import UserError
 
 log = logging.getLogger(__name__)
 # Bump when the cache layout or its computation changes: old entries are then rebuilt.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: a folder of one pointing is split into bands of its frames
 DEFAULT_CACHE_NAME = ".astrorestore-cache"
 
 
@@ -157,11 +157,14 @@ def prepare_folder(
         rows, skipped, all_sigma = _list_frames(root, hashes, params, bar)
         check_consistency(rows, allow_mixed)
         splits = assign_splits(rows, seed, val_fraction, test_fraction)
+        bands = _bands_of_one_pointing(rows, val_fraction, test_fraction)
+        if bands is not None:
+            splits["bands"] = bands
         tmp = cache_dir / f".{key}.partial-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
-            info = _write_entry(tmp, root, rows, all_sigma, params, bar)
+            info = _write_entry(tmp, root, rows, all_sigma, params, bar, bands)
             info.update(root=str(root), key=key, skipped=skipped, params=params)
             write_manifest(rows, tmp / "manifest.csv")
             (tmp / "splits.json").write_text(json.dumps({"seed": seed, **splits}, indent=1))
@@ -210,40 +213,103 @@ def _list_frames(root, hashes, params, bar) -> tuple[list[ManifestRow], list[str
     return rows, skipped, all_sigma
 
 
-def _write_entry(tmp, root, rows, all_sigma, params, bar) -> dict[str, Any]:
-    """Second pass: stream each split's frames into its flat arrays and tile table."""
+def _bands(height: int, width: int, val_fraction: float, test_fraction: float):
+    """``(axis, {split: [lo, hi]})``: a frame cut across its longer axis into a training, a
+    validation and a test band, each at least ``MIN_TILE_SIDE`` px; without room for a test
+    band, none; ``None`` when not even a validation band fits beside the training one."""
+    axis = 0 if height >= width else 1
+    n = (height, width)[axis]
+    for test in (test_fraction, 0.0):
+        n_val = max(MIN_TILE_SIDE, round(n * val_fraction)) if val_fraction > 0 else 0
+        n_test = max(MIN_TILE_SIDE, round(n * test_fraction)) if test > 0 else 0
+        n_train = n - n_val - n_test
+        if n_train >= MIN_TILE_SIDE:
+            return axis, {
+                "train": [0, n_train],
+                "val": [n_train, n_train + n_val],
+                "test": [n_train + n_val, n],
+            }
+    return None
+
+
+def _bands_of_one_pointing(rows, val_fraction, test_fraction) -> dict[str, Any] | None:
+    """A folder of one pointing (one frame, or exposures of one pointing) has no second
+    pointing to validate on: each frame is then cut into bands (``_bands``), the same for
+    frames of the same shape, so exposure pairs stay aligned. ``None`` when the folder has
+    several pointings, when no validation is asked for, or when a frame is too small to cut."""
+    if len({r.group for r in rows}) != 1 or val_fraction <= 0:
+        return None
+    cuts = [_bands(r.height, r.width, val_fraction, test_fraction) for r in rows]
+    if any(c is None for c in cuts):
+        return None  # too small to cut: no validation split (the data modules say so)
+    axes = {axis for axis, _ in cuts}
+    log.info(
+        "one pointing only: each frame is cut across its %s into training, validation and "
+        "test bands (%s px)",
+        "rows" if axes == {0} else "columns" if axes == {1} else "longer side",
+        ", ".join(f"{s} {hi - lo}" for s, (lo, hi) in cuts[0][1].items() if hi > lo),
+    )
+    return {"axes": [axis for axis, _ in cuts], "ranges": [b for _, b in cuts]}
+
+
+def _band(array: np.ndarray | None, axis: int, lo: int, hi: int) -> np.ndarray | None:
+    if array is None:
+        return None
+    return np.ascontiguousarray(array[lo:hi] if axis == 0 else array[:, lo:hi])
+
+
+def _write_entry(tmp, root, rows, all_sigma, params, bar, bands=None) -> dict[str, Any]:
+    """Second pass: stream each split's frames into its flat arrays and tile table (with
+    ``bands``, each frame's bands into their splits)."""
     softening = params["softening"]
     frames: dict[str, list[list[int]]] = {s: [] for s in SPLITS}
-    order = {s: [i for i, r in enumerate(rows) if r.split == s] for s in SPLITS}
-    work = [(s, i) for s in SPLITS for i in order[s]]
+    # (split, row, band or None), and each piece's (height, width)
+    if bands is None:
+        work = [(s, i, None) for s in SPLITS for i, r in enumerate(rows) if r.split == s]
+        shapes = {w: (rows[w[1]].height, rows[w[1]].width) for w in work}
+    else:
+        work, shapes = [], {}
+        for s in SPLITS:
+            for i, r in enumerate(rows):
+                axis, (lo, hi) = bands["axes"][i], bands["ranges"][i][s]
+                if hi > lo:
+                    piece = (s, i, (axis, lo, hi))
+                    work.append(piece)
+                    shapes[piece] = (hi - lo, r.width) if axis == 0 else (r.height, hi - lo)
     writers: dict[str, tuple] = {}
     tiles: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     try:
         for s in SPLITS:
-            n = sum(rows[i].height * rows[i].width for i in order[s])
+            n = sum(h * w for (ws, _, _), (h, w) in shapes.items() if ws == s)
             writers[s] = (
                 NpyAppender(tmp / f"{s}_data.npy", np.float32, n),
                 NpyAppender(tmp / f"{s}_valid.npy", np.bool_, n),
                 NpyAppender(tmp / f"{s}_sigma.npy", np.float32, n) if all_sigma else None,
             )
-        for s, i in _step(bar, "tiling", work):
+        for s, i, band in _step(bar, "tiling", work):
             row = rows[i]
             frame = _read(root, row.path, params)
             if frame.shape != (row.height, row.width):
                 raise UserError(f"{root / row.path} changed while it was being prepared; run again")
             factor = np.float32(frame.to_electrons) if frame.to_electrons is not None else None
             data = frame.data * factor if factor is not None else frame.data
+            valid = frame.valid
+            sigma = (
+                frame.sigma * factor
+                if factor is not None and frame.sigma is not None
+                else frame.sigma
+            )
+            if band is not None:
+                data, valid, sigma = (_band(a, *band) for a in (data, valid, sigma))
             data_w, valid_w, sigma_w = writers[s]
             start = data_w.append(data)
-            valid_w.append(frame.valid)
+            valid_w.append(valid)
             if sigma_w is not None:
-                sigma_w.append(frame.sigma * factor if factor is not None else frame.sigma)
+                sigma_w.append(sigma)
             index = len(frames[s])
-            frames[s].append([i, start, row.height, row.width])
+            frames[s].append([i, start, *shapes[(s, i, band)]])
             tiles[s].append(
-                tile_records(
-                    data, frame.valid, index, params["tile_size"], params["stride"], softening
-                )
+                tile_records(data, valid, index, params["tile_size"], params["stride"], softening)
             )
     finally:
         for trio in writers.values():
@@ -261,6 +327,7 @@ def _write_entry(tmp, root, rows, all_sigma, params, bar) -> dict[str, Any]:
         "pixel_scale": scales[0] if len(scales) == 1 else None,
         "has_sigma": all_sigma,
         "frames": frames,
+        "bands": bands,
     }
 
 

@@ -266,7 +266,9 @@ def run_qc(prepared: Prepared) -> None:
     Streams the flat arrays in chunks, so it runs in constant memory on any folder size.
     """
     owner: dict[str, str] = {}
-    for split in SPLITS:
+    # A folder of one pointing is split into bands of each frame (prepare._bands): its splits
+    # share files by design, never pixels.
+    for split in SPLITS if not prepared.info.get("bands") else ():
         for slot in prepared.frames[split]:
             row = prepared.rows[slot.row]
             for key in (f"file {row.sha1}", f"pointing {row.group}"):

@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from astrorestore.data.seeding import PerProcessRng
-from astrorestore.data.tile_cache import Prepared
+from astrorestore.data.tile_cache import MIN_TILE_SIDE, Prepared
 from astrorestore.errors import UserError
 
 # Draws before a random crop gives up on reaching ``min_valid`` and keeps the best one drawn.
@@ -35,6 +35,13 @@ def _eligible_tiles(prepared: Prepared, split: str, patch_size: int) -> np.ndarr
     if int(patch_size) != patch_size or patch_size <= 0:
         raise UserError(f"data.patch_size={patch_size} is invalid: use a positive integer")
     tiles = prepared.tiles[split]
+    if len(tiles) == 0 and split == "val" and not prepared.frames[split]:
+        raise UserError(
+            f"the val split of {prepared.path} has no frames: validation needs a frame of a "
+            f"second pointing, or frames of one pointing at least {2 * MIN_TILE_SIDE} px along "
+            "a side (cut into training and validation bands); add such frames to the folder "
+            "or raise data.val_fraction from 0"
+        )
     if len(tiles) == 0:
         raise UserError(
             f"the {split} split of {prepared.path} has no tiles ({len(prepared.frames[split])} "
