@@ -49,8 +49,20 @@ def _first_line(exc: BaseException) -> str:
     return ": ".join(parts)
 
 
+# Names users bring from other tools for a key spelt otherwise here; suggested before any
+# close spelling when the key exists next to the unknown one (data.path -> data.root, not
+# data.patch_size).
+_SYNONYMS = {name: "root" for name in ("path", "dir", "folder", "directory", "data_dir", "input")}
+
+
 def _unknown_key_error(key: str, known: set[str]) -> UserError:
-    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    parent, _, leaf = key.rpartition(".")
+    synonym = f"{parent}.{_SYNONYMS[leaf]}" if parent and leaf in _SYNONYMS else None
+    close = (
+        [synonym]
+        if synonym in known
+        else difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    )
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return UserError(
         f"unknown config key '{key}'{hint}; list the keys with "

@@ -138,3 +138,10 @@ def test_ctrl_c_outside_the_training_loop_exits_130(tmp_path, monkeypatch, capsy
         run_hydra(entry, tmp_path, "tiny")
     assert info.value.code == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted"
+
+
+def test_a_folder_key_from_other_tools_suggests_data_root():
+    # data.path (the name other tools use) suggested data.patch_size, the closest spelling.
+    for name in ("path", "dir", "folder"):
+        with pytest.raises(UserError, match=r"did you mean 'data\.root'\?"):
+            check_overrides(CONFIGS, "train", ["data=fits", f"data.{name}=/frames"])
