@@ -235,6 +235,27 @@ def test_classical_method_scored_against_truth(run, noisy_fits, tmp_path):
     assert np.std((restored - truth)[sky]) < 0.7 * np.std((noisy - truth)[sky])
 
 
+def test_report_without_truth_uses_the_frames_err_map(run, tmp_path):
+    # A JWST frame in MJy/sr carries its own noise map (ERR): the residual is judged by it,
+    # not by a gain/read-noise model in electrons that the report then had to disown.
+    from tests.unit.fits_factory import write_jwst
+
+    path = tmp_path / "jw_cal.fits"
+    write_jwst(path, (96, 96), seed=1)
+    with fits.open(path, mode="update") as hdul:  # sky + noise of the ERR map's sigma (1.0)
+        hdul["SCI"].data = np.random.default_rng(0).normal(10.0, 1.0, (96, 96)).astype("f4")
+    report = tmp_path / "report"
+    result = run(
+        "infer.py", "method=noisy", f"input={path}", f"output={tmp_path / 'o.fits'}",
+        f"report={report}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    image = json.loads((report / "report.json").read_text())["images"][0]
+    text = json.dumps(image)
+    assert image["settings"]["err_map"] is True
+    assert "ERR map" in text and "not electrons" not in text
+
+
 def test_checkpoint_scored_without_truth(run, best_ckpt, noisy_fits, tmp_path):
     path, *_ = noisy_fits
     report = tmp_path / "report"

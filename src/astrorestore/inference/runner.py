@@ -27,6 +27,7 @@ from astrorestore.inference.scoring import (
     resolve_truths,
 )
 from astrorestore.inference.tiling import check_overlap
+from astrorestore.io.fits import read_input_err
 from astrorestore.io.images import check_output, read_image, write_image
 from astrorestore.io.paths import resolve_io
 
@@ -265,7 +266,9 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
         write_image(dst, restored, source, frame_history, keywords, scale)
         if scorer is not None:
             truth = read_image(truths[src], hdu=hdu).data if src in truths else None
-            scorer.add(src.name, restored, source.data, truth, frame_unit(source))
+            # A FITS input's ERR map (JWST, HST) is its own noise model, in its own units.
+            err = read_input_err(src, source.hdu_index) if source.format == "fits" else None
+            scorer.add(src.name, restored, source.data, truth, frame_unit(source), err)
         height, width = source.data.shape[:2]
         del source, restored
         elapsed = time.perf_counter() - start

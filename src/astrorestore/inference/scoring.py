@@ -129,8 +129,10 @@ class Scorer:
         noisy: np.ndarray,
         truth: np.ndarray | None,
         unit: str | None = None,
+        err: np.ndarray | None = None,
     ) -> None:
-        """Score one frame; ``unit`` is its BUNIT (None: assumed electrons, as for non-FITS)."""
+        """Score one frame; ``unit`` is its BUNIT (None: assumed electrons, as for non-FITS);
+        ``err`` its noise map (a FITS ERR extension), which replaces the gain/read-noise model."""
         from astrorestore.evaluation import evaluate_image
 
         if restored.ndim != 2 or restored.shape != noisy.shape:
@@ -140,6 +142,8 @@ class Scorer:
         options = dict(self.options)
         if unit:
             options["unit"] = unit
+        if err is not None and err.shape == noisy.shape:
+            options["err"] = err
         self.results.append(evaluate_image(restored, noisy, truth, name=name, **options))
 
     def write(self, title: str) -> Path | None:
