@@ -62,3 +62,22 @@ def test_summary_states_the_data_range_of_photograph_models(tmp_path, capsys):
     assert "photograph units" in out and "asinh" not in out
     assert "PSNR (dB)" in out and "input baseline" in out
     assert "photograph units" in summary.summary["data_range"]
+
+
+def test_summary_without_truth_prints_the_no_truth_metrics(tmp_path, capsys):
+    # A self-supervised run on real frames printed an empty "metrics vs clean truth" table
+    # and the PSNR data-range note; it shows what was measured without a truth instead.
+    summary = RunSummary("val/loss", "min")
+    summary.history = [
+        {"epoch": 0, "val/loss": 0.3, "val/sky_noise_ratio": 0.5, "val/bright_flux_ratio": 0.99},
+        {"epoch": 1, "val/loss": 0.2, "val/sky_noise_ratio": 0.4, "val/bright_flux_ratio": 1.01},
+    ]
+    trainer = SimpleNamespace(
+        fast_dev_run=False, checkpoint_callback=None, is_global_zero=True,
+        default_root_dir=str(tmp_path),
+    )  # fmt: skip
+    summary._finish(trainer)
+    out = capsys.readouterr().out
+    assert "clean truth max" not in out and "metrics vs clean truth" not in out
+    assert "val/sky_noise_ratio" in out and "0.4" in out and "1.01" in out
+    assert "selected by val/loss (min)" in out and "best epoch: 1" in out

@@ -12,6 +12,13 @@ from rich.table import Table
 
 from astrorestore.callbacks.nan_guard import last_good_checkpoint
 
+# Logged without a truth (modules/base.py), with what each says.
+NO_TRUTH_ROWS = (
+    ("val/loss", "masked loss"),
+    ("val/sky_noise_ratio", "empty-sky noise, output / input"),
+    ("val/bright_flux_ratio", "bright-source flux, output / input"),
+)
+
 
 def data_range_note(trainer: L.Trainer) -> str:
     """What the logged PSNR/SSIM were measured against, in the data module's own space."""
@@ -109,30 +116,43 @@ class RunSummary(L.Callback):
         }
         if interrupted:
             self.summary["interrupted"] = True
-        self.summary["data_range"] = data_range_note(trainer)
+        against_truth = any(f"val/{metric}" in best for metric in ("psnr", "ssim", "lpips"))
+        if against_truth:
+            self.summary["data_range"] = data_range_note(trainer)
         if not trainer.is_global_zero:
             return
         Path(trainer.default_root_dir).mkdir(parents=True, exist_ok=True)
         with open(Path(trainer.default_root_dir) / self.filename, "w") as handle:
             json.dump(self.summary, handle, indent=2)
-        table = Table(title="best validation epoch (metrics vs clean truth)")
-        table.add_column("metric")
-        table.add_column("restored", justify="right")
-        # The naive baseline: the noisy input, bicubic for super-resolution, grey for colour.
-        table.add_column("input baseline", justify="right")
-        for metric in ("psnr", "ssim", "lpips"):
-            key = f"val/{metric}"
-            if key in best:
-                baseline = best.get(f"val/input/{metric}")
-                table.add_row(
-                    metric.upper() + (" (dB)" if metric == "psnr" else ""),  # [dB] is markup
-                    f"{best[key]:.3f}",
-                    f"{baseline:.3f}" if baseline is not None else "-",
-                )
         console = Console()
-        console.print(table)
-        console.print(self.summary["data_range"])
-        if not any(f"val/{metric}" in best for metric in ("psnr", "ssim", "lpips")):
+        if against_truth:
+            table = Table(title="best validation epoch (metrics vs clean truth)")
+            table.add_column("metric")
+            table.add_column("restored", justify="right")
+            # The naive baseline: the noisy input, bicubic for super-resolution, grey for colour.
+            table.add_column("input baseline", justify="right")
+            for metric in ("psnr", "ssim", "lpips"):
+                key = f"val/{metric}"
+                if key in best:
+                    baseline = best.get(f"val/input/{metric}")
+                    table.add_row(
+                        metric.upper() + (" (dB)" if metric == "psnr" else ""),  # [dB]: markup
+                        f"{best[key]:.3f}",
+                        f"{baseline:.3f}" if baseline is not None else "-",
+                    )
+            console.print(table)
+            console.print(self.summary["data_range"])
+        else:
+            # Self-supervised runs on real frames: what can be known without a truth (an empty
+            # "metrics vs clean truth" table was printed here).
+            table = Table(title="best validation epoch (no clean truth: output vs noisy input)")
+            table.add_column("metric")
+            table.add_column("value", justify="right")
+            for key, label in NO_TRUTH_ROWS:
+                if key in best:
+                    table.add_row(f"{key} ({label})", f"{best[key]:.4g}")
+            if table.row_count:
+                console.print(table)
             console.print(
                 f"no clean truth: PSNR/SSIM cannot be measured; selected by {monitor} ({mode})"
             )
