@@ -144,5 +144,8 @@ def test_exposure_pairs_need_a_shared_pointing(tmp_path) -> None:
         test_fraction=0.0,
         progress=False,
     )
-    with pytest.raises(UserError, match="share a pointing id"):
+    # The line says what makes a pointing and which keys to use instead (it said "use
+    # injected-noise pairs" without naming a key).
+    with pytest.raises(UserError, match=r"share a pointing id \(same instrument.*WCS") as info:
         ExposurePairs(prepared, "train", P, length=4)
+    assert "model=n2v" in str(info.value) and "data.deep_as_clean=true" in str(info.value)

@@ -223,8 +223,10 @@ class ExposurePairs(PerProcessRng, Dataset):
         self.pairs = self._pair_tiles(eligible)
         if not self.pairs:
             raise UserError(
-                f"no two {split} frames of {prepared.path} share a pointing id, so there are no "
-                "real exposure pairs; use injected-noise pairs instead, or add repeated exposures"
+                f"no two {split} frames of {prepared.path} share a pointing id (same "
+                "instrument, filter, detector, shape and WCS to 0.1 px; see its manifest.csv), so "
+                "there are no real exposure pairs; add repeated exposures of a pointing, or drop "
+                "data.pairs=true: model=n2v for single frames, data.deep_as_clean=true for deep ones"
             )
 
     def _pair_tiles(self, eligible: set[int]) -> list[tuple[int, int]]:
