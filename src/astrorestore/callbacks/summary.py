@@ -14,7 +14,7 @@ from astrorestore.callbacks.nan_guard import last_good_checkpoint
 
 # Logged without a truth (modules/base.py), with what each says.
 NO_TRUTH_ROWS = (
-    ("val/loss", "masked loss"),
+    ("val/loss", "training loss on the validation crops"),
     ("val/sky_noise_ratio", "empty-sky noise, output / input"),
     ("val/bright_flux_ratio", "bright-source flux, output / input"),
 )
