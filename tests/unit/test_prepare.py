@@ -213,7 +213,7 @@ def test_tile_stats_match_the_normalizer() -> None:
     )
 
 
-def test_one_frame_is_cut_into_training_validation_and_test_bands(tmp_path) -> None:
+def test_one_frame_is_cut_into_training_validation_and_test_bands(tmp_path, capsys) -> None:
     # Noise2Void on the one frame a user has: no second pointing to validate on, so the frame
     # is cut across its longer side into disjoint bands (it used to leave val and test empty,
     # and training then stopped: "the val split ... has no tiles", whatever the fractions).
@@ -228,6 +228,11 @@ def test_one_frame_is_cut_into_training_validation_and_test_bands(tmp_path) -> N
     assert [pieces[s].shape for s in SPLITS] == [(172, 200), (64, 200), (64, 200)]
     np.testing.assert_array_equal(np.concatenate([pieces[s] for s in SPLITS]), data)
     assert all(len(prepared.tiles[s]) for s in SPLITS)
+    # The summary counts the one file, and its splits as bands (it said "prepared 3 frames").
+    assert main([str(root), "--cache", str(tmp_path / "c"), "--tile-size", "64", "--stride",
+                 "32", "--no-progress"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "prepared 1 frames" in out and "val  :    1 bands" in out
     # Wider than tall: cut across columns; too narrow for a test band beside the others:
     # training and validation only.
     write_plain(root / "f.fits", data[:100, :150])

@@ -297,13 +297,19 @@ class FitsFolderDataModule(PairedDataModule):
         use_frame_stats(prepared, frame_statistics(prepared, self.normalizer))
         s = prepared.summary()
         log.info(
-            "data=%s: %s frames %s, tiles %s, in %s; the network sees them asinh-normalised per %s",
+            "data=%s: %s frames, %s %s, tiles %s, in %s; the network sees them asinh-normalised "
+            "per %s",
             self.data_name,
-            sum(s["frames"].values()),
+            s["files"],
+            "bands of them" if s["bands"] else "frames",
             s["frames"],
             s["tiles"],
             s["units"],
-            "patch (after the injected noise)" if self.deep_as_clean else "whole frame",
+            "patch (after the injected noise)"
+            if self.deep_as_clean
+            else "band"
+            if s["bands"]
+            else "whole frame",
         )
         self.prepared = prepared
         return prepared

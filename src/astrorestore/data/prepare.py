@@ -371,9 +371,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     s = prepared.summary()
-    print(f"prepared {sum(s['frames'].values())} frames ({s['skipped']} skipped) -> {s['cache']}")
+    print(f"prepared {s['files']} frames ({s['skipped']} skipped) -> {s['cache']}")
+    pieces = "bands " if s["bands"] else "frames"
+    if s["bands"]:
+        print("  one pointing: each frame is cut into training, validation and test bands")
     for split in SPLITS:
-        print(f"  {split:5s}: {s['frames'][split]:4d} frames {s['tiles'][split]:6d} tiles")
+        print(f"  {split:5s}: {s['frames'][split]:4d} {pieces} {s['tiles'][split]:6d} tiles")
     scale = f"{s['pixel_scale']:.4g} arcsec/px" if s["pixel_scale"] else "unknown pixel scale"
     print(f"  units: {s['units']}, {scale}, noise map: {'yes' if s['sigma'] else 'no'}")
     return 0

@@ -232,6 +232,9 @@ class Prepared:
             "cache": str(self.path),
             "units": self.units,
             "pixel_scale": self.info.get("pixel_scale"),
+            "files": len(self.rows),
+            # One pointing: each split holds bands of the frames, not whole frames.
+            "bands": bool(self.info.get("bands")),
             "frames": {s: len(self.frames[s]) for s in SPLITS},
             "tiles": {s: int(len(self.tiles[s])) for s in SPLITS},
             "skipped": len(self.info.get("skipped", [])),
