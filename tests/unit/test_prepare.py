@@ -252,3 +252,17 @@ def test_exposures_of_one_pointing_are_cut_into_the_same_bands(tmp_path) -> None
         rows = {prepared.frame_row(s, i).path for i in range(len(prepared.frames[s]))}
         shapes = {prepared.frame(s, i)[0].shape for i in range(len(prepared.frames[s]))}
         assert rows == {"p0.fits", "p1.fits"} and len(shapes) == 1
+
+
+def test_one_mosaic_is_cut_within_its_valid_pixels(tmp_path) -> None:
+    # An i2d-like mosaic with an empty (NaN) border: bands cut over the whole frame put the
+    # test band in the border, and QC failed ("split test has frames but no tile").
+    root = tmp_path / "mosaic"
+    root.mkdir()
+    data = np.random.default_rng(0).normal(50, 5, (320, 200)).astype(np.float32)
+    data[220:] = np.nan
+    write_plain(root / "m_i2d.fits", data)
+    prepared = prepare_folder(root, tmp_path / "c", **KW)
+    for s in SPLITS:
+        band, valid, _ = prepared.frame(s, 0)
+        assert valid.sum() >= 64 * 200 and len(prepared.tiles[s])

@@ -157,7 +157,7 @@ def prepare_folder(
         rows, skipped, all_sigma = _list_frames(root, hashes, params, bar)
         check_consistency(rows, allow_mixed)
         splits = assign_splits(rows, seed, val_fraction, test_fraction)
-        bands = _bands_of_one_pointing(rows, val_fraction, test_fraction)
+        bands = _bands_of_one_pointing(root, rows, params, val_fraction, test_fraction)
         if bands is not None:
             splits["bands"] = bands
         tmp = cache_dir / f".{key}.partial-{os.getpid()}"
@@ -213,33 +213,59 @@ def _list_frames(root, hashes, params, bar) -> tuple[list[ManifestRow], list[str
     return rows, skipped, all_sigma
 
 
-def _bands(height: int, width: int, val_fraction: float, test_fraction: float):
-    """``(axis, {split: [lo, hi]})``: a frame cut across its longer axis into a training, a
-    validation and a test band, each at least ``MIN_TILE_SIDE`` px; without room for a test
-    band, none; ``None`` when not even a validation band fits beside the training one."""
-    axis = 0 if height >= width else 1
-    n = (height, width)[axis]
+def _bands(
+    height: int,
+    width: int,
+    val_fraction: float,
+    test_fraction: float,
+    extent: tuple[tuple[int, int], tuple[int, int]] | None = None,
+):
+    """``(axis, {split: [lo, hi]})``: a frame cut across the longer side of its valid pixels'
+    bounding box ``extent`` (``((y0, y1), (x0, x1))``, default the whole frame) into a
+    training, a validation and a test band, each holding at least ``MIN_TILE_SIDE`` px of that
+    box (a mosaic's empty border goes with the first and the last band); without room for a
+    test band, none; ``None`` when not even a validation band fits beside the training one."""
+    extent = extent or ((0, height), (0, width))
+    sizes = [hi - lo for lo, hi in extent]
+    axis = 0 if sizes[0] >= sizes[1] else 1
+    (lo, hi), end = extent[axis], (height, width)[axis]
+    n = hi - lo
     for test in (test_fraction, 0.0):
         n_val = max(MIN_TILE_SIDE, round(n * val_fraction)) if val_fraction > 0 else 0
         n_test = max(MIN_TILE_SIDE, round(n * test_fraction)) if test > 0 else 0
         n_train = n - n_val - n_test
         if n_train >= MIN_TILE_SIDE:
-            return axis, {
-                "train": [0, n_train],
-                "val": [n_train, n_train + n_val],
-                "test": [n_train + n_val, n],
-            }
+            a, b = lo + n_train, lo + n_train + n_val
+            if not n_test:
+                b = end
+            return axis, {"train": [0, a], "val": [a, b], "test": [b, end]}
     return None
 
 
-def _bands_of_one_pointing(rows, val_fraction, test_fraction) -> dict[str, Any] | None:
+def _valid_extent(valid: np.ndarray) -> tuple[tuple[int, int], tuple[int, int]]:
+    rows, cols = np.flatnonzero(valid.any(axis=1)), np.flatnonzero(valid.any(axis=0))
+    return (int(rows[0]), int(rows[-1]) + 1), (int(cols[0]), int(cols[-1]) + 1)
+
+
+def _bands_of_one_pointing(
+    root: Path, rows: list[ManifestRow], params: dict[str, Any], val_fraction, test_fraction
+) -> dict[str, Any] | None:
     """A folder of one pointing (one frame, or exposures of one pointing) has no second
-    pointing to validate on: each frame is then cut into bands (``_bands``), the same for
-    frames of the same shape, so exposure pairs stay aligned. ``None`` when the folder has
-    several pointings, when no validation is asked for, or when a frame is too small to cut."""
+    pointing to validate on: each frame is then cut into bands (``_bands``) over the valid
+    pixels of all its frames of that shape, so exposure pairs stay aligned. ``None`` when the
+    folder has several pointings, when no validation is asked for, or when a frame is too
+    small to cut."""
     if len({r.group for r in rows}) != 1 or val_fraction <= 0:
         return None
-    cuts = [_bands(r.height, r.width, val_fraction, test_fraction) for r in rows]
+    extents: dict[tuple[int, int], list] = {}
+    for r in rows:
+        (y0, y1), (x0, x1) = _valid_extent(_read(root, r.path, params).valid)
+        e = extents.setdefault((r.height, r.width), [y0, y1, x0, x1])
+        e[:] = [min(e[0], y0), max(e[1], y1), min(e[2], x0), max(e[3], x1)]
+    cuts = []
+    for r in rows:
+        y0, y1, x0, x1 = extents[(r.height, r.width)]
+        cuts.append(_bands(r.height, r.width, val_fraction, test_fraction, ((y0, y1), (x0, x1))))
     if any(c is None for c in cuts):
         return None  # too small to cut: no validation split (the data modules say so)
     axes = {axis for axis, _ in cuts}
