@@ -266,3 +266,14 @@ def test_one_mosaic_is_cut_within_its_valid_pixels(tmp_path) -> None:
     for s in SPLITS:
         band, valid, _ = prepared.frame(s, 0)
         assert valid.sum() >= 64 * 200 and len(prepared.tiles[s])
+
+
+def test_a_patch_wider_than_the_validation_band_names_its_fraction(tmp_path) -> None:
+    from astrorestore.data.tile_dataset import FixedTileCrops
+
+    root = tmp_path / "one"
+    root.mkdir()
+    write_plain(root / "f.fits", np.random.default_rng(0).normal(50, 5, (256, 256)))
+    prepared = prepare_folder(root, tmp_path / "c", tile_size=128, stride=64, progress=False)
+    with pytest.raises(UserError, match=r"patch_size <= 64, or widen the val band .*val_fraction"):
+        FixedTileCrops(prepared, "val", 128, n=4)

@@ -50,9 +50,15 @@ def _eligible_tiles(prepared: Prepared, split: str, patch_size: int) -> np.ndarr
     fits = np.flatnonzero((tiles["h"] >= patch_size) & (tiles["w"] >= patch_size))
     if fits.size == 0:
         largest = int(min(tiles["h"].max(), tiles["w"].max()))
+        bands = ""
+        if prepared.info.get("bands") and split != "train":
+            bands = (
+                f", or widen the {split} band of this one-pointing folder (data.{split}_fraction "
+                "of the frame, at least 64 px)"
+            )
         raise UserError(
             f"data.patch_size={patch_size} is larger than every {split} tile (at most {largest} "
-            f"px); use data.patch_size <= {largest}"
+            f"px); use data.patch_size <= {largest}{bands}"
         )
     return fits
 
