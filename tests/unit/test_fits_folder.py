@@ -233,3 +233,20 @@ def test_a_folder_too_small_for_a_test_split_trains_without_one(folder, tmp_path
     pairs = _module(folder, Noise2NoisePairing(), pairs=True, test_fraction=0.0)
     pairs.setup("fit")
     assert pairs.test_set is None and len(pairs.val_set) > 0
+
+
+def test_the_target_mode_hint_follows_only_a_pairing_refusal(folder):
+    # "(or ... data.pairs=true for repeated exposures)" was appended to every set-up error of
+    # single frames, e.g. structN2V's refusal of rotations, where pairs are no answer.
+    from astrorestore.data.augment import Augment
+    from astrorestore.data.blind_spot import BlindSpotPairing
+
+    struct = BlindSpotPairing(struct_axis="row")
+    with pytest.raises(UserError, match="rotate the noise") as info:
+        _module(folder, struct, augment=Augment(rot90=True))
+    assert "data.pairs" not in str(info.value)
+    with pytest.raises(UserError, match="batch_size") as info:
+        _module(folder, batch_size=0)
+    assert "data.pairs" not in str(info.value)
+    with pytest.raises(UserError, match="data.pairs=true for repeated exposures"):
+        _module(folder, Noise2NoisePairing())

@@ -83,7 +83,7 @@ class PairedDataModule(L.LightningDataModule):
             raise UserError(f"data.batch_size={batch_size} is invalid: use an integer > 0")
         if num_workers < 0:
             raise UserError(f"data.num_workers={num_workers} is invalid: use an integer >= 0")
-        pairing.check_data(self.channels, self.provides, self.data_name)
+        self.check_pairing(pairing)
         if augment is not None:
             # Checked once, here: methods whose noise is tied to a detector axis or whose
             # inputs are noisy pixels refuse transforms that would break that.
@@ -137,6 +137,10 @@ class PairedDataModule(L.LightningDataModule):
             setters[key](value)
 
     # ------------------------------------------------------------------ subclasses
+    def check_pairing(self, pairing: Pairing) -> None:
+        """Refuse, in one line, a pairing this data cannot feed (``Pairing.check_data``)."""
+        pairing.check_data(self.channels, self.provides, self.data_name)
+
     def build_sets(self) -> tuple[Dataset, Dataset, Dataset | None]:
         """Return (train, val, test) datasets of unpaired physical-unit items; test may be
         ``None`` (a folder too small for a test split): training then skips the test."""

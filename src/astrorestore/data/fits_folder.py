@@ -229,15 +229,8 @@ class FitsFolderDataModule(PairedDataModule):
             if pairs
             else {"noisy", "valid"}
         )
-        try:
-            super().__init__(pairing, normalizer, batch_size, num_workers, seed, augment)
-        except UserError as exc:
-            if pairs or deep_as_clean:
-                raise
-            raise UserError(
-                f"{exc} (or, with data={name}: data.deep_as_clean=true if the frames are deep, "
-                "data.pairs=true for repeated exposures)"
-            ) from None
+        self.pairs, self.deep_as_clean = bool(pairs), bool(deep_as_clean)
+        super().__init__(pairing, normalizer, batch_size, num_workers, seed, augment)
         self.root = None if root is None else Path(root)
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.demo_dir = None if demo_dir is None else Path(demo_dir)
@@ -248,7 +241,6 @@ class FitsFolderDataModule(PairedDataModule):
         self.min_valid = float(min_valid)
         self.hdu, self.plane, self.gain = hdu, plane, gain
         self.allow_mixed = bool(allow_mixed)
-        self.pairs, self.deep_as_clean = bool(pairs), bool(deep_as_clean)
         self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
         self._source_patch_fraction = float(source_patch_fraction)
         self.progress = bool(progress)
@@ -258,6 +250,19 @@ class FitsFolderDataModule(PairedDataModule):
     @property
     def softening(self) -> float:
         return float(getattr(self.normalizer, "softening", 3.0))
+
+    def check_pairing(self, pairing: Pairing) -> None:
+        """A pairing that frames as they are cannot feed may be fed by the other two modes: say
+        so (only for that refusal: other errors of the set-up are not about targets)."""
+        try:
+            super().check_pairing(pairing)
+        except UserError as exc:
+            if self.pairs or self.deep_as_clean:
+                raise
+            raise UserError(
+                f"{exc} (or, with data={self.data_name}: data.deep_as_clean=true if the frames "
+                "are deep, data.pairs=true for repeated exposures)"
+            ) from None
 
     def prepare_data(self) -> None:
         self._prepare()
