@@ -110,6 +110,10 @@ def test_structured_noise_refuses_rotations() -> None:
     with pytest.raises(UserError, match="augment.rot90=false") as info:
         Augment(rot90=True).check_compatible("row")
     assert "\n" not in str(info.value)
+    # The keys as the user sets them, and only the one that rotates (it read
+    # "augment.rot90=True / augment.rotation_degrees=0 rotate the noise").
+    assert str(info.value).startswith("data.augment.rot90=true rotates the noise")
+    assert "rotation_degrees" not in str(info.value)
     with pytest.raises(UserError, match="structN2V"):
         Augment(rot90=False, rotation_degrees=5.0).check_compatible("column")
     with pytest.raises(UserError, match="forbid_rotation"):

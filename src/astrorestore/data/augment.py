@@ -91,10 +91,18 @@ class Augment:
 
     def _refuse_rotation(self, reason: str) -> None:
         if self.rotates:
+            # Name the keys as the user sets them (data.augment.*), and only those that rotate.
+            keys = (["data.augment.rot90"] if self.rot90 else []) + (
+                ["data.augment.rotation_degrees"] if self.rotation_degrees > 0 else []
+            )
+            given = " and ".join(
+                f"{k}={'true' if k.endswith('rot90') else f'{self.rotation_degrees:g}'}"
+                for k in keys
+            )
+            fix = " and ".join(f"{k}={'false' if k.endswith('rot90') else 0}" for k in keys)
             raise UserError(
-                f"augment.rot90={self.rot90} / augment.rotation_degrees={self.rotation_degrees:g} "
-                f"rotate the noise, which {reason} forbids: set augment.rot90=false and "
-                "augment.rotation_degrees=0"
+                f"{given} rotate{'s' if len(keys) == 1 else ''} the noise, which {reason} "
+                f"forbids: set {fix}"
             )
 
     def check_compatible(
@@ -115,8 +123,8 @@ class Augment:
             self._refuse_rotation(f"noise structured along {structured_axis}s (structN2V)")
         if noisy_inputs and self.rotation_degrees > 0:
             raise UserError(
-                f"augment.rotation_degrees={self.rotation_degrees:g} interpolates noisy pixels and "
-                "correlates their noise: set augment.rotation_degrees=0 for this method"
+                f"data.augment.rotation_degrees={self.rotation_degrees:g} interpolates noisy pixels "
+                "and correlates their noise: set data.augment.rotation_degrees=0 for this method"
             )
 
     def sample(self, batch: Tensor, generator: torch.Generator | None = None) -> AugmentParams:
