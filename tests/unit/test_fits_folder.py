@@ -242,7 +242,7 @@ def test_the_target_mode_hint_follows_only_a_pairing_refusal(folder):
     from astrorestore.data.blind_spot import BlindSpotPairing
 
     struct = BlindSpotPairing(struct_axis="row")
-    with pytest.raises(UserError, match="rotate the noise") as info:
+    with pytest.raises(UserError, match="rotates? the noise") as info:
         _module(folder, struct, augment=Augment(rot90=True))
     assert "data.pairs" not in str(info.value)
     with pytest.raises(UserError, match="batch_size") as info:
