@@ -277,3 +277,13 @@ def test_a_patch_wider_than_the_validation_band_names_its_fraction(tmp_path) -> 
     prepared = prepare_folder(root, tmp_path / "c", tile_size=128, stride=64, progress=False)
     with pytest.raises(UserError, match=r"patch_size <= 64, or widen the val band .*val_fraction"):
         FixedTileCrops(prepared, "val", 128, n=4)
+
+
+@pytest.mark.parametrize("gain", [-1.0, 0.0, float("nan")])
+def test_a_non_positive_gain_is_refused_before_any_work(tmp_path, gain) -> None:
+    # data.gain=-1 reached the tile cache and failed its QC ("non-positive noise sigma ...
+    # report it if it repeats"), as if the cache were broken.
+    root = _jwst_folder(tmp_path / "f", n=2)
+    with pytest.raises(UserError, match=r"data.gain=.* is invalid: use the detector gain"):
+        prepare_folder(root, tmp_path / "c", **KW, gain=gain)
+    assert not (tmp_path / "c").exists()

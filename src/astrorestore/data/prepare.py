@@ -77,7 +77,12 @@ def _step(bar: Any, description: str, items: list) -> Iterator:
         bar.advance(task)
 
 
-def _check_params(tile_size: int, stride: int) -> None:
+def _check_params(tile_size: int, stride: int, gain: float | None = None) -> None:
+    if gain is not None and not (isinstance(gain, (int, float)) and np.isfinite(gain) and gain > 0):
+        raise UserError(
+            f"data.gain={gain} is invalid: use the detector gain in e-/DN, > 0 (about 2 for "
+            "NIRCam), or null to keep the file's units"
+        )
     if int(tile_size) != tile_size or tile_size < MIN_TILE_SIDE:
         raise UserError(f"data.tile_size={tile_size} is invalid: use an integer >= {MIN_TILE_SIDE}")
     if int(stride) != stride or not 1 <= stride <= tile_size:
@@ -124,7 +129,7 @@ def prepare_folder(
 ) -> Prepared:
     """Prepare ``root`` into ``cache_dir`` (default ``<root>/.astrorestore-cache``) and return
     the checked cache entry. See the module docstring of ``tile_cache`` for what is written."""
-    _check_params(tile_size, stride)
+    _check_params(tile_size, stride, gain)
     root = Path(root).resolve()
     files = discover_fits(root)
     cache_dir = Path(cache_dir) if cache_dir is not None else root / DEFAULT_CACHE_NAME
