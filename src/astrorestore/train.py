@@ -179,7 +179,12 @@ def build(cfg: DictConfig) -> tuple[Any, Any]:
     check_parts(datamodule, parts)
     if "net" in parts:
         speed_up(parts["net"], cfg.get("speed") or {})
-    return datamodule, _instantiate(cfg.model, **parts, _convert_="all")
+    extra = {}
+    if not datamodule.has_truth and cfg.model.get("compute_lpips"):
+        # LPIPS compares with the clean truth: without one it is never computed, so neither its
+        # network nor the warning about missing AlexNet weights is needed.
+        extra["compute_lpips"] = False
+    return datamodule, _instantiate(cfg.model, **parts, **extra, _convert_="all")
 
 
 def speed_up(net: Any, speed: Any) -> None:
