@@ -99,6 +99,16 @@ def test_each_model_runs_through_train_py(run, model):
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+def test_noise2void_with_another_pairing_fails_at_start_in_one_line(run, tmp_path):
+    # A sweep over pairing= (sweeps/noise_method.yaml) with model=n2v trained the N2V network on
+    # clean targets and labelled the run and its checkpoint n2v.
+    result = run("train.py", "model=n2v", "pairing=supervised", "debug=fast_dev_run")
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "pairing=blind_spot" in errors[0] and "model=n2n" in errors[0]
+    assert not (tmp_path / "logs").exists() or not list((tmp_path / "logs").rglob("*.ckpt"))
+
+
 @pytest.mark.slow
 def test_n2v2_partial_bundle_fails_at_start_in_one_line(run):
     result = run("train.py", "model=n2v2", "data.pairing.strategy=uniform", "debug=tiny")
