@@ -287,3 +287,22 @@ def test_a_non_positive_gain_is_refused_before_any_work(tmp_path, gain) -> None:
     with pytest.raises(UserError, match=r"data.gain=.* is invalid: use the detector gain"):
         prepare_folder(root, tmp_path / "c", **KW, gain=gain)
     assert not (tmp_path / "c").exists()
+
+
+def test_with_exposure_pairs_single_exposures_only_train(tmp_path) -> None:
+    # data.pairs=true: two pointings of two exposures and two lone exposures. A lone exposure
+    # drawn into val or test left that split without a pair, and training stopped or not
+    # depending on data.seed ("no two test frames ... share a pointing id").
+    root = tmp_path / "pairs"
+    root.mkdir()
+    for i, pointing in enumerate([0, 0, 1, 1, 2, 3]):
+        write_jwst(root / f"p{i}.fits", seed=i, gain=2.0, ra=150.0 + 0.01 * pointing)
+    for seed in range(4):
+        prepared = prepare_folder(root, tmp_path / f"c{seed}", **KW, seed=seed, pairs=True)
+        for s in SPLITS:
+            groups = [prepared.frame_row(s, i).group for i in range(len(prepared.frames[s]))]
+            assert all(groups.count(g) == 2 for g in groups) or s == "train", (seed, s, groups)
+        assert prepared.frames["val"]
+    # Without pairs the lone exposures are split like any pointing, in a cache of its own.
+    plain = prepare_folder(root, tmp_path / "c0", **KW, seed=0)
+    assert plain.path != prepare_folder(root, tmp_path / "c0", **KW, seed=0, pairs=True).path

@@ -291,6 +291,7 @@ class FitsFolderDataModule(PairedDataModule):
             softening=self.softening,
             allow_mixed=self.allow_mixed,
             progress=self.progress,
+            pairs=self.pairs,
         )
         if self.deep_as_clean and prepared.units != "electron":
             if _counts_photons(getattr(self.pairing, "noise", None)):

@@ -189,12 +189,17 @@ def split_counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int
 
 
 def assign_splits(
-    rows: list[ManifestRow], seed: int, val_fraction: float, test_fraction: float
+    rows: list[ManifestRow],
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    train_only: frozenset[str] = frozenset(),
 ) -> dict[str, list[str]]:
     """Seeded split of pointing groups; sets ``row.split`` and returns ``{split: [paths]}``.
 
     The groups are sorted before shuffling, so the split depends on the seed and the set of
-    groups, not on the order files were listed in.
+    groups, not on the order files were listed in. Groups in ``train_only`` (single exposures
+    when training on exposure pairs: no pair to validate or test on) always train.
     """
     for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= value < 1.0:
@@ -204,10 +209,10 @@ def assign_splits(
             f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction} leaves "
             "no training frames: make the sum < 1"
         )
-    groups = sorted({r.group for r in rows})
+    groups = sorted({r.group for r in rows} - set(train_only))
     order = np.random.default_rng(seed).permutation(len(groups))
     n_train, n_val, _ = split_counts(len(groups), val_fraction, test_fraction)
-    split_of = {}
+    split_of = {group: "train" for group in train_only}
     for rank, g in enumerate(order):
         split_of[groups[g]] = (
             "train" if rank < n_train else "val" if rank < n_train + n_val else "test"

@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,7 @@ def prepare_folder(
     softening: float = 3.0,
     allow_mixed: bool = False,
     progress: bool = True,
+    pairs: bool = False,
 ) -> Prepared:
     """Prepare ``root`` into ``cache_dir`` (default ``<root>/.astrorestore-cache``) and return
     the checked cache entry. See the module docstring of ``tile_cache`` for what is written."""
@@ -145,6 +147,8 @@ def prepare_folder(
         "softening": float(softening),
         "allow_mixed": bool(allow_mixed),
     }
+    if pairs:  # (only then: other caches keep their keys)
+        params["pairs"] = True
     AsinhNormalizer(softening)  # refuses a bad softening before any work
     with _progress(progress) as bar:
         hashes = [(str(p.relative_to(root)), sha1_file(p)) for p in _step(bar, "hashing", files)]
@@ -161,8 +165,15 @@ def prepare_folder(
             ) from None
         rows, skipped, all_sigma = _list_frames(root, hashes, params, bar)
         check_consistency(rows, allow_mixed)
-        splits = assign_splits(rows, seed, val_fraction, test_fraction)
-        bands = _bands_of_one_pointing(root, rows, params, val_fraction, test_fraction)
+        # Training on exposure pairs: a pointing of one exposure has no pair to validate or
+        # test on, so it only trains (where some pointing has a pair at all).
+        sizes = Counter(r.group for r in rows)
+        single = frozenset(g for g, n in sizes.items() if n == 1)
+        train_only = single if pairs and len(single) < len(sizes) else frozenset()
+        splits = assign_splits(rows, seed, val_fraction, test_fraction, train_only)
+        bands = _bands_of_one_pointing(
+            root, rows, params, val_fraction, test_fraction, len(sizes) - len(train_only)
+        )
         if bands is not None:
             splits["bands"] = bands
         tmp = cache_dir / f".{key}.partial-{os.getpid()}"
@@ -253,14 +264,19 @@ def _valid_extent(valid: np.ndarray) -> tuple[tuple[int, int], tuple[int, int]]:
 
 
 def _bands_of_one_pointing(
-    root: Path, rows: list[ManifestRow], params: dict[str, Any], val_fraction, test_fraction
+    root: Path,
+    rows: list[ManifestRow],
+    params: dict[str, Any],
+    val_fraction,
+    test_fraction,
+    n_groups: int,
 ) -> dict[str, Any] | None:
     """A folder of one pointing (one frame, or exposures of one pointing) has no second
     pointing to validate on: each frame is then cut into bands (``_bands``) over the valid
     pixels of all its frames of that shape, so exposure pairs stay aligned. ``None`` when the
     folder has several pointings, when no validation is asked for, or when a frame is too
     small to cut."""
-    if len({r.group for r in rows}) != 1 or val_fraction <= 0:
+    if n_groups != 1 or val_fraction <= 0:
         return None
     extents: dict[tuple[int, int], list] = {}
     for r in rows:
@@ -275,7 +291,7 @@ def _bands_of_one_pointing(
         return None  # too small to cut: no validation split (the data modules say so)
     axes = {axis for axis, _ in cuts}
     log.info(
-        "one pointing only: each frame is cut across its %s into training, validation and "
+        "a single pointing to split: each frame is cut across its %s into training, validation and "
         "test bands (%s px)",
         "rows" if axes == {0} else "columns" if axes == {1} else "longer side",
         ", ".join(f"{s} {hi - lo}" for s, (lo, hi) in cuts[0][1].items() if hi > lo),
