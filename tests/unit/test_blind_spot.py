@@ -212,3 +212,10 @@ def test_structn2v_refuses_rotating_augmentations():
     with pytest.raises(UserError, match="rot90"):
         build(Augment(flips=True, rot90=True))
     assert build(Augment(flips=True, rot90=False)).pairing.structured_axis == "row"
+
+
+def test_exposure_pairs_are_refused_for_blind_spot_training() -> None:
+    # model=n2v data.pairs=true read a pair per crop, used one exposure and silently dropped
+    # the other (without data.pairs both exposures are frames of their own).
+    with pytest.raises(UserError, match=r"drop data.pairs=true, or use model=n2n"):
+        BlindSpotPairing().check_data(1, frozenset({"noisy", "noisy2", "valid"}), "jwst")

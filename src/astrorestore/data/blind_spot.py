@@ -242,6 +242,12 @@ class BlindSpotPairing(Pairing):
         return self.struct_axis
 
     def check_data(self, channels: int, provides: frozenset[str], data_name: str) -> None:
+        if "noisy2" in provides:
+            raise UserError(
+                f"data={data_name} gives exposure pairs (data.pairs=true), but blind-spot "
+                "training uses single frames and would ignore every second exposure: drop "
+                "data.pairs=true, or use model=n2n to train on the pairs"
+            )
         if "noisy" not in provides and "clean" not in provides:
             raise UserError(
                 f"blind-spot training needs noisy frames (or clean ones to add noise to); "
