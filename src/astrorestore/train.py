@@ -154,6 +154,8 @@ def check_parts(datamodule: Any, parts: dict[str, Any]) -> None:
         check_multiple("data.patch_size", patch, getattr(net, "size_multiple", 1) * scale)
     if net is not None and hasattr(datamodule.pairing, "check_net"):
         datamodule.pairing.check_net(net)
+    if patch is not None and hasattr(datamodule.pairing, "check_patch"):
+        datamodule.pairing.check_patch(int(patch))
     masks = datamodule.pairing.makes_loss_mask or "valid" in datamodule.provides
     loss = parts.get("loss")
     if masks and loss is not None and hasattr(loss, "check_mask_support"):

@@ -1,9 +1,10 @@
-"""train.py's start-up cross-check of data.patch_size against the network."""
+"""train.py's start-up cross-checks of data.patch_size against the network and pairing."""
 
 from types import SimpleNamespace
 
 import pytest
 
+from astrorestore.data.blind_spot import BlindSpotPairing
 from astrorestore.data.degrade import ColorizationPairing, SuperResolutionPairing
 from astrorestore.errors import UserError
 from astrorestore.nets.sr3_unet import SR3UNet
@@ -39,3 +40,12 @@ def test_a_same_size_model_keeps_its_own_multiple():
     check_parts(_data(40, ColorizationPairing()), {"net": net})
     with pytest.raises(UserError, match="multiple of 8"):
         check_parts(_data(36, ColorizationPairing()), {"net": net})
+
+
+def test_a_struct_line_as_long_as_the_crop_is_refused():
+    # structN2V hid whole rows of the 32 px crops without a word at struct_span=41.
+    pairing = BlindSpotPairing(struct_axis="row", struct_span=41)
+    with pytest.raises(UserError, match=r"struct_span=41 hides the whole row of a 32 px crop"):
+        check_parts(_data(32, pairing), {})
+    check_parts(_data(64, pairing), {})
+    check_parts(_data(32, BlindSpotPairing(struct_span=41)), {})  # no struct axis: unused

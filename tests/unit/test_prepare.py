@@ -232,7 +232,7 @@ def test_one_frame_is_cut_into_training_validation_and_test_bands(tmp_path, caps
     assert main([str(root), "--cache", str(tmp_path / "c"), "--tile-size", "64", "--stride",
                  "32", "--no-progress"]) == 0  # fmt: skip
     out = capsys.readouterr().out
-    assert "prepared 1 frames" in out and "val  :    1 bands" in out
+    assert "prepared 1 frame (" in out and "val  :    1 bands" in out
     # Wider than tall: cut across columns; too narrow for a test band beside the others:
     # training and validation only.
     write_plain(root / "f.fits", data[:100, :150])

@@ -259,6 +259,15 @@ class BlindSpotPairing(Pairing):
                 "noise model to corrupt them: choose one with noise=<poisson_gaussian|...>"
             )
 
+    def check_patch(self, patch_size: int) -> None:
+        """structN2V's hidden line must leave part of its row (column) visible in a crop."""
+        if self.struct_axis is not None and self.struct_span >= patch_size:
+            raise UserError(
+                f"data.pairing.struct_span={self.struct_span} hides the whole {self.struct_axis} "
+                f"of a {patch_size} px crop (data.patch_size): use a span of a few pixels, the "
+                "length the noise is correlated over, below the crop size"
+            )
+
     def check_net(self, net: Any) -> None:
         check_n2v2_bundle(
             self.strategy, getattr(net, "blur_pool", False), getattr(net, "top_skip", True)

@@ -418,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     s = prepared.summary()
-    print(f"prepared {s['files']} frames ({s['skipped']} skipped) -> {s['cache']}")
+    frames = "frame" if s["files"] == 1 else "frames"
+    print(f"prepared {s['files']} {frames} ({s['skipped']} skipped) -> {s['cache']}")
     pieces = "bands " if s["bands"] else "frames"
     if s["bands"]:
         print("  one pointing: each frame is cut into training, validation and test bands")
