@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -139,12 +140,16 @@ def set_chain_sampling(
 
 
 def _check_chain(
-    src: Path, dst: Path, restorers: list[Restorer], tile: int, reference_dir: Path | None
+    src: Path,
+    dst: Path,
+    source: LoadedImage,
+    restorers: list[Restorer],
+    tile: int,
+    reference_dir: Path | None,
 ) -> None:
     """Raise UserError if a later stage cannot take what the stage before it gives for
-    ``src``, if the final image cannot be written to ``dst``, or if its reference is missing
-    or not of the chain's final shape."""
-    source = read_image(src)
+    ``src`` (read as ``source``), if the final image cannot be written to ``dst``, or if its
+    reference is missing or not of the chain's final shape."""
     shape = source.data.shape
     for index, restorer in enumerate(restorers):
         if index:
@@ -206,8 +211,6 @@ def run_pipeline(
     if output.suffix:
         raise UserError(f"output={output_dir} must be a folder for a pipeline; pass output=<dir>/")
     pairs = resolve_io(input_spec, str(output) + "/")
-    # Every input checked against the first stage before the first output is written.
-    preflight(pairs, None, tile, restorers[0])
     reference_dir = Path(references) if references else None
     if reference_dir is not None:
         if not reference_dir.is_dir():
@@ -217,9 +220,10 @@ def run_pipeline(
                 f"references={references} is the output folder: the outputs would replace the "
                 "references they are scored against; pass another output=<dir>"
             )
-    # ... and the rest of the chain and the references, from the shapes each stage gives.
-    for src, dst in pairs:
-        _check_chain(src, dst, restorers, tile, reference_dir)
+    # Every input checked before the first output is written: against the first stage, then
+    # the rest of the chain and the references, from the shapes each stage gives (one reading).
+    check = partial(_check_chain, restorers=restorers, tile=tile, reference_dir=reference_dir)
+    preflight(pairs, None, tile, restorers[0], check=check)
     total_scale = int(np.prod([r.scale for r in restorers]))
     history = [f"astrorestore pipeline: {' -> '.join(r.name for r in restorers)}"]
     history += [

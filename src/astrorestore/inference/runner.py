@@ -28,6 +28,7 @@ from astrorestore.inference.scoring import (
 )
 from astrorestore.inference.tiling import check_overlap
 from astrorestore.io.fits import read_input_err
+from astrorestore.io.formats import LoadedImage
 from astrorestore.io.images import check_output, read_image, write_image
 from astrorestore.io.paths import resolve_io
 
@@ -85,9 +86,13 @@ def preflight(
     tile: int,
     restorer: Restorer | None,
     grey_only: bool = False,
-) -> None:
-    # Every input is read once before anything is written, so one bad file in a batch fails
-    # the run up front instead of after hours of work with half the outputs on disk.
+    check: Callable[[Path, Path, LoadedImage], None] | None = None,
+) -> dict[Path, tuple[int, ...]]:
+    """Every input is read once before anything is written, so one bad file in a batch fails
+    the run up front instead of after hours of work with half the outputs on disk. ``check``
+    adds the caller's own checks of each (input, output, loaded input), in the same reading.
+    Returns each input's shape, so later checks need not read the inputs again."""
+    shapes: dict[Path, tuple[int, ...]] = {}
     for src, dst in pairs:
         image = read_image(src, hdu=hdu)
         data = image.data
@@ -105,9 +110,13 @@ def preflight(
                 )
         except UserError as exc:
             raise UserError(f"{src}: {exc}") from None
+        if check is not None:
+            check(src, dst, image)
         if image.extra.get("alpha"):
             print(f"note: {src}: its alpha (transparency) channel is dropped; {dst} is RGB")
+        shapes[src] = data.shape
         del data, image
+    return shapes
 
 
 def frame_unit(source: Any) -> str | None:
@@ -239,9 +248,8 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
         from astrorestore.evaluation.writer import check_report_dir
 
         check_report_dir(report, [*(path for pair in pairs for path in pair), *truths.values()])
-    preflight(pairs, hdu, tile, None if method else restorer, psf_stage is not None)
+    shapes = preflight(pairs, hdu, tile, None if method else restorer, psf_stage is not None)
     if scorer is not None:
-        shapes = {src: read_image(src, hdu=hdu).data.shape for src, _ in pairs}
         for src, truth_path in truths.items():
             check_truth(truth_path, output_shape(shapes[src], scale, out_channels), hdu)
         check_scorable(shapes, scale, out_channels, name)
