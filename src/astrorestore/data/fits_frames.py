@@ -383,6 +383,23 @@ def _assemble(path, hdul, index, data, raw_dtype, plane, gain, bad_dq_bits) -> F
     )
 
 
+def read_noise_map(path: Path, sci_index: int) -> np.ndarray | None:
+    """The 1-sigma noise map of the 2-D science HDU ``sci_index`` (its chip's ERR, else the
+    VAR_* extensions; :func:`_noise_map`) in the science array's units, or None: what
+    ``infer.py report=`` judges a restoration's residual by when there is no truth."""
+    from astropy.io import fits
+
+    with fits.open(path, mode="readonly") as hdul:
+        sci = hdul[sci_index]
+        shape = _squeeze(np.empty(sci.shape, dtype=np.bool_)).shape
+        if len(shape) != 2:
+            return None
+        try:
+            return _noise_map(hdul, int(sci.header.get("EXTVER", 1)), shape, None, path)
+        except UserError:  # a noise cube beside a 2-D science array: no usable map
+            return None
+
+
 def _noise_map(hdul, extver, shape, plane, path) -> np.ndarray | None:
     """ERR when present (the pipeline's total sigma), else sqrt(VAR_POISSON + VAR_RNOISE)."""
     err = _companion(hdul, "ERR", extver, shape, plane, path)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 import astrorestore
+from astrorestore.data.fits_frames import read_noise_map
 from astrorestore.errors import UserError
 from astrorestore.inference import psf_cores
 from astrorestore.inference.acceleration import accelerate, check_precision
@@ -27,7 +28,6 @@ from astrorestore.inference.scoring import (
     resolve_truths,
 )
 from astrorestore.inference.tiling import check_overlap
-from astrorestore.io.fits import read_input_err
 from astrorestore.io.formats import LoadedImage
 from astrorestore.io.images import check_output, read_image, write_image
 from astrorestore.io.paths import resolve_io
@@ -274,8 +274,8 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
         write_image(dst, restored, source, frame_history, keywords, scale)
         if scorer is not None:
             truth = read_image(truths[src], hdu=hdu).data if src in truths else None
-            # A FITS input's ERR map (JWST, HST) is its own noise model, in its own units.
-            err = read_input_err(src, source.hdu_index) if source.format == "fits" else None
+            # A FITS input's noise map (JWST, HST ERR) is its own noise model, in its units.
+            err = read_noise_map(src, source.hdu_index) if source.format == "fits" else None
             scorer.add(src.name, restored, source.data, truth, frame_unit(source), err)
         height, width = source.data.shape[:2]
         del source, restored

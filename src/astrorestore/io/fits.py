@@ -97,26 +97,6 @@ def _is_rgb_cube(header: Any) -> bool:
     return str(header.get(RGB_KEYWORD, "")).strip().upper() == "RGB"
 
 
-def read_input_err(path: Path, sci_index: int) -> np.ndarray | None:
-    """The ERR extension of the chip at ``sci_index`` (same EXTVER, same 2-D shape) as float32
-    in the science array's units, or None: the input's noise map, for scoring a restoration
-    without truth (``evaluation.residual``)."""
-    from astropy.io import fits
-
-    with fits.open(path, mode="readonly") as hdul:
-        sci = hdul[sci_index]
-        extver = int(sci.header.get("EXTVER", 1))
-        for i, h in enumerate(hdul):
-            if i == sci_index or h.name.upper() != "ERR":
-                continue
-            if int(h.header.get("EXTVER", 1)) != extver or _fits_image_shape(h) is None:
-                continue
-            err = _squeeze_leading(np.asarray(h.data, dtype=np.float32))
-            if err.ndim == 2:  # the scorer also checks it against the science array's shape
-                return err
-    return None
-
-
 def _fits_raw_dtype(h: Any) -> np.dtype:
     bitpix = h.header.get("ZBITPIX", h.header.get("BITPIX", -32))
     kinds = {8: np.uint8, 16: np.int16, 32: np.int32, 64: np.int64, -32: np.float32}
