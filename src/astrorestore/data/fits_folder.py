@@ -328,12 +328,11 @@ class FitsFolderDataModule(PairedDataModule):
             train = ExposurePairs(
                 prepared, "train", p, self.patches_per_epoch, min_valid=self.min_valid
             )
-            val, test = (
-                ExposurePairs(prepared, s, p, n, min_valid=self.min_valid, fixed_seed=self.seed)
-                if prepared.frames[s] or s == "val"
-                else None
-                for s in ("val", "test")
-            )
+
+            def fixed(split: str) -> Dataset:
+                return ExposurePairs(
+                    prepared, split, p, n, min_valid=self.min_valid, fixed_seed=self.seed
+                )
         else:
             train = SourceTileCrops(
                 prepared,
@@ -344,13 +343,14 @@ class FitsFolderDataModule(PairedDataModule):
                 source_patch_fraction=self._source_patch_fraction,
                 softening=self.softening,
             )
-            val, test = (
-                FixedTileCrops(prepared, s, p, n, min_valid=self.min_valid)
-                if prepared.frames[s] or s == "val"
-                else None
-                for s in ("val", "test")
-            )
-        if not prepared.frames["test"]:
+
+            def fixed(split: str) -> Dataset:
+                return FixedTileCrops(prepared, split, p, n, min_valid=self.min_valid)
+
+        val, test = fixed("val"), None
+        if prepared.frames["test"]:
+            test = fixed("test")
+        else:
             # Too few pointings for a test split (split_counts keeps one for training and one
             # for validation first) or data.test_fraction=0: train and validate, skip the test.
             log.info(
@@ -360,7 +360,6 @@ class FitsFolderDataModule(PairedDataModule):
                 len({r.group for r in prepared.rows}),
                 self.test_fraction,
             )
-            test = None
         return tuple(
             FrameItems(d, self.deep_as_clean) if d is not None else None for d in (train, val, test)
         )
