@@ -18,7 +18,8 @@ from astrorestore.diffusion.sampler import (
 from astrorestore.diffusion.schedule import NoiseSchedule
 from astrorestore.errors import UserError
 from astrorestore.losses.pixel import RestorationLoss
-from astrorestore.modules.diffusion import DiffusionModule, ExponentialMovingAverage
+from astrorestore.modules.base import ExponentialMovingAverage
+from astrorestore.modules.diffusion import DiffusionModule
 from astrorestore.nets.sr3_unet import SR3UNet
 
 

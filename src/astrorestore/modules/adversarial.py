@@ -138,6 +138,7 @@ class AdversarialModule(RestorationModule):
         )
         self.automatic_optimization = False
         self.net = net
+        self.average_weights(net)  # the generator's; the discriminator sees the raw one
         self.discriminator = discriminator
         self.loss = loss
         self.factories = {
@@ -152,12 +153,20 @@ class AdversarialModule(RestorationModule):
         return self.net(x)
 
     def restore(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.net(x)
+        return self.inference_net(x)
 
     def restorer_spec(self) -> dict[str, Any]:
-        return {"_target_": "astrorestore.inference.restorer.NetForward", "weights": "net"}
+        return {
+            "_target_": "astrorestore.inference.restorer.NetForward",
+            "weights": self.exported_weights,
+            "net_config": "net",
+        }
 
     # ------------------------------------------------------------------ training
+    def batches_trained(self) -> int:
+        # Under manual optimisation global_step counts optimiser steps: two per GAN batch.
+        return self.global_step // 2 if self.hparams.adversarial_weight > 0 else self.global_step
+
     def adversarial_weight_at(self, batches: int) -> float:
         """The GAN loss weight after ``batches`` training batches: 0 during the warm-up, then
         a linear ramp to ``adversarial_weight``."""
@@ -196,8 +205,7 @@ class AdversarialModule(RestorationModule):
         size = condition.shape[0]
         kind = self.hparams.gan_loss
         use_gan = self.hparams.adversarial_weight > 0
-        # Under manual optimisation global_step counts optimiser steps: two per GAN batch.
-        weight = self.adversarial_weight_at(self.global_step // 2) if use_gan else 0.0
+        weight = self.adversarial_weight_at(self.batches_trained()) if use_gan else 0.0
 
         if use_gan:
             self.toggle_optimizer(opt_d)
@@ -269,7 +277,7 @@ class AdversarialModule(RestorationModule):
 
     # ------------------------------------------------------------------ evaluation
     def evaluate_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        restored = self.net(batch["input"])
+        restored = self.inference_net(batch["input"])
         loss, _ = self.loss(restored, batch["target"], batch.get("loss_mask"))
         self._last_restored = restored
         return loss, restored

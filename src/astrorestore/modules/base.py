@@ -9,6 +9,11 @@ A method subclasses :class:`RestorationModule` and implements
 - ``restorer_spec()``: how inference rebuilds the thing that restores (see
   :mod:`astrorestore.inference.restorer`).
 
+Weight averaging is shared: a subclass calls :meth:`RestorationModule.average_weights` with the
+network inference runs; with ``ema_decay`` set, an exponential moving average of its weights is
+kept after every training batch, and validation, test and the exported checkpoint use the
+average (:attr:`RestorationModule.inference_net`, :attr:`RestorationModule.exported_weights`).
+
 Metrics are computed only against ``batch["truth"]`` and only where it exists. The noisy
 input, brought to the output's shape, is scored the same way as the baseline to beat
 (``val/input/*``). Where there is no truth (real frames), the measures that can be known are
@@ -17,12 +22,15 @@ logged instead: empty-sky noise and bright-source flux, output relative to input
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from astrorestore.errors import UserError
 from astrorestore.metrics.image_quality import RestorationMetrics
 from astrorestore.metrics.lpips_metric import build_lpips, lpips_distance
 from astrorestore.metrics.no_truth import bright_flux_ratio, sky_noise_ratio
@@ -38,6 +46,28 @@ def match_shape(image: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return image
 
 
+class ExponentialMovingAverage:
+    """``ema <- decay * ema + (1 - decay) * weights`` after each training batch, with the usual
+    warm-up ``decay_t = min(decay, (1 + t) / (10 + t))`` so early averages are not stuck at the
+    random initialisation. Buffers (GroupNorm has none, but others may) are copied."""
+
+    def __init__(self, decay: float) -> None:
+        if isinstance(decay, bool) or not 0.0 <= decay < 1.0:
+            raise UserError(
+                f"model.ema_decay={decay!r} is invalid: use a value in [0, 1) (0.999 is "
+                "usual), or null for no weight averaging"
+            )
+        self.decay = float(decay)
+
+    @torch.no_grad()
+    def update(self, ema: nn.Module, net: nn.Module, step: int) -> None:
+        decay = min(self.decay, (1.0 + step) / (10.0 + step))
+        for average, current in zip(ema.parameters(), net.parameters(), strict=True):
+            average.lerp_(current.detach().to(average.dtype), 1.0 - decay)
+        for average, current in zip(ema.buffers(), net.buffers(), strict=True):
+            average.copy_(current)
+
+
 class RestorationModule(L.LightningModule):
     """Shared base. Args (plain values; kept as attributes, whatever the subclass saves):
 
@@ -46,6 +76,8 @@ class RestorationModule(L.LightningModule):
     lpips_weights: path to AlexNet weights for LPIPS; None = torch hub cache, else skipped.
     compute_lpips: False skips LPIPS even if weights exist.
     n_panel_images: validation images kept for the image-panel callback.
+    ema_decay: None, or the decay of an exponential moving average of the restoring network's
+        weights, which validation, test and the exported checkpoint then use.
     """
 
     #: Set by modules whose steps leave some parameters without gradients (DDP must know).
@@ -57,8 +89,10 @@ class RestorationModule(L.LightningModule):
         lpips_weights: str | None = None,
         compute_lpips: bool = True,
         n_panel_images: int = 4,
+        ema_decay: float | None = None,
     ) -> None:
         super().__init__()
+        self.averager = None if ema_decay is None else ExponentialMovingAverage(ema_decay)
         self.monitor = monitor
         self.n_panel_images = int(n_panel_images)
         self.metrics = torch.nn.ModuleDict(
@@ -77,6 +111,32 @@ class RestorationModule(L.LightningModule):
 
     def restorer_spec(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ weight averaging
+    def average_weights(self, net: nn.Module) -> None:
+        """Keep an average of ``net``'s weights (``self.ema``) when ``ema_decay`` is set.
+        Subclasses call this once, with the network inference runs, after assigning it."""
+        if self.averager is not None:
+            self.ema = copy.deepcopy(net).requires_grad_(False).eval()
+
+    @property
+    def inference_net(self) -> nn.Module:
+        """The network validation, test and inference run: the weight average if kept."""
+        return self.ema if self.averager is not None else self.net
+
+    @property
+    def exported_weights(self) -> str:
+        """The state-dict prefix of :attr:`inference_net` (``restorer_spec``'s ``weights``)."""
+        return "ema" if self.averager is not None else "net"
+
+    def batches_trained(self) -> int:
+        """Training batches so far (``global_step`` counts optimiser steps; a module that
+        steps several optimisers per batch says how to convert)."""
+        return self.global_step
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.averager is not None:
+            self.averager.update(self.ema, self.net, self.batches_trained())
 
     # ------------------------------------------------------------------ shared evaluation
     def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:

@@ -9,8 +9,9 @@ residual from the bicubic up-sampling of the input divided by ``residual_scale``
 x0 prediction) beats bicubic on SSIM where the image model still samples noise and the
 residual eps model is far behind (``bench/bench_generative.py``, README).
 
-An exponential moving average of the weights (``ema``) is kept and is what validation samples
-with and what checkpoints export for inference (``restorer_spec`` names ``ema``). Validation
+An exponential moving average of the weights (``ema``, the base module's weight averaging, on
+by default here) is what validation samples with and what checkpoints export for inference
+(``restorer_spec`` names ``ema``). Validation
 reports the denoising loss on every batch, at fixed levels and noise (a seeded generator), and
 every ``sample_every_n_epochs`` samples a small fixed subset (the first ``n_sample_images`` of
 the first batch) with the fast sampler to log PSNR/SSIM/LPIPS and panels. With
@@ -20,7 +21,6 @@ exists only on sampling epochs. Testing samples every test image.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -44,25 +44,6 @@ from astrorestore.errors import UserError
 from astrorestore.modules.base import RestorationModule
 
 
-class ExponentialMovingAverage:
-    """``ema <- decay * ema + (1 - decay) * weights`` after each optimiser step, with the usual
-    warm-up ``decay_t = min(decay, (1 + t) / (10 + t))`` so early averages are not stuck at the
-    random initialisation. Buffers (GroupNorm has none, but others may) are copied."""
-
-    def __init__(self, decay: float) -> None:
-        if not 0.0 <= decay < 1.0:
-            raise UserError(f"model.ema_decay={decay!r} is invalid: use a value in [0, 1)")
-        self.decay = float(decay)
-
-    @torch.no_grad()
-    def update(self, ema: nn.Module, net: nn.Module, step: int) -> None:
-        decay = min(self.decay, (1.0 + step) / (10.0 + step))
-        for average, current in zip(ema.parameters(), net.parameters(), strict=True):
-            average.lerp_(current.detach().to(average.dtype), 1.0 - decay)
-        for average, current in zip(ema.buffers(), net.buffers(), strict=True):
-            average.copy_(current)
-
-
 class DiffusionModule(RestorationModule):
     """Args:
     net: ``net(x_t, sqrt_gamma, cond)`` (e.g. :class:`~astrorestore.nets.sr3_unet.SR3UNet`).
@@ -73,7 +54,8 @@ class DiffusionModule(RestorationModule):
     prediction: ``eps``, ``x0`` or ``v``.
     target: ``residual`` (HR - bicubic(LR), divided by ``residual_scale``) or ``image``.
     residual_scale: divides the residual to about unit variance (ignored for ``image``).
-    ema_decay: EMA decay of the exported weights.
+    ema_decay: EMA decay of the exported weights (the shared weight averaging of
+        :class:`~astrorestore.modules.base.RestorationModule`; on by default here).
     sampler, sample_steps: the fast sampler used in validation/test and exported for inference.
     sample_every_n_epochs, n_sample_images: the validation sampling subset.
     """
@@ -96,7 +78,7 @@ class DiffusionModule(RestorationModule):
         n_sample_images: int = 4,
         **base: Any,
     ) -> None:
-        super().__init__(**base)
+        super().__init__(ema_decay=ema_decay, **base)
         check_choice("model.prediction", prediction, PREDICTIONS)
         check_choice("model.sampler", sampler, SAMPLERS)
         check_choice("model.target", target, TARGETS)
@@ -113,8 +95,7 @@ class DiffusionModule(RestorationModule):
         self.loss = loss
         self.schedule = NoiseSchedule(**(schedule or {}))
         self.schedule.set_timesteps(sample_steps)  # fails now if the step count is invalid
-        self.ema = copy.deepcopy(net).requires_grad_(False).eval()
-        self.averager = ExponentialMovingAverage(ema_decay)
+        self.average_weights(net)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self._batch_loss: torch.Tensor | None = None
@@ -128,7 +109,7 @@ class DiffusionModule(RestorationModule):
         hp = self.hparams
         cond = upsample(x, hp.scale)
         return sample(
-            self.ema,
+            self.inference_net,
             cond,
             self.schedule,
             hp.sample_steps,
@@ -143,7 +124,7 @@ class DiffusionModule(RestorationModule):
         hp = self.hparams
         return {
             "_target_": f"{SuperResolutionSampler.__module__}.SuperResolutionSampler",
-            "weights": "ema",
+            "weights": self.exported_weights,
             "net_config": "net",
             "scale": int(hp.scale),
             "steps": int(hp.sample_steps),
@@ -177,21 +158,18 @@ class DiffusionModule(RestorationModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["target"].shape[0])
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self.averager.update(self.ema, self.net, self.global_step)
-
     # ------------------------------------------------------------------ evaluation
     def evaluate_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         generator = torch.Generator(device=batch["target"].device).manual_seed(0)
         loss = self._batch_loss
         if loss is None:
-            loss = self.denoising_loss(batch, self.ema, generator)
+            loss = self.denoising_loss(batch, self.inference_net, generator)
         return loss, self.restore(batch["input"], generator)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         # Fixed levels and noise per batch: val/loss is comparable between epochs.
         generator = torch.Generator(device=batch["target"].device).manual_seed(batch_idx)
-        loss = self.denoising_loss(batch, self.ema, generator)
+        loss = self.denoising_loss(batch, self.inference_net, generator)
         size = batch["target"].shape[0]
         epoch = self.current_epoch + 1
         if batch_idx == 0 and (

@@ -38,6 +38,7 @@ class RegressionModule(RestorationModule):
         # Only plain values go into hparams, so checkpoints load with torch's weights_only.
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"], logger=False)
         self.net = net
+        self.average_weights(net)
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -50,10 +51,14 @@ class RegressionModule(RestorationModule):
         return self.net(x)
 
     def restore(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.net(x)
+        return self.inference_net(x)
 
     def restorer_spec(self) -> dict[str, Any]:
-        return {"_target_": "astrorestore.inference.restorer.NetForward", "weights": "net"}
+        return {
+            "_target_": "astrorestore.inference.restorer.NetForward",
+            "weights": self.exported_weights,
+            "net_config": "net",
+        }
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         pred = self.net(batch["input"])
@@ -65,10 +70,11 @@ class RegressionModule(RestorationModule):
         return total
 
     def evaluate_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        pred = self.net(batch["input"])
+        net = self.inference_net
+        pred = net(batch["input"])
         loss, _ = self.loss(pred, batch["target"], batch.get("loss_mask"))
         # A blind-spot input has pixels replaced; the restoration is judged on the whole frame.
-        restored = self.net(batch["observed"]) if "observed" in batch else pred
+        restored = net(batch["observed"]) if "observed" in batch else pred
         return loss, restored
 
     def configure_optimizers(self) -> dict[str, Any]:
