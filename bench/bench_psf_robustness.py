@@ -41,6 +41,8 @@ ceiling row: LABEL's output with every star's core fitted with the true PSF at i
 position too (the ceiling of fitting cores on this frame alone). ``--psf-cores LABEL[:key=value,...]`` adds
 LABEL's output with its star cores fitted with the PSF each frame shows
 (``astrorestore.inference.psf_cores``, what ``infer.py psf_cores.enabled=true`` runs; no truth).
+``--self-ensemble LABEL:N`` adds LABEL's checkpoint as the mean of N flipped/rotated passes
+(``infer.py self_ensemble=N``); ``--psf-cores "LABEL + self-ensemble N"`` stacks the two.
 """
 
 from __future__ import annotations
@@ -197,9 +199,13 @@ def bm3d_vst(noisy: np.ndarray) -> np.ndarray:
     return (inverse * GAIN).astype(np.float32)
 
 
-def load_methods(ckpts: list[str], use_bm3d: bool) -> dict:
+def load_methods(ckpts: list[str], use_bm3d: bool, ensembles: list[str] = ()) -> dict:
+    """The rows: the noisy input, BM3D-VST, each checkpoint (``LABEL=PATH``) and, for each
+    ``LABEL:N`` of ``ensembles``, LABEL's checkpoint as the mean of N flipped/rotated passes
+    (``infer.py self_ensemble=N``)."""
     from astrorestore.inference.restore import restore_image
     from astrorestore.inference.restorer import load_restorer
+    from astrorestore.inference.self_ensemble import self_ensemble
 
     methods: dict = {"noisy input": lambda noisy: noisy}
     if use_bm3d:
@@ -209,10 +215,21 @@ def load_methods(ckpts: list[str], use_bm3d: bool) -> dict:
             methods["BM3D-VST"] = bm3d_vst
         except ImportError:
             print("bm3d not installed (pip install astrorestore[baselines]): no BM3D rows")
+    paths = {}
     for spec in ckpts:
         label, _, path = spec.rpartition("=")
-        restorer = load_restorer(path, "cpu")
-        methods[label or Path(path).stem] = lambda noisy, r=restorer: restore_image(
+        paths[label or Path(path).stem] = path
+    rows = [(label, path, 1) for label, path in paths.items()]
+    for spec in ensembles:
+        label, _, n = spec.partition(":")
+        if label not in paths or n not in ("2", "4", "8"):
+            raise SystemExit(
+                f"--self-ensemble {spec!r}: use LABEL:N, N = 2, 4 or 8, LABEL a --ckpt"
+            )
+        rows.append((f"{label} + self-ensemble {n}", paths[label], int(n)))
+    for label, path, n in rows:
+        restorer = self_ensemble(load_restorer(path, "cpu"), n)
+        methods[label] = lambda noisy, r=restorer: restore_image(
             noisy, r, tile=256, overlap=32, batch_size=4
         )
     return methods
@@ -513,6 +530,13 @@ def main() -> None:
         help="LABEL[:key=value,...] (repeatable): add a row, LABEL's output with its star cores "
         "fitted with the PSF measured on each frame (astrorestore.inference.psf_cores; no truth)",
     )
+    parser.add_argument(
+        "--self-ensemble",
+        action="append",
+        default=[],
+        help="LABEL:N (repeatable): add a row, LABEL's checkpoint as the mean of N (2, 4, 8) "
+        "flipped/rotated passes (infer.py self_ensemble=N)",
+    )
     parser.add_argument("--size", type=int, default=256, help="field size (px)")
     parser.add_argument("--fields", type=int, default=2, help="fields per cell")
     parser.add_argument("--no-bm3d", action="store_true", help="skip the BM3D-VST baseline")
@@ -530,7 +554,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         ckpts = args.ckpt + [variant_spec(spec, args.ckpt, Path(tmp)) for spec in args.variant]
-        methods = load_methods(ckpts, not args.no_bm3d)
+        methods = load_methods(ckpts, not args.no_bm3d, args.self_ensemble)
     for label in args.oracle:
         if label not in methods:
             raise SystemExit(f"--oracle {label!r}: not a row ({', '.join(methods)})")
@@ -559,6 +583,7 @@ def main() -> None:
             + [f"--oracle {o}" for o in args.oracle]
             + [f"--oracle-position {o}" for o in args.oracle_position]
             + [f"--psf-cores {o}" for o in args.psf_cores]
+            + [f"--self-ensemble {o}" for o in args.self_ensemble]
         )
         + f" --size {args.size} --fields {args.fields}"
         + (f" --seed {args.seed}" if args.seed != parser.get_default("seed") else ""),

@@ -24,13 +24,16 @@ Steps (all on whatever machine runs it; the figures are printed and written to
 5. With ``--validate``: the asinh-space ``val/psnr`` and ``val/ssim`` of the checkpoint on
    ``data=simulated``'s validation fields (``data.seed`` 0, the fields every default run was
    judged on), through ``Trainer.validate``, so runs trained on other data (the randomised
-   default) are compared with earlier defaults on the same images.
+   default) are compared with earlier defaults on the same images. ``--validate-data
+   simulated,simulated_randomized`` adds the randomised fields the default validates on (where
+   a single-PSF model is the one out of its depth); ``--self-ensemble N`` adds rows for the
+   mean of N flipped/rotated passes (``infer.py self_ensemble=N``).
 
 6. With ``--psf-cores``: the held-out field's figures again after ``infer.py``'s PSF-core stage
    (:mod:`astrorestore.inference.psf_cores`, gain from the run's noise model).
 
-Usage: ``python bench/bench_supervised.py [--ckpt CKPT] [--validate] [--psf-cores]
-[-- hydra overrides...]``
+Usage: ``python bench/bench_supervised.py [--ckpt CKPT] [--validate] [--validate-data ...]
+[--self-ensemble N] [--psf-cores] [-- hydra overrides...]``
 """
 
 from __future__ import annotations
@@ -107,29 +110,53 @@ def held_out_scene(scene: dict) -> dict:
     return dict(OmegaConf.to_container(fixed))
 
 
-def validate_on_simulated(ckpt: str, config: dict) -> dict[str, float]:
-    """``val/psnr`` and ``val/ssim`` of a checkpoint on ``data=simulated``'s validation fields."""
+def validate_on_simulated(
+    ckpt: str, config: dict, data: str = "simulated", passes: int = 1
+) -> dict[str, float]:
+    """``val/psnr`` and ``val/ssim`` of a checkpoint on the validation fields of ``data``
+    (``simulated``: the single-PSF fields every earlier default was judged on;
+    ``simulated_randomized``: the default's own randomised fields), restored by the network
+    the checkpoint exports, as the mean of ``passes`` flipped/rotated passes (``infer.py
+    self_ensemble``; 1 = one pass)."""
     import lightning as L
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    from astrorestore.inference.restorer import NetForward
+    from astrorestore.inference.self_ensemble import SelfEnsemble
     from astrorestore.train import build
 
     cfg = OmegaConf.create(config)
     with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        cfg.data = compose("train", overrides=["data=simulated"]).data
-    # the run's own pairing (noise model) and normaliser, on the single-PSF fields
+        cfg.data = compose("train", overrides=[f"data={data}"]).data
+    # the run's own pairing (noise model) and normaliser, on those fields
     cfg.data.pairing = config["data"]["pairing"]
     cfg.data.normalizer = config["data"]["normalizer"]
     datamodule, module = build(cfg)
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     module.load_state_dict(state)
+    if passes > 1:
+        name = module.exported_weights
+        setattr(
+            module, name, _PlainForward(SelfEnsemble(NetForward(getattr(module, name)), passes))
+        )
     trainer = L.Trainer(
         accelerator="cpu", logger=False, enable_progress_bar=False, enable_checkpointing=False
     )
     result = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     keys = ("val/psnr", "val/ssim", "val/input/psnr", "val/input/ssim")
     return {k: float(result[k]) for k in keys if k in result}
+
+
+class _PlainForward(torch.nn.Module):
+    """A restorer callable ``fn(x, generator)`` seen as a network ``net(x)``."""
+
+    def __init__(self, fn: torch.nn.Module) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
 
 
 def psnr(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -217,6 +244,20 @@ def main() -> None:
         help="also report val/psnr and val/ssim on data=simulated's validation fields",
     )
     parser.add_argument(
+        "--validate-data",
+        default="simulated",
+        help="with --validate: the data configs whose validation fields are used, comma-"
+        "separated (simulated: single PSF; simulated_randomized: the default's own)",
+    )
+    parser.add_argument(
+        "--self-ensemble",
+        type=int,
+        default=1,
+        choices=[1, 2, 4, 8],
+        help="with --validate: also validate the mean of this many flipped/rotated passes "
+        "(infer.py self_ensemble=N)",
+    )
+    parser.add_argument(
         "--psf-cores",
         action="store_true",
         help="also score the held-out field after infer.py's PSF-core stage (psf_cores)",
@@ -249,8 +290,13 @@ def main() -> None:
     restorer = load_restorer(ckpt, "cpu")
     report["checkpoint"] = ckpt
     if args.validate:
-        report["validation_on_simulated"] = validate_on_simulated(ckpt, config)
-        print("validation on data=simulated:", report["validation_on_simulated"])
+        for data in args.validate_data.split(","):
+            key = "validation_on_simulated" + ("" if data == "simulated" else f"_{data}")
+            passes = sorted({1, args.self_ensemble})
+            for n in passes:
+                name = key if n == 1 else f"{key}_self_ensemble{n}"
+                report[name] = validate_on_simulated(ckpt, config, data, n)
+                print(f"validation on data={data}, {n} pass(es):", report[name])
 
     # held-out field (a seed no training field uses), the run's own noise model at exposure 1
     scene = held_out_scene(dict(config["data"].get("scene") or {}))

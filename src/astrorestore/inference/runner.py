@@ -27,6 +27,7 @@ from astrorestore.inference.scoring import (
     output_shape,
     resolve_truths,
 )
+from astrorestore.inference.self_ensemble import check_self_ensemble, self_ensemble
 from astrorestore.inference.tiling import check_overlap
 from astrorestore.io.formats import LoadedImage
 from astrorestore.io.images import check_output, read_image, write_image
@@ -151,7 +152,8 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
     give_back (``flux_*`` keys: a number, None, or ``checkpoint`` to keep it): the evaluation
     give-back of bounded / Noise2Void networks;
     precision ('fp32'|'bf16'), channels_last, compile (speed switches, see
-    :mod:`astrorestore.inference.acceleration`).
+    :mod:`astrorestore.inference.acceleration`); self_ensemble (1, 2, 4, 8: flipped and
+    rotated passes averaged, see :mod:`astrorestore.inference.self_ensemble`).
     """
     method = _get(cfg, "method")
     if method and _get(cfg, "ckpt_path"):
@@ -168,11 +170,16 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
     progress = bool(_get(cfg, "progress", False))
     device = resolve_device(_get(cfg, "device", "auto"))
     precision = check_precision(_get(cfg, "precision", "fp32"))
+    passes = check_self_ensemble(_get(cfg, "self_ensemble", 1))
 
     give_back = _give_back_settings(cfg)
     if method and give_back:
         raise UserError(
             f"give_back.* applies to a checkpoint's network, not to method={method}: drop it"
+        )
+    if method and passes > 1:
+        raise UserError(
+            f"self_ensemble={passes} averages a network's passes, not method={method}'s: drop it"
         )
     evaluation = dict(_get(cfg, "eval", {}) or {})
     check_eval_settings(evaluation)
@@ -201,6 +208,7 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
             compile=bool(_get(cfg, "compile", False)),
             batch_size=batch_size,
         )
+        restorer = self_ensemble(restorer, passes)
         name, scale, out_channels = restorer.name, restorer.scale, restorer.out_channels
 
         def restore(data: np.ndarray) -> np.ndarray:
@@ -220,6 +228,8 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
         ]
         if precision != "fp32":
             history.append(f"network run in {precision} (autocast)")
+        if passes > 1:
+            history.append(f"self-ensemble: mean of {passes} flipped/rotated passes")
         if scale > 1:
             history.append(f"super-resolved x{scale}; WCS rescaled to the new pixel grid")
         if restorer.stochastic:
