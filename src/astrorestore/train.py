@@ -68,11 +68,6 @@ def sweep_direction(metric: str, mode: str) -> str:
 OmegaConf.register_new_resolver("sweep_direction", sweep_direction, replace=True)
 
 
-# Methods defined by their pairing (configs/model/<name>.yaml picks it): another pairing trains
-# something else under the method's name (ARMODEL, run tags, sweep reviews).
-BLIND_SPOT_MODELS = ("n2v", "n2v2", "structn2v")
-
-
 def _choice(group: str) -> str | None:
     try:
         return HydraConfig.get().runtime.choices.get(group)
@@ -83,11 +78,12 @@ def _choice(group: str) -> str | None:
 def check_config(cfg: DictConfig) -> None:
     """Checks on the config alone, before anything is built."""
     model, pairing = _choice("model"), _choice("pairing")
-    if model in BLIND_SPOT_MODELS and pairing not in (None, "blind_spot"):
+    allowed = list(cfg.get("model_pairings") or [])
+    if allowed and pairing is not None and pairing not in allowed:
         raise UserError(
-            f"model={model} is Noise2Void, trained with pairing=blind_spot, but pairing={pairing} "
-            "was given (a sweep over pairing= overrides the model's own): drop pairing=, or for "
-            "clean or second-exposure targets use model=supervised or model=n2n"
+            f"model={model} is trained with pairing={' or '.join(allowed)}, but pairing={pairing} "
+            "was given (a sweep over pairing= overrides the model's own): drop pairing=, or "
+            f"train pairing={pairing} with model=supervised, which takes any"
         )
     if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
         raise UserError(f"ckpt_path={cfg.ckpt_path} does not exist; pass a .ckpt to resume")

@@ -99,13 +99,18 @@ def test_each_model_runs_through_train_py(run, model):
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def test_noise2void_with_another_pairing_fails_at_start_in_one_line(run, tmp_path):
+@pytest.mark.parametrize(
+    ("model", "own"), [("n2v", "blind_spot"), ("structn2v", "blind_spot"), ("n2n", "noise2noise")]
+)
+def test_a_method_with_another_pairing_fails_at_start_in_one_line(run, tmp_path, model, own):
     # A sweep over pairing= (sweeps/noise_method.yaml) with model=n2v trained the N2V network on
-    # clean targets and labelled the run and its checkpoint n2v.
-    result = run("train.py", "model=n2v", "pairing=supervised", "debug=fast_dev_run")
+    # clean targets and labelled the run and its checkpoint n2v. The model YAML's
+    # model_pairings says which pairings make the method.
+    result = run("train.py", f"model={model}", "pairing=supervised", "debug=fast_dev_run")
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "pairing=blind_spot" in errors[0] and "model=n2n" in errors[0]
+    assert len(errors) == 1 and f"pairing={own}" in errors[0], errors
+    assert "pairing=supervised with model=supervised" in errors[0]
     assert not (tmp_path / "logs").exists() or not list((tmp_path / "logs").rglob("*.ckpt"))
 
 
