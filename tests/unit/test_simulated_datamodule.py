@@ -173,3 +173,10 @@ def test_augment_runs_on_training_batches_before_pairing() -> None:
     seen = calls[0]
     assert not torch.equal(seen, batch["clean"])  # transformed before the pairing saw it
     torch.testing.assert_close(seen.sum(), batch["clean"].sum(), rtol=1e-3, atol=1.0)
+
+
+def test_messages_name_the_data_option_the_user_chose() -> None:
+    # data=simulated_randomized builds the same class: its errors must not say data=simulated.
+    for name in ("simulated", "simulated_randomized"):
+        with pytest.raises(UserError, match=f"which data={name} with"):
+            _datamodule(name=name).apply_stage(bogus_setting=1)

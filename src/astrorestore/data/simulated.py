@@ -131,7 +131,9 @@ class SimulatedFieldDataModule(PairedDataModule):
         source_patch_fraction: float = 0.0,
         scene: dict | None = None,
         augment: Any = None,
+        name: str = "simulated",
     ) -> None:
+        self.data_name = str(name)  # the data= option, for messages (simulated_randomized too)
         if field_size < 8:
             raise UserError(f"data.field_size={field_size} is invalid: use an integer >= 8")
         if not 0 < patch_size <= field_size:
