@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -171,15 +172,45 @@ def _model_name(cfg: DictConfig) -> str:
         return str(cfg.model._target_).rsplit(".", 1)[-1]
 
 
-def _instantiate(node: Any, **kwargs: Any) -> Any:
-    """Hydra's instantiate, re-raising a constructor's UserError as itself (Hydra wraps it)."""
+def _unexpected_setting(exc: BaseException) -> str | None:
+    """The keyword a constructor refused (``TypeError: ... unexpected keyword argument 'x'``),
+    found anywhere in the chain of errors Hydra wraps around it."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, TypeError):
+            match = re.search(r"unexpected keyword argument '(\w+)'", str(seen))
+            if match:
+                return match.group(1)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _instantiate(node: Any, where: str, **kwargs: Any) -> Any:
+    """Hydra's instantiate, re-raising a constructor's UserError as itself (Hydra wraps it),
+    and a setting the constructor does not take (``where``.key) as one line."""
     try:
         return instantiate(node, **kwargs)
     except Exception as exc:
         error = find_user_error(exc)
-        if error is None or error is exc:
-            raise
-        raise error from None
+        if error is not None and error is not exc:
+            raise error from None
+        key = _unexpected_setting(exc)
+        if error is None and key is not None:
+            target = str(node.get("_target_", "")).rsplit(".", 1)[-1] or where
+            group = where.split(".")[0]
+            choice = _choice(group)
+            hint = (
+                "; debug=tiny sizes the default model on data=simulated, use "
+                "debug=fast_dev_run for other models and data"
+                if _choice("debug") == "tiny"
+                else ""
+            )
+            raise UserError(
+                f"{where}.{key} is not a setting of {target}"
+                + (f" ({group}={choice})" if choice else "")
+                + f": drop {where}.{key} (`python train.py --cfg job` lists the settings){hint}"
+            ) from None
+        raise
 
 
 def build(cfg: DictConfig) -> tuple[Any, Any]:
@@ -188,11 +219,15 @@ def build(cfg: DictConfig) -> tuple[Any, Any]:
     The network and loss are built first and checked against the data, so that a bad
     combination fails before anything else is built or logged.
     """
-    datamodule = _instantiate(cfg.data, _convert_="all")
+    datamodule = _instantiate(cfg.data, "data", _convert_="all")
     metric, mode = resolve_monitor(cfg.monitor.metric, cfg.monitor.mode, datamodule.has_truth)
     with open_dict(cfg):
         cfg.monitor.metric, cfg.monitor.mode = metric, mode
-    parts = {key: _instantiate(cfg.model[key]) for key in ("net", "loss") if key in cfg.model}
+    parts = {
+        key: _instantiate(cfg.model[key], f"model.{key}")
+        for key in ("net", "loss")
+        if key in cfg.model
+    }
     check_parts(datamodule, parts)
     if "net" in parts:
         speed_up(parts["net"], cfg.get("speed") or {})
@@ -201,7 +236,7 @@ def build(cfg: DictConfig) -> tuple[Any, Any]:
         # LPIPS compares with the clean truth: without one it is never computed, so neither its
         # network nor the warning about missing AlexNet weights is needed.
         extra["compute_lpips"] = False
-    return datamodule, _instantiate(cfg.model, **parts, **extra, _convert_="all")
+    return datamodule, _instantiate(cfg.model, "model", **parts, **extra, _convert_="all")
 
 
 def speed_up(net: Any, speed: Any) -> None:

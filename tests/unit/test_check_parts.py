@@ -49,3 +49,14 @@ def test_a_struct_line_as_long_as_the_crop_is_refused():
         check_parts(_data(32, pairing), {})
     check_parts(_data(64, pairing), {})
     check_parts(_data(32, BlindSpotPairing(struct_span=41)), {})  # no struct axis: unused
+
+
+def test_a_setting_the_constructor_does_not_take_is_one_line():
+    # e.g. debug=tiny's data.field_size with data=hubble: Hydra's TypeError, wrapped twice
+    from omegaconf import OmegaConf
+
+    from astrorestore.train import _instantiate
+
+    node = OmegaConf.create({"_target_": "astrorestore.nets.res_unet.ResidualUNet", "bogus": 1})
+    with pytest.raises(UserError, match=r"^model.net.bogus is not a setting of ResidualUNet: drop"):
+        _instantiate(node, "model.net")
