@@ -494,3 +494,29 @@ def test_a_dropped_alpha_channel_is_said(tmp_path, capsys):
     Image.fromarray(rgba[..., :3]).save(tmp_path / "b.png")
     run_inference(make_cfg(tmp_path / "b.png", tmp_path / "p.png"), Loader())
     assert "transparency" not in capsys.readouterr().out
+
+
+def test_a_truth_of_another_kind_than_its_input_is_noted(tmp_path, capsys):
+    # A PNG truth for a FITS frame is scored as if in the frame's units: said before scoring.
+    frame = np.clip(noisy((40, 40), 4) / 4, 0, 255)
+    fits.PrimaryHDU(frame.astype(np.float32)).writeto(tmp_path / "a.fits")
+    Image.fromarray(frame.astype(np.uint8)).save(tmp_path / "t.png")
+    cfg = make_cfg(
+        tmp_path / "a.fits",
+        tmp_path / "o.fits",
+        truth=str(tmp_path / "t.png"),
+        report=str(tmp_path / "r"),
+    )
+    run_inference(cfg, Loader())
+    out = capsys.readouterr().out
+    assert "a.fits is a frame in physical units but its truth t.png is a photograph" in out
+    # the same kind: no note
+    fits.PrimaryHDU(frame.astype(np.float32)).writeto(tmp_path / "t.fits")
+    cfg = make_cfg(
+        tmp_path / "a.fits",
+        tmp_path / "p.fits",
+        truth=str(tmp_path / "t.fits"),
+        report=str(tmp_path / "s"),
+    )
+    run_inference(cfg, Loader())
+    assert "note:" not in capsys.readouterr().out

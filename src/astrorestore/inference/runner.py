@@ -26,6 +26,7 @@ from astrorestore.inference.scoring import (
     classical_restorer,
     output_shape,
     resolve_truths,
+    units_note,
 )
 from astrorestore.inference.self_ensemble import check_self_ensemble, self_ensemble
 from astrorestore.inference.tiling import check_overlap
@@ -262,6 +263,9 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
     if scorer is not None:
         for src, truth_path in truths.items():
             check_truth(truth_path, output_shape(shapes[src], scale, out_channels), hdu)
+            note = units_note(src, truth_path)
+            if note:
+                print(note)
         check_scorable(shapes, scale, out_channels, name)
 
     keywords = {

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from astrorestore.errors import UserError
+from astrorestore.io.formats import image_format
 from astrorestore.io.images import read_image
 
 
@@ -66,6 +67,24 @@ def check_truth(truth_path: Path, expected_shape: tuple[int, ...], hdu: Any) -> 
         )
     if not np.isfinite(data).any():
         raise UserError(f"truth {truth_path.name} has no finite pixels; check the file")
+
+
+PHOTOGRAPH_FORMATS = ("png", "jpeg", "tiff")
+
+
+def units_note(src: Path, truth_path: Path) -> str | None:
+    """A note when an input and its truth are of different kinds (a photograph in data numbers
+    against a FITS or ``.npy`` frame in physical units): they are scored as if in the same
+    units, which holds only if the files were made so."""
+    photo = [image_format(p) in PHOTOGRAPH_FORMATS for p in (src, truth_path)]
+    if photo[0] == photo[1]:
+        return None
+    kinds = {True: "a photograph (data numbers)", False: "a frame in physical units"}
+    return (
+        f"note: {src.name} is {kinds[photo[0]]} but its truth {truth_path.name} is "
+        f"{kinds[photo[1]]}; they are scored as if in the same units: pass a truth of the "
+        "input's kind if they are not"
+    )
 
 
 # eval.* settings: (test, what to pass). Checked before anything is written: they were only
