@@ -126,6 +126,9 @@ def check_resume(cfg: DictConfig) -> None:
             return part
         return {k: v for k, v in part.items() if k not in GIVE_BACK_KEYS}
 
+    # Weight averaging on in one and off in the other: the state dicts differ by the average.
+    if (saved.get("ema_decay") is None) != (current.get("ema_decay") is None):
+        keys.insert(0, "ema_decay")
     for key in keys:
         found = _first_difference(
             trained(saved.get(key)), trained(current.get(key)), f"model.{key}"

@@ -46,3 +46,20 @@ def test_resume_from_a_file_that_is_not_a_checkpoint(tmp_path):
     (tmp_path / "a.ckpt").write_text("not a checkpoint")
     with pytest.raises(UserError, match="cannot read checkpoint"):
         check_config(_cfg(tmp_path / "a.ckpt"))
+
+
+def test_resume_with_weight_averaging_switched_on_or_off_is_one_line(tmp_path):
+    # The average is part of the state dict: Lightning would fail on its missing keys.
+    averaged = _checkpoint(tmp_path / "a.ckpt", {**MODEL, "ema_decay": 0.999})
+    with pytest.raises(
+        UserError, match=r"model.ema_decay=0.999 \(model=supervised\), this run has null"
+    ):
+        check_config(_cfg(averaged))
+    cfg = _cfg(_checkpoint(tmp_path / "b.ckpt", MODEL))
+    cfg.model.ema_decay = 0.99
+    with pytest.raises(UserError, match="model.ema_decay=null"):
+        check_config(cfg)
+    # another decay only changes how fast the average moves: allowed
+    cfg = _cfg(averaged)
+    cfg.model.ema_decay = 0.99
+    check_config(cfg)
