@@ -203,8 +203,8 @@ def _instantiate(node: Any, where: str, **kwargs: Any) -> Any:
             group = where.split(".")[0]
             choice = _choice(group)
             hint = (
-                "; debug=tiny sizes the default model on data=simulated, use "
-                "debug=fast_dev_run for other models and data"
+                "; debug=tiny sizes simulated fields: use debug=tiny_photos for data=hubble or "
+                "galaxy10, or debug=fast_dev_run for any data"
                 if _choice("debug") == "tiny"
                 else ""
             )
