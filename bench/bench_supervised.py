@@ -32,8 +32,8 @@ Steps (all on whatever machine runs it; the figures are printed and written to
 6. With ``--psf-cores``: the held-out field's figures again after ``infer.py``'s PSF-core stage
    (:mod:`astrorestore.inference.psf_cores`, gain from the run's noise model).
 
-Usage: ``python bench/bench_supervised.py [--ckpt CKPT] [--validate] [--validate-data ...]
-[--self-ensemble N] [--psf-cores] [-- hydra overrides...]``
+Usage: ``python bench/bench_supervised.py [--ckpt CKPT] [--validate [--validate-only]]
+[--validate-data ...] [--self-ensemble N] [--psf-cores] [-- hydra overrides...]``
 """
 
 from __future__ import annotations
@@ -250,6 +250,12 @@ def main() -> None:
         "separated (simulated: single PSF; simulated_randomized: the default's own)",
     )
     parser.add_argument(
+        "--validate-only",
+        action="store_true",
+        help="with --validate: stop after the validation figures (written to "
+        "supervised_validation_<checkpoint>.json)",
+    )
+    parser.add_argument(
         "--self-ensemble",
         type=int,
         default=1,
@@ -264,6 +270,8 @@ def main() -> None:
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for training")
     args = parser.parse_args()
+    if args.validate_only and not args.validate:
+        parser.error("--validate-only needs --validate")
 
     from hydra.utils import instantiate
 
@@ -297,6 +305,11 @@ def main() -> None:
                 name = key if n == 1 else f"{key}_self_ensemble{n}"
                 report[name] = validate_on_simulated(ckpt, config, data, n)
                 print(f"validation on data={data}, {n} pass(es):", report[name])
+        if args.validate_only:
+            out = RESULTS / f"supervised_validation_{Path(ckpt).stem}.json"
+            out.write_text(json.dumps(report, indent=2))
+            print(f"wrote {out}")
+            return
 
     # held-out field (a seed no training field uses), the run's own noise model at exposure 1
     scene = held_out_scene(dict(config["data"].get("scene") or {}))
