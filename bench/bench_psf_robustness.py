@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -578,14 +579,20 @@ def main() -> None:
     meta = {
         "command": "python bench/bench_psf_robustness.py "
         + " ".join(
-            [f"--ckpt {c}" for c in args.ckpt]
-            + [f"--variant {v}" for v in args.variant]
-            + [f"--oracle {o}" for o in args.oracle]
-            + [f"--oracle-position {o}" for o in args.oracle_position]
-            + [f"--psf-cores {o}" for o in args.psf_cores]
-            + [f"--self-ensemble {o}" for o in args.self_ensemble]
+            f"{flag} {shlex.quote(value)}"
+            for flag, values in (
+                ("--ckpt", args.ckpt),
+                ("--variant", args.variant),
+                ("--oracle", args.oracle),
+                ("--oracle-position", args.oracle_position),
+                ("--psf-cores", args.psf_cores),
+                ("--self-ensemble", args.self_ensemble),
+            )
+            for value in values
         )
         + f" --size {args.size} --fields {args.fields}"
+        + (" --no-bm3d" if args.no_bm3d else "")
+        + (f" --cells {args.cells}" if args.cells != len(CELLS) else "")
         + (f" --seed {args.seed}" if args.seed != parser.get_default("seed") else ""),
         "size": args.size,
         "fields_per_cell": args.fields,
