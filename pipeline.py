@@ -25,6 +25,7 @@ def pipeline(cfg):
         seed=int(cfg.seed),
         sample_steps=cfg.get("sample_steps"),
         sampler=cfg.get("sampler"),
+        self_ensemble=cfg.get("self_ensemble", 1),
     )
 
 

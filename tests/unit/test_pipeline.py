@@ -256,3 +256,40 @@ def test_pipeline_checks_overlap_and_seed_before_writing(tmp_path):
     with pytest.raises(UserError, match="seed=-1"):
         run_pipeline([stage], str(tmp_path / "in"), str(tmp_path / "out"), tile=32, seed=-1)
     assert not (tmp_path / "out").exists()
+
+
+class _ColumnRamp(torch.nn.Module):
+    """Not flip-equivariant: adds each pixel's column index."""
+
+    def forward(self, x):
+        return x + torch.arange(x.shape[-1], dtype=x.dtype).view(1, 1, 1, -1)
+
+
+def test_pipeline_self_ensemble_averages_only_the_deterministic_stages(tmp_path):
+    (tmp_path / "in").mkdir()
+    np.save(tmp_path / "in" / "a.npy", np.full((16, 16), 100.0, np.float32))
+    ramp, sampler = _stage(NetForward(_ColumnRamp()), "ramp"), _stage(_NoisySampler(), "sr3")
+    report = run_pipeline(
+        [ramp, sampler], str(tmp_path / "in"), str(tmp_path / "o"), tile=16, overlap=0, seed=1
+    )
+    plain = np.load(tmp_path / "o" / "a.npy")
+    report = run_pipeline(
+        [ramp, sampler],
+        str(tmp_path / "in"),
+        str(tmp_path / "e"),
+        tile=16,
+        overlap=0,
+        seed=1,
+        self_ensemble=2,
+    )
+    averaged = np.load(tmp_path / "e" / "a.npy")
+    # the ramp 0..15 and its mirror average to 7.5; the sampler's seeded noise is the same
+    expected = np.broadcast_to(7.5 - np.arange(16.0), (16, 16))
+    np.testing.assert_allclose(averaged - plain, expected, atol=1e-4)
+    assert report["self_ensemble"] == 2
+    # a chain that only samples refuses it, and so does a bad size
+    with pytest.raises(UserError, match="every stage of this chain samples"):
+        run_pipeline([sampler], str(tmp_path / "in"), str(tmp_path / "x"), self_ensemble=4)
+    with pytest.raises(UserError, match="self_ensemble=3"):
+        run_pipeline([ramp], str(tmp_path / "in"), str(tmp_path / "y"), self_ensemble=3)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

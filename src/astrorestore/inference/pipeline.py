@@ -13,6 +13,9 @@ the same :meth:`Restorer.set_sampling` ``infer.py`` uses; deterministic stages (
 have nothing to sample and are left as they are, so one setting serves a mixed chain. A chain
 with no stochastic stage refuses them, as ``infer.py`` does for a deterministic checkpoint.
 ``seed=`` seeds every stochastic stage; the report records each stage's sampling.
+``self_ensemble=`` (2, 4 or 8) is the converse: every deterministic stage restores that many
+flipped and rotated copies and averages them (as ``infer.py``'s), and stochastic stages are left
+alone; a chain of stochastic stages only refuses it.
 
 Metrics are computed on the images as written (an 8-bit output clipped and rounded, as the
 user receives it) scaled to [0, 1] by each file's full scale: 255 for 8-bit and 65535 for
@@ -40,6 +43,7 @@ from astrorestore.inference.restore import check_image, restore_image
 from astrorestore.inference.restorer import Restorer
 from astrorestore.inference.runner import preflight
 from astrorestore.inference.scoring import output_shape
+from astrorestore.inference.self_ensemble import check_self_ensemble, self_ensemble
 from astrorestore.inference.tiling import check_overlap
 from astrorestore.io.formats import LoadedImage
 from astrorestore.io.images import atomic_path, check_output, read_image, write_image
@@ -139,6 +143,21 @@ def set_chain_sampling(
     return sampling
 
 
+def ensemble_chain(restorers: list[Restorer], passes: Any) -> list[Restorer]:
+    """Every deterministic stage as the mean of ``passes`` flipped/rotated passes; stochastic
+    stages are left alone (a mean of samples is not a sample). A chain with no deterministic
+    stage refuses ``passes`` > 1 instead of ignoring it."""
+    passes = check_self_ensemble(passes)
+    if passes == 1:
+        return restorers
+    if all(r.stochastic for r in restorers):
+        raise UserError(
+            f"self_ensemble={passes} averages deterministic stages, and every stage of this chain "
+            "samples (diffusion); drop self_ensemble"
+        )
+    return [r if r.stochastic else self_ensemble(r, passes) for r in restorers]
+
+
 def _check_chain(
     src: Path,
     dst: Path,
@@ -195,10 +214,12 @@ def run_pipeline(
     seed: int = 0,
     sample_steps: int | None = None,
     sampler: str | None = None,
+    self_ensemble: int = 1,
 ) -> dict[str, Any]:
     """Run the chain over every input; returns (and writes) the report. ``sample_steps`` and
     ``sampler`` (None keeps each checkpoint's exported ones) and ``seed`` apply to the
-    stochastic stages only (see the module docstring)."""
+    stochastic stages only (see the module docstring); ``self_ensemble`` (2, 4, 8 flipped and
+    rotated passes averaged, as ``infer.py``'s) to the deterministic ones only."""
     if not restorers:
         raise UserError("ckpt_paths is empty: pass ckpt_paths='[first.ckpt,second.ckpt]'")
     # Settings first, as infer.py does: a too-large overlap was only refused on the first
@@ -207,6 +228,7 @@ def run_pipeline(
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise UserError(f"seed={seed!r} is invalid: pass seed=<integer >= 0>")
     sampling = set_chain_sampling(restorers, sample_steps, sampler)
+    restorers = ensemble_chain(restorers, self_ensemble)
     output = Path(output_dir)
     if output.suffix:
         raise UserError(f"output={output_dir} must be a folder for a pipeline; pass output=<dir>/")
@@ -228,8 +250,10 @@ def run_pipeline(
     history = [f"astrorestore pipeline: {' -> '.join(r.name for r in restorers)}"]
     history += [
         f"stage {r.name}: stochastic, {stage['sampler']} {stage['steps']} steps, seed={seed}"
-        for r, stage in zip(restorers, sampling, strict=True)
         if stage is not None
+        else f"stage {r.name}: self-ensemble, mean of {self_ensemble} flipped/rotated passes"
+        for r, stage in zip(restorers, sampling, strict=True)
+        if stage is not None or self_ensemble > 1
     ]
     rows: list[dict[str, Any]] = []
     for src, dst in pairs:
@@ -260,6 +284,7 @@ def run_pipeline(
         "stages": [r.ckpt_path for r in restorers],
         "sampling": sampling,
         "seed": seed,
+        "self_ensemble": self_ensemble,
         "images": rows,
     }
     if scored:
