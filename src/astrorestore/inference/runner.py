@@ -30,7 +30,7 @@ from astrorestore.inference.scoring import (
 )
 from astrorestore.inference.self_ensemble import check_self_ensemble, self_ensemble
 from astrorestore.inference.tiling import check_overlap
-from astrorestore.io.formats import LoadedImage
+from astrorestore.io.formats import PHOTOGRAPH_FORMATS, LoadedImage
 from astrorestore.io.images import check_output, read_image, write_image
 from astrorestore.io.paths import resolve_io
 
@@ -125,7 +125,7 @@ def frame_unit(source: Any) -> str | None:
     """The unit the report labels a frame's values with: a FITS frame's BUNIT (None: assumed
     electrons, as for ``.npy`` arrays); photographs (PNG, JPEG, TIFF) hold data numbers."""
     unit = source.extra.get("unit")
-    if unit is None and source.format in ("png", "jpeg", "tiff"):
+    if unit is None and source.format in PHOTOGRAPH_FORMATS:
         return "DN"
     return unit
 

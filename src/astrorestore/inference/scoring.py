@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from astrorestore.errors import UserError
-from astrorestore.io.formats import image_format
+from astrorestore.io.formats import PHOTOGRAPH_FORMATS, image_format
 from astrorestore.io.images import read_image
 
 
@@ -67,9 +67,6 @@ def check_truth(truth_path: Path, expected_shape: tuple[int, ...], hdu: Any) -> 
         )
     if not np.isfinite(data).any():
         raise UserError(f"truth {truth_path.name} has no finite pixels; check the file")
-
-
-PHOTOGRAPH_FORMATS = ("png", "jpeg", "tiff")
 
 
 def units_note(src: Path, truth_path: Path) -> str | None:

@@ -29,6 +29,8 @@ _FORMAT_BY_SUFFIX = {
 }
 SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(_FORMAT_BY_SUFFIX)
 FITS_SUFFIXES = tuple(s for s, fmt in _FORMAT_BY_SUFFIX.items() if fmt == "fits")
+#: Photographs: pixels in data numbers (8/16-bit), not in physical units like FITS and .npy.
+PHOTOGRAPH_FORMATS = ("png", "jpeg", "tiff")
 
 
 @dataclass
