@@ -248,13 +248,13 @@ def run_pipeline(
     preflight(pairs, None, tile, restorers[0], check=check)
     total_scale = int(np.prod([r.scale for r in restorers]))
     history = [f"astrorestore pipeline: {' -> '.join(r.name for r in restorers)}"]
-    history += [
-        f"stage {r.name}: stochastic, {stage['sampler']} {stage['steps']} steps, seed={seed}"
-        if stage is not None
-        else f"stage {r.name}: self-ensemble, mean of {self_ensemble} flipped/rotated passes"
-        for r, stage in zip(restorers, sampling, strict=True)
-        if stage is not None or self_ensemble > 1
-    ]
+    for restorer, stage in zip(restorers, sampling, strict=True):
+        if stage is not None:
+            steps = f"{stage['sampler']} {stage['steps']} steps"
+            history.append(f"stage {restorer.name}: stochastic, {steps}, seed={seed}")
+        elif self_ensemble > 1:
+            passes = f"mean of {self_ensemble} flipped/rotated passes"
+            history.append(f"stage {restorer.name}: self-ensemble, {passes}")
     rows: list[dict[str, Any]] = []
     for src, dst in pairs:
         source = read_image(src)
