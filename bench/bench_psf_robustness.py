@@ -204,9 +204,10 @@ def load_methods(ckpts: list[str], use_bm3d: bool, ensembles: list[str] = ()) ->
     """The rows: the noisy input, BM3D-VST, each checkpoint (``LABEL=PATH``) and, for each
     ``LABEL:N`` of ``ensembles``, LABEL's checkpoint as the mean of N flipped/rotated passes
     (``infer.py self_ensemble=N``)."""
+    from astrorestore.errors import UserError
     from astrorestore.inference.restore import restore_image
     from astrorestore.inference.restorer import load_restorer
-    from astrorestore.inference.self_ensemble import self_ensemble
+    from astrorestore.inference.self_ensemble import check_self_ensemble, self_ensemble
 
     methods: dict = {"noisy input": lambda noisy: noisy}
     if use_bm3d:
@@ -223,11 +224,15 @@ def load_methods(ckpts: list[str], use_bm3d: bool, ensembles: list[str] = ()) ->
     rows = [(label, path, 1) for label, path in paths.items()]
     for spec in ensembles:
         label, _, n = spec.partition(":")
-        if label not in paths or n not in ("2", "4", "8"):
+        try:
+            passes = check_self_ensemble(n)
+        except UserError as exc:
+            raise SystemExit(f"--self-ensemble {spec!r}: {exc}") from None
+        if label not in paths or passes == 1:
             raise SystemExit(
                 f"--self-ensemble {spec!r}: use LABEL:N, N = 2, 4 or 8, LABEL a --ckpt"
             )
-        rows.append((f"{label} + self-ensemble {n}", paths[label], int(n)))
+        rows.append((f"{label} + self-ensemble {passes}", paths[label], passes))
     for label, path, n in rows:
         restorer = self_ensemble(load_restorer(path, "cpu"), n)
         methods[label] = lambda noisy, r=restorer: restore_image(

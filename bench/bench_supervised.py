@@ -234,6 +234,8 @@ def seam_ratio(restorer, sky: float, noise, tile: int, overlap: int) -> float:
 
 
 def main() -> None:
+    from astrorestore.inference.self_ensemble import SIZES
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -259,7 +261,7 @@ def main() -> None:
         "--self-ensemble",
         type=int,
         default=1,
-        choices=[1, 2, 4, 8],
+        choices=SIZES,
         help="with --validate: also validate the mean of this many flipped/rotated passes "
         "(infer.py self_ensemble=N)",
     )
