@@ -501,22 +501,14 @@ def test_a_truth_of_another_kind_than_its_input_is_noted(tmp_path, capsys):
     frame = np.clip(noisy((40, 40), 4) / 4, 0, 255)
     fits.PrimaryHDU(frame.astype(np.float32)).writeto(tmp_path / "a.fits")
     Image.fromarray(frame.astype(np.uint8)).save(tmp_path / "t.png")
-    cfg = make_cfg(
-        tmp_path / "a.fits",
-        tmp_path / "o.fits",
-        truth=str(tmp_path / "t.png"),
-        report=str(tmp_path / "r"),
-    )
-    run_inference(cfg, Loader())
-    out = capsys.readouterr().out
-    assert "a.fits is a frame in physical units but its truth t.png is a photograph" in out
-    # the same kind: no note
     fits.PrimaryHDU(frame.astype(np.float32)).writeto(tmp_path / "t.fits")
-    cfg = make_cfg(
-        tmp_path / "a.fits",
-        tmp_path / "p.fits",
-        truth=str(tmp_path / "t.fits"),
-        report=str(tmp_path / "s"),
-    )
-    run_inference(cfg, Loader())
-    assert "note:" not in capsys.readouterr().out
+
+    def score(truth: str) -> str:
+        out, report = tmp_path / f"o_{truth}.fits", tmp_path / f"r_{truth}"
+        cfg = make_cfg(tmp_path / "a.fits", out, truth=str(tmp_path / truth), report=str(report))
+        run_inference(cfg, Loader())
+        return capsys.readouterr().out
+
+    noted = score("t.png")
+    assert "a.fits is a frame in physical units but its truth t.png is a photograph" in noted
+    assert "note:" not in score("t.fits")  # the same kind: no note
