@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from astrorestore.data.demo_frames import (
+from astrorestore.data.sources.demo_frames import (
     DEMO_FWHM,
     DEMO_GAIN,
     DEMO_SKY,

@@ -50,7 +50,7 @@ def bin_label(low: float, high: float) -> str:
 def score_cell(restorer, config, fwhm, beta, fields, size) -> dict:
     from hydra.utils import instantiate
 
-    from astrorestore.data.scene import render_field
+    from astrorestore.data.simulation.scene import render_field
     from astrorestore.inference.restore import restore_image
 
     scene = dict(

@@ -36,7 +36,7 @@ RESULTS = REPO / "bench" / "results"
 
 CHILD = """
 import json, resource, sys, time
-from astrorestore.data.prepare import prepare_folder
+from astrorestore.data.preparation.prepare import prepare_folder
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
 p = prepare_folder(sys.argv[1], sys.argv[2], tile_size=int(sys.argv[3]), stride=int(sys.argv[4]),
@@ -87,8 +87,8 @@ def dataset_speed(cache_entry: Path, patch: int, batch: int, batches: int) -> fl
     import torch
     from torch.utils.data import DataLoader
 
-    from astrorestore.data.tile_cache import Prepared
-    from astrorestore.data.tile_dataset import RandomTileCrops
+    from astrorestore.data.preparation.tile_cache import Prepared
+    from astrorestore.data.sources.tile_dataset import RandomTileCrops
 
     torch.manual_seed(0)
     ds = RandomTileCrops(Prepared.load(cache_entry), "train", patch, length=batch * batches)

@@ -44,11 +44,12 @@ import lightning as L
 import numpy as np
 import torch
 
-from astrorestore.data.degrade import ColorizationPairing, SuperResolutionPairing
-from astrorestore.data.hubble import held_out_start, hubble_image
-from astrorestore.data.noise import GaussianNoise
-from astrorestore.data.photo_normalization import PhotoNormalizer, to_unit
-from astrorestore.data.photos import HubbleDataModule
+from astrorestore.data.corruption.noise import GaussianNoise
+from astrorestore.data.datamodules.photos import HubbleDataModule
+from astrorestore.data.normalization.photo import PhotoNormalizer, to_unit
+from astrorestore.data.pairings.colorization import ColorizationPairing
+from astrorestore.data.pairings.super_resolution import SuperResolutionPairing
+from astrorestore.data.sources.hubble import held_out_start, hubble_image
 from astrorestore.diffusion.sampler import SuperResolutionSampler, sample, upsample
 from astrorestore.inference.restore import restore_image
 from astrorestore.inference.restorer import Restorer

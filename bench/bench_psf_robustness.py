@@ -260,7 +260,7 @@ def true_psf_cores(
     of any method that must measure where each star is on this frame alone."""
     from scipy.optimize import least_squares
 
-    from astrorestore.data.scene import render_psf_stamp
+    from astrorestore.data.simulation.scene import render_psf_stamp
 
     out = np.array(image, dtype=np.float64)
     h, w = truth.shape
@@ -291,9 +291,9 @@ def true_psf_cores(
 
 
 def score_cell(cell: dict, index: int, methods: dict, size: int, n_fields: int) -> dict:
-    from astrorestore.data.noise import PoissonGaussianNoise
-    from astrorestore.data.normalization import AsinhNormalizer
-    from astrorestore.data.scene import render_field
+    from astrorestore.data.corruption.noise import PoissonGaussianNoise
+    from astrorestore.data.normalization.asinh import AsinhNormalizer
+    from astrorestore.data.simulation.scene import render_field
     from astrorestore.inference.psf_cores import PSFCores
 
     psf = {k: v for k, v in cell.items() if k != "name"}

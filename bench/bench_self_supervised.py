@@ -43,12 +43,12 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from astrorestore.data.blind_spot import BlindSpotPairing
-from astrorestore.data.noise import PoissonGaussianNoise
-from astrorestore.data.normalization import AsinhNormalizer
-from astrorestore.data.pairing import Noise2NoisePairing, SupervisedPairing
-from astrorestore.data.scene import render_field
-from astrorestore.data.simulated import SimulatedFieldDataModule
+from astrorestore.data.corruption.noise import PoissonGaussianNoise
+from astrorestore.data.datamodules.simulated import SimulatedFieldDataModule
+from astrorestore.data.normalization.asinh import AsinhNormalizer
+from astrorestore.data.pairings.base import Noise2NoisePairing, SupervisedPairing
+from astrorestore.data.pairings.blind_spot import BlindSpotPairing
+from astrorestore.data.simulation.scene import render_field
 from astrorestore.losses.pixel import RestorationLoss
 from astrorestore.nets.bounded_residual import BoundedResidualUNet
 from astrorestore.nets.n2v_unet import N2VUNet

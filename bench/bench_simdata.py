@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from astrorestore.data.augment import Augment
-from astrorestore.data.scene import render_field
+from astrorestore.data.simulation.scene import render_field
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -261,7 +261,7 @@ def inference(frame: np.ndarray, variants: list[dict], repeats: int) -> list[dic
 
 def bf16_change(ckpt: str, size: int = 256) -> dict:
     """How much bf16 moves a trained model's output, in units of each pixel's own noise."""
-    from astrorestore.data.scene import render_field
+    from astrorestore.data.simulation.scene import render_field
     from astrorestore.inference.restorer import load_restorer
 
     truth, _ = render_field(size, np.random.default_rng(5), n_stars=40, n_galaxies=10)

@@ -277,7 +277,7 @@ def main() -> None:
 
     from hydra.utils import instantiate
 
-    from astrorestore.data.scene import render_field
+    from astrorestore.data.simulation.scene import render_field
     from astrorestore.inference.restore import restore_image
     from astrorestore.inference.restorer import load_restorer, read_checkpoint
 

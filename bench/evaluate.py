@@ -105,8 +105,8 @@ def held_out_fields(n_fields: int, size: int, fwhms: list[float]) -> list[dict]:
     """Noiseless truth, catalog and one noisy draw per (PSF width, seed)."""
     import torch
 
-    from astrorestore.data.noise import PoissonGaussianNoise
-    from astrorestore.data.scene import render_field
+    from astrorestore.data.corruption.noise import PoissonGaussianNoise
+    from astrorestore.data.simulation.scene import render_field
 
     noise = PoissonGaussianNoise(gain=GAIN, read_noise=READ_NOISE)
     fields = []

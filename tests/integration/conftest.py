@@ -3,7 +3,7 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from astrorestore.data.scene import render_field
+from astrorestore.data.simulation.scene import render_field
 from tests.conftest import run_script
 
 TINY = ["debug=tiny", "logger=csv"]

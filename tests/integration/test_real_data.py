@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from astrorestore.data.demo_frames import write_demo_frames
+from astrorestore.data.sources.demo_frames import write_demo_frames
 from tests.unit.fits_factory import write_hst, write_jwst, write_plain
 
 FAST = ["debug=fast_dev_run", "logger=csv"]

@@ -209,7 +209,9 @@ def test_ddp_sim_trains_each_model(run, tmp_path, model):
     with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
         data_target = compose("train", overrides=[f"model={model}"]).data._target_
     tiny = (
-        "debug=tiny_photos" if data_target.startswith("astrorestore.data.photos") else "debug=tiny"
+        "debug=tiny_photos"
+        if data_target.startswith("astrorestore.data.datamodules.photos")
+        else "debug=tiny"
     )
     short = [tiny if arg == "debug=tiny" else arg for arg in SHORT]
     result = run("train.py", f"model={model}", "trainer=ddp_sim", *short, "trainer.max_epochs=1")

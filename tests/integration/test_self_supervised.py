@@ -18,9 +18,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from torch.utils.data import Dataset
 
-from astrorestore.data.base import PairedDataModule
-from astrorestore.data.normalization import AsinhNormalizer
-from astrorestore.data.scene import render_field
+from astrorestore.data.datamodules.base import PairedDataModule
+from astrorestore.data.normalization.asinh import AsinhNormalizer
+from astrorestore.data.simulation.scene import render_field
 from astrorestore.train import check_parts, resolve_monitor
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

@@ -4,8 +4,8 @@ import numpy as np
 import torch
 
 from astrorestore.callbacks.astro_metrics import AstroMetrics
-from astrorestore.data.normalization import AsinhNormalizer
-from astrorestore.data.scene import render_field
+from astrorestore.data.normalization.asinh import AsinhNormalizer
+from astrorestore.data.simulation.scene import render_field
 
 
 def _panel(restored_scale: float):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from astrorestore.data.augment import Augment
-from astrorestore.data.scene import render_field
+from astrorestore.data.simulation.scene import render_field
 from astrorestore.errors import UserError
 
 

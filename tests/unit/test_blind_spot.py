@@ -4,15 +4,15 @@ import pytest
 import torch
 
 from astrorestore.data.augment import Augment
-from astrorestore.data.blind_spot import (
+from astrorestore.data.corruption.noise import GaussianNoise
+from astrorestore.data.datamodules.simulated import SimulatedFieldDataModule
+from astrorestore.data.normalization.asinh import AsinhNormalizer
+from astrorestore.data.pairings.blind_spot import (
     BlindSpotPairing,
     check_n2v2_bundle,
     mask_frames,
     stratified_coordinates,
 )
-from astrorestore.data.noise import GaussianNoise
-from astrorestore.data.normalization import AsinhNormalizer
-from astrorestore.data.simulated import SimulatedFieldDataModule
 from astrorestore.errors import UserError
 from astrorestore.nets.n2v_unet import N2VUNet
 

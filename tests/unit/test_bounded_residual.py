@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from astrorestore.data.normalization import AsinhNormalizer
+from astrorestore.data.normalization.asinh import AsinhNormalizer
 from astrorestore.errors import UserError
 from astrorestore.nets.bounded_residual import BoundedResidualUNet, asinh_noise_sigma
 from astrorestore.nets.res_unet import ResidualUNet

@@ -4,8 +4,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from astrorestore.data.blind_spot import BlindSpotPairing
-from astrorestore.data.degrade import ColorizationPairing, SuperResolutionPairing
+from astrorestore.data.pairings.blind_spot import BlindSpotPairing
+from astrorestore.data.pairings.colorization import ColorizationPairing
+from astrorestore.data.pairings.super_resolution import SuperResolutionPairing
 from astrorestore.errors import UserError
 from astrorestore.nets.sr3_unet import SR3UNet
 from astrorestore.nets.upsampling import UpsamplingResidualUNet

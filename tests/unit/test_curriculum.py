@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from astrorestore.callbacks.curriculum import Curriculum
-from astrorestore.data.noise import PoissonGaussianNoise
-from astrorestore.data.normalization import AsinhNormalizer
-from astrorestore.data.pairing import SupervisedPairing
-from astrorestore.data.simulated import SimulatedFieldDataModule
+from astrorestore.data.corruption.noise import PoissonGaussianNoise
+from astrorestore.data.datamodules.simulated import SimulatedFieldDataModule
+from astrorestore.data.normalization.asinh import AsinhNormalizer
+from astrorestore.data.pairings.base import SupervisedPairing
 from astrorestore.errors import UserError
 
 

@@ -3,13 +3,15 @@
 import pytest
 import torch
 
-from astrorestore.data.colour_spaces import chroma, compose_rgb, luminance
-from astrorestore.data.degrade import ColorizationPairing, SuperResolutionPairing, gaussian_blur
-from astrorestore.data.noise import GaussianNoise
-from astrorestore.data.pairing import SupervisedPairing
-from astrorestore.data.photo_normalization import PhotoNormalizer
-from astrorestore.data.photos import Galaxy10DataModule, HubbleDataModule
+from astrorestore.data.corruption.noise import GaussianNoise
+from astrorestore.data.datamodules.photos import Galaxy10DataModule, HubbleDataModule
+from astrorestore.data.normalization.photo import PhotoNormalizer
+from astrorestore.data.pairings.base import SupervisedPairing
+from astrorestore.data.pairings.colorization import ColorizationPairing
+from astrorestore.data.pairings.colour_spaces import chroma, compose_rgb, luminance
+from astrorestore.data.pairings.super_resolution import SuperResolutionPairing
 from astrorestore.errors import UserError
+from astrorestore.filters import gaussian_blur
 
 
 def rgb_batch(b=2, size=16, seed=0):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from astropy.modeling.models import Gaussian2D, Moffat2D
 
-from astrorestore.data.scene import moffat_alpha
+from astrorestore.data.simulation.scene import moffat_alpha
 from astrorestore.errors import UserError
 from astrorestore.evaluation import psf
 

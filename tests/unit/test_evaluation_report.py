@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from astrorestore.data.scene import render_field
+from astrorestore.data.simulation.scene import render_field
 from astrorestore.errors import UserError
 from astrorestore.evaluation import cheap_metrics, evaluate_image, write_report
 from astrorestore.evaluation.baselines import gaussian

@@ -6,13 +6,13 @@ import pytest
 import torch
 from astropy.io import fits
 
-from astrorestore.data.demo_frames import DEMO_GAIN, ensure_demo_frames, write_demo_frames
-from astrorestore.data.fits_folder import FitsFolderDataModule, SourceTileCrops
-from astrorestore.data.noise import GaussianNoise, PoissonGaussianNoise
-from astrorestore.data.normalization import AsinhNormalizer
-from astrorestore.data.pairing import Noise2NoisePairing, Pairing, SupervisedPairing
-from astrorestore.data.scene import render_field
-from astrorestore.data.tile_cache import tile_stats
+from astrorestore.data.corruption.noise import GaussianNoise, PoissonGaussianNoise
+from astrorestore.data.datamodules.fits_folder import FitsFolderDataModule, SourceTileCrops
+from astrorestore.data.normalization.asinh import AsinhNormalizer
+from astrorestore.data.pairings.base import Noise2NoisePairing, Pairing, SupervisedPairing
+from astrorestore.data.preparation.tile_cache import tile_stats
+from astrorestore.data.simulation.scene import render_field
+from astrorestore.data.sources.demo_frames import DEMO_GAIN, ensure_demo_frames, write_demo_frames
 from astrorestore.errors import UserError
 from tests.unit.fits_factory import sky, write_plain
 
@@ -239,7 +239,7 @@ def test_the_target_mode_hint_follows_only_a_pairing_refusal(folder):
     # "(or ... data.pairs=true for repeated exposures)" was appended to every set-up error of
     # single frames, e.g. structN2V's refusal of rotations, where pairs are no answer.
     from astrorestore.data.augment import Augment
-    from astrorestore.data.blind_spot import BlindSpotPairing
+    from astrorestore.data.pairings.blind_spot import BlindSpotPairing
 
     struct = BlindSpotPairing(struct_axis="row")
     with pytest.raises(UserError, match="rotates? the noise") as info:

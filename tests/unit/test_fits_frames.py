@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from astrorestore.data.fits_frames import FrameSkipped, electrons_factor, read_frame
+from astrorestore.data.sources.fits_frames import FrameSkipped, electrons_factor, read_frame
 from astrorestore.errors import UserError
 from tests.unit.fits_factory import write_hst, write_jwst, write_plain
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from astrorestore.data.galaxy10 import Galaxy10, check_galaxy10, galaxy10_splits
+from astrorestore.data.sources.galaxy10 import Galaxy10, check_galaxy10, galaxy10_splits
 from astrorestore.errors import UserError
 
 
@@ -79,8 +79,8 @@ def test_missing_or_non_hdf5_file(tmp_path) -> None:
 )
 def test_a_file_too_small_to_split_is_a_one_line_error(tmp_path, n, fractions, message) -> None:
     # It crashed with an IndexError while building the empty validation set.
-    from astrorestore.data.degrade import ColorizationPairing
-    from astrorestore.data.photos import Galaxy10DataModule
+    from astrorestore.data.datamodules.photos import Galaxy10DataModule
+    from astrorestore.data.pairings.colorization import ColorizationPairing
 
     path = _write(tmp_path / "g.h5", n=n)
     with pytest.raises(UserError, match=message):

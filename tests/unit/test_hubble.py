@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from astrorestore.data.hubble import (
+from astrorestore.data.sources.hubble import (
     HubbleFixedCrops,
     HubbleRandomCrops,
     held_out_start,

@@ -145,7 +145,7 @@ def test_noise_weighting_bad_settings_are_one_line_user_errors():
 def test_local_flux_error_is_a_flux_difference_in_units_of_its_noise():
     # a uniform excess of d (linear units) on the sky: each blurred value is d, whose noise is
     # sqrt(sum k^2) / softening, so the error is d * softening / sqrt(sum k^2) everywhere
-    from astrorestore.data.degrade import gaussian_kernel
+    from astrorestore.filters import gaussian_kernel
     from astrorestore.losses.pixel import local_flux_error
 
     softening, d = 3.0, 0.2

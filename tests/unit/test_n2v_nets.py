@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from astrorestore.data.blind_spot import mask_frames
+from astrorestore.data.pairings.blind_spot import mask_frames
 from astrorestore.errors import UserError
 from astrorestore.nets.n2v_unet import MaxBlurPool2d, N2VUNet
 

@@ -9,14 +9,14 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from astrorestore.data.noise import (
+from astrorestore.data.corruption.artifacts import Striping
+from astrorestore.data.corruption.noise import (
     CompositeNoise,
     GaussianNoise,
     NoiseModel,
     PoissonGaussianNoise,
     PoissonNoise,
 )
-from astrorestore.data.noise_artifacts import Striping
 from astrorestore.errors import UserError
 
 NOISE_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "noise"

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from astrorestore.data.noise_artifacts import BernoulliDropout, CosmicRays, HotDeadPixels, Striping
+from astrorestore.data.corruption.artifacts import (
+    BernoulliDropout,
+    CosmicRays,
+    HotDeadPixels,
+    Striping,
+)
 from astrorestore.errors import UserError
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from astrorestore.data.normalization import AsinhNormalizer
+from astrorestore.data.normalization.asinh import AsinhNormalizer
 from astrorestore.errors import UserError
 
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from astrorestore.data.noise import GaussianNoise, PoissonGaussianNoise
-from astrorestore.data.pairing import Noise2NoisePairing, SupervisedPairing
+from astrorestore.data.corruption.noise import GaussianNoise, PoissonGaussianNoise
+from astrorestore.data.pairings.base import Noise2NoisePairing, SupervisedPairing
 from astrorestore.errors import UserError
 
 

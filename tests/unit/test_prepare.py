@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from astrorestore.data.manifest import SPLITS, split_counts
-from astrorestore.data.normalization import AsinhNormalizer
-from astrorestore.data.prepare import main, prepare_folder
-from astrorestore.data.tile_cache import Prepared, run_qc, tile_stats
+from astrorestore.data.normalization.asinh import AsinhNormalizer
+from astrorestore.data.preparation.manifest import SPLITS, split_counts
+from astrorestore.data.preparation.prepare import main, prepare_folder
+from astrorestore.data.preparation.tile_cache import Prepared, run_qc, tile_stats
 from astrorestore.errors import UserError
 from tests.unit.fits_factory import write_jwst, write_plain
 
@@ -269,7 +269,7 @@ def test_one_mosaic_is_cut_within_its_valid_pixels(tmp_path) -> None:
 
 
 def test_a_patch_wider_than_the_validation_band_names_its_fraction(tmp_path) -> None:
-    from astrorestore.data.tile_dataset import FixedTileCrops
+    from astrorestore.data.sources.tile_dataset import FixedTileCrops
 
     root = tmp_path / "one"
     root.mkdir()

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from astrorestore.data.noise import PoissonGaussianNoise
-from astrorestore.data.scene import render_field
+from astrorestore.data.corruption.noise import PoissonGaussianNoise
+from astrorestore.data.simulation.scene import render_field
 from astrorestore.errors import UserError
 from astrorestore.inference.psf_cores import PSFCores, PSFModel, describe, from_config
 

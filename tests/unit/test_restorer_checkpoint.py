@@ -14,7 +14,7 @@ NET = {
     "depth": 2,
     "dilations": [1],
 }
-NORMALIZER = {"_target_": "astrorestore.data.normalization.AsinhNormalizer", "softening": 3.0}
+NORMALIZER = {"_target_": "astrorestore.data.normalization.asinh.AsinhNormalizer", "softening": 3.0}
 
 
 def _net():

@@ -46,7 +46,7 @@ def test_summary_history_survives_a_resume():
 def test_summary_states_the_data_range_of_photograph_models(tmp_path, capsys):
     # A colorizer's or SR model's PSNR is measured in [-1, 1] photograph units, not in the
     # asinh space every run's table claimed; "[dB]" was swallowed as rich markup.
-    from astrorestore.data.photo_normalization import PhotoNormalizer
+    from astrorestore.data.normalization.photo import PhotoNormalizer
 
     summary = RunSummary("val/psnr", "max")
     summary.history = [{"epoch": 0, "val/psnr": 20.0, "val/input/psnr": 18.0}]

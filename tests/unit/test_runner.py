@@ -300,8 +300,8 @@ def test_sample_steps_and_sampler_override_the_checkpoint(tmp_path):
 
 
 def _star_field(seed=0):
-    from astrorestore.data.noise import PoissonGaussianNoise
-    from astrorestore.data.scene import render_field
+    from astrorestore.data.corruption.noise import PoissonGaussianNoise
+    from astrorestore.data.simulation.scene import render_field
 
     truth, _ = render_field(
         160, np.random.default_rng(seed), sky=20.0, n_stars=30, n_galaxies=0, n_bright_stars=12

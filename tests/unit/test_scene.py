@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from astrorestore.data.scene import power_law_fluxes, render_field, render_psf_stamp
+from astrorestore.data.simulation.scene import power_law_fluxes, render_field, render_psf_stamp
 from astrorestore.errors import UserError
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from astrorestore.data.prepare import prepare_folder
-from astrorestore.data.tile_dataset import ExposurePairs, FixedTileCrops, RandomTileCrops
+from astrorestore.data.preparation.prepare import prepare_folder
+from astrorestore.data.sources.tile_dataset import ExposurePairs, FixedTileCrops, RandomTileCrops
 from astrorestore.errors import UserError
 from tests.unit.fits_factory import write_jwst, write_plain
 

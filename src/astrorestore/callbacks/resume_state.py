@@ -32,7 +32,7 @@ KEY = "astrorestore_random_state"
 
 def _crop_state(dataset: Any) -> dict | None:
     """The training set's own random state: ``state_dict()`` if it has one, else the numpy
-    generator it keeps in ``_rng`` (:class:`~astrorestore.data.simulated.RandomPatchDataset`)."""
+    generator it keeps in ``_rng`` (:class:`~astrorestore.data.datamodules.simulated.RandomPatchDataset`)."""
     if dataset is None:
         return None
     if hasattr(dataset, "state_dict") and callable(dataset.state_dict):

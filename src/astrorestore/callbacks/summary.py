@@ -22,7 +22,7 @@ NO_TRUTH_ROWS = (
 
 def data_range_note(trainer: L.Trainer) -> str:
     """What the logged PSNR/SSIM were measured against, in the data module's own space."""
-    from astrorestore.data.photo_normalization import PhotoNormalizer
+    from astrorestore.data.normalization.photo import PhotoNormalizer
 
     normalizer = getattr(getattr(trainer, "datamodule", None), "normalizer", None)
     space = (

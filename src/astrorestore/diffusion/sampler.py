@@ -15,7 +15,7 @@ exactly bicubic. Parameterisations: ``eps`` (the noise), ``x0`` (the clean targe
 (``sqrt(gamma) eps - sqrt(1 - gamma) x0``, Salimans & Ho 2022).
 
 Data are not clipped: ``x0`` estimates are left unbounded, because asinh-normalised frames are
-unbounded; photographs live in about [-1, 1] (see ``data/photo_normalization.py``).
+unbounded; photographs live in about [-1, 1] (see ``data/normalization/photo.py``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import torch
 from scipy import ndimage
 from skimage.metrics import structural_similarity
 
-from astrorestore.data.normalization import AsinhNormalizer
+from astrorestore.data.normalization.asinh import AsinhNormalizer
 from astrorestore.metrics.image_quality import psnr_per_image, ssim_per_image
 
 DEFAULT_PERCENTILES = (0.5, 99.5)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from astrorestore.data.fits_frames import is_electrons
+from astrorestore.data.sources.fits_frames import is_electrons
 from astrorestore.evaluation.photometry import aperture_fluxes
 
 # Thresholds for warnings; each warning states the measured value, so these only decide when to

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from astrorestore.data.photo_normalization import full_scale
+from astrorestore.data.normalization.photo import full_scale
 from astrorestore.errors import UserError
 from astrorestore.evaluation.writer import to_jsonable
 from astrorestore.inference.restore import check_image, restore_image

@@ -44,7 +44,7 @@ from scipy.optimize import least_squares
 from scipy.sparse import lil_matrix
 from scipy.spatial import cKDTree
 
-from astrorestore.data.psf import _AIRY_FWHM, _airy_intensity, moffat_alpha
+from astrorestore.data.simulation.psf import _AIRY_FWHM, _airy_intensity, moffat_alpha
 from astrorestore.errors import UserError
 
 _SUB = 5  # sub-samples per pixel side for the pixel-integrated analytic profile

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 import astrorestore
-from astrorestore.data.fits_frames import read_noise_map
+from astrorestore.data.sources.fits_frames import read_noise_map
 from astrorestore.errors import UserError
 from astrorestore.inference import psf_cores
 from astrorestore.inference.acceleration import accelerate, check_precision

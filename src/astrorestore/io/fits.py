@@ -286,7 +286,7 @@ def _keep_input_noise(hdul: Any, sci_index: int, extver: int) -> list[str]:
 def _dq_flagged(hdul: Any, sci_index: int, extver: int, shape: tuple[int, ...]) -> Any:
     """Pixels of the restored chip that its DQ array marks unusable, or None (no DQ of
     that shape). The bits are the telescope's, as in training (``data.fits_frames``)."""
-    from astrorestore.data.fits_frames import HST_BAD_DQ, JWST_BAD_DQ, OTHER_BAD_DQ
+    from astrorestore.data.sources.fits_frames import HST_BAD_DQ, JWST_BAD_DQ, OTHER_BAD_DQ
 
     dq = None
     for i, h in enumerate(hdul):

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from pytorch_msssim import ssim
 from torch import nn
 
-from astrorestore.data.degrade import gaussian_kernel
 from astrorestore.errors import UserError
+from astrorestore.filters import gaussian_kernel
 from astrorestore.nets.bounded_residual import _Z_LIMIT, asinh_noise_sigma, check_noise_model
 
 

@@ -9,7 +9,7 @@ local noise sigma and bounds it softly, ``z_out = z - sigma_z(z) * k * tanh(r / 
 
 The network sees only normalised tiles ``z = asinh(u)``, ``u = (x - offset) / scale``, with
 ``offset`` the sky and ``scale = softening * sigma_sky`` (see
-:class:`~astrorestore.data.normalization.AsinhNormalizer`), so sigma must be computable from
+:class:`~astrorestore.data.normalization.asinh.AsinhNormalizer`), so sigma must be computable from
 ``z`` alone. In electrons the noise of a pixel is ``sigma_e^2 = sigma_sky^2 + (x - offset) / g``
 (read and sky noise, plus the shot noise of the source above the sky, gain ``g`` in photons per
 electron). Dividing by ``scale`` and propagating through ``dz/du = 1 / sqrt(1 + u^2) = 1/cosh z``:

@@ -6,7 +6,7 @@ artefacts of Noise2Void outputs: ``blur_pool`` (max-pool at stride 1, then a [1 
 stride 2, instead of a max-pool that aliases) and ``top_skip=False`` (no skip connection at full
 resolution, which otherwise lets the decoder copy pixel-level noise patterns straight through).
 Those two and median replacement form a bundle checked in
-:func:`astrorestore.data.blind_spot.check_n2v2_bundle`.
+:func:`astrorestore.data.pairings.blind_spot.check_n2v2_bundle`.
 
 ``output`` says what the network predicts and how it becomes the restored tile:
 

@@ -37,14 +37,14 @@ from typing import Any
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from astrorestore.data.base import PairedDataModule
-from astrorestore.data.demo_frames import DEMO_GAIN, ensure_demo_frames
-from astrorestore.data.frame_statistics import frame_statistics, use_frame_stats
-from astrorestore.data.manifest import discover_fits
-from astrorestore.data.pairing import Pairing
-from astrorestore.data.prepare import prepare_folder
-from astrorestore.data.tile_cache import Prepared
-from astrorestore.data.tile_dataset import ExposurePairs, FixedTileCrops, RandomTileCrops
+from astrorestore.data.datamodules.base import PairedDataModule
+from astrorestore.data.pairings.base import Pairing
+from astrorestore.data.preparation.frame_statistics import frame_statistics, use_frame_stats
+from astrorestore.data.preparation.manifest import discover_fits
+from astrorestore.data.preparation.prepare import prepare_folder
+from astrorestore.data.preparation.tile_cache import Prepared
+from astrorestore.data.sources.demo_frames import DEMO_GAIN, ensure_demo_frames
+from astrorestore.data.sources.tile_dataset import ExposurePairs, FixedTileCrops, RandomTileCrops
 from astrorestore.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class FrameItems(Dataset):
 
 def _counts_photons(noise: Any) -> bool:
     """Whether a noise model draws Poisson counts (meaningful only in electrons)."""
-    from astrorestore.data.noise import PoissonGaussianNoise
+    from astrorestore.data.corruption.noise import PoissonGaussianNoise
 
     models = getattr(noise, "models", None) or [noise]
     return any(isinstance(m, PoissonGaussianNoise) for m in models)
@@ -147,7 +147,7 @@ class FitsFolderDataModule(PairedDataModule):
         deep_as_clean: treat the frames as clean, high-S/N scenes; the pairing adds the noise.
         source_patch_fraction: share of training crops redrawn until they hold a source.
         progress: show a progress bar while preparing.
-        Others: see :class:`~astrorestore.data.base.PairedDataModule`.
+        Others: see :class:`~astrorestore.data.datamodules.base.PairedDataModule`.
     """
 
     channels = 1

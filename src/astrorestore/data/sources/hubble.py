@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from astrorestore.data.tile_dataset import PerProcessRng
+from astrorestore.data.sources.tile_dataset import PerProcessRng
 from astrorestore.errors import UserError
 
 HELD_OUT_FRACTION = 0.25

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from astrorestore.checks import check_range
-from astrorestore.data.noise import NoiseModel
+from astrorestore.data.corruption.noise import NoiseModel
 from astrorestore.errors import UserError
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from astrorestore.data.noise import PoissonGaussianNoise
-from astrorestore.data.scene import render_field
+from astrorestore.data.corruption.noise import PoissonGaussianNoise
+from astrorestore.data.simulation.scene import render_field
 
 log = logging.getLogger(__name__)
 

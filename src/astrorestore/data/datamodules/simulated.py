@@ -2,7 +2,7 @@
 
 The clean fields are rendered once in ``setup``. Training items are random crops of the train
 fields; the pairing draws noise (or masks) per batch on the device (see
-:class:`~astrorestore.data.base.PairedDataModule`). Validation and test items are fixed crops,
+:class:`~astrorestore.data.datamodules.base.PairedDataModule`). Validation and test items are fixed crops,
 paired once from ``data.seed``, so every run and every epoch is scored on the same images.
 """
 
@@ -15,10 +15,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from astrorestore.data.base import PairedDataModule
-from astrorestore.data.pairing import Pairing
-from astrorestore.data.scene import render_field
+from astrorestore.data.datamodules.base import PairedDataModule
+from astrorestore.data.pairings.base import Pairing
 from astrorestore.data.seeding import PerProcessRng
+from astrorestore.data.simulation.scene import render_field
 from astrorestore.errors import UserError
 
 # A crop "contains a source" when its brightest pixel exceeds the sky by this much (electrons):

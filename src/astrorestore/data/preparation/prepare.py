@@ -1,6 +1,6 @@
 """Prepare a folder of FITS frames for training, once: manifest, split, tiles, cache, QC.
 
-    python -m astrorestore.data.prepare <folder> [--cache DIR] [--tile-size 512] [--stride 256]
+    python -m astrorestore.data.preparation.prepare <folder> [--cache DIR] [--tile-size 512] [--stride 256]
                                                  [--seed 0]
 
 Run by hand, or by the data modules on first use: both call ``prepare_folder``. The cache entry
@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from astrorestore.data.fits_frames import FrameSkipped, read_frame
-from astrorestore.data.manifest import (
+from astrorestore.data.normalization.asinh import AsinhNormalizer
+from astrorestore.data.preparation.manifest import (
     SPLITS,
     ManifestRow,
     assign_splits,
@@ -38,8 +38,7 @@ from astrorestore.data.manifest import (
     sha1_file,
     write_manifest,
 )
-from astrorestore.data.normalization import AsinhNormalizer
-from astrorestore.data.tile_cache import (
+from astrorestore.data.preparation.tile_cache import (
     MIN_TILE_SIDE,
     TILE_DTYPE,
     NpyAppender,
@@ -48,6 +47,7 @@ from astrorestore.data.tile_cache import (
     tile_positions,
     tile_records,
 )
+from astrorestore.data.sources.fits_frames import FrameSkipped, read_frame
 from astrorestore.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -380,7 +380,7 @@ def _write_entry(tmp, root, rows, all_sigma, params, bar, bands=None) -> dict[st
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m astrorestore.data.prepare",
+        prog="python -m astrorestore.data.preparation.prepare",
         description="Prepare a folder of FITS frames for training (manifest, split, tiles, QC).",
     )
     parser.add_argument("folder", help="folder of FITS frames (searched recursively)")

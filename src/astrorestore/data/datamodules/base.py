@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from astrorestore.data.pairing import Pairing
+from astrorestore.data.pairings.base import Pairing
 from astrorestore.errors import UserError
 
 NORMALISED_KEYS = ("input", "target", "truth", "observed")
@@ -54,7 +54,7 @@ class PairedDataModule(L.LightningDataModule):
     """Base data module: pairing + normaliser + loaders. See the module docstring.
 
     Args:
-        pairing: what a training example is (see :mod:`astrorestore.data.pairing`).
+        pairing: what a training example is (see :mod:`astrorestore.data.pairings.base`).
         normalizer: maps physical units to what the network sees, exactly invertible.
         augment: optional :class:`~astrorestore.data.augment.Augment` applied to training
             batches on the device, before pairing (one draw for every image of an item).

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from astrorestore.data.manifest import SPLITS, ManifestRow, read_manifest
-from astrorestore.data.normalization import _MAD_TO_SIGMA, AsinhNormalizer
+from astrorestore.data.normalization.asinh import _MAD_TO_SIGMA, AsinhNormalizer
+from astrorestore.data.preparation.manifest import SPLITS, ManifestRow, read_manifest
 from astrorestore.errors import UserError
 
 # Frames (or their sides) smaller than this give no tile: too little context for a network.
@@ -178,7 +178,7 @@ class Prepared:
         marker = path / "prepared.json"
         if not marker.exists():
             raise UserError(
-                f"{path} is not a prepared tile cache (no prepared.json); run python -m astrorestore.data.prepare <folder>"
+                f"{path} is not a prepared tile cache (no prepared.json); run python -m astrorestore.data.preparation.prepare <folder>"
             )
         info = json.loads(marker.read_text())
         return cls(path, info, read_manifest(path / "manifest.csv"))

@@ -22,8 +22,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from astrorestore.data.preparation.tile_cache import MIN_TILE_SIDE, Prepared
 from astrorestore.data.seeding import PerProcessRng
-from astrorestore.data.tile_cache import MIN_TILE_SIDE, Prepared
 from astrorestore.errors import UserError
 
 # Draws before a random crop gives up on reaching ``min_valid`` and keeps the best one drawn.

@@ -2,7 +2,7 @@
 
 Colour photographs (the Hubble Deep Field picture, Galaxy10 cut-outs) are not in electrons:
 they were stretched and quantised to 8 bits before we saw them, so the sky/noise statistics
-that :class:`~astrorestore.data.normalization.AsinhNormalizer` fits would only add per-image
+that :class:`~astrorestore.data.normalization.asinh.AsinhNormalizer` fits would only add per-image
 jitter. The generative models work in ``z = (x - 0.5) / 0.5``, i.e. [0, 1] maps to [-1, 1]
 (the range diffusion schedules and GAN generators are usually tuned for). Nothing is clipped:
 a noisy or super-resolved pixel may leave [-1, 1] and is inverted exactly all the same.

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from astrorestore.data.manifest import SPLITS
-from astrorestore.data.normalization import AsinhNormalizer
-from astrorestore.data.tile_cache import Prepared, tile_stats
+from astrorestore.data.normalization.asinh import AsinhNormalizer
+from astrorestore.data.preparation.manifest import SPLITS
+from astrorestore.data.preparation.tile_cache import Prepared, tile_stats
 
 
 def _stats_path(prepared: Prepared, normalizer: Any) -> Path:

@@ -19,7 +19,7 @@ from astropy.modeling.models import Sersic2D
 from scipy.signal import fftconvolve
 
 from astrorestore.checks import check_range
-from astrorestore.data.psf import (
+from astrorestore.data.simulation.psf import (
     PSF,
     PSF_FAMILIES,
     bin_oversampled,

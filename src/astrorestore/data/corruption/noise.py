@@ -9,7 +9,7 @@ Models with per-image parameters (a sigma, read-noise or gain range) draw them o
 the two realisations of ``sample_pair`` share them, as two exposures of one detector do, and
 ``noise_sigma`` describes the latest draw. Every draw uses the caller's ``torch.Generator`` (never
 the global RNG) so a seeded run is reproducible on any device. Detector artefacts (drop-outs,
-cosmic rays, hot pixels, striping) live in ``noise_artifacts`` and stack with ``CompositeNoise``.
+cosmic rays, hot pixels, striping) live in ``corruption.artifacts`` and stack with ``CompositeNoise``.
 """
 
 from __future__ import annotations

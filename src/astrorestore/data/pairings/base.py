@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from astrorestore.data.noise import NoiseModel
+from astrorestore.data.corruption.noise import NoiseModel
 from astrorestore.errors import UserError
 
 Batch = dict[str, Tensor]

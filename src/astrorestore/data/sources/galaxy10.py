@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from astrorestore.data.manifest import SPLITS, split_counts
+from astrorestore.data.preparation.manifest import SPLITS, split_counts
 from astrorestore.errors import UserError
 
 GALAXY10_URL = "https://astro.utoronto.ca/~hleung/shared/Galaxy10/Galaxy10_DECals.h5"

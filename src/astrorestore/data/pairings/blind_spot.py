@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from astrorestore.data.noise import NoiseModel
-from astrorestore.data.pairing import Batch, Pairing
+from astrorestore.data.corruption.noise import NoiseModel
+from astrorestore.data.pairings.base import Batch, Pairing
 from astrorestore.errors import UserError
 
 STRATEGIES = ("uniform", "median", "square_hole")

@@ -2,7 +2,7 @@
 
 - ``data=hubble``: the Hubble Deep Field picture bundled with scikit-image (offline, always
   there). Training crops come from the left three quarters, validation/test crops from the
-  held-out right quarter (see :mod:`astrorestore.data.hubble`).
+  held-out right quarter (see :mod:`astrorestore.data.sources.hubble`).
 - ``data=galaxy10``: Galaxy10 DECaLS (``data.path`` to its ``.h5`` file), split by galaxy.
 
 Items are ``{"clean": (3, P, P)}``; the pairing (colorization or super-resolution) makes the
@@ -17,10 +17,10 @@ from typing import Any
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from astrorestore.data.base import PairedDataModule
-from astrorestore.data.galaxy10 import Galaxy10, check_galaxy10, check_split_sizes
-from astrorestore.data.hubble import HubbleFixedCrops, HubbleRandomCrops
-from astrorestore.data.pairing import Pairing
+from astrorestore.data.datamodules.base import PairedDataModule
+from astrorestore.data.pairings.base import Pairing
+from astrorestore.data.sources.galaxy10 import Galaxy10, check_galaxy10, check_split_sizes
+from astrorestore.data.sources.hubble import HubbleFixedCrops, HubbleRandomCrops
 from astrorestore.errors import UserError
 
 
@@ -79,7 +79,7 @@ class HubbleDataModule(PhotoDataModule):
         patch_size: crop size (high-resolution size for super-resolution).
         patches_per_epoch: random training crops per epoch.
         n_val, n_test: fixed crops of the held-out region (top / bottom half).
-        Others: see :class:`~astrorestore.data.base.PairedDataModule`.
+        Others: see :class:`~astrorestore.data.datamodules.base.PairedDataModule`.
     """
 
     data_name = "hubble"
@@ -113,7 +113,7 @@ class HubbleDataModule(PhotoDataModule):
         self.n_val, self.n_test = int(n_val), int(n_test)
 
     def build_sets(self) -> tuple[Dataset, Dataset, Dataset]:
-        from astrorestore.data.hubble import hubble_image
+        from astrorestore.data.sources.hubble import hubble_image
 
         image = hubble_image()  # read once, shared by the three sets
         train = HubbleRandomCrops(self.patch_size, self.patches_per_epoch, image=image)
@@ -153,7 +153,7 @@ class Galaxy10DataModule(PhotoDataModule):
         if not path:
             raise UserError(
                 "data.path is not set: data=galaxy10 needs Galaxy10_DECals.h5; pass "
-                "data.path=<file.h5> (see astrorestore.data.galaxy10.GALAXY10_URL)"
+                "data.path=<file.h5> (see astrorestore.data.sources.galaxy10.GALAXY10_URL)"
             )
         super().__init__(
             pairing,

@@ -1,0 +1,1 @@
+"""Noise models and detector artefacts applied to whole batches of clean images."""

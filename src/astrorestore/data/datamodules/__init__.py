@@ -1,0 +1,1 @@
+"""Lightning data modules: which images a run trains, validates and tests on."""

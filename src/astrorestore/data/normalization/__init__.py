@@ -1,0 +1,1 @@
+"""Exactly invertible normalisers between physical units and the network's numbers."""

@@ -1,0 +1,1 @@
+"""Preparing a FITS folder once: manifest, split, tile cache, whole-frame statistics, QC."""

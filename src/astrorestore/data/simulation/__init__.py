@@ -1,0 +1,1 @@
+"""Simulated deep fields: scenes of stars and galaxies, and their PSFs."""
