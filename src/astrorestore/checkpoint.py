@@ -172,7 +172,9 @@ def upgrade_net_config(net: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
 def _from_format_2(record: dict[str, Any]) -> dict[str, Any]:
     """Format 2 -> 3: the give-back leaves the network config for ``postprocess``."""
     record = copy.deepcopy(record)
-    record["net"], give_back = upgrade_net_config(record["net"])
+    give_back = None
+    if isinstance(record.get("net"), dict):
+        record["net"], give_back = upgrade_net_config(record["net"])
     record["postprocess"] = {"give_back": give_back}
     config = record.get("config") or {}
     model = config.get("model")

@@ -82,7 +82,9 @@ def _choice(group: str) -> str | None:
 def check_config(cfg: DictConfig) -> None:
     """Checks on the config alone, before anything is built."""
     stages = check_postprocess(cfg.get("postprocess"))
-    frame_stages = [stage for stage, values in stages.items() if values is not None and stage not in TILE_STAGES]
+    frame_stages = [
+        stage for stage, values in stages.items() if values is not None and stage not in TILE_STAGES
+    ]
     if frame_stages:
         raise UserError(
             f"postprocess.{frame_stages[0]} works on whole frames in their own units, which "

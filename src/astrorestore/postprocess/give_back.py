@@ -124,7 +124,8 @@ class GiveBack:
         for name, value in vars(self).items():
             optional = name in ("footprint_scale", "chi2_from", "stack_snr")
             if (value is None and not optional) or (
-                value is not None and (isinstance(value, bool) or not isinstance(value, int | float))
+                value is not None
+                and (isinstance(value, bool) or not isinstance(value, int | float))
             ):
                 raise UserError(
                     f"{key}.{name}={value!r} is invalid: use a number"
@@ -136,9 +137,7 @@ class GiveBack:
                 "(1-2), or postprocess=none for no give-back"
             )
         if not (math.isfinite(self.threshold) and self.threshold > 0):
-            raise UserError(
-                f"{key}.threshold={self.threshold!r} is invalid: use a value > 0 (3-5)"
-            )
+            raise UserError(f"{key}.threshold={self.threshold!r} is invalid: use a value > 0 (3-5)")
         if not (math.isfinite(self.ramp_from) and 0 <= self.ramp_from < self.threshold):
             raise UserError(
                 f"{key}.ramp_from={self.ramp_from!r} is invalid: use 0 <= value < "

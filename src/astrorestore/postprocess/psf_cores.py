@@ -191,12 +191,12 @@ def check_frame(frame: np.ndarray) -> tuple[float, float]:
     """The sky level and noise of a frame PSF cores can work on; a UserError otherwise."""
     frame = np.asarray(frame, dtype=float)
     if frame.ndim != 2:
-        raise UserError(
-            f"postprocess=psf_cores needs grey (2-D) frames; this one is {frame.shape}"
-        )
+        raise UserError(f"postprocess=psf_cores needs grey (2-D) frames; this one is {frame.shape}")
     finite = frame[np.isfinite(frame)]
     if finite.size < 100:
-        raise UserError("postprocess.psf_cores: the frame has fewer than 100 finite pixels to fit stars on")
+        raise UserError(
+            "postprocess.psf_cores: the frame has fewer than 100 finite pixels to fit stars on"
+        )
     sky, sigma = _sky(finite)
     if not sigma > 0:
         raise UserError(
@@ -247,15 +247,21 @@ class PSFCores:
         progress: bool = False,
     ) -> None:
         if not gain > 0:
-            raise UserError(f"postprocess.psf_cores.gain={gain!r} is invalid: pass the gain in e-/unit (> 0)")
+            raise UserError(
+                f"postprocess.psf_cores.gain={gain!r} is invalid: pass the gain in e-/unit (> 0)"
+            )
         if not 0 < min_snr <= psf_snr:
             raise UserError(
                 f"postprocess.psf_cores.min_snr={min_snr}, psf_snr={psf_snr}: use 0 < min_snr <= psf_snr"
             )
         if not max_chi2 > 1:
-            raise UserError(f"postprocess.psf_cores.max_chi2={max_chi2!r} is invalid: use a value > 1")
+            raise UserError(
+                f"postprocess.psf_cores.max_chi2={max_chi2!r} is invalid: use a value > 1"
+            )
         if oversampling not in (0, 1, 2, 3, 4):
-            raise UserError(f"postprocess.psf_cores.oversampling={oversampling!r}: use 0 (no table) to 4")
+            raise UserError(
+                f"postprocess.psf_cores.oversampling={oversampling!r}: use 0 (no table) to 4"
+            )
         self.gain = float(gain)
         self.min_snr = float(min_snr)
         self.psf_snr = float(psf_snr)

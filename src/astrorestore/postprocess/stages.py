@@ -19,7 +19,7 @@ measures the sky noise on the frame and is given the gain).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -28,13 +28,14 @@ from torch import Tensor
 
 from astrorestore.data.normalization.asinh import AsinhNoise
 from astrorestore.errors import UserError
-from astrorestore.postprocess import psf_cores
 from astrorestore.postprocess.give_back import GiveBack
+from astrorestore.postprocess.psf_cores import SETTINGS as PSF_CORES_SETTINGS
+from astrorestore.postprocess.psf_cores import PSFCores, describe, from_settings
 
 #: Each stage's settings (``postprocess.<stage>.<key>``).
 STAGES: dict[str, tuple[str, ...]] = {
     "give_back": tuple(f.name for f in fields(GiveBack)),
-    "psf_cores": psf_cores.SETTINGS,
+    "psf_cores": PSF_CORES_SETTINGS,
 }
 #: Stages that work on normalised tiles (the rest work on whole frames in their own units).
 TILE_STAGES = ("give_back",)
@@ -132,14 +133,26 @@ def noise_of(net: Any, normalizer: Any) -> AsinhNoise | None:
     return None if softening is None else AsinhNoise(softening)
 
 
-@dataclass
 class Postprocess:
-    """The configured stages, built and checked; :meth:`tiles` and :meth:`frame` apply them."""
+    """The configured stages, built and checked; :meth:`tiles` and :meth:`frame` apply them.
 
-    settings: dict[str, dict | None] = field(default_factory=dict)
-    give_back: GiveBack | None = None
-    psf_cores: psf_cores.PSFCores | None = None
-    noise: AsinhNoise | None = None
+    (A plain class, not a dataclass: Hydra would turn a dataclass passed to ``instantiate``
+    into a config.)"""
+
+    def __init__(
+        self,
+        settings: dict[str, dict | None] | None = None,
+        give_back: GiveBack | None = None,
+        psf_cores: PSFCores | None = None,
+        noise: AsinhNoise | None = None,
+    ) -> None:
+        self.settings = dict(settings or {})
+        self.give_back = give_back
+        self.psf_cores = psf_cores
+        self.noise = noise
+
+    def __repr__(self) -> str:
+        return f"Postprocess({self.settings!r}, noise={self.noise!r})"
 
     @property
     def on_tiles(self) -> bool:
@@ -162,7 +175,7 @@ class Postprocess:
         lines = []
         if self.psf_cores is not None:
             restored = self.psf_cores(observed, restored)
-            lines.append(psf_cores.describe(self.psf_cores.info))
+            lines.append(describe(self.psf_cores.info))
         return restored, lines
 
     def describe(self, tiles_only: bool = False) -> list[str]:
@@ -194,5 +207,5 @@ def build_postprocess(
                 "data.normalizer=asinh (astronomical frames), or postprocess=none"
             )
     if cores is not None:
-        built.psf_cores = psf_cores.from_settings(cores, gain)
+        built.psf_cores = from_settings(cores, gain)
     return built

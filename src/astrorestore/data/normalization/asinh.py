@@ -143,7 +143,9 @@ def asinh_noise_sigma(z: Tensor, softening: float, photons_per_unit: float | Non
         photons_per_unit: ``gain * scale``; ``None`` ignores shot noise (a lower bound).
     """
     z = z.clamp(-Z_LIMIT, Z_LIMIT)
-    return torch.sqrt(linear_noise_variance(torch.sinh(z), softening, photons_per_unit)) / torch.cosh(z)
+    return torch.sqrt(
+        linear_noise_variance(torch.sinh(z), softening, photons_per_unit)
+    ) / torch.cosh(z)
 
 
 class AsinhNoise:
