@@ -32,23 +32,16 @@ import torch
 from astrorestore import __version__
 from astrorestore.errors import UserError
 from astrorestore.postprocess import check_postprocess
+from astrorestore.postprocess.stages import OLD_GIVE_BACK_KEYS
 
 CHECKPOINT_FORMAT = 3
 
-# Format 2 -> 3: where networks moved, the give-back settings they carried (old -> new key),
-# and the networks whose softening/photons_per_unit became a noise model.
+# Format 2 -> 3: where networks moved, and the networks whose softening/photons_per_unit became
+# a noise model (the give-back settings they carried: OLD_GIVE_BACK_KEYS).
 _MOVED_TARGETS = {
     "astrorestore.nets.bounded_residual.BoundedResidualUNet": (
         "astrorestore.nets.bounded.BoundedResidualUNet"
     ),
-}
-_GIVE_BACK_KEYS = {
-    "flux_sigma": "detect_scale",
-    "flux_threshold": "threshold",
-    "flux_ramp_from": "ramp_from",
-    "flux_footprint": "footprint_scale",
-    "flux_chi2": "chi2_from",
-    "flux_stack_snr": "stack_snr",
 }
 _NOISE_NETS = (
     "astrorestore.nets.bounded.BoundedResidualUNet",
@@ -155,7 +148,7 @@ def upgrade_net_config(net: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     net = dict(net)
     target = _MOVED_TARGETS.get(net.get("_target_"), net.get("_target_"))
     net["_target_"] = target
-    flux = {key: net.pop(key) for key in _GIVE_BACK_KEYS if key in net}
+    flux = {key: net.pop(key) for key in OLD_GIVE_BACK_KEYS if key in net}
     if target in _NOISE_NETS and "noise" not in net:
         net["noise"] = {
             "_target_": _NOISE_TARGET,
@@ -166,7 +159,7 @@ def upgrade_net_config(net: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
         net["output"] = "capped_residual"
     if flux.get("flux_sigma") is None:
         return net, None
-    return net, {new: flux[old] for old, new in _GIVE_BACK_KEYS.items() if old in flux}
+    return net, {new: flux[old] for old, new in OLD_GIVE_BACK_KEYS.items() if old in flux}
 
 
 def _from_format_2(record: dict[str, Any]) -> dict[str, Any]:

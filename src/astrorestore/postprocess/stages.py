@@ -41,9 +41,10 @@ STAGES: dict[str, tuple[str, ...]] = {
 TILE_STAGES = ("give_back",)
 
 
-# Keys of earlier versions (infer.py's psf_cores.* and give_back.flux_*, the networks' flux_*,
-# softening and photons_per_unit) -> today's, for a one-line error naming the new spelling.
-_OLD_GIVE_BACK = {
+#: The give-back's settings as networks carried them before it was a stage (``model.net.flux_*``,
+#: infer.py's ``give_back.flux_*``) -> its ``postprocess.give_back`` keys: for a one-line error
+#: naming the new spelling, and for upgrading old checkpoints (:mod:`astrorestore.checkpoint`).
+OLD_GIVE_BACK_KEYS = {
     "flux_sigma": "detect_scale",
     "flux_threshold": "threshold",
     "flux_ramp_from": "ramp_from",
@@ -60,9 +61,9 @@ def renamed_key(key: str) -> str | None:
         return "psf_cores.enabled=true is now postprocess=psf_cores (postprocess=none: off)"
     if head == "psf_cores":
         return f"{key} is now postprocess.{key}, with postprocess=psf_cores"
-    if head in ("give_back", "model.net") and leaf in _OLD_GIVE_BACK:
+    if head in ("give_back", "model.net") and leaf in OLD_GIVE_BACK_KEYS:
         return (
-            f"{key} is now postprocess.give_back.{_OLD_GIVE_BACK[leaf]}, with "
+            f"{key} is now postprocess.give_back.{OLD_GIVE_BACK_KEYS[leaf]}, with "
             "postprocess=give_back (flux_sigma=null is postprocess=none)"
         )
     if head == "model.net" and leaf in ("softening", "photons_per_unit"):
