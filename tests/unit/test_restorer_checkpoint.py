@@ -216,3 +216,34 @@ def test_postprocess_of_a_model_that_changes_the_shape_is_refused(tmp_path):
     with pytest.raises(UserError, match="use postprocess=none"):
         load_restorer(tmp_path / "c.ckpt", postprocess={"give_back": {}})
     load_restorer(tmp_path / "c.ckpt")  # nothing stored, nothing asked: fine
+
+
+def test_the_record_stores_the_runs_postprocess_and_restores_with_it(tmp_path):
+    from types import SimpleNamespace
+
+    from astrorestore.checkpoint import make_record
+
+    net = _bounded()
+    module = SimpleNamespace(
+        restorer_spec=lambda: {
+            "_target_": "astrorestore.inference.restorer.NetForward",
+            "weights": "net",
+        },
+        net=net,
+    )
+    pairing = SimpleNamespace(scale=1, input_channels=lambda c: c, output_channels=lambda c: c)
+    datamodule = SimpleNamespace(channels=1, pairing=pairing)
+    give_back = {"detect_scale": 1.5, "footprint_scale": 2.0}
+    config = {
+        "model": {"net": BOUNDED},
+        "data": {"normalizer": NORMALIZER},
+        "postprocess": {"give_back": give_back, "psf_cores": None},
+    }
+    record = make_record(module, datamodule, config, "supervised")
+    assert record["format"] == CHECKPOINT_FORMAT
+    assert record["postprocess"] == {"give_back": give_back, "psf_cores": None}
+    assert upgrade_record(record) is record  # today's layout: nothing to upgrade
+    _save(tmp_path / "r.ckpt", record, net)
+    restorer = load_restorer(tmp_path / "r.ckpt")
+    assert restorer.postprocess.give_back.footprint_scale == 2.0
+    assert restorer.postprocess.noise == AsinhNoise(3.0, 16.0)  # the network's own
