@@ -17,8 +17,9 @@ NaN DO_NOT_USE pixels, tiling), then, in electrons:
 Hot and DO_NOT_USE pixels (DQ) are masked in every measurement.
 
 Usage: ``python bench/bench_demo_frames.py --ckpt n2v=CKPT [--ckpt other=CKPT] [--out STEM]``;
-``--variant LABEL=BASE:key=value,...`` scores BASE's weights with network settings changed (e.g.
-``--variant no_footprint=n2v:flux_footprint=null`` for the output stage without step 2).
+``--variant LABEL=BASE:OVERRIDES`` scores BASE's weights with ``infer.py``'s postprocess overrides
+(e.g. ``--variant no_footprint=n2v:+postprocess.give_back.footprint_scale=null`` for the
+give-back without step 2).
 Writes ``STEM.json`` and ``STEM.md`` (default ``bench/results/demo_frames``).
 """
 
@@ -70,15 +71,19 @@ def restore_folder(ckpt: str, folder: Path, out: Path) -> None:
 
 
 def variant_checkpoint(path: str, settings: str, folder: Path) -> Path:
-    """A copy of the checkpoint at ``path`` with ``key=value`` network settings changed."""
+    """A copy of the checkpoint at ``path`` with ``infer.py``'s postprocess overrides
+    (comma-separated) laid over its post-processing."""
     import torch
-    import yaml
+    from bench_psf_robustness import postprocess_overrides
 
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    net = checkpoint["astrorestore"]["net"]
-    for item in settings.split(","):
-        key, _, value = item.partition("=")
-        net[key] = yaml.safe_load(value)
+    from astrorestore.checkpoint import read_checkpoint
+    from astrorestore.postprocess import merge_postprocess
+
+    checkpoint = read_checkpoint(path)
+    record = checkpoint["astrorestore"]
+    record["postprocess"] = merge_postprocess(
+        record["postprocess"], postprocess_overrides(settings)
+    )
     out = folder / f"variant_{abs(hash((path, settings)))}.ckpt"
     torch.save(checkpoint, out)
     return out

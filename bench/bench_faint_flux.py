@@ -19,8 +19,8 @@ star's own shot noise), binned by that S/N:
   what the restoration itself did to the flux, with the noise realisation cancelled. A
   photometry-safe restoration keeps it within 1 % at S/N >= 10 (the "<=1%" column).
 
-Checkpoint settings can be changed at evaluation like ``bench_psf_robustness.py --variant``
-(e.g. the give-back ``--variant gb=default:flux_sigma=1.5,flux_footprint=2``).
+A checkpoint's post-processing can be changed like ``bench_psf_robustness.py --variant`` (e.g.
+the give-back ``--variant gb=default:postprocess=give_back,postprocess.give_back.footprint_scale=2``).
 
 Usage: ``python bench/bench_faint_flux.py --ckpt default=A.ckpt [--ckpt B=...] [--variant ...]
 [--fields 12] [--size 384]``; writes ``bench/results/faint_flux.{json,md,png}`` (``--out``).
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -161,7 +160,8 @@ def main() -> None:
         "--variant",
         action="append",
         default=[],
-        help="LABEL=BASE:key=value,... : BASE's weights with network settings changed (repeatable)",
+        help="LABEL=BASE:OVERRIDES : BASE's weights with infer.py's postprocess overrides "
+        "(comma-separated, as bench_psf_robustness.py --variant; repeatable)",
     )
     parser.add_argument("--fields", type=int, default=12, help="fields per PSF cell")
     parser.add_argument("--size", type=int, default=384, help="field size (px)")
@@ -170,30 +170,32 @@ def main() -> None:
     if not args.ckpt:
         parser.error("give at least one --ckpt LABEL=PATH")
 
-    from astrorestore.inference.restorer import load_restorer, read_checkpoint
+    from astrorestore.checkpoint import read_checkpoint
+    from astrorestore.inference.restorer import load_restorer
 
     results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        specs = args.ckpt + [variant_spec(v, args.ckpt, Path(tmp)) for v in args.variant]
-        for spec in specs:
-            label, _, path = spec.partition("=")
-            if not path or not Path(path).is_file():
-                raise SystemExit(f"--ckpt {spec!r}: use LABEL=PATH of an existing checkpoint")
-            config = read_checkpoint(path)["astrorestore"]["config"]
-            restorer = load_restorer(path, "cpu")
-            results[label] = {}
-            for fwhm, beta in CELLS:
-                cell = f"FWHM {fwhm:g} px, beta {beta:g}"
-                results[label][cell] = score_cell(
-                    restorer, config, fwhm, beta, args.fields, args.size
-                )
-                bins = results[label][cell]["bins"]
-                print(
-                    label,
-                    cell,
-                    {b: round(100 * (v["paired_change_mean"] or 0), 2) for b, v in bins.items()},
-                    flush=True,
-                )
+    specs = [(*spec.partition("=")[::2], None) for spec in args.ckpt]
+    for spec in args.variant:
+        label, (path, postprocess) = variant_spec(spec, args.ckpt)
+        specs.append((label, path, postprocess))
+    for label, path, postprocess in specs:
+        if not path or not Path(path).is_file():
+            raise SystemExit(f"--ckpt {label}={path}: use LABEL=PATH of an existing checkpoint")
+        config = read_checkpoint(path)["astrorestore"]["config"]
+        restorer = load_restorer(path, "cpu", postprocess)
+        if restorer.postprocess.on_frames:
+            raise SystemExit(f"--variant {label}: this bench scores tiles' stages only")
+        results[label] = {}
+        for fwhm, beta in CELLS:
+            cell = f"FWHM {fwhm:g} px, beta {beta:g}"
+            results[label][cell] = score_cell(restorer, config, fwhm, beta, args.fields, args.size)
+            bins = results[label][cell]["bins"]
+            print(
+                label,
+                cell,
+                {b: round(100 * (v["paired_change_mean"] or 0), 2) for b, v in bins.items()},
+                flush=True,
+            )
     meta = {
         "command": "python bench/bench_faint_flux.py "
         + " ".join(

@@ -33,14 +33,16 @@ Usage (one command; labels are free, so Noise2Void/Noise2Noise checkpoints are j
 
     python bench/bench_psf_robustness.py --ckpt default=path/a.ckpt --ckpt bounded=path/b.ckpt
 
-writes ``bench/results/psf_robustness.{md,json,png}``. ``--variant LABEL=BASE:key=value,...``
-adds a row with BASE's weights and network settings changed, e.g. the same network without its
-evaluation-time give-back: ``--variant a-raw=a:flux_sigma=null``. ``--oracle LABEL`` adds a
+writes ``bench/results/psf_robustness.{md,json,png}``. ``--variant LABEL=BASE:OVERRIDES`` adds a
+row with BASE's weights and ``infer.py``'s post-processing overrides (comma-separated, composed
+from ``configs/`` as ``infer.py`` does), e.g. the same network without its give-back:
+``--variant a-raw=a:postprocess=none``, or with one: ``--variant
+gb=a:postprocess=give_back,postprocess.give_back.footprint_scale=2``. ``--oracle LABEL`` adds a
 ceiling row: LABEL's output with every star's core fitted with the true PSF at its true position
 (``--oracle "noisy input"`` for the input itself); ``--oracle-position LABEL`` fits each
 position too (the ceiling of fitting cores on this frame alone). ``--psf-cores LABEL[:key=value,...]`` adds
 LABEL's output with its star cores fitted with the PSF each frame shows
-(``astrorestore.inference.psf_cores``, what ``infer.py psf_cores.enabled=true`` runs; no truth).
+(``astrorestore.postprocess.psf_cores``, what ``infer.py postprocess=psf_cores`` runs; no truth).
 ``--self-ensemble LABEL:N`` adds LABEL's checkpoint as the mean of N flipped/rotated passes
 (``infer.py self_ensemble=N``); ``--psf-cores "LABEL + self-ensemble N"`` stacks the two.
 """
@@ -50,7 +52,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import tempfile
 import time
 from pathlib import Path
 
@@ -200,10 +201,16 @@ def bm3d_vst(noisy: np.ndarray) -> np.ndarray:
     return (inverse * GAIN).astype(np.float32)
 
 
-def load_methods(ckpts: list[str], use_bm3d: bool, ensembles: list[str] = ()) -> dict:
-    """The rows: the noisy input, BM3D-VST, each checkpoint (``LABEL=PATH``) and, for each
-    ``LABEL:N`` of ``ensembles``, LABEL's checkpoint as the mean of N flipped/rotated passes
-    (``infer.py self_ensemble=N``)."""
+def load_methods(
+    ckpts: list[str],
+    use_bm3d: bool,
+    ensembles: list[str] = (),
+    variants: dict[str, tuple[str, dict]] | None = None,
+) -> dict:
+    """The rows: the noisy input, BM3D-VST, each checkpoint (``LABEL=PATH``), each variant
+    (``LABEL: (PATH, postprocess overrides)``) and, for each ``LABEL:N`` of ``ensembles``,
+    LABEL's checkpoint as the mean of N flipped/rotated passes (``infer.py self_ensemble=N``).
+    A checkpoint's row is what ``infer.py`` writes: the network, then its post-processing."""
     from astrorestore.errors import UserError
     from astrorestore.inference.restore import restore_image
     from astrorestore.inference.restorer import load_restorer
@@ -217,10 +224,11 @@ def load_methods(ckpts: list[str], use_bm3d: bool, ensembles: list[str] = ()) ->
             methods["BM3D-VST"] = bm3d_vst
         except ImportError:
             print("bm3d not installed (pip install astrorestore[baselines]): no BM3D rows")
-    paths = {}
+    paths: dict[str, tuple[str, dict | None]] = {}
     for spec in ckpts:
         label, _, path = spec.rpartition("=")
-        paths[label or Path(path).stem] = path
+        paths[label or Path(path).stem] = (path, None)
+    paths.update(variants or {})
     rows = [(label, path, 1) for label, path in paths.items()]
     for spec in ensembles:
         label, _, n = spec.partition(":")
@@ -233,11 +241,14 @@ def load_methods(ckpts: list[str], use_bm3d: bool, ensembles: list[str] = ()) ->
                 f"--self-ensemble {spec!r}: use LABEL:N, N = 2, 4 or 8, LABEL a --ckpt"
             )
         rows.append((f"{label} + self-ensemble {passes}", paths[label], passes))
-    for label, path, n in rows:
-        restorer = self_ensemble(load_restorer(path, "cpu"), n)
-        methods[label] = lambda noisy, r=restorer: restore_image(
-            noisy, r, tile=256, overlap=32, batch_size=4
-        )
+    for label, (path, postprocess), n in rows:
+        restorer = self_ensemble(load_restorer(path, "cpu", postprocess, gain=GAIN), n)
+
+        def restore(noisy: np.ndarray, r=restorer) -> np.ndarray:
+            out = restore_image(noisy, r, tile=256, overlap=32, batch_size=4)
+            return r.finish_frame(noisy, out)[0]
+
+        methods[label] = restore
     return methods
 
 
@@ -294,7 +305,7 @@ def score_cell(cell: dict, index: int, methods: dict, size: int, n_fields: int) 
     from astrorestore.data.corruption.noise import PoissonGaussianNoise
     from astrorestore.data.normalization.asinh import AsinhNormalizer
     from astrorestore.data.simulation.scene import render_field
-    from astrorestore.inference.psf_cores import PSFCores
+    from astrorestore.postprocess import build_postprocess
 
     psf = {k: v for k, v in cell.items() if k != "name"}
     fwhm = float(cell["psf_fwhm"])
@@ -316,7 +327,8 @@ def score_cell(cell: dict, index: int, methods: dict, size: int, n_fields: int) 
         for name, method in methods.items():
             start = time.perf_counter()
             if isinstance(method, tuple):  # --psf-cores: that row's output, frame's own PSF
-                out = outputs[name] = PSFCores(gain=GAIN, **method[1])(noisy, outputs[method[0]])
+                stages = build_postprocess({"psf_cores": method[1]}, gain=GAIN)
+                out = outputs[name] = stages.frame(noisy, outputs[method[0]])[0]
             elif isinstance(method, str):  # --oracle: that row's output with true-PSF cores
                 base, _, mode = method.partition("|")
                 out = outputs[name] = true_psf_cores(
@@ -488,16 +500,47 @@ def plot(results: dict, methods: list[str], path: Path) -> None:
     figure.savefig(path, dpi=80)
 
 
-def variant_spec(spec: str, ckpts: list[str], folder: Path) -> str:
-    """``LABEL=PATH`` of a copy of the ``--ckpt`` labelled BASE with network settings changed."""
-    from bench_demo_frames import variant_checkpoint
+def postprocess_overrides(overrides: str) -> dict:
+    """``infer.py``'s ``postprocess`` config for comma-separated ``infer.py`` overrides (e.g.
+    ``postprocess=none`` or ``postprocess=give_back,postprocess.give_back.footprint_scale=2``),
+    composed from ``configs/`` as ``infer.py`` composes it; checked like its command line."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
 
+    from astrorestore.cli import check_overrides
+    from astrorestore.errors import UserError
+    from astrorestore.postprocess import check_postprocess
+    from astrorestore.postprocess.stages import renamed_key
+
+    items = [item for item in overrides.split(",") if item]
+    for item in items:
+        key = item.partition("=")[0].lstrip("+~")
+        if not key.startswith("postprocess"):
+            hint = renamed_key(f"model.net.{key}") or "give postprocess=... overrides"
+            raise SystemExit(f"--variant {item!r}: {hint}")
+    configs = REPO / "configs"
+    try:
+        check_overrides(configs, "infer", items)
+    except UserError as exc:
+        raise SystemExit(f"--variant {overrides!r}: {exc}") from None
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(configs), version_base="1.3"):
+        cfg = compose("infer", overrides=items)
+    GlobalHydra.instance().clear()
+    return check_postprocess(OmegaConf.to_container(cfg.postprocess, resolve=True))
+
+
+def variant_spec(spec: str, ckpts: list[str]) -> tuple[str, tuple[str, dict]]:
+    """``LABEL=BASE:OVERRIDES`` as ``(LABEL, (BASE's checkpoint path, postprocess))``."""
     label, _, rest = spec.partition("=")
-    base, _, settings = rest.partition(":")
+    base, _, overrides = rest.partition(":")
     paths = {c.rpartition("=")[0] or Path(c).stem: c.rpartition("=")[2] for c in ckpts}
-    if base not in paths or not settings:
-        raise SystemExit(f"--variant {spec!r}: use LABEL=BASE:key=value with BASE a --ckpt label")
-    return f"{label}={variant_checkpoint(paths[base], settings, folder)}"
+    if base not in paths or not overrides:
+        raise SystemExit(
+            f"--variant {spec!r}: use LABEL=BASE:postprocess=... with BASE a --ckpt label"
+        )
+    return label, (paths[base], postprocess_overrides(overrides))
 
 
 def main() -> None:
@@ -512,8 +555,9 @@ def main() -> None:
         "--variant",
         action="append",
         default=[],
-        help="LABEL=BASE:key=value,... : BASE's weights with network settings changed, e.g. "
-        "give_back=default:flux_sigma=1.5 (repeatable)",
+        help="LABEL=BASE:OVERRIDES : BASE's weights with infer.py's postprocess overrides "
+        "(comma-separated), e.g. raw=default:postprocess=none or "
+        "gb=default:postprocess=give_back,postprocess.give_back.footprint_scale=2 (repeatable)",
     )
     parser.add_argument(
         "--oracle",
@@ -534,7 +578,8 @@ def main() -> None:
         action="append",
         default=[],
         help="LABEL[:key=value,...] (repeatable): add a row, LABEL's output with its star cores "
-        "fitted with the PSF measured on each frame (astrorestore.inference.psf_cores; no truth)",
+        "fitted with the PSF measured on each frame (infer.py postprocess=psf_cores with these "
+        "postprocess.psf_cores settings; no truth)",
     )
     parser.add_argument(
         "--self-ensemble",
@@ -558,9 +603,8 @@ def main() -> None:
     args = parser.parse_args()
     HELD_OUT_SEED = args.seed
 
-    with tempfile.TemporaryDirectory() as tmp:
-        ckpts = args.ckpt + [variant_spec(spec, args.ckpt, Path(tmp)) for spec in args.variant]
-        methods = load_methods(ckpts, not args.no_bm3d, args.self_ensemble)
+    variants = dict(variant_spec(spec, args.ckpt) for spec in args.variant)
+    methods = load_methods(args.ckpt, not args.no_bm3d, args.self_ensemble, variants)
     for label in args.oracle:
         if label not in methods:
             raise SystemExit(f"--oracle {label!r}: not a row ({', '.join(methods)})")

@@ -45,15 +45,16 @@ from scipy import ndimage
 
 from astrorestore.data.corruption.noise import PoissonGaussianNoise
 from astrorestore.data.datamodules.simulated import SimulatedFieldDataModule
-from astrorestore.data.normalization.asinh import AsinhNormalizer
+from astrorestore.data.normalization.asinh import AsinhNoise, AsinhNormalizer
 from astrorestore.data.pairings.base import Noise2NoisePairing, SupervisedPairing
 from astrorestore.data.pairings.blind_spot import BlindSpotPairing
 from astrorestore.data.simulation.scene import render_field
 from astrorestore.losses.pixel import RestorationLoss
-from astrorestore.nets.bounded_residual import BoundedResidualUNet
+from astrorestore.nets.bounded import BoundedResidualUNet
 from astrorestore.nets.n2v_unet import N2VUNet
 from astrorestore.nets.res_unet import ResidualUNet
 from astrorestore.nets.res_unet_se import ResUNetSE
+from astrorestore.postprocess.give_back import GiveBack
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FWHMS = (1.6, 2.5, 3.5)
@@ -87,10 +88,12 @@ def learned_methods() -> dict[str, dict]:
                 top_skip=not n2v2,
                 output=output,
                 bound_sigmas=bound,
-                flux_sigma=flux,
+                noise=AsinhNoise(),
             ),
             loss=lambda: RestorationLoss(**l2),
             lr=lr,
+            # postprocess=give_back after the network (None: none)
+            give_back=None if flux is None else GiveBack(detect_scale=flux),
         )
 
     def n2n(bound=None, photons_per_unit=None, supervised=False) -> dict:
@@ -98,7 +101,10 @@ def learned_methods() -> dict[str, dict]:
         return dict(
             pairing=lambda: pairing(_noise()),
             net=lambda: ResUNetSE(
-                base_channels=16, depth=3, bound_sigmas=bound, photons_per_unit=photons_per_unit
+                base_channels=16,
+                depth=3,
+                bound_sigmas=bound,
+                noise=AsinhNoise(3.0, photons_per_unit),
             ),
             loss=lambda: RestorationLoss(**l2),
             lr=2e-3,
@@ -109,7 +115,9 @@ def learned_methods() -> dict[str, dict]:
         # default softening 3), L1 + SSIM + gradient; and the previous, unbounded default.
         "supervised": dict(
             pairing=lambda: SupervisedPairing(_noise()),
-            net=lambda: BoundedResidualUNet(base_channels=16, depth=3, bound_sigmas=4.0),
+            net=lambda: BoundedResidualUNet(
+                base_channels=16, depth=3, bound_sigmas=4.0, noise=AsinhNoise()
+            ),
             loss=lambda: RestorationLoss(),
             lr=2e-3,
         ),
@@ -120,18 +128,18 @@ def learned_methods() -> dict[str, dict]:
             lr=2e-3,
         ),
         # Shipped defaults: the network predicts the image, clamped outside it to within 5 noise
-        # sigma of the input, and the residual given back where it is a significant detection at
-        # evaluation (nets/bounded.py); each is also scored without the give-back (`_no_flux`).
+        # sigma of the input, and the residual given back where it is a significant detection
+        # after the network (postprocess=give_back); each is also scored without it (`_no_flux`).
         "n2v": n2v("clamped", bound=5.0, flux=1.5),
         "n2v2": n2v("clamped", n2v2=True, bound=5.0, flux=1.5),
         "n2v_5pct": n2v("clamped", 0.05, bound=5.0, flux=1.5),
         "n2v2_5pct": n2v("clamped", 0.05, n2v2=True, bound=5.0, flux=1.5),
         # The original networks (no bound) and the previous bounded correction relative to the
-        # centre pixel (model.net.output=bounded_residual).
+        # centre pixel (model.net.output=capped_residual).
         "n2v_image": n2v("image"),
         "n2v2_image": n2v("image", n2v2=True),
-        "n2v_bounded_residual": n2v("bounded_residual", bound=5.0),
-        "n2v2_bounded_residual": n2v("bounded_residual", n2v2=True, bound=5.0),
+        "n2v_bounded_residual": n2v("capped_residual", bound=5.0),
+        "n2v2_bounded_residual": n2v("capped_residual", n2v2=True, bound=5.0),
         # Noise2Noise: bounded noise prediction (the model=n2n default) and unbounded.
         "n2n": n2n(bound=4.0),
         "n2n_unbounded": n2n(),
@@ -226,13 +234,19 @@ def careamics_rows(python: str, steps: int, batch: int, fields: list) -> dict[st
         }
 
 
-def restore_with(net: torch.nn.Module, noisy: np.ndarray) -> np.ndarray:
-    """Whole-field restoration through the asinh normalisation (what ``infer`` does per tile)."""
+def restore_with(
+    net: torch.nn.Module, noisy: np.ndarray, give_back: GiveBack | None = None
+) -> np.ndarray:
+    """Whole-field restoration through the asinh normalisation (what ``infer`` does per tile),
+    followed by the give-back stage when given."""
     normalizer = AsinhNormalizer()
     x = torch.from_numpy(noisy)[None, None]
     offset, scale = normalizer.stats(x)
     with torch.no_grad():
-        out = net(normalizer.forward(x, offset, scale))
+        z = normalizer.forward(x, offset, scale)
+        out = net(z)
+        if give_back is not None:
+            out = give_back(z, out, AsinhNoise(normalizer.softening))
     return normalizer.inverse(out, offset, scale)[0, 0].numpy()
 
 
@@ -388,12 +402,13 @@ def main() -> None:
     specs = learned_methods()
     for name in [m for m in args.methods.split(",") if m]:  # --methods "": peers/classical only
         net, speed = train(specs[name], args.steps, args.batch)
+        give_back = specs[name].get("give_back")
         rows[name] = {}
         for f, t, n, c in fields:
-            rows[name][f] = measures(restore_with(net, n), t, n, c) | {"patches_per_s": speed}
-        if getattr(net, "give_back", None) is not None:
-            # Same weights without the evaluation-time flux give-back (the ablation is free).
-            net.give_back = None
+            restored = restore_with(net, n, give_back)
+            rows[name][f] = measures(restored, t, n, c) | {"patches_per_s": speed}
+        if give_back is not None:
+            # Same weights without the give-back after the network (the ablation is free).
             rows[f"{name}_no_flux"] = {
                 f: measures(restore_with(net, n), t, n, c) | {"patches_per_s": speed}
                 for f, t, n, c in fields

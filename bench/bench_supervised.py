@@ -30,7 +30,7 @@ Steps (all on whatever machine runs it; the figures are printed and written to
    mean of N flipped/rotated passes (``infer.py self_ensemble=N``).
 
 6. With ``--psf-cores``: the held-out field's figures again after ``infer.py``'s PSF-core stage
-   (:mod:`astrorestore.inference.psf_cores`, gain from the run's noise model).
+   (:mod:`astrorestore.postprocess.psf_cores`, gain from the run's noise model).
 
 Usage: ``python bench/bench_supervised.py [--ckpt CKPT] [--validate [--validate-only]]
 [--validate-data ...] [--self-ensemble N] [--psf-cores] [-- hydra overrides...]``
@@ -277,9 +277,10 @@ def main() -> None:
 
     from hydra.utils import instantiate
 
+    from astrorestore.checkpoint import read_checkpoint
     from astrorestore.data.simulation.scene import render_field
     from astrorestore.inference.restore import restore_image
-    from astrorestore.inference.restorer import load_restorer, read_checkpoint
+    from astrorestore.inference.restorer import load_restorer
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     report: dict = {
@@ -374,7 +375,7 @@ def main() -> None:
     }
 
     if args.psf_cores:
-        from astrorestore.inference.psf_cores import PSFCores
+        from astrorestore.postprocess.psf_cores import PSFCores
 
         stage = PSFCores(gain=float(getattr(noise, "gain", 1.0)))
         report["held_out_field"]["with_psf_cores"] = {

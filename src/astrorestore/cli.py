@@ -56,6 +56,11 @@ _SYNONYMS = {name: "root" for name in ("path", "dir", "folder", "directory", "da
 
 
 def _unknown_key_error(key: str, known: set[str]) -> UserError:
+    from astrorestore.postprocess.stages import renamed_key
+
+    renamed = renamed_key(key)
+    if renamed is not None:
+        return UserError(renamed)
     parent, _, leaf = key.rpartition(".")
     synonym = f"{parent}.{_SYNONYMS[leaf]}" if parent and leaf in _SYNONYMS else None
     close = (

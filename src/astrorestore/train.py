@@ -17,8 +17,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from astrorestore.callbacks.provenance import Provenance
 from astrorestore.callbacks.run_tags import RunTags, apply_to_logger_config, describe_run, git_state
 from astrorestore.callbacks.summary import RunSummary
+from astrorestore.checkpoint import read_checkpoint
 from astrorestore.checks import check_multiple
 from astrorestore.errors import EXIT_INTERRUPTED, UserError, find_user_error
+from astrorestore.postprocess import Postprocess, build_postprocess, check_postprocess, noise_of
+from astrorestore.postprocess.stages import TILE_STAGES
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,16 @@ def _choice(group: str) -> str | None:
 
 def check_config(cfg: DictConfig) -> None:
     """Checks on the config alone, before anything is built."""
+    stages = check_postprocess(cfg.get("postprocess"))
+    frame_stages = [
+        stage for stage, values in stages.items() if values is not None and stage not in TILE_STAGES
+    ]
+    if frame_stages:
+        raise UserError(
+            f"postprocess.{frame_stages[0]} works on whole frames in their own units, which "
+            "training does not validate on: select it at restoration time (python infer.py "
+            f"postprocess={frame_stages[0]} ...); in training use postprocess=none or give_back"
+        )
     model, pairing = _choice("model"), _choice("pairing")
     allowed = list(cfg.get("model_pairings") or [])
     if allowed and pairing is not None and pairing not in allowed:
@@ -106,12 +119,10 @@ def check_resume(cfg: DictConfig) -> None:
     """The checkpoint to resume must have been trained with this run's module and networks
     (otherwise Lightning fails with a wall of state-dict mismatches, or silently loads weights
     of the same shapes into another network)."""
-    from astrorestore.callbacks.provenance import CHECKPOINT_FORMAT
-    from astrorestore.inference.restorer import GIVE_BACK_KEYS, read_checkpoint
-
     record = read_checkpoint(cfg.ckpt_path)["astrorestore"]
     saved = (record.get("config") or {}).get("model")
-    if record.get("format") != CHECKPOINT_FORMAT or not isinstance(saved, dict):
+    # A format-1 record (version 0.1.0) has no comparable model config.
+    if record.get("upgraded_from") == 1 or not isinstance(saved, dict):
         return
     current = OmegaConf.to_container(cfg.model, resolve=True)
     keys = ["_target_"] + [
@@ -119,20 +130,11 @@ def check_resume(cfg: DictConfig) -> None:
         for key, sub in current.items()
         if isinstance(sub, dict) and str(sub.get("_target_", "")).startswith("astrorestore.nets.")
     ]
-
-    # The give-back acts at evaluation only: a resumed run may change it.
-    def trained(part: Any) -> Any:
-        if not isinstance(part, dict):
-            return part
-        return {k: v for k, v in part.items() if k not in GIVE_BACK_KEYS}
-
     # Weight averaging on in one and off in the other: the state dicts differ by the average.
     if (saved.get("ema_decay") is None) != (current.get("ema_decay") is None):
         keys.insert(0, "ema_decay")
     for key in keys:
-        found = _first_difference(
-            trained(saved.get(key)), trained(current.get(key)), f"model.{key}"
-        )
+        found = _first_difference(saved.get(key), current.get(key), f"model.{key}")
         if found:
             name, was, now = ("null" if value is None else value for value in found)
             raise UserError(
@@ -232,14 +234,37 @@ def build(cfg: DictConfig) -> tuple[Any, Any]:
         if key in cfg.model
     }
     check_parts(datamodule, parts)
+    extra: dict[str, Any] = {}
+    stages = build_stages(cfg, datamodule, parts.get("net"))
+    if stages.on_tiles:
+        extra["postprocess"] = stages
     if "net" in parts:
         speed_up(parts["net"], cfg.get("speed") or {})
-    extra = {}
     if not datamodule.has_truth and cfg.model.get("compute_lpips"):
         # LPIPS compares with the clean truth: without one it is never computed, so neither its
         # network nor the warning about missing AlexNet weights is needed.
         extra["compute_lpips"] = False
     return datamodule, _instantiate(cfg.model, "model", **parts, **extra, _convert_="all")
+
+
+def build_stages(cfg: DictConfig, datamodule: Any, net: Any) -> Postprocess:
+    """The ``postprocess`` stages validation and test apply after the network (those of the
+    exported checkpoint too); refused where the output is not a denoised copy of the input."""
+    stages = build_postprocess(cfg.get("postprocess"), noise_of(net, datamodule.normalizer))
+    if stages.on_tiles:
+        pairing = datamodule.pairing
+        channels = datamodule.channels
+        if int(getattr(pairing, "scale", 1) or 1) != 1 or pairing.input_channels(
+            channels
+        ) != pairing.output_channels(channels):
+            raise UserError(
+                f"postprocess={_choice('postprocess') or 'give_back'} works on denoised frames "
+                f"of the input's shape, and pairing={_choice('pairing')} changes the shape: use "
+                "postprocess=none"
+            )
+        for line in stages.describe():
+            log.info("%s (validation, test and the checkpoint's restorer)", line)
+    return stages
 
 
 def speed_up(net: Any, speed: Any) -> None:

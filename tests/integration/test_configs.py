@@ -105,15 +105,46 @@ def test_model_data_combinations(model, data):
 def test_default_is_the_bounded_net_on_randomised_scenes_and_the_old_one_stays_available():
     _, module, _ = _build(_compose(["debug=tiny"]))
     cfg = _compose([])
-    assert type(module.net).__name__ == "BoundedResidualUNet" and module.net.bound_sigmas == 4.0
+    assert type(module.net).__name__ == "BoundedResidualUNet"
+    assert module.net.bound.bound_sigmas == 4.0
     # the net's sigma uses the normaliser's softening: one fact, taken from the data config
-    assert module.net.softening == cfg.data.normalizer.softening
+    assert module.net.noise.softening == cfg.data.normalizer.softening
+    assert not module.postprocess.on_tiles  # no post-processing by default
     assert list(cfg.data.scene.psf_fwhm) == [1.2, 5.0]
     assert _compose(["model=bounded"]) == cfg
     old = _compose(["model=supervised_unbounded"])
     assert old.data.scene.psf_fwhm == 2.5 and old.model.net.bound_sigmas is None
     # the command line still chooses the data of the default model
     assert _compose(["data=simulated"]).data.scene.psf_fwhm == 2.5
+
+
+@pytest.mark.parametrize(
+    ("overrides", "give_back"),
+    [
+        (["model=n2v"], {"detect_scale": 1.5, "footprint_scale": 1.0}),
+        (["experiment=bounded_shot_noise"], {"chi2_from": 1.5, "stack_snr": 20.0}),
+        (["experiment=faint_photometry"], {"footprint_scale": 2.0}),
+        (["postprocess=give_back", "postprocess.give_back.threshold=4"], {"threshold": 4.0}),
+        (["model=n2v", "postprocess=none"], None),
+    ],
+)
+def test_postprocess_group_reaches_validation_and_the_checkpoint(overrides, give_back):
+    cfg = _compose([*overrides, "debug=tiny"])
+    _, module, _ = _build(cfg)
+    stage = module.postprocess.give_back
+    if give_back is None:
+        assert stage is None and cfg.postprocess.give_back is None
+        return
+    assert all(getattr(stage, key) == value for key, value in give_back.items())
+    # the tile stages use the network's own noise model
+    assert module.postprocess.noise is module.net.noise
+
+
+def test_psf_cores_in_training_fails_at_start_up():
+    from astrorestore.train import check_config
+
+    with pytest.raises(UserError, match="postprocess.psf_cores works on whole frames"):
+        check_config(_compose(["postprocess=psf_cores"]))
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,8 @@ def test_training_writes_checkpoints_panels_and_summary(trained_run):
     assert "best checkpoint" in result.stdout and "data range" in result.stdout
     checkpoint = torch.load(best, map_location="cpu", weights_only=True)
     record = checkpoint["astrorestore"]
-    assert record["model"] == "supervised" and record["format"] == 2
+    assert record["model"] == "supervised" and record["format"] == 3
+    assert record["postprocess"] == {"give_back": None, "psf_cores": None}  # the default: none
     assert record["restorer"]["_target_"].endswith("NetForward") and record["weights"] == "net"
     assert record["io"] == {"in_channels": 1, "out_channels": 1, "scale": 1, "size_multiple": 4}
     assert record["net"]["depth"] == 2 and record["normalizer"]["softening"] == 3.0

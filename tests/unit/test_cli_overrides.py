@@ -115,7 +115,42 @@ def test_values_the_trainer_or_key_accepts_pass(overrides):
 
 
 def test_integer_default_takes_a_fraction():
-    check_overrides(CONFIGS, "infer", ["psf_cores.max_chi2=2.5"])
+    check_overrides(
+        CONFIGS, "infer", ["postprocess=psf_cores", "postprocess.psf_cores.max_chi2=2.5"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides", "expected"),
+    [
+        (
+            "infer",
+            ["psf_cores.enabled=true"],
+            "psf_cores.enabled=true is now postprocess=psf_cores",
+        ),
+        (
+            "infer",
+            ["psf_cores.min_snr=10"],
+            "psf_cores.min_snr is now postprocess.psf_cores.min_snr",
+        ),
+        ("infer", ["give_back.flux_sigma=1.5"], "now postprocess.give_back.detect_scale"),
+        ("train", ["model.net.flux_footprint=2"], "now postprocess.give_back.footprint_scale"),
+        ("train", ["model.net.photons_per_unit=16"], "now model.net.noise.photons_per_unit"),
+    ],
+)
+def test_the_old_postprocess_spellings_name_the_new_ones(name, overrides, expected):
+    with pytest.raises(UserError, match=expected) as info:
+        check_overrides(CONFIGS, name, overrides)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["train", "infer"])
+def test_a_bad_postprocess_choice_names_the_group_and_its_options(name):
+    with pytest.raises(
+        UserError, match="no option 'sharpen' in config group 'postprocess'"
+    ) as info:
+        check_overrides(CONFIGS, name, ["postprocess=sharpen"])
+    assert "give_back" in str(info.value) and "psf_cores" in str(info.value)
 
 
 def test_unparsable_path_names_the_override_and_how_to_quote_it():

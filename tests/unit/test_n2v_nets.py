@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from astrorestore.data.normalization.asinh import AsinhNoise
 from astrorestore.data.pairings.blind_spot import mask_frames
 from astrorestore.errors import UserError
 from astrorestore.nets.n2v_unet import MaxBlurPool2d, N2VUNet
@@ -49,7 +50,9 @@ def test_top_skip_off_removes_only_the_full_resolution_concatenation():
 def test_residual_outputs_start_as_the_identity():
     x = torch.randn(1, 1, 16, 16)
     assert torch.equal(N2VUNet(base_channels=4, depth=2, output="residual")(x), x)
-    net = N2VUNet(base_channels=4, depth=2, output="bounded_residual", bound_sigmas=5.0)
+    net = N2VUNet(
+        base_channels=4, depth=2, output="capped_residual", bound_sigmas=5.0, noise=AsinhNoise(3.0)
+    )
     assert torch.allclose(net(x), x, atol=1e-5)
 
 
@@ -74,8 +77,16 @@ def _wild(net: N2VUNet) -> N2VUNet:
     return net
 
 
-def test_bounded_residual_moves_no_pixel_more_than_the_cap_in_electrons():
-    net = _wild(N2VUNet(base_channels=4, depth=1, output="bounded_residual", bound_sigmas=3.0))
+def test_capped_residual_moves_no_pixel_more_than_the_cap_in_electrons():
+    net = _wild(
+        N2VUNet(
+            base_channels=4,
+            depth=1,
+            output="capped_residual",
+            bound_sigmas=3.0,
+            noise=AsinhNoise(3.0),
+        )
+    )
     x = torch.linspace(-1.0, 9.0, 256).reshape(1, 1, 16, 16)  # sky to a bright core (asinh)
     out = net(x)
     # Back in units of the normaliser scale (softening 3 sky sigmas): at most 3/3 = 1.
@@ -94,7 +105,7 @@ def test_clamped_output_stays_within_the_bound_of_the_input(n2v2):
             top_skip=not n2v2,
             output="clamped",
             bound_sigmas=5.0,
-            softening=3.0,
+            noise=AsinhNoise(3.0),
         )
     )
     x = torch.linspace(-1.0, 9.0, 256).reshape(1, 1, 16, 16)
@@ -110,7 +121,9 @@ def test_clamped_output_stays_within_the_bound_of_the_input(n2v2):
 
 
 def test_clamped_output_at_a_hidden_pixel_ignores_its_true_value():
-    net = _wild(N2VUNet(base_channels=4, depth=1, output="clamped", bound_sigmas=5.0))
+    net = _wild(
+        N2VUNet(base_channels=4, depth=1, output="clamped", bound_sigmas=5.0, noise=AsinhNoise())
+    )
     noisy = torch.randn(1, 1, 32, 32)
     masked, loss_mask = mask_frames(noisy, 0.01, generator=torch.Generator().manual_seed(1))
     # Another noise draw at the hidden pixels only: the same mask gives the same training input,
@@ -130,6 +143,8 @@ def test_clamped_output_at_a_hidden_pixel_ignores_its_true_value():
         {"output": "image", "bound_sigmas": 5.0},
         {"output": "sharpened"},
         {"output": "clamped", "bound_sigmas": -1.0},
+        {"output": "clamped", "bound_sigmas": 5.0},  # no noise model
+        {"output": "bounded_residual", "bound_sigmas": 5.0},  # renamed: capped_residual
     ],
 )
 def test_output_and_bound_must_fit_together(kwargs):

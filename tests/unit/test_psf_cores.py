@@ -7,7 +7,8 @@ import torch
 from astrorestore.data.corruption.noise import PoissonGaussianNoise
 from astrorestore.data.simulation.scene import render_field
 from astrorestore.errors import UserError
-from astrorestore.inference.psf_cores import PSFCores, PSFModel, describe, from_config
+from astrorestore.postprocess import build_postprocess
+from astrorestore.postprocess.psf_cores import PSFCores, PSFModel, describe
 
 SKY = 20.0
 
@@ -98,20 +99,25 @@ def test_masked_pixels_stay_masked_and_weigh_nothing():
     assert np.isfinite(out[30:, 30:]).all()
 
 
+def from_config(settings, gain):
+    """The stage ``postprocess.psf_cores: settings`` builds (None: off)."""
+    return build_postprocess({"psf_cores": settings}, gain=gain).psf_cores
+
+
 def test_config_block():
-    assert from_config({"enabled": False}, 1.0) is None
     assert from_config(None, 1.0) is None
-    stage = from_config({"enabled": True, "gain": None, "min_snr": 10}, 2.0)
+    assert build_postprocess(None).psf_cores is None
+    stage = from_config({"gain": None, "min_snr": 10}, 2.0)
     assert stage.gain == 2.0 and stage.min_snr == 10.0
-    with pytest.raises(UserError, match="psf_cores.snr is not a setting"):
-        from_config({"enabled": True, "snr": 3}, 1.0)
-    with pytest.raises(UserError, match="gain"):
-        from_config({"enabled": True, "gain": 0}, 1.0)
+    with pytest.raises(UserError, match="postprocess.psf_cores.snr is not a setting"):
+        from_config({"snr": 3}, 1.0)
+    with pytest.raises(UserError, match="postprocess.psf_cores.gain"):
+        from_config({"gain": 0}, 1.0)
     with pytest.raises(UserError, match="profiles"):
-        from_config({"enabled": True, "profiles": ["gauss"]}, 1.0)
+        from_config({"profiles": ["gauss"]}, 1.0)
     with pytest.raises(UserError, match="model_variance=0"):
-        from_config({"enabled": True, "model_variance": 0}, 1.0)
-    assert from_config({"enabled": True, "model_variance": 2}, 1.0).model_variance == 2.0
+        from_config({"model_variance": 0}, 1.0)
+    assert from_config({"model_variance": 2}, 1.0).model_variance == 2.0
     with pytest.raises(UserError, match="same shape"):
         PSFCores()(np.zeros((8, 8)), np.zeros((8, 9)))
     with pytest.raises(UserError, match="sky noise is 0"):

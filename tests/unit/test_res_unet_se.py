@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from astrorestore.data.normalization.asinh import AsinhNoise
 from astrorestore.errors import UserError
 from astrorestore.nets.res_unet_se import (
     AttentionGate,
@@ -81,9 +82,9 @@ def test_learns_a_denoising_step():
 
 
 def test_bounded_noise_prediction_starts_as_identity_and_stays_within_k_sigma():
-    from astrorestore.nets.bounded_residual import asinh_noise_sigma
+    from astrorestore.data.normalization.asinh import asinh_noise_sigma
 
-    net = ResUNetSE(base_channels=4, depth=1, bound_sigmas=4.0, softening=3.0)
+    net = ResUNetSE(base_channels=4, depth=1, bound_sigmas=4.0, noise=AsinhNoise(3.0))
     x = torch.linspace(-1.0, 9.0, 256).reshape(1, 1, 16, 16)
     assert torch.equal(net(x), x)
     torch.manual_seed(0)
@@ -100,12 +101,12 @@ def test_bounded_noise_prediction_starts_as_identity_and_stays_within_k_sigma():
 
 def test_bad_bound_fails_in_one_line():
     with pytest.raises(UserError, match="model.net.bound_sigmas"):
-        ResUNetSE(bound_sigmas=0.0)
+        ResUNetSE(bound_sigmas=0.0, noise=AsinhNoise(3.0))
 
 
 def test_bounded_net_is_the_unbounded_one_at_the_sky():
     torch.manual_seed(0)
-    net = ResUNetSE(base_channels=4, depth=1, bound_sigmas=4.0, softening=3.0)
+    net = ResUNetSE(base_channels=4, depth=1, bound_sigmas=4.0, noise=AsinhNoise(3.0))
     nn.init.normal_(net.noise_head.weight, std=0.01)
     unbounded = ResUNetSE(base_channels=4, depth=1)
     unbounded.load_state_dict(net.state_dict())

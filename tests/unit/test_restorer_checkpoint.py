@@ -1,9 +1,11 @@
-"""Checkpoints name their restorer; records of the first version still load."""
+"""Checkpoints name their restorer and post-processing; records of earlier formats still load
+and restore exactly as before."""
 
 import pytest
 import torch
 
-from astrorestore.callbacks.provenance import CHECKPOINT_FORMAT
+from astrorestore.checkpoint import CHECKPOINT_FORMAT, read_checkpoint, upgrade_record
+from astrorestore.data.normalization.asinh import AsinhNoise
 from astrorestore.errors import UserError
 from astrorestore.inference.restorer import load_restorer
 from astrorestore.nets.res_unet import ResidualUNet
@@ -35,6 +37,7 @@ def _record(**changes):
         "net": NET,
         "normalizer": NORMALIZER,
         "io": {"in_channels": 1, "out_channels": 1, "scale": 1, "size_multiple": 4},
+        "postprocess": {},
         **changes,
     }
 
@@ -96,33 +99,151 @@ def test_network_config_the_code_no_longer_takes_fails_in_one_line(tmp_path):
 
 
 BOUNDED = {
+    "_target_": "astrorestore.nets.bounded.BoundedResidualUNet",
+    "base_channels": 4,
+    "depth": 2,
+    "dilations": [1],
+    "noise": {
+        "_target_": "astrorestore.data.normalization.asinh.AsinhNoise",
+        "softening": 3.0,
+        "photons_per_unit": 16.0,
+    },
+}
+# The same network as format 2 stored it: another module, the noise model as two numbers,
+# and the give-back (on, with a chi-square test) among its settings.
+BOUNDED_FORMAT_2 = {
     "_target_": "astrorestore.nets.bounded_residual.BoundedResidualUNet",
     "base_channels": 4,
     "depth": 2,
     "dilations": [1],
+    "softening": 3.0,
+    "photons_per_unit": 16.0,
+    "bound_sigmas": 4.0,
+    "flux_sigma": 1.5,
+    "flux_threshold": 5.0,
+    "flux_ramp_from": 3.0,
+    "flux_chi2": 1.5,
+    "flux_stack_snr": None,
+    "flux_footprint": None,
 }
 
 
-def test_give_back_settings_replace_the_checkpoints_at_load(tmp_path):
-    from astrorestore.nets.bounded_residual import BoundedResidualUNet
+def _bounded():
+    from astrorestore.nets.bounded import BoundedResidualUNet
 
     torch.manual_seed(0)
-    net = BoundedResidualUNet(base_channels=4, depth=2, dilations=[1])
-    _save(tmp_path / "b.ckpt", _record(net=BOUNDED), net)  # no flux_* keys stored: off
-    assert load_restorer(tmp_path / "b.ckpt").fn.net.give_back is None
-    on = load_restorer(tmp_path / "b.ckpt", give_back={"flux_sigma": 1.5, "flux_footprint": 2.0})
-    assert on.fn.net.give_back.sigma_px == 1.5 and on.fn.net.give_back.footprint_px == 2.0
-    # the same weights: only the evaluation-time settings differ
-    state = on.fn.net.state_dict()
-    assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
-    with pytest.raises(UserError, match=r"give_back.flux_sigma=-1.0 is invalid") as info:
-        load_restorer(tmp_path / "b.ckpt", give_back={"flux_sigma": -1.0})
-    assert "\n" not in str(info.value)
-    with pytest.raises(UserError, match="not a give-back setting"):
-        load_restorer(tmp_path / "b.ckpt", give_back={"base_channels": 8})
+    net = BoundedResidualUNet(base_channels=4, depth=2, dilations=[1], noise=AsinhNoise(3.0, 16.0))
+    torch.nn.init.normal_(net.noise_head.weight, std=3.0)  # something to give back
+    return net
 
 
-def test_give_back_on_a_network_without_one_is_refused(tmp_path):
-    _save(tmp_path / "r.ckpt", _record(), _net())
-    with pytest.raises(UserError, match="has no evaluation give-back"):
-        load_restorer(tmp_path / "r.ckpt", give_back={"flux_sigma": 1.5})
+def test_format_2_record_is_upgraded_to_a_postprocess_config():
+    record = _record(
+        format=2,
+        net=BOUNDED_FORMAT_2,
+        config={"model": {"net": dict(BOUNDED_FORMAT_2), "lr": 1}, "data": {}},
+    )
+    record.pop("postprocess", None)
+    upgraded = upgrade_record(record)
+    assert upgraded["format"] == CHECKPOINT_FORMAT and upgraded["upgraded_from"] == 2
+    net = upgraded["net"]
+    assert net["_target_"] == "astrorestore.nets.bounded.BoundedResidualUNet"
+    assert net["noise"] == BOUNDED["noise"]
+    assert not any(
+        key.startswith("flux_") or key in ("softening", "photons_per_unit") for key in net
+    )
+    give_back = {"detect_scale": 1.5, "threshold": 5.0, "ramp_from": 3.0, "chi2_from": 1.5}
+    assert upgraded["postprocess"] == {
+        "give_back": {**give_back, "stack_snr": None, "footprint_scale": None}
+    }
+    # the run config too (what a resume is compared with)
+    assert upgraded["config"]["model"]["net"] == net
+    assert upgraded["config"]["postprocess"] == upgraded["postprocess"]
+    assert record["net"] == BOUNDED_FORMAT_2  # the stored record is not changed in place
+    # flux_sigma null (or absent): the give-back was off
+    off = upgrade_record(_record(format=2, net={**BOUNDED_FORMAT_2, "flux_sigma": None}))
+    assert off["postprocess"] == {"give_back": None}
+    # Noise2Void's renamed output
+    n2v = {"_target_": "astrorestore.nets.n2v_unet.N2VUNet", "output": "bounded_residual"}
+    n2v_net = upgrade_record(_record(format=2, net=n2v))["net"]
+    assert n2v_net["output"] == "capped_residual" and n2v_net["noise"]["softening"] == 3.0
+
+
+def test_format_2_checkpoint_restores_exactly_as_before(tmp_path):
+    from astrorestore.postprocess.give_back import give_back_removed_sources
+
+    net = _bounded()
+    _save(tmp_path / "old.ckpt", _record(format=2, net=BOUNDED_FORMAT_2), net)
+    assert read_checkpoint(tmp_path / "old.ckpt")["astrorestore"]["upgraded_from"] == 2
+    restorer = load_restorer(tmp_path / "old.ckpt")
+    x = torch.asinh(torch.randn(1, 1, 16, 16) * 50)
+    # what format 2's network gave in evaluation: its bounded output, then the give-back
+    noise = AsinhNoise(3.0, 16.0)
+    expected = give_back_removed_sources(
+        x, net.eval()(x), noise, detect_scale=1.5, chi2_from=1.5, footprint_scale=None
+    )
+    torch.testing.assert_close(restorer(x), expected, rtol=0, atol=0)
+    assert not torch.equal(expected, net(x))
+
+
+def test_postprocess_is_stored_and_can_be_changed_at_load(tmp_path):
+    net = _bounded()
+    stored = {"give_back": {"detect_scale": 1.5, "chi2_from": 1.5, "footprint_scale": None}}
+    _save(tmp_path / "b.ckpt", _record(net=BOUNDED, postprocess=stored), net)
+    on = load_restorer(tmp_path / "b.ckpt")
+    assert on.postprocess.give_back.chi2_from == 1.5
+    x = torch.asinh(torch.randn(1, 1, 16, 16) * 50)
+    assert not torch.equal(on(x), net(x))
+    # infer.py's postprocess is laid over the stored stages, key by key
+    changed = load_restorer(tmp_path / "b.ckpt", postprocess={"give_back": {"threshold": 4.0}})
+    assert changed.postprocess.give_back.threshold == 4.0
+    assert changed.postprocess.give_back.chi2_from == 1.5
+    off = load_restorer(tmp_path / "b.ckpt", postprocess={"give_back": None})
+    torch.testing.assert_close(off(x), net(x))
+    # the same weights: only what runs after the network differs
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in off.fn.net.state_dict().items())
+    with pytest.raises(UserError, match=r"^postprocess.give_back.detect_scale=-1.0 is invalid"):
+        load_restorer(tmp_path / "b.ckpt", postprocess={"give_back": {"detect_scale": -1.0}})
+    with pytest.raises(UserError, match="postprocess.give_back.base_channels is not a setting"):
+        load_restorer(tmp_path / "b.ckpt", postprocess={"give_back": {"base_channels": 8}})
+    with pytest.raises(UserError, match="postprocess.sharpen is not a post-processing stage"):
+        load_restorer(tmp_path / "b.ckpt", postprocess={"sharpen": {}})
+
+
+def test_postprocess_of_a_model_that_changes_the_shape_is_refused(tmp_path):
+    io = {"in_channels": 1, "out_channels": 3, "scale": 1, "size_multiple": 4}
+    _save(tmp_path / "c.ckpt", _record(io=io), _net())
+    with pytest.raises(UserError, match="use postprocess=none"):
+        load_restorer(tmp_path / "c.ckpt", postprocess={"give_back": {}})
+    load_restorer(tmp_path / "c.ckpt")  # nothing stored, nothing asked: fine
+
+
+def test_the_record_stores_the_runs_postprocess_and_restores_with_it(tmp_path):
+    from types import SimpleNamespace
+
+    from astrorestore.checkpoint import make_record
+
+    net = _bounded()
+    module = SimpleNamespace(
+        restorer_spec=lambda: {
+            "_target_": "astrorestore.inference.restorer.NetForward",
+            "weights": "net",
+        },
+        net=net,
+    )
+    pairing = SimpleNamespace(scale=1, input_channels=lambda c: c, output_channels=lambda c: c)
+    datamodule = SimpleNamespace(channels=1, pairing=pairing)
+    give_back = {"detect_scale": 1.5, "footprint_scale": 2.0}
+    config = {
+        "model": {"net": BOUNDED},
+        "data": {"normalizer": NORMALIZER},
+        "postprocess": {"give_back": give_back, "psf_cores": None},
+    }
+    record = make_record(module, datamodule, config, "supervised")
+    assert record["format"] == CHECKPOINT_FORMAT
+    assert record["postprocess"] == {"give_back": give_back, "psf_cores": None}
+    assert upgrade_record(record) is record  # today's layout: nothing to upgrade
+    _save(tmp_path / "r.ckpt", record, net)
+    restorer = load_restorer(tmp_path / "r.ckpt")
+    assert restorer.postprocess.give_back.footprint_scale == 2.0
+    assert restorer.postprocess.noise == AsinhNoise(3.0, 16.0)  # the network's own

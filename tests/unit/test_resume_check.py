@@ -2,7 +2,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from astrorestore.callbacks.provenance import CHECKPOINT_FORMAT
+from astrorestore.checkpoint import CHECKPOINT_FORMAT
 from astrorestore.errors import UserError
 from astrorestore.train import check_config
 
@@ -23,9 +23,47 @@ def _cfg(path, **net):
 
 def test_resume_with_the_same_networks_passes(tmp_path):
     # Settings outside the networks (here the learning rate) may differ, and so may the
-    # evaluation-only give-back of a network.
+    # post-processing after the network.
     check_config(_cfg(_checkpoint(tmp_path / "a.ckpt", MODEL)))
-    check_config(_cfg(_checkpoint(tmp_path / "b.ckpt", MODEL), flux_sigma=1.5, flux_footprint=2))
+    cfg = _cfg(_checkpoint(tmp_path / "b.ckpt", MODEL))
+    cfg.postprocess = {"give_back": {"detect_scale": 1.5, "footprint_scale": 2}}
+    check_config(cfg)
+
+
+def test_resume_from_a_format_2_checkpoint_compares_the_upgraded_networks(tmp_path):
+    old_net = {
+        "_target_": "astrorestore.nets.bounded_residual.BoundedResidualUNet",
+        "bound_sigmas": 4.0,
+        "softening": 3.0,
+        "photons_per_unit": None,
+        "flux_sigma": 1.5,
+    }
+    record = {"format": 2, "model": "supervised", "config": {"model": {**MODEL, "net": old_net}}}
+    torch.save({"astrorestore": record, "state_dict": {}}, tmp_path / "old.ckpt")
+    net = {
+        "_target_": "astrorestore.nets.bounded.BoundedResidualUNet",
+        "bound_sigmas": 4.0,
+        "noise": {
+            "_target_": "astrorestore.data.normalization.asinh.AsinhNoise",
+            "softening": 3.0,
+            "photons_per_unit": None,
+        },
+    }
+    cfg = OmegaConf.create(
+        {"ckpt_path": str(tmp_path / "old.ckpt"), "model": {**MODEL, "net": net}}
+    )
+    check_config(cfg)  # the same network, written the new way: resumes
+    cfg.model.net.noise.photons_per_unit = 16.0
+    with pytest.raises(UserError, match="model.net.noise.photons_per_unit=null"):
+        check_config(cfg)
+
+
+def test_psf_cores_in_training_is_refused_naming_where_it_belongs():
+    cfg = OmegaConf.create({"postprocess": {"psf_cores": {"min_snr": 20}}})
+    with pytest.raises(UserError, match="postprocess.psf_cores works on whole frames.*infer.py"):
+        check_config(cfg)
+    with pytest.raises(UserError, match="postprocess.sharpen is not a post-processing stage; use"):
+        check_config(OmegaConf.create({"postprocess": {"sharpen": None}}))
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,11 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 import astrorestore
+from astrorestore.data.normalization.asinh import AsinhNoise
 from astrorestore.errors import UserError
 from astrorestore.inference.restorer import NetForward, Restorer
 from astrorestore.inference.runner import run_inference
+from astrorestore.postprocess import build_postprocess
 
 
 class NanNormalizer:
@@ -30,7 +32,7 @@ class NanNormalizer:
         return z * scale + offset
 
 
-def FakeRestorer(ckpt_path: str, device: str) -> Restorer:  # noqa: N802
+def FakeRestorer(ckpt_path: str, device: str, postprocess=None, gain=1.0) -> Restorer:  # noqa: N802
     conv = torch.nn.Conv2d(1, 1, 3, padding=1, padding_mode="replicate", bias=False)
     with torch.no_grad():
         conv.weight.fill_(1.0 / 9.0)
@@ -44,6 +46,8 @@ def FakeRestorer(ckpt_path: str, device: str) -> Restorer:  # noqa: N802
         device=torch.device(device),
         name="fake-blur",
         ckpt_path=ckpt_path,
+        # what load_restorer builds from a checkpoint storing no stages
+        postprocess=build_postprocess(postprocess, AsinhNoise(3.0), gain),
     )
 
 
@@ -51,9 +55,9 @@ class Loader:
     def __init__(self) -> None:
         self.calls = []
 
-    def __call__(self, ckpt_path, device):
+    def __call__(self, ckpt_path, device, **postprocess):
         self.calls.append((ckpt_path, device))
-        return FakeRestorer(ckpt_path, device)
+        return FakeRestorer(ckpt_path, device, **postprocess)
 
 
 def make_cfg(inp, out, **over):
@@ -316,8 +320,8 @@ def test_psf_cores_stage_runs_after_the_network_and_is_recorded(tmp_path):
     fits.PrimaryHDU(frame).writeto(src)
     plain, cores = tmp_path / "plain.fits", tmp_path / "cores.fits"
     run_inference(make_cfg(src, plain), Loader())
-    psf = {"enabled": True, "gain": None, "min_snr": 20}
-    run_inference(make_cfg(src, cores, psf_cores=psf, eval={"gain": 1.0}), Loader())
+    psf = {"psf_cores": {"gain": None, "min_snr": 20}}
+    run_inference(make_cfg(src, cores, postprocess=psf, eval={"gain": 1.0}), Loader())
     with fits.open(plain) as a, fits.open(cores) as b:
         history = "\n".join(str(h) for h in b[0].header["HISTORY"])
         assert "PSF cores: moffat PSF" in history
@@ -334,37 +338,35 @@ def test_psf_cores_refuse_colour_frames_before_writing(tmp_path):
     np.save(inputs / "a_grey.npy", noisy((40, 40)))
     np.save(inputs / "b_rgb.npy", np.stack([noisy((40, 40))] * 3, axis=-1))
     out = tmp_path / "out"
-    with pytest.raises(UserError, match="psf_cores.enabled=true needs grey"):
-        run_inference(make_cfg(inputs, out, psf_cores={"enabled": True}), Loader())
+    with pytest.raises(UserError, match="postprocess=psf_cores needs grey"):
+        run_inference(make_cfg(inputs, out, postprocess={"psf_cores": {}}), Loader())
     assert not out.exists() or list(out.iterdir()) == []
-    with pytest.raises(UserError, match="psf_cores.bogus is not a setting"):
-        run_inference(make_cfg(inputs, out, psf_cores={"bogus": 1}), Loader())
+    with pytest.raises(UserError, match="postprocess.psf_cores.bogus is not a setting"):
+        run_inference(make_cfg(inputs, out, postprocess={"psf_cores": {"bogus": 1}}), Loader())
 
 
-def test_give_back_settings_reach_the_loader_and_the_history(tmp_path):
+def test_postprocess_settings_reach_the_loader_and_the_history(tmp_path):
     src = tmp_path / "a.fits"
     fits.PrimaryHDU(noisy((40, 40))).writeto(src)
     seen = []
 
     def loader(ckpt_path, device, **options):
         seen.append(options)
-        return FakeRestorer(ckpt_path, device)
+        return FakeRestorer(ckpt_path, device, **options)
 
-    keep = {"flux_sigma": 1.5, "flux_threshold": "checkpoint", "flux_footprint": None}
-    run_inference(make_cfg(src, tmp_path / "o.fits", give_back=keep), loader)
-    assert seen == [{"give_back": {"flux_sigma": 1.5, "flux_footprint": None}}]
+    give_back = {"give_back": {"detect_scale": 1.5, "footprint_scale": None}}
+    run_inference(make_cfg(src, tmp_path / "o.fits", postprocess=give_back), loader)
+    assert seen == [{"postprocess": give_back, "gain": 1.0}]
     history = str(fits.getheader(tmp_path / "o.fits")["HISTORY"])
-    assert "give-back set at inference: flux_sigma=1.5, flux_footprint=None" in history
-    # nothing set: the loader is called as before
-    run_inference(
-        make_cfg(src, tmp_path / "p.fits", give_back={"flux_sigma": "checkpoint"}), loader
-    )
+    assert "post-processing give_back: detect_scale=1.5, footprint_scale=None" in history
+    # nothing set (infer.py's postprocess=checkpoint): the loader is called as before
+    run_inference(make_cfg(src, tmp_path / "p.fits", postprocess={}), loader)
     assert seen[-1] == {}
-    for bad, match in (({"flux_sigma": "abc"}, "number, null"), ({"flux_sigma": True}, "number")):
-        with pytest.raises(UserError, match=match):
-            run_inference(make_cfg(src, tmp_path / "q.fits", give_back=bad), loader)
-    with pytest.raises(UserError, match="not to method=median"):
-        cfg = make_cfg(src, tmp_path / "q.fits", give_back={"flux_sigma": 1.0}, method="median")
+    with pytest.raises(UserError, match="postprocess.give_back.detect_scale='abc' is invalid"):
+        bad = {"give_back": {"detect_scale": "abc"}}
+        run_inference(make_cfg(src, tmp_path / "q.fits", postprocess=bad), loader)
+    with pytest.raises(UserError, match="postprocess.give_back applies .* not to method=median"):
+        cfg = make_cfg(src, tmp_path / "q.fits", postprocess=give_back, method="median")
         cfg.ckpt_path = None
         run_inference(cfg, loader)
     assert not (tmp_path / "q.fits").exists()

@@ -1,15 +1,5 @@
-"""Writes into every checkpoint what inference needs to rebuild the restorer, and nothing else.
-
-``checkpoint["astrorestore"]`` holds:
-
-- ``format``: layout version of this record (``CHECKPOINT_FORMAT``);
-- ``version``: the astrorestore version that trained the model; ``model``: its name;
-- ``restorer``: a Hydra spec of the callable that restores (``_target_`` plus arguments) and
-  ``weights``, the state-dict prefix of the network it wraps (``net``, ``generator``, ``ema``...);
-- ``net``: that network's config; ``normalizer``: the normaliser's config;
-- ``io``: input/output channels, scale factor and size multiple;
-- ``config``: the whole resolved run config (for the record).
-"""
+"""Writes into every checkpoint what inference needs to rebuild the restorer, and nothing else
+(the record's layout: :mod:`astrorestore.checkpoint`)."""
 
 from __future__ import annotations
 
@@ -17,9 +7,7 @@ from typing import Any
 
 import lightning as L
 
-from astrorestore import __version__
-
-CHECKPOINT_FORMAT = 2
+from astrorestore.checkpoint import make_record
 
 
 class Provenance(L.Callback):
@@ -30,29 +18,7 @@ class Provenance(L.Callback):
         self.name = name
 
     def record(self, pl_module: L.LightningModule, datamodule: Any) -> dict[str, Any]:
-        spec = dict(pl_module.restorer_spec())
-        weights = spec.pop("weights")
-        net_key = spec.pop("net_config", weights)
-        net_config = self.config["model"][net_key]
-        net = getattr(pl_module, weights)
-        channels = datamodule.channels if datamodule is not None else 1
-        pairing = getattr(datamodule, "pairing", None)
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "version": __version__,
-            "model": self.name,
-            "restorer": spec,
-            "weights": weights,
-            "net": net_config,
-            "normalizer": self.config["data"]["normalizer"],
-            "io": {
-                "in_channels": pairing.input_channels(channels) if pairing else channels,
-                "out_channels": pairing.output_channels(channels) if pairing else channels,
-                "scale": int(getattr(pairing, "scale", 1)),
-                "size_multiple": int(getattr(net, "size_multiple", 1)),
-            },
-            "config": self.config,
-        }
+        return make_record(pl_module, datamodule, self.config, self.name)
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]

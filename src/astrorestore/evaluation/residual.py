@@ -216,6 +216,6 @@ def stacked_residual(
             f"sources reshaped: the residual stacked on {len(stamps)} bright sources is not noise "
             f"(chi2/dof {chi2_dof:.1f} over {dof} pixels; mean {result['largest_mean_sigma']:+.2f} "
             f"sigma at dx, dy = {result['largest_at'][0]}, {result['largest_at'][1]} px); for star "
-            "fields, infer.py psf_cores.enabled=true refits the cores with the frame's own PSF"
+            "fields, infer.py postprocess=psf_cores refits the cores with the frame's own PSF"
         )
     return result

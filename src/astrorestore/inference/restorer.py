@@ -2,24 +2,27 @@
 
 A :class:`Restorer` maps normalised tiles ``(B, in_channels, T, T)`` to normalised outputs
 ``(B, out_channels, scale·T, scale·T)`` and carries the normaliser that takes images to and from
-that space. ``infer.py`` knows nothing else about a model: not whether it is a GAN, a sampler or
-a plain network. The checkpoint says how to rebuild it (see
-:mod:`astrorestore.callbacks.provenance`): a Hydra ``_target_`` called with the loaded network.
+that space, and the post-processing stages to apply after the network (tile stages inside its
+callable, frame stages through :meth:`Restorer.finish_frame`). ``infer.py`` knows nothing else
+about a model: not whether it is a GAN, a sampler or a plain network. The checkpoint says how to
+rebuild it (see :mod:`astrorestore.checkpoint`): a Hydra ``_target_`` called with the loaded
+network.
 """
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from astrorestore.callbacks.provenance import CHECKPOINT_FORMAT
+from astrorestore.checkpoint import read_checkpoint
 from astrorestore.errors import UserError, find_user_error
+from astrorestore.postprocess import Postprocess, build_postprocess, merge_postprocess, noise_of
 
 
 class NetForward(torch.nn.Module):
@@ -48,6 +51,7 @@ class Restorer:
     device: torch.device
     name: str
     ckpt_path: str
+    postprocess: Postprocess = field(default_factory=Postprocess)
 
     @property
     def stochastic(self) -> bool:
@@ -58,6 +62,13 @@ class Restorer:
         self, tiles: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         return self.fn(tiles, generator)
+
+    def finish_frame(
+        self, observed: np.ndarray, restored: np.ndarray
+    ) -> tuple[np.ndarray, list[str]]:
+        """The frame post-processing stages (whole frames in their own units, after the tiles
+        are stitched) applied to ``restored``; returns it and one line per stage applied."""
+        return self.postprocess.frame(observed, restored)
 
     def set_sampling(self, steps: int | None = None, sampler: str | None = None) -> None:
         """Override the sampler and step count the checkpoint exported (None keeps them);
@@ -72,104 +83,47 @@ class Restorer:
         self.fn.set_sampling(steps, sampler)
 
 
-def read_checkpoint(ckpt_path: str | Path) -> dict:
-    path = Path(ckpt_path).expanduser()
-    if not path.is_file():
-        raise UserError(
-            f"checkpoint not found: {path}; pass ckpt_path=<file.ckpt> (training prints the "
-            "path of its best checkpoint)"
-        )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(checkpoint, dict) or "astrorestore" not in checkpoint:
-        raise UserError(
-            f"{path} is not an astrorestore checkpoint (no 'astrorestore' metadata); "
-            "use a .ckpt written by `python train.py`"
-        )
-    return checkpoint
+class PostprocessedForward(torch.nn.Module):
+    """A restorer callable ``fn(tiles, generator)`` followed by the tile post-processing stages
+    (:meth:`astrorestore.postprocess.Postprocess.tiles`). Speed switches and the self-ensemble
+    wrap it whole, so every pass is post-processed, as validation does."""
 
+    def __init__(self, fn: torch.nn.Module, postprocess: Postprocess) -> None:
+        super().__init__()
+        self.fn = fn
+        self.postprocess = postprocess
 
-def _upgrade_record(meta: dict, path: Path) -> dict:
-    """Records of format 1 (version 0.1.0 denoisers) rewritten in today's layout."""
-    config = meta.get("config") or {}
-    if meta.get("task") != "denoise" or "model" not in config or "data" not in config:
-        raise UserError(
-            f"{path} was made by an older astrorestore version ({meta.get('version', '?')}) in a "
-            "layout this version cannot read; retrain it with `python train.py`"
-        )
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "version": meta.get("version"),
-        "model": meta.get("method", "supervised"),
-        "restorer": {"_target_": f"{__name__}.NetForward"},
-        "weights": "net",
-        "net": config["model"]["net"],
-        "normalizer": config["data"]["normalizer"],
-        "io": {"in_channels": 1, "out_channels": 1, "scale": 1, "size_multiple": None},
-        "config": config,
-    }
+    @property
+    def stochastic(self) -> bool:
+        return bool(getattr(self.fn, "stochastic", False))
 
+    @property
+    def net(self) -> torch.nn.Module:
+        """The network (what ``compile`` compiles)."""
+        return getattr(self.fn, "net", self.fn)
 
-# Network settings that act at evaluation only (the give-back of the bounded denoiser and of
-# Noise2Void), so a checkpoint can be restored with other values than it was trained with.
-GIVE_BACK_KEYS = (
-    "flux_sigma",
-    "flux_threshold",
-    "flux_ramp_from",
-    "flux_footprint",
-    "flux_chi2",
-    "flux_stack_snr",
-)
-
-
-def with_give_back(net: dict, settings: dict, path: Path) -> dict:
-    """The stored network config ``net`` with the give-back ``settings`` (``flux_*`` keys)
-    changed; the network's own constructor then checks their values."""
-    try:
-        accepted = inspect.signature(get_class(net["_target_"])).parameters
-    except Exception:  # an unknown target fails with its own error when instantiated
-        accepted = {}
-    unknown = [key for key in settings if key not in GIVE_BACK_KEYS]
-    if unknown:
-        raise UserError(
-            f"give_back.{unknown[0]} is not a give-back setting; use {', '.join(GIVE_BACK_KEYS)}"
-        )
-    if any(key not in net and key not in accepted for key in settings):
-        raise UserError(
-            f"give_back.{next(iter(settings))}: the network of {path} ({net.get('_target_')}) "
-            "has no evaluation give-back (the bounded denoiser and Noise2Void have one); drop "
-            "the give_back settings"
-        )
-    return {**net, **settings}
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.postprocess.tiles(x, self.fn(x, generator))
 
 
 def load_restorer(
-    ckpt_path: str | Path, device: str | torch.device = "cpu", give_back: dict | None = None
+    ckpt_path: str | Path,
+    device: str | torch.device = "cpu",
+    postprocess: dict | None = None,
+    gain: float = 1.0,
 ) -> Restorer:
-    """The restorer a checkpoint exports, on ``device``. ``give_back``: ``flux_*`` network
-    settings that replace the checkpoint's (evaluation-only, see :data:`GIVE_BACK_KEYS`)."""
+    """The restorer a checkpoint exports, on ``device``, with the post-processing stages the
+    checkpoint stores; ``postprocess`` (the ``postprocess`` config of ``infer.py``) is laid over
+    them (:func:`astrorestore.postprocess.merge_postprocess`); ``gain``: e- per data unit for
+    frame stages whose own gain is null."""
     path = Path(ckpt_path).expanduser()
     checkpoint = read_checkpoint(path)
     meta = checkpoint["astrorestore"]
-    if meta.get("format") is None:
-        meta = _upgrade_record(meta, path)
-    elif meta["format"] > CHECKPOINT_FORMAT:
-        raise UserError(
-            f"{path} was written by a newer astrorestore ({meta.get('version')}); upgrade "
-            "astrorestore to restore with it"
-        )
-    net_config = with_give_back(meta["net"], give_back, path) if give_back else meta["net"]
+    settings = merge_postprocess(meta.get("postprocess"), postprocess)
     try:
-        net = instantiate(OmegaConf.create(net_config))
+        net = instantiate(OmegaConf.create(meta["net"]))
     except Exception as exc:  # Hydra wraps the network's own error
         user = find_user_error(exc)
-        if user is not None and give_back:  # name the setting the user typed
-            message = str(user)
-            for key in give_back:
-                message = message.replace(f"model.net.{key}=", f"give_back.{key}=")
-            raise UserError(message) from None
         if user is not None:
             raise user from None
         cause = exc.__cause__ or exc
@@ -192,11 +146,23 @@ def load_restorer(
             f"{str(exc).splitlines()[0]}"
         ) from None
     fn = instantiate(OmegaConf.create(meta["restorer"]), net=net)
-    device = torch.device(device)
+    normalizer = instantiate(OmegaConf.create(meta["normalizer"]))
     io = meta["io"]
+    stages = build_postprocess(settings, noise_of(net, normalizer), gain)
+    if (stages.on_tiles or stages.on_frames) and (
+        int(io["scale"]) != 1 or int(io["in_channels"]) != int(io["out_channels"])
+    ):
+        raise UserError(
+            f"postprocess: model {meta.get('model')} outputs {io['out_channels']} channel(s) at "
+            f"x{io['scale']}; post-processing works on denoised frames of the input's shape: "
+            "use postprocess=none"
+        )
+    if stages.on_tiles:
+        fn = PostprocessedForward(fn, stages)
+    device = torch.device(device)
     return Restorer(
         fn=fn.to(device).eval(),
-        normalizer=instantiate(OmegaConf.create(meta["normalizer"])),
+        normalizer=normalizer,
         in_channels=int(io["in_channels"]),
         out_channels=int(io["out_channels"]),
         scale=int(io["scale"]),
@@ -204,4 +170,5 @@ def load_restorer(
         device=device,
         name=str(meta.get("model")),
         ckpt_path=str(path.resolve()),
+        postprocess=stages,
     )

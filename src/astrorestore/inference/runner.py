@@ -13,7 +13,6 @@ import torch
 import astrorestore
 from astrorestore.data.sources.fits_frames import read_noise_map
 from astrorestore.errors import UserError
-from astrorestore.inference import psf_cores
 from astrorestore.inference.acceleration import accelerate, check_precision
 from astrorestore.inference.restore import check_image, fit_overlap, fit_tile, restore_image
 from astrorestore.inference.restorer import Restorer
@@ -33,6 +32,8 @@ from astrorestore.inference.tiling import check_overlap
 from astrorestore.io.formats import PHOTOGRAPH_FORMATS, LoadedImage
 from astrorestore.io.images import check_output, read_image, write_image
 from astrorestore.io.paths import resolve_io
+from astrorestore.postprocess import build_postprocess, check_postprocess
+from astrorestore.postprocess.psf_cores import check_frame
 
 LoadRestorer = Callable[[str, str], Restorer]
 
@@ -102,7 +103,7 @@ def preflight(
             colour = data.ndim == 3 or (restorer is not None and restorer.out_channels == 3)
             check_output(dst, image, colour=colour)
             if grey_only:
-                psf_cores.check_frame(data)
+                check_frame(data)
             if restorer is not None:
                 check_image(data, restorer, tile)
             elif data.ndim != 2 or not np.isfinite(data).any():
@@ -130,28 +131,13 @@ def frame_unit(source: Any) -> str | None:
     return unit
 
 
-def _give_back_settings(cfg: Any) -> dict:
-    """The ``give_back.flux_*`` values the user set (``checkpoint``: keep the checkpoint's)."""
-    settings = {}
-    for key, value in dict(_get(cfg, "give_back", {}) or {}).items():
-        if value == "checkpoint":
-            continue
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise UserError(
-                f"give_back.{key}={value!r} is invalid: use a number, null (off) or checkpoint"
-            )
-        settings[str(key)] = None if value is None else float(value)
-    return settings
-
-
 def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
     """Restore every input of ``cfg`` and return the written output paths.
 
     ``cfg`` keys: ckpt_path, input, output, tile_size, overlap, batch_size, device
     ('auto'|'cpu'|'cuda'), hdu (None|int|str), progress (bool), seed (int; stochastic models),
     sample_steps (int) and sampler (str): override a diffusion checkpoint's exported ones;
-    give_back (``flux_*`` keys: a number, None, or ``checkpoint`` to keep it): the evaluation
-    give-back of bounded / Noise2Void networks;
+    postprocess (stages laid over the checkpoint's, see :mod:`astrorestore.postprocess`);
     precision ('fp32'|'bf16'), channels_last, compile (speed switches, see
     :mod:`astrorestore.inference.acceleration`); self_ensemble (1, 2, 4, 8: flipped and
     rotated passes averaged, see :mod:`astrorestore.inference.self_ensemble`).
@@ -173,10 +159,11 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
     precision = check_precision(_get(cfg, "precision", "fp32"))
     passes = check_self_ensemble(_get(cfg, "self_ensemble", 1))
 
-    give_back = _give_back_settings(cfg)
-    if method and give_back:
+    postprocess = check_postprocess(_get(cfg, "postprocess"))
+    if method and postprocess.get("give_back") is not None:
         raise UserError(
-            f"give_back.* applies to a checkpoint's network, not to method={method}: drop it"
+            f"postprocess.give_back applies to a checkpoint's network, not to method={method}: "
+            "use postprocess=none or psf_cores"
         )
     if method and passes > 1:
         raise UserError(
@@ -184,6 +171,7 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
         )
     evaluation = dict(_get(cfg, "eval", {}) or {})
     check_eval_settings(evaluation)
+    gain = float(evaluation.get("gain", 1.0))
     tiling: Callable[[np.ndarray], str] | None = None  # the HISTORY line of a frame's tiles
     if method:
         name, scale, out_channels = str(method), 1, 1
@@ -193,11 +181,13 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
         restore = classical
         history = [f"astrorestore: restored with the classical method {name}"]
         checkpoint_name = "none"
+        stages = build_postprocess(postprocess, gain=gain)
     else:
         # The checkpoint first: a wrong model is the more basic mistake than a wrong image.
         restorer = load_restorer(
-            ckpt_path, device, **({"give_back": give_back} if give_back else {})
+            ckpt_path, device, **({"postprocess": postprocess, "gain": gain} if postprocess else {})
         )
+        stages = restorer.postprocess
         steps = _get(cfg, "sample_steps")
         restorer.set_sampling(
             None if steps is None else _as_int(cfg, "sample_steps", 1, 1), _get(cfg, "sampler")
@@ -235,19 +225,10 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
             history.append(f"super-resolved x{scale}; WCS rescaled to the new pixel grid")
         if restorer.stochastic:
             history.append(f"stochastic restorer, seed={seed}")
-        if give_back:
-            settings = ", ".join(f"{k}={v}" for k, v in give_back.items())
-            history.append(f"give-back set at inference: {settings}")
+        history.extend(stages.describe(tiles_only=True))
         checkpoint_name = Path(str(restorer.ckpt_path)).name
-    psf_stage = psf_cores.from_config(_get(cfg, "psf_cores"), float(evaluation.get("gain", 1.0)))
-    if psf_stage is not None:
-        if scale != 1 or out_channels != 1:
-            raise UserError(
-                "psf_cores.enabled=true fits star cores of grey frames restored at their own "
-                f"size; {name} outputs {out_channels} channel(s) at x{scale}: drop "
-                "psf_cores.enabled"
-            )
-        psf_stage.progress = progress
+    if stages.psf_cores is not None:
+        stages.psf_cores.progress = progress
     pairs = resolve_io(input_spec, output_spec)
     truths = resolve_truths(_get(cfg, "truth"), [src for src, _ in pairs])
     check_truths_kept(pairs, truths)
@@ -259,7 +240,7 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
         from astrorestore.evaluation.writer import check_report_dir
 
         check_report_dir(report, [*(path for pair in pairs for path in pair), *truths.values()])
-    shapes = preflight(pairs, hdu, tile, None if method else restorer, psf_stage is not None)
+    shapes = preflight(pairs, hdu, tile, None if method else restorer, stages.on_frames)
     if scorer is not None:
         for src, truth_path in truths.items():
             check_truth(truth_path, output_shape(shapes[src], scale, out_channels), hdu)
@@ -281,10 +262,11 @@ def run_inference(cfg: Any, load_restorer: LoadRestorer) -> list[Path]:
         frame_history = history
         if tiling is not None:
             frame_history = history[:2] + [tiling(source.data)] + history[2:]
-        if psf_stage is not None:
-            restored = psf_stage(source.data, restored)
-            frame_history = frame_history + [psf_cores.describe(psf_stage.info)]
-            print(f"{src}: {frame_history[-1]}", flush=True)
+        if stages.on_frames:
+            restored, lines = stages.frame(source.data, restored)
+            frame_history = frame_history + lines
+            for line in lines:
+                print(f"{src}: {line}", flush=True)
         write_image(dst, restored, source, frame_history, keywords, scale)
         if scorer is not None:
             truth = read_image(truths[src], hdu=hdu).data if src in truths else None

@@ -32,9 +32,10 @@ import torch.nn.functional as F
 from pytorch_msssim import ssim
 from torch import nn
 
+from astrorestore.data.normalization.asinh import Z_LIMIT as _Z_LIMIT
+from astrorestore.data.normalization.asinh import asinh_noise_sigma, check_noise_model
 from astrorestore.errors import UserError
 from astrorestore.filters import gaussian_kernel
-from astrorestore.nets.bounded_residual import _Z_LIMIT, asinh_noise_sigma, check_noise_model
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -72,7 +73,7 @@ def noise_weights(
 ) -> torch.Tensor:
     """``sigma_sky / sigma(target)`` per pixel: 1 on the sky, ~1/noise-fraction in bright cores.
 
-    ``sigma`` is :func:`~astrorestore.nets.bounded_residual.asinh_noise_sigma` (sky, read and,
+    ``sigma`` is :func:`~astrorestore.data.normalization.asinh.asinh_noise_sigma` (sky, read and,
     with ``photons_per_unit``, shot noise); ``sigma_sky = 1 / softening`` is its value at the
     sky (z = 0). No gradient flows through the weights.
     """
@@ -152,7 +153,7 @@ class RestorationLoss(nn.Module):
             module docstring), so that star cores count by their information.
         softening: the normaliser's softening (needed by ``noise_weighting``).
         photons_per_unit: ``gain * normaliser scale`` for the shot noise in sigma (as in
-            :class:`~astrorestore.nets.bounded_residual.BoundedResidualUNet`); ``None`` = sky
+            :class:`~astrorestore.data.normalization.asinh.AsinhNoise`); ``None`` = sky
             noise only, i.e. an error in electrons (cores then weigh ~``u`` times a sky pixel).
             The local-flux term uses the same noise model.
         flux_weight: weight of the squared local-flux error (0 = off; see the module

@@ -133,6 +133,7 @@ class AdversarialModule(RestorationModule):
                 "discriminator_optimizer",
                 "scheduler",
                 "discriminator_scheduler",
+                "postprocess",
             ],
             logger=False,
         )

@@ -34,6 +34,7 @@ from astrorestore.errors import UserError
 from astrorestore.metrics.image_quality import RestorationMetrics
 from astrorestore.metrics.lpips_metric import build_lpips, lpips_distance
 from astrorestore.metrics.no_truth import bright_flux_ratio, sky_noise_ratio
+from astrorestore.postprocess import Postprocess
 
 
 def match_shape(image: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -78,6 +79,9 @@ class RestorationModule(L.LightningModule):
     n_panel_images: validation images kept for the image-panel callback.
     ema_decay: None, or the decay of an exponential moving average of the restoring network's
         weights, which validation, test and the exported checkpoint then use.
+    postprocess: the post-processing stages (built from the ``postprocess`` config by
+        ``train.py``) that validation and test apply after the network, as inference does;
+        None: none. Modules whose outputs they fit apply them in ``evaluate_batch``.
     """
 
     #: Set by modules whose steps leave some parameters without gradients (DDP must know).
@@ -90,8 +94,10 @@ class RestorationModule(L.LightningModule):
         compute_lpips: bool = True,
         n_panel_images: int = 4,
         ema_decay: float | None = None,
+        postprocess: Postprocess | None = None,
     ) -> None:
         super().__init__()
+        self.postprocess = postprocess if postprocess is not None else Postprocess()
         self.averager = None if ema_decay is None else ExponentialMovingAverage(ema_decay)
         self.monitor = monitor
         self.n_panel_images = int(n_panel_images)

@@ -90,7 +90,9 @@ class DiffusionModule(RestorationModule):
         ):
             if int(value) != value or value < 1:
                 raise UserError(f"model.{key}={value!r} is invalid: use an integer >= 1")
-        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"], logger=False)
+        self.save_hyperparameters(
+            ignore=["net", "loss", "optimizer", "scheduler", "postprocess"], logger=False
+        )
         self.net = net
         self.loss = loss
         self.schedule = NoiseSchedule(**(schedule or {}))

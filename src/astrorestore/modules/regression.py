@@ -36,7 +36,9 @@ class RegressionModule(RestorationModule):
     ) -> None:
         super().__init__(**base)
         # Only plain values go into hparams, so checkpoints load with torch's weights_only.
-        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"], logger=False)
+        self.save_hyperparameters(
+            ignore=["net", "loss", "optimizer", "scheduler", "postprocess"], logger=False
+        )
         self.net = net
         self.average_weights(net)
         self.loss = loss
@@ -51,7 +53,7 @@ class RegressionModule(RestorationModule):
         return self.net(x)
 
     def restore(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.inference_net(x)
+        return self.postprocess.tiles(x, self.inference_net(x))
 
     def restorer_spec(self) -> dict[str, Any]:
         return {
@@ -70,11 +72,11 @@ class RegressionModule(RestorationModule):
         return total
 
     def evaluate_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        net = self.inference_net
-        pred = net(batch["input"])
+        # Validation scores what users get: the network's output post-processed.
+        pred = self.restore(batch["input"])
         loss, _ = self.loss(pred, batch["target"], batch.get("loss_mask"))
         # A blind-spot input has pixels replaced; the restoration is judged on the whole frame.
-        restored = net(batch["observed"]) if "observed" in batch else pred
+        restored = self.restore(batch["observed"]) if "observed" in batch else pred
         return loss, restored
 
     def configure_optimizers(self) -> dict[str, Any]:

@@ -13,21 +13,18 @@ Those two and median replacement form a bundle checked in
 - ``image``: the image itself (the original Noise2Void); flattens star cores, which a blind-spot
   network cannot see.
 - ``clamped`` (default of ``model=n2v``/``n2v2``): the image, softly clamped to within
-  ``bound_sigmas`` noise sigma of the input outside the network
-  (:meth:`astrorestore.nets.bounded.NoiseBound.clamp`). Sky noise is removed in full, cores stay
-  within a few sigma of what was observed, and the network needs no pixel-level view of its input,
-  so it works for N2V2 too. The blind spot holds: at a hidden pixel the input is the replacement.
-``flux_sigma`` (pixels), ``flux_ramp_from`` and ``flux_threshold`` (noise sigmas) give back, at
-evaluation, the residual ``input - output`` where its local mean is a significant detection, and
-``flux_footprint`` its low-pass on source footprints
-(:func:`astrorestore.nets.bounded.give_back_removed_sources`): the faint stars a blind-spot
-network shrinks towards the sky or spreads into their wings, which no per-pixel bound
-protects. Training is left alone (the blind-spot loss trains the network's own prediction);
-validation, test and inference include it.
-
-- ``residual``: ``input + net(input)``; ``bounded_residual``: that correction capped at
+  ``bound_sigmas`` noise sigma of the input (:meth:`astrorestore.nets.bounded.NoiseBound.clamp`).
+  Sky noise is removed in full, cores stay within a few sigma of what was observed, and the
+  network needs no pixel-level view of its input, so it works for N2V2 too. The blind spot holds:
+  at a hidden pixel the input is the replacement.
+- ``residual``: ``input + net(input)``; ``capped_residual``: that correction capped at
   ``bound_sigmas`` sky sigmas in linear units. Both make the network cancel each pixel's noise
   relative to the centre pixel, which N2V2 (no top skip) cannot see: it does not learn.
+
+The faint stars a blind-spot network shrinks towards the sky or spreads into their wings, which
+no per-pixel bound protects, are given back after the network by the ``give_back``
+post-processing stage (``postprocess=give_back``, the default of ``model=n2v``; see
+:mod:`astrorestore.postprocess.give_back`).
 """
 
 from __future__ import annotations
@@ -37,11 +34,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from astrorestore.errors import UserError
-from astrorestore.nets.bounded import GiveBack, NoiseBound, linear_correction
+from astrorestore.nets.bounded import NoiseBound, NoiseSigma, capped_correction, check_bound
 from astrorestore.nets.common import check_input_size, group_count
 from astrorestore.nets.res_unet import DilatedBottleneck
 
-OUTPUTS = ("image", "clamped", "residual", "bounded_residual")
+OUTPUTS = ("image", "clamped", "residual", "capped_residual")
 
 
 class MaxBlurPool2d(nn.Module):
@@ -88,18 +85,11 @@ class N2VUNet(nn.Module):
         blur_pool: anti-aliased max-blur-pool down-sampling (N2V2) instead of max-pool.
         top_skip: keep the full-resolution skip connection (N2V2 removes it).
         dilations: dilation rates of residual blocks at the bottleneck (``[]``: none).
-        output: ``image``, ``clamped``, ``residual`` or ``bounded_residual`` (module docstring).
-        bound_sigmas: the bound of ``clamped``/``bounded_residual`` in noise sigma.
-        softening: the normaliser's softening (``${data.normalizer.softening}``).
-        photons_per_unit: ``clamped`` only: add shot noise to sigma (see
-            :mod:`astrorestore.nets.bounded_residual`); None bounds by the sky noise.
-        flux_sigma: width (pixels) of the Gaussian that detects removed sources in the
-            residual at evaluation (module docstring); None: no give-back.
-        flux_threshold: significance (noise sigmas) from which all of the residual is given back.
-        flux_ramp_from: significance below which none of it is given back (the sky's noise).
-        flux_footprint: scale (pixels) below which the restoration may reshape a source; the
-            residual's low-pass above it is given back on source footprints, so source fluxes
-            are kept (None: off).
+        output: ``image``, ``clamped``, ``residual`` or ``capped_residual`` (module docstring).
+        bound_sigmas: the bound of ``clamped``/``capped_residual`` in noise sigma.
+        noise: the normaliser's noise model (``model.net.noise``; ``clamped`` uses its sigma,
+            shot noise included when it has ``photons_per_unit``; ``capped_residual`` its
+            softening).
     """
 
     def __init__(
@@ -112,12 +102,7 @@ class N2VUNet(nn.Module):
         dilations: tuple[int, ...] | list[int] = (),
         output: str = "image",
         bound_sigmas: float | None = None,
-        softening: float = 3.0,
-        photons_per_unit: float | None = None,
-        flux_sigma: float | None = None,
-        flux_threshold: float = 5.0,
-        flux_ramp_from: float = 3.0,
-        flux_footprint: float | None = 1.0,
+        noise: NoiseSigma | None = None,
     ) -> None:
         super().__init__()
         if int(depth) != depth or depth < 1:
@@ -126,26 +111,23 @@ class N2VUNet(nn.Module):
             raise UserError(
                 f"model.net.base_channels={base_channels!r} is invalid: use a whole number >= 1"
             )
+        if output == "bounded_residual":
+            raise UserError(
+                "model.net.output=bounded_residual is now called capped_residual (the name "
+                "bounded_residual was also the noise bound's): use model.net.output=capped_residual"
+            )
         if output not in OUTPUTS:
             raise UserError(f"model.net.output={output!r} is invalid: use {', '.join(OUTPUTS)}")
-        bounded = output in ("clamped", "bounded_residual")
+        bounded = output in ("clamped", "capped_residual")
         if bounded != (bound_sigmas is not None):
             raise UserError(
                 f"model.net.bound_sigmas={bound_sigmas!r} does not fit model.net.output={output}: "
-                "clamped and bounded_residual need a bound (e.g. 5), image and residual null"
+                "clamped and capped_residual need a bound (e.g. 5), image and residual null"
             )
-        # Evaluation only (the blind-spot loss sees the network); None when flux_sigma is null.
-        self.give_back = GiveBack.from_keys(
-            softening,
-            flux_sigma,
-            flux_threshold,
-            flux_ramp_from,
-            flux_footprint,
-            photons_per_unit=photons_per_unit,
-        )
+        check_bound(bound_sigmas, noise, "no bound")
         self.output = output
-        self.softening = float(softening)
-        self.bound = NoiseBound(softening, bound_sigmas, photons_per_unit) if bounded else None
+        self.noise = noise
+        self.bound = NoiseBound(noise, bound_sigmas) if bounded else None
         self.depth = int(depth)
         self.blur_pool = bool(blur_pool)
         self.top_skip = bool(top_skip)
@@ -167,7 +149,7 @@ class N2VUNet(nn.Module):
             has_skip = level > 0 or self.top_skip
             self.decoders.append(DoubleConv(widths[level] * (2 if has_skip else 1), widths[level]))
         self.head = nn.Conv2d(widths[0], in_channels, 1)
-        if output in ("residual", "bounded_residual"):
+        if output in ("residual", "capped_residual"):
             # Start as the identity: early steps cannot damage flux.
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
@@ -191,20 +173,17 @@ class N2VUNet(nn.Module):
             if level > 0 or self.top_skip:
                 features = torch.cat([features, skip], dim=1)
             features = decoder(features)
-        out = self._output(x, self.head(features))
-        if self.give_back is not None and not self.training:
-            return self.give_back(x, out)
-        return out
+        return self._output(x, self.head(features))
 
     def _output(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         if self.output == "clamped":
             return self.bound.clamp(x, out)
-        if self.output == "bounded_residual":
+        if self.output == "capped_residual":
             # In linear units (sinh undoes the asinh): at most bound_sigmas sky sigmas, exactly.
-            return linear_correction(x, out, self.bound.bound_sigmas / self.bound.softening)
+            return capped_correction(x, out, self.bound.bound_sigmas / self.bound.softening)
         if self.output == "residual":
             return x + out
         return out
 
     def extra_repr(self) -> str:
-        return f"output={self.output!r}, bound={self.bound!r}, give_back={self.give_back!r}"
+        return f"output={self.output!r}, bound={self.bound!r}"

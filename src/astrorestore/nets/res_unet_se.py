@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from astrorestore.errors import UserError
-from astrorestore.nets.bounded import NoiseBound
+from astrorestore.nets.bounded import NoiseBound, NoiseSigma, check_bound
 from astrorestore.nets.common import check_input_size, group_count
 
 ACTIVATIONS = {
@@ -131,9 +131,7 @@ class ResUNetSE(nn.Module):
         dilations: dilation rates of the bottleneck blocks.
         bound_sigmas: predict the noise in sigma units, bounded at this many sigma; None: an
             unbounded noise prediction in normalised units.
-        softening: the normaliser's softening (``${data.normalizer.softening}``), for sigma.
-        photons_per_unit: add shot noise to sigma (see
-            :mod:`astrorestore.nets.bounded_residual`); None bounds by the sky noise.
+        noise: the normaliser's noise model (``model.net.noise``); needed with a bound.
     """
 
     def __init__(
@@ -146,8 +144,7 @@ class ResUNetSE(nn.Module):
         attention: bool = True,
         dilations: tuple[int, ...] | list[int] = (1, 2),
         bound_sigmas: float | None = None,
-        softening: float = 3.0,
-        photons_per_unit: float | None = None,
+        noise: NoiseSigma | None = None,
     ) -> None:
         super().__init__()
         if int(depth) != depth or depth < 1:
@@ -157,9 +154,9 @@ class ResUNetSE(nn.Module):
                 f"model.net.se_reduction={se_reduction!r} is invalid: use a whole number >= 1"
             )
         make_activation(activation)  # one-line error before any layer is built
-        self.bound = (
-            None if bound_sigmas is None else NoiseBound(softening, bound_sigmas, photons_per_unit)
-        )
+        check_bound(bound_sigmas, noise, "an unbounded noise prediction")
+        self.noise = noise
+        self.bound = None if bound_sigmas is None else NoiseBound(noise, bound_sigmas)
         self.depth = int(depth)
         self.attention = bool(attention)
         widths = [base_channels * 2**level for level in range(depth + 1)]

@@ -84,3 +84,98 @@ class AsinhNormalizer:
 
     def __repr__(self) -> str:
         return f"AsinhNormalizer(softening={self.softening})"
+
+
+# Noise in the normalised space -------------------------------------------------------------
+#
+# In electrons a pixel's noise is ``sigma_e^2 = sigma_sky^2 + (x - offset) / g`` (read and sky
+# noise, plus the shot noise of the source above the sky, gain ``g`` in photons per electron).
+# Divided by ``scale = softening * sigma_sky`` it is, in the linear units ``u = sinh(z)``,
+#
+#     var_u = 1 / softening^2 + max(u, 0) / G,      G = g * scale ("photons per unit"),
+#
+# and through ``dz/du = 1 / sqrt(1 + u^2) = 1 / cosh z`` in the normalised space
+# ``sigma_z = sqrt(var_u) / cosh(z)``. ``G`` depends on the gain and on the frame's own sky noise
+# in electrons, which a normalised tile no longer carries, so it is a setting (None drops the
+# shot-noise term: a lower bound on the noise of any detector, so what is bounded by it holds
+# without knowing the gain; a number lets star cores be denoised too).
+
+#: |z| beyond which sinh/cosh are clamped: asinh-normalised frames stay well below it (z = 12 is
+#: 8e4 normaliser scales above the sky); the clamp only keeps them finite in float32 for garbage.
+Z_LIMIT = 40.0
+
+
+def check_noise_model(
+    softening: float, photons_per_unit: float | None, group: str = "model.net.noise"
+) -> None:
+    """Raise UserError unless ``softening > 0`` and ``photons_per_unit`` is None or > 0 (the
+    two facts of :class:`AsinhNoise`; the noise-weighted loss checks them with
+    ``group="model.loss"``)."""
+    if not (math.isfinite(softening) and softening > 0):
+        raise UserError(
+            f"{group}.softening={softening!r} is invalid: use the normaliser's softening "
+            "(> 0), i.e. ${data.normalizer.softening}"
+        )
+    if photons_per_unit is not None and not (
+        math.isfinite(photons_per_unit) and photons_per_unit > 0
+    ):
+        raise UserError(
+            f"{group}.photons_per_unit={photons_per_unit!r} is invalid: use a value > 0 "
+            "(gain x normaliser scale in electrons) or null to bound by the sky noise"
+        )
+
+
+def linear_noise_variance(
+    u: Tensor, softening: float, photons_per_unit: float | None = None
+) -> Tensor:
+    """Noise variance of each pixel in the linear units ``u = sinh(z)`` (see above)."""
+    variance = torch.full_like(u, 1.0 / softening**2)
+    if photons_per_unit is not None:
+        variance = variance + u.clamp_min(0.0) / photons_per_unit
+    return variance
+
+
+def asinh_noise_sigma(z: Tensor, softening: float, photons_per_unit: float | None = None) -> Tensor:
+    """Noise sigma of each pixel of the normalised image ``z = asinh((x - offset) / scale)``.
+
+    Args:
+        softening: the normaliser's softening (``scale = softening * sigma_sky``).
+        photons_per_unit: ``gain * scale``; ``None`` ignores shot noise (a lower bound).
+    """
+    z = z.clamp(-Z_LIMIT, Z_LIMIT)
+    return torch.sqrt(
+        linear_noise_variance(torch.sinh(z), softening, photons_per_unit)
+    ) / torch.cosh(z)
+
+
+class AsinhNoise:
+    """The noise model of the asinh-normalised space: what a bounded network and the give-back
+    post-processing need to know of the noise, built from config and passed to them (networks
+    do not import the data layer).
+
+    Args:
+        softening: the normaliser's softening (``${data.normalizer.softening}``).
+        photons_per_unit: ``gain * normaliser scale`` to add shot noise, or None (sky only).
+    """
+
+    def __init__(self, softening: float = 3.0, photons_per_unit: float | None = None) -> None:
+        check_noise_model(softening, photons_per_unit)
+        self.softening = float(softening)
+        self.photons_per_unit = None if photons_per_unit is None else float(photons_per_unit)
+
+    def __call__(self, z: Tensor) -> Tensor:
+        """Noise sigma of each pixel of the normalised ``z``."""
+        return asinh_noise_sigma(z, self.softening, self.photons_per_unit)
+
+    def linear_variance(self, u: Tensor) -> Tensor:
+        """Noise variance of each pixel in the linear units ``u = sinh(z)``."""
+        return linear_noise_variance(u, self.softening, self.photons_per_unit)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AsinhNoise) and vars(self) == vars(other)
+
+    def __hash__(self) -> int:
+        return hash((self.softening, self.photons_per_unit))
+
+    def __repr__(self) -> str:
+        return f"AsinhNoise(softening={self.softening}, photons_per_unit={self.photons_per_unit})"

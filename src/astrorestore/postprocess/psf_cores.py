@@ -191,17 +191,17 @@ def check_frame(frame: np.ndarray) -> tuple[float, float]:
     """The sky level and noise of a frame PSF cores can work on; a UserError otherwise."""
     frame = np.asarray(frame, dtype=float)
     if frame.ndim != 2:
-        raise UserError(
-            f"psf_cores.enabled=true needs grey (2-D) frames; this one is {frame.shape}"
-        )
+        raise UserError(f"postprocess=psf_cores needs grey (2-D) frames; this one is {frame.shape}")
     finite = frame[np.isfinite(frame)]
     if finite.size < 100:
-        raise UserError("psf_cores: the frame has fewer than 100 finite pixels to fit stars on")
+        raise UserError(
+            "postprocess.psf_cores: the frame has fewer than 100 finite pixels to fit stars on"
+        )
     sky, sigma = _sky(finite)
     if not sigma > 0:
         raise UserError(
-            "psf_cores: the frame's sky noise is 0 (a constant or noiseless frame?); PSF cores "
-            "need the noisy frame: drop psf_cores.enabled"
+            "postprocess.psf_cores: the frame's sky noise is 0 (a constant or noiseless frame?); "
+            "PSF cores need the noisy frame: use postprocess=none"
         )
     return sky, sigma
 
@@ -247,15 +247,21 @@ class PSFCores:
         progress: bool = False,
     ) -> None:
         if not gain > 0:
-            raise UserError(f"psf_cores gain={gain!r} is invalid: pass the gain in e-/unit (> 0)")
+            raise UserError(
+                f"postprocess.psf_cores.gain={gain!r} is invalid: pass the gain in e-/unit (> 0)"
+            )
         if not 0 < min_snr <= psf_snr:
             raise UserError(
-                f"psf_cores min_snr={min_snr}, psf_snr={psf_snr}: use 0 < min_snr <= psf_snr"
+                f"postprocess.psf_cores.min_snr={min_snr}, psf_snr={psf_snr}: use 0 < min_snr <= psf_snr"
             )
         if not max_chi2 > 1:
-            raise UserError(f"psf_cores max_chi2={max_chi2!r} is invalid: use a value > 1")
+            raise UserError(
+                f"postprocess.psf_cores.max_chi2={max_chi2!r} is invalid: use a value > 1"
+            )
         if oversampling not in (0, 1, 2, 3, 4):
-            raise UserError(f"psf_cores oversampling={oversampling!r}: use 0 (no table) to 4")
+            raise UserError(
+                f"postprocess.psf_cores.oversampling={oversampling!r}: use 0 (no table) to 4"
+            )
         self.gain = float(gain)
         self.min_snr = float(min_snr)
         self.psf_snr = float(psf_snr)
@@ -267,13 +273,13 @@ class PSFCores:
         self.core_sigma = float(core_sigma)
         if not model_variance > 0:
             raise UserError(
-                f"psf_cores model_variance={model_variance!r} is invalid: use a value > 0 "
+                f"postprocess.psf_cores.model_variance={model_variance!r} is invalid: use a value > 0 "
                 "(0.5 validated; larger trusts the fitted cores less)"
             )
         self.model_variance = float(model_variance)
         if not profiles or any(p not in PROFILES for p in profiles):
             raise UserError(
-                f"psf_cores profiles={list(profiles)!r}: use a non-empty subset of {list(PROFILES)}"
+                f"postprocess.psf_cores.profiles={list(profiles)!r}: use a subset of {list(PROFILES)}"
             )
         self.profiles = tuple(profiles)
         self.progress = bool(progress)
@@ -383,7 +389,7 @@ class PSFCores:
         if consistency < 0.5:
             self.info["note"] = (
                 f"the PSF stars fit {1 / max(consistency, 1e-6):.0f}x better than gain="
-                f"{self.gain:g} predicts: pass the frame's gain (e-/unit) as psf_cores.gain; "
+                f"{self.gain:g} predicts: pass the frame's gain (e-/unit) as postprocess.psf_cores.gain; "
                 "frame left as restored"
             )
             return None
@@ -666,8 +672,9 @@ class PSFCores:
         return np.where(finite, sky + sigma * out, original).astype(np.float32)
 
 
-_CONFIG_KEYS = (
-    "enabled",
+#: The ``postprocess.psf_cores.*`` keys (``gain`` null: the caller's default, infer.py's
+#: ``eval.gain``).
+SETTINGS = (
     "gain",
     "min_snr",
     "psf_snr",
@@ -679,14 +686,10 @@ _CONFIG_KEYS = (
 )
 
 
-def from_config(settings, default_gain: float) -> PSFCores | None:
-    """The ``psf_cores:`` block of ``infer.py``'s config as a stage, or None when not enabled."""
-    settings = dict(settings or {})
-    unknown = sorted(set(settings) - set(_CONFIG_KEYS))
-    if unknown:
-        raise UserError(f"psf_cores.{unknown[0]} is not a setting; use {', '.join(_CONFIG_KEYS)}")
-    if not settings.pop("enabled", False):
-        return None
+def from_settings(settings: dict, default_gain: float) -> PSFCores:
+    """The stage the ``postprocess.psf_cores`` settings ask for (keys checked by the caller,
+    :func:`astrorestore.postprocess.stages.check_postprocess`)."""
+    settings = dict(settings)
     gain = settings.pop("gain", None)
     options = {k: v for k, v in settings.items() if v is not None}
     if "profiles" in options:
@@ -694,7 +697,9 @@ def from_config(settings, default_gain: float) -> PSFCores | None:
     try:
         return PSFCores(gain=float(default_gain if gain is None else gain), **options)
     except (TypeError, ValueError) as exc:
-        raise UserError(f"psf_cores: {exc}; check the psf_cores.* values") from None
+        raise UserError(
+            f"postprocess.psf_cores: {exc}; check the postprocess.psf_cores.* values"
+        ) from None
 
 
 def describe(info: dict) -> str:
@@ -704,5 +709,5 @@ def describe(info: dict) -> str:
     return (
         f"PSF cores: {info.get('psf_profile')} PSF, FWHM {info.get('psf_fwhm')} px, from "
         f"{info.get('psf_stars_used')} stars; {info.get('stars_replaced')} of "
-        f"{info.get('stars_fitted')} star cores fitted (astrorestore.inference.psf_cores)"
+        f"{info.get('stars_fitted')} star cores fitted (astrorestore.postprocess.psf_cores)"
     )
