@@ -44,9 +44,10 @@ import lightning as L
 import numpy as np
 import torch
 
+from astrorestore.colour import to_unit
 from astrorestore.data.corruption.noise import GaussianNoise
 from astrorestore.data.datamodules.photos import HubbleDataModule
-from astrorestore.data.normalization.photo import PhotoNormalizer, to_unit
+from astrorestore.data.normalization.photo import PhotoNormalizer
 from astrorestore.data.pairings.colorization import ColorizationPairing
 from astrorestore.data.pairings.super_resolution import SuperResolutionPairing
 from astrorestore.data.sources.hubble import held_out_start, hubble_image

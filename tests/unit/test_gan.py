@@ -4,10 +4,10 @@ import lightning as L
 import pytest
 import torch
 
+from astrorestore.colour import from_unit, luminance, to_unit
 from astrorestore.data.datamodules.photos import HubbleDataModule
-from astrorestore.data.normalization.photo import PhotoNormalizer, from_unit, to_unit
+from astrorestore.data.normalization.photo import PhotoNormalizer
 from astrorestore.data.pairings.colorization import ColorizationPairing
-from astrorestore.data.pairings.colour_spaces import luminance
 from astrorestore.errors import UserError
 from astrorestore.losses.pixel import RestorationLoss
 from astrorestore.metrics.colour import colourfulness, delta_e76

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import torch
 
+from astrorestore.colour import check_colour_space, luminance
 from astrorestore.data.corruption.noise import NoiseModel
 from astrorestore.data.pairings.base import Batch, Pairing
-from astrorestore.data.pairings.colour_spaces import check_colour_space, luminance
 from astrorestore.errors import UserError
 
 
