@@ -55,7 +55,7 @@ def test_super_resolution_shapes_grey_and_colour(scale, channels):
     clean = torch.rand(2, channels, 32, 32)
     pairing = SuperResolutionPairing(scale, psf_sigma=1.0)
     out = pairing({"clean": clean})
-    assert pairing.scale == scale
+    assert pairing.upscale_factor == scale
     assert out["input"].shape == (2, channels, 32 // scale, 32 // scale)
     assert torch.equal(out["target"], clean)
 
