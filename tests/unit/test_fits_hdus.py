@@ -11,9 +11,9 @@ from astrorestore.data.sources.fits_frames import read_frame
 from astrorestore.errors import UserError
 from astrorestore.io.fits_hdus import (
     HST_BAD_DQ,
+    Chip,
     NoImageData,
     dq_flagged,
-    noise_map,
     read_noise_map,
     select_image_hdu,
 )
@@ -60,7 +60,7 @@ def test_noise_map_from_err_or_variances(tmp_path) -> None:
     with fits.open(path) as hdul:
         del hdul["ERR"]
         # Without ERR: sqrt(VAR_POISSON + VAR_RNOISE), the same budget.
-        np.testing.assert_allclose(noise_map(hdul, 1, (96, 128)), 1.0, rtol=1e-6)
+        np.testing.assert_allclose(Chip(hdul, 1, (96, 128)).noise_map(), 1.0, rtol=1e-6)
 
 
 def test_selection_errors_name_the_setting(tmp_path) -> None:

@@ -14,6 +14,7 @@ import math
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -244,57 +245,54 @@ def wcs_facts(header: Any, shape: tuple[int, int]) -> dict[str, float]:
     return {"pixel_scale": scale, "ra": float(ra), "dec": float(dec), "pa": pa}
 
 
-def companion(
-    hdul: Any,
-    name: str,
-    extver: int,
-    shape: tuple[int, int],
-    plane: int | None = None,
-    path: Path | None = None,
-    key: str = "plane",
-) -> np.ndarray | None:
-    """The ``name`` extension of the science HDU's chip (same EXTVER), as a 2-D array of
-    ``shape`` (plane ``plane`` of a cube), or None where there is none of that shape."""
-    try:
-        h = hdul[(name, extver)]
-    except KeyError:
-        return None
-    if image_shape(h) is None:
-        return None
-    arr = pick_plane(np.asarray(h.data), plane, path or Path(hdul.filename() or "?"), name, key)
-    return arr if arr.shape == shape else None
+@dataclass(frozen=True)
+class Chip:
+    """One detector chip of an open file, to find its DQ/ERR/VAR_* extensions: ``extver``
+    tells chips apart, ``shape`` is the science array's 2-D shape, ``plane`` the cube plane
+    read (None for a plane); ``path`` and ``plane_key`` (the setting that picks planes) only
+    word the errors."""
 
+    hdul: Any
+    extver: int
+    shape: tuple[int, int]
+    plane: int | None = None
+    path: Path | None = None
+    plane_key: str = "plane"
 
-def noise_map(
-    hdul: Any,
-    extver: int,
-    shape: tuple[int, int],
-    plane: int | None = None,
-    path: Path | None = None,
-    key: str = "plane",
-) -> np.ndarray | None:
-    """Per-pixel 1-sigma noise of the chip ``extver`` in the science array's units (float32):
-    ERR when present (the pipeline's total sigma), else sqrt(VAR_POISSON + VAR_RNOISE (+
-    VAR_FLAT when the product has it)); None without them."""
-    err = companion(hdul, "ERR", extver, shape, plane, path, key)
-    if err is not None:
-        return np.array(err, dtype=np.float32)
-    variances = [
-        companion(hdul, n, extver, shape, plane, path, key) for n in ("VAR_POISSON", "VAR_RNOISE")
-    ]
-    if any(v is None for v in variances):
-        return None
-    total = np.asarray(variances[0], np.float64) + np.asarray(variances[1], np.float64)
-    # VAR_FLAT is the flat-field term of the same budget.
-    flat = companion(hdul, "VAR_FLAT", extver, shape, plane, path, key)
-    if flat is not None:
-        total = total + np.asarray(flat, np.float64)
-    with np.errstate(invalid="ignore"):
-        return np.sqrt(total).astype(np.float32)
+    def extension(self, name: str) -> np.ndarray | None:
+        """The chip's ``name`` extension as a 2-D array of ``shape``, or None where there is
+        none of that shape."""
+        try:
+            h = self.hdul[(name, self.extver)]
+        except KeyError:
+            return None
+        if image_shape(h) is None:
+            return None
+        path = self.path or Path(self.hdul.filename() or "?")
+        arr = pick_plane(np.asarray(h.data), self.plane, path, name, self.plane_key)
+        return arr if arr.shape == self.shape else None
+
+    def noise_map(self) -> np.ndarray | None:
+        """Per-pixel 1-sigma noise in the science array's units (float32): ERR when present
+        (the pipeline's total sigma), else sqrt(VAR_POISSON + VAR_RNOISE (+ VAR_FLAT when the
+        product has it)); None without them."""
+        err = self.extension("ERR")
+        if err is not None:
+            return np.array(err, dtype=np.float32)
+        variances = [self.extension(n) for n in ("VAR_POISSON", "VAR_RNOISE")]
+        if any(v is None for v in variances):
+            return None
+        total = np.asarray(variances[0], np.float64) + np.asarray(variances[1], np.float64)
+        # VAR_FLAT is the flat-field term of the same budget.
+        flat = self.extension("VAR_FLAT")
+        if flat is not None:
+            total = total + np.asarray(flat, np.float64)
+        with np.errstate(invalid="ignore"):
+            return np.sqrt(total).astype(np.float32)
 
 
 def read_noise_map(path: Path, sci_index: int) -> np.ndarray | None:
-    """The 1-sigma noise map of the 2-D science HDU ``sci_index`` (:func:`noise_map`), or None:
+    """The 1-sigma noise map of the 2-D science HDU ``sci_index`` (:meth:`Chip.noise_map`), or None:
     what ``infer.py report=`` judges a restoration's residual by when there is no truth."""
     from astropy.io import fits
 
@@ -304,6 +302,6 @@ def read_noise_map(path: Path, sci_index: int) -> np.ndarray | None:
         if len(shape) != 2:
             return None
         try:
-            return noise_map(hdul, int(sci.header.get("EXTVER", 1)), shape, None, path)
+            return Chip(hdul, int(sci.header.get("EXTVER", 1)), shape, path=path).noise_map()
         except UserError:  # a noise cube beside a 2-D science array: no usable map
             return None

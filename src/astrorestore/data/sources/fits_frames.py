@@ -24,12 +24,11 @@ import numpy as np
 
 from astrorestore.errors import UserError
 from astrorestore.io.fits_hdus import (
+    Chip,
     NoImageData,
     bad_dq_bits,
-    companion,
     dq_flagged,
     header_value,
-    noise_map,
     open_fits,
     pick_plane,
     raw_dtype,
@@ -59,8 +58,8 @@ class Frame:
 
     ``valid`` is False where the pixel is not finite, is flagged by a bad DQ bit (see
     :func:`astrorestore.io.fits_hdus.bad_dq_bits`) or has no finite positive ``sigma``.
-    ``sigma`` is the per-pixel 1-sigma noise in the same units as ``data`` (ERR, else sqrt of the VAR_*
-    extensions), or None. ``data * to_electrons`` is in detected electrons when the header
+    ``sigma`` is the per-pixel 1-sigma noise in the same units as ``data`` (ERR, else sqrt of
+    the VAR_* extensions), or None. ``data * to_electrons`` is in detected electrons when the header
     allows the conversion (see ``electrons_factor``), else ``to_electrons`` is None.
     ``pixel_scale`` is in arcsec/pixel (None without a celestial WCS).
     """
@@ -215,12 +214,13 @@ def _assemble(path, hdul, index, data, stored, plane, gain, bad_dq_bits_override
     observatory = telescope(headers)
 
     valid = np.isfinite(data)
-    dq = companion(hdul, "DQ", extver, shape, plane, path, PLANE_KEY)
+    chip = Chip(hdul, extver, shape, plane, path, PLANE_KEY)
+    dq = chip.extension("DQ")
     if dq is not None:
         bits = bad_dq_bits(observatory) if bad_dq_bits_override is None else bad_dq_bits_override
         valid &= ~dq_flagged(dq, bits)
 
-    sigma = noise_map(hdul, extver, shape, plane, path, PLANE_KEY)
+    sigma = chip.noise_map()
     if sigma is not None:
         valid &= np.isfinite(sigma) & (sigma > 0)
     if not valid.any():
