@@ -1,5 +1,5 @@
 """Super-resolution pairing: a clean image (grey or colour) is blurred by a Gaussian PSF,
-area-averaged by ``scale`` (each low-resolution pixel is the mean of its footprint, as a
+area-averaged by the ``upscale_factor`` (each low-resolution pixel is the mean of its footprint, as a
 detector integrates flux) and corrupted by the noise model. :meth:`degrade` is public: the
 consistency check of a super-resolved frame re-degrades it the same way.
 """
@@ -24,7 +24,8 @@ class SuperResolutionPairing(Pairing):
     """Clean (C, H, W) -> (noisy (C, H/s, W/s) input, clean target/truth); grey or colour.
 
     Args:
-        scale: 2 or 4.
+        scale: the super-resolution factor, 2 or 4 (the config key ``data.pairing.scale``;
+            kept as :attr:`upscale_factor`).
         psf_sigma: Gaussian PSF standard deviation in high-resolution pixels (0 = none).
         noise: noise model applied to the low-resolution frame (None = noiseless).
         channels: the model's image channels, when the model fixes them (refuses other data).
