@@ -148,7 +148,7 @@ def select_image_hdu(
 
     images = [(i, s) for i, s in ((i, image_shape(h)) for i, h in enumerate(hdul)) if s]
     if not images:
-        raise NoImageData(f"{path} has no image data (no image HDU); pass a FITS image")
+        raise NoImageData(f"{path} has no image HDU (no image data in any HDU)")
 
     def usable(i: int, shape: tuple[int, ...]) -> bool:
         plane = len(shape) >= 2 and all(n == 1 for n in shape[:-2])
