@@ -11,7 +11,7 @@ NaN DO_NOT_USE pixels, tiling), then, in electrons:
   signal-to-noise: median restored/truth and noisy/truth (a restoration that adds light to
   faint sources, or takes it away, shows here first);
 - empty-sky noise ratio ``std(restored - truth) / std(noisy - truth)`` over the truth's empty
-  sky (``evaluation.quality.empty_sky_mask``: at least 2 FWHM from any source light);
+  sky (``metrics.image_quality.empty_sky_mask``: at least 2 FWHM from any source light);
 - PSNR in electrons, data range = the truth's 0.5-99.5 percentile range.
 
 Hot and DO_NOT_USE pixels (DQ) are masked in every measurement.
@@ -46,7 +46,8 @@ from astrorestore.data.sources.demo_frames import (
     ensure_demo_frames,
 )
 from astrorestore.evaluation import photometry as phot
-from astrorestore.evaluation import psf, quality
+from astrorestore.evaluation import psf
+from astrorestore.metrics import image_quality as quality
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"

@@ -44,9 +44,10 @@ import lightning as L
 import numpy as np
 import torch
 
+from astrorestore.colour import to_unit
 from astrorestore.data.corruption.noise import GaussianNoise
 from astrorestore.data.datamodules.photos import HubbleDataModule
-from astrorestore.data.normalization.photo import PhotoNormalizer, to_unit
+from astrorestore.data.normalization.photo import PhotoNormalizer
 from astrorestore.data.pairings.colorization import ColorizationPairing
 from astrorestore.data.pairings.super_resolution import SuperResolutionPairing
 from astrorestore.data.sources.hubble import held_out_start, hubble_image
@@ -55,6 +56,8 @@ from astrorestore.inference.restore import restore_image
 from astrorestore.inference.restorer import Restorer
 from astrorestore.losses.pixel import RestorationLoss
 from astrorestore.metrics.colour import colourfulness, delta_e76
+from astrorestore.metrics.image_quality import photo_ssim as ssim_rgb
+from astrorestore.metrics.image_quality import photo_ssim_per_image as ssim_per_image
 from astrorestore.metrics.lpips_metric import build_lpips
 from astrorestore.modules.adversarial import AdversarialModule
 from astrorestore.modules.diffusion import DiffusionModule
@@ -70,22 +73,6 @@ SR3_SAMPLE_STEPS = 25
 DDIM_CHOICES = (1, 2, 5, 10, 25, 50)
 CURVE_STEPS = (1, 2, 5, 10, 25, 50, 250)
 RESIDUAL_SCALE = 0.07  # configs/model/sr3.yaml: the residual's std on these crops
-
-
-def ssim_per_image(a: torch.Tensor, b: torch.Tensor) -> list[float]:
-    """SSIM of each pair of [0, 1] images (B, C, H, W), data range 1."""
-    from skimage.metrics import structural_similarity
-
-    a_np, b_np = a.clamp(0, 1).double().numpy(), b.clamp(0, 1).double().numpy()
-    return [
-        float(structural_similarity(x, y, data_range=1.0, channel_axis=0))
-        for x, y in zip(a_np, b_np, strict=True)
-    ]
-
-
-def ssim_rgb(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean SSIM of [0, 1] images (B, C, H, W), data range 1."""
-    return float(np.mean(ssim_per_image(a, b)))
 
 
 ACCELERATOR = "cpu"  # --device cuda trains on one GPU; scoring and sampling stay on the CPU

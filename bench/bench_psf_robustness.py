@@ -89,11 +89,6 @@ CELLS = [
 
 
 # ---------------------------------------------------------------------------- measures
-def psnr(image: np.ndarray, truth: np.ndarray, data_range: float) -> float:
-    mse = float(np.mean((image.astype(np.float64) - truth) ** 2))
-    return 10.0 * np.log10(data_range**2 / mse)
-
-
 def bright_stars(truth: np.ndarray, catalog: dict, fwhm: float) -> list[tuple[int, int, float]]:
     """Isolated bright stars away from the edges: (row, col, x, y) of their true peak pixel."""
     h, w = truth.shape
@@ -305,6 +300,7 @@ def score_cell(cell: dict, index: int, methods: dict, size: int, n_fields: int) 
     from astrorestore.data.corruption.noise import PoissonGaussianNoise
     from astrorestore.data.normalization.asinh import AsinhNormalizer
     from astrorestore.data.simulation.scene import render_field
+    from astrorestore.metrics.image_quality import psnr
     from astrorestore.postprocess import build_postprocess
 
     psf = {k: v for k, v in cell.items() if k != "name"}

@@ -50,6 +50,7 @@ from astrorestore.data.pairings.base import Noise2NoisePairing, SupervisedPairin
 from astrorestore.data.pairings.blind_spot import BlindSpotPairing
 from astrorestore.data.simulation.scene import render_field
 from astrorestore.losses.pixel import RestorationLoss
+from astrorestore.metrics.image_quality import psnr
 from astrorestore.nets.bounded import BoundedResidualUNet
 from astrorestore.nets.n2v_unet import N2VUNet
 from astrorestore.nets.res_unet import ResidualUNet
@@ -273,11 +274,6 @@ def classical_methods() -> dict:
     except ImportError:
         print("bm3d not installed: no BM3D-VST row (pip install bm3d)")
     return methods
-
-
-def psnr(pred: np.ndarray, truth: np.ndarray, data_range: float) -> float:
-    mse = float(np.mean((pred.astype(np.float64) - truth) ** 2))
-    return 10.0 * np.log10(data_range**2 / mse)
 
 
 def asinh_psnr(pred: np.ndarray, truth: np.ndarray, noisy: np.ndarray) -> float:

@@ -77,11 +77,11 @@ def main() -> None:
         aug = Augment(rotation_degrees=10.0, translate_px=4, brightness_range=(0.9, 1.1))
         mask = clean > 50
         rows.setdefault("augment (all on)", []).append(
-            _batch_ms(aug, clean, mask, generator=generator, device=device)
+            _batch_ms(aug, clean, mask, rng=generator, device=device)
         )
         flips = Augment()
         rows.setdefault("augment (flips+rot90)", []).append(
-            _batch_ms(flips, clean, generator=generator, device=device)
+            _batch_ms(flips, clean, rng=generator, device=device)
         )
     for name, values in rows.items():
         print(f"{name:<26}" + "".join(f"{v:11.1f}" for v in values))

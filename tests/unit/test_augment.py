@@ -22,7 +22,7 @@ def _gen(seed: int = 0) -> torch.Generator:
 
 def test_flips_and_quarter_turns_preserve_every_pixel_value() -> None:
     x = _fields()
-    (y,) = Augment(flips=True, rot90=True)(x, generator=_gen())
+    (y,) = Augment(flips=True, rot90=True)(x, rng=_gen())
     assert y.shape == x.shape and y.dtype == torch.float32
     # A permutation of the pixels: the same sorted values per image, so the same sum (up to the
     # order of the float additions).
@@ -39,7 +39,7 @@ def test_flips_and_quarter_turns_preserve_every_pixel_value() -> None:
 
 def test_non_square_batches_keep_their_shape() -> None:
     x = torch.rand(8, 2, 16, 24)
-    (y,) = Augment(rot90=True)(x, generator=_gen())
+    (y,) = Augment(rot90=True)(x, rng=_gen())
     assert y.shape == x.shape
     assert torch.allclose(y.sum(dim=(1, 2, 3)), x.sum(dim=(1, 2, 3)))
 
@@ -82,16 +82,16 @@ def test_same_seed_same_output_and_mask_follows_image() -> None:
     x = _fields(batch=8)
     mask = x > 100.0
     aug = Augment(rotation_degrees=10.0, translate_px=3, brightness_range=(0.9, 1.1))
-    a = aug(x, mask, generator=_gen(7))
-    b = aug(x, mask, generator=_gen(7))
-    c = aug(x, mask, generator=_gen(8))
+    a = aug(x, mask, rng=_gen(7))
+    b = aug(x, mask, rng=_gen(7))
+    c = aug(x, mask, rng=_gen(8))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not torch.equal(a[0], c[0])
     image, moved_mask = a
     assert moved_mask.dtype == torch.bool
     # The mask went through the same geometry (no brightness): compare with a geometry-only run.
     geometry_only = Augment(rotation_degrees=10.0, translate_px=3)
-    (same,) = geometry_only(mask.float(), generator=_gen(7))
+    (same,) = geometry_only(mask.float(), rng=_gen(7))
     agree = (moved_mask == (same > 0.5)).float().mean()
     assert agree > 0.995
 
@@ -99,7 +99,7 @@ def test_same_seed_same_output_and_mask_follows_image() -> None:
 def test_brightness_is_a_mild_per_image_scale() -> None:
     x = _fields(batch=16)
     aug = Augment(flips=False, rot90=False, brightness_range=(0.9, 1.1))
-    (y,) = aug(x, generator=_gen())
+    (y,) = aug(x, rng=_gen())
     gain = (y / x).flatten(1)
     assert torch.allclose(gain, gain[:, :1].expand_as(gain), rtol=1e-6)
     assert gain.min() >= 0.9 and gain.max() <= 1.1 and gain[:, 0].std() > 0.02
@@ -142,6 +142,6 @@ def test_bad_options_raise_one_line_user_error(kwargs: dict, match: str) -> None
 def test_runs_on_the_batch_device() -> None:
     x = _fields(batch=4).cuda()
     aug = Augment(rotation_degrees=10.0, translate_px=3, brightness_range=(0.9, 1.1))
-    a = aug(x, generator=torch.Generator(device="cuda").manual_seed(0))[0]
-    b = aug(x, generator=torch.Generator(device="cuda").manual_seed(0))[0]
+    a = aug(x, rng=torch.Generator(device="cuda").manual_seed(0))[0]
+    b = aug(x, rng=torch.Generator(device="cuda").manual_seed(0))[0]
     assert a.device == x.device and torch.equal(a, b)

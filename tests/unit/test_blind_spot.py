@@ -40,26 +40,26 @@ def test_stratified_positions_cover_the_grid_one_per_cell():
 
 
 def test_a_patch_smaller_than_a_cell_still_gets_one_position():
-    _, mask = mask_frames(torch.rand(4, 1, 8, 8), masked_fraction=0.002, generator=_gen())
+    _, mask = mask_frames(torch.rand(4, 1, 8, 8), masked_fraction=0.002, rng=_gen())
     assert mask.flatten(1).sum(1).tolist() == [1, 1, 1, 1]
 
 
 def test_masked_fraction_is_what_was_asked():
-    _, mask = mask_frames(torch.rand(2, 1, 256, 256), masked_fraction=0.01, generator=_gen())
+    _, mask = mask_frames(torch.rand(2, 1, 256, 256), masked_fraction=0.01, rng=_gen())
     assert mask.float().mean().item() == pytest.approx(0.01, rel=0.05)
 
 
 def test_loss_mask_comes_from_coordinates_even_where_values_tie():
     # A saturated (constant) frame: every replacement equals the original value.
     saturated = torch.full((2, 1, 64, 64), 65535.0)
-    masked, mask = mask_frames(saturated, masked_fraction=0.01, generator=_gen())
+    masked, mask = mask_frames(saturated, masked_fraction=0.01, rng=_gen())
     assert torch.equal(masked, saturated)
     assert mask.sum().item() == 2 * 7 * 7  # 10-px cells: seven per side of 64 px
 
 
 def test_uniform_replacement_is_a_visible_neighbour_never_the_pixel_itself():
     frames = _ramp()
-    masked, mask = mask_frames(frames, masked_fraction=0.05, window=5, generator=_gen())
+    masked, mask = mask_frames(frames, masked_fraction=0.05, window=5, rng=_gen())
     changed = masked != frames
     assert torch.equal(changed, mask)  # ramp values are unique: only hidden pixels change
     for b, _, yy, xx in mask.nonzero().tolist():
@@ -73,7 +73,7 @@ def test_median_replacement_is_the_median_of_the_visible_window():
     torch.manual_seed(0)
     frames = torch.rand(1, 1, 32, 32) * 100
     masked, mask = mask_frames(
-        frames, masked_fraction=0.01, strategy="median", window=3, generator=_gen()
+        frames, masked_fraction=0.01, strategy="median", window=3, rng=_gen()
     )
     for _, _, yy, xx in mask.nonzero().tolist():
         if 0 < yy < 31 and 0 < xx < 31:
@@ -91,7 +91,7 @@ def test_structn2v_hides_a_line_and_fills_it_from_other_rows():
         struct_axis="row",
         struct_span=5,
         window=5,
-        generator=_gen(),
+        rng=_gen(),
     )
     for b, _, yy, xx in mask.nonzero().tolist():
         for dx in range(-2, 3):
@@ -121,9 +121,9 @@ def test_square_hole_is_hidden_and_filled_from_outside_it():
 
 def test_masks_follow_the_generator():
     frames = torch.rand(2, 1, 64, 64)
-    first = mask_frames(frames, 0.01, generator=_gen(1))
-    again = mask_frames(frames, 0.01, generator=_gen(1))
-    other = mask_frames(frames, 0.01, generator=_gen(2))
+    first = mask_frames(frames, 0.01, rng=_gen(1))
+    again = mask_frames(frames, 0.01, rng=_gen(1))
+    other = mask_frames(frames, 0.01, rng=_gen(2))
     assert torch.equal(first[1], again[1]) and torch.equal(first[0], again[0])
     assert not torch.equal(first[1], other[1])
 
@@ -151,7 +151,7 @@ def test_pairing_uses_real_frames_as_they_are_and_honours_bad_pixels():
 def test_nan_pixels_are_never_used_as_replacements():
     noisy = torch.rand(1, 1, 32, 32)
     noisy[0, 0, ::2] = float("nan")  # every other row unusable
-    masked, mask = mask_frames(noisy, 0.05, generator=_gen())
+    masked, mask = mask_frames(noisy, 0.05, rng=_gen())
     odd_rows = mask[0, 0, 1::2]
     assert torch.isfinite(masked[0, 0, 1::2][odd_rows]).all()
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from astrorestore.data.pairings.colour_spaces import luminance
+from astrorestore.colour import luminance
 from astrorestore.data.pairings.super_resolution import SuperResolutionPairing
 from astrorestore.errors import UserError
 from astrorestore.metrics.consistency import consistency_error, consistency_residual

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
+from astrorestore.colour import chroma, compose_rgb, luminance
 from astrorestore.data.corruption.noise import GaussianNoise
 from astrorestore.data.datamodules.photos import Galaxy10DataModule, HubbleDataModule
 from astrorestore.data.normalization.photo import PhotoNormalizer
 from astrorestore.data.pairings.base import SupervisedPairing
 from astrorestore.data.pairings.colorization import ColorizationPairing
-from astrorestore.data.pairings.colour_spaces import chroma, compose_rgb, luminance
 from astrorestore.data.pairings.super_resolution import SuperResolutionPairing
 from astrorestore.errors import UserError
 from astrorestore.filters import gaussian_blur
@@ -55,7 +55,7 @@ def test_super_resolution_shapes_grey_and_colour(scale, channels):
     clean = torch.rand(2, channels, 32, 32)
     pairing = SuperResolutionPairing(scale, psf_sigma=1.0)
     out = pairing({"clean": clean})
-    assert pairing.scale == scale
+    assert pairing.upscale_factor == scale
     assert out["input"].shape == (2, channels, 32 // scale, 32 // scale)
     assert torch.equal(out["target"], clean)
 

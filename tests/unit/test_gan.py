@@ -4,13 +4,13 @@ import lightning as L
 import pytest
 import torch
 
+from astrorestore.colour import from_unit, luminance, to_unit
 from astrorestore.data.datamodules.photos import HubbleDataModule
-from astrorestore.data.normalization.photo import PhotoNormalizer, from_unit, to_unit
+from astrorestore.data.normalization.photo import PhotoNormalizer
 from astrorestore.data.pairings.colorization import ColorizationPairing
-from astrorestore.data.pairings.colour_spaces import luminance
 from astrorestore.errors import UserError
 from astrorestore.losses.pixel import RestorationLoss
-from astrorestore.metrics.colour import colourfulness, delta_e76
+from astrorestore.metrics.colour import colour_measures, colourfulness, delta_e76
 from astrorestore.modules.adversarial import AdversarialModule, discriminator_loss
 from astrorestore.nets.patch_discriminator import PatchDiscriminator
 from astrorestore.nets.unet_generator import ColorizationGenerator, UNetGenerator, fitted_depth
@@ -71,6 +71,9 @@ def test_colour_metrics():
     grey = rgb.mean(1, keepdim=True).expand(-1, 3, -1, -1)
     assert delta_e76(rgb, rgb).max() < 1e-3 and delta_e76(grey, rgb).min() > 1.0
     assert colourfulness(grey).max() < 1e-3 < colourfulness(rgb).min()
+    measures = colour_measures(grey, rgb)  # what the module logs: batch means by name
+    assert measures["delta_e"] == delta_e76(grey, rgb).mean()
+    assert measures["colourfulness"] < 1e-3
 
 
 def _module(adversarial_weight=1.0, **extra):

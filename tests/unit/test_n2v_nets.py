@@ -125,11 +125,11 @@ def test_clamped_output_at_a_hidden_pixel_ignores_its_true_value():
         N2VUNet(base_channels=4, depth=1, output="clamped", bound_sigmas=5.0, noise=AsinhNoise())
     )
     noisy = torch.randn(1, 1, 32, 32)
-    masked, loss_mask = mask_frames(noisy, 0.01, generator=torch.Generator().manual_seed(1))
+    masked, loss_mask = mask_frames(noisy, 0.01, rng=torch.Generator().manual_seed(1))
     # Another noise draw at the hidden pixels only: the same mask gives the same training input,
     # so the prediction the loss compares with the target cannot have seen the target.
     other = torch.where(loss_mask, noisy + 100.0, noisy)
-    masked_other, _ = mask_frames(other, 0.01, generator=torch.Generator().manual_seed(1))
+    masked_other, _ = mask_frames(other, 0.01, rng=torch.Generator().manual_seed(1))
     assert torch.equal(masked, masked_other)
     assert torch.equal(net(masked)[loss_mask], net(masked_other)[loss_mask])
     # At inference the real pixel is there, and a huge value pulls the output with it.

@@ -1,6 +1,6 @@
 import torch
 
-from astrorestore.metrics.no_truth import bright_flux_ratio, sky_noise_ratio
+from astrorestore.metrics.no_truth import bright_flux_ratio, no_truth_measures, sky_noise_ratio
 
 
 def _frame(seed=0):
@@ -26,3 +26,11 @@ def test_bright_flux_ratio_detects_moved_light():
     dimmer = sky + 0.8 * star
     assert abs(bright_flux_ratio(before, dimmer).item() - 0.8) < 0.02
     assert torch.isnan(bright_flux_ratio(sky, sky))  # no bright source: nothing to say
+
+
+def test_no_truth_measures_leave_out_what_a_batch_cannot_tell():
+    sky, star = _frame()
+    both = no_truth_measures(sky + star, sky + 0.8 * star)
+    assert set(both) == {"sky_noise_ratio", "bright_flux_ratio"}
+    assert abs(both["bright_flux_ratio"].item() - 0.8) < 0.02
+    assert set(no_truth_measures(sky, sky)) == {"sky_noise_ratio"}  # no bright source

@@ -56,3 +56,23 @@ def test_pairings_refuse_data_they_cannot_use():
     Noise2NoisePairing().check_data(1, frozenset({"noisy", "noisy2"}), "jwst")
     with pytest.raises(UserError, match="needs a noise model"):
         SupervisedPairing()({"clean": _clean()})
+
+
+def test_the_protocol_is_declared_on_the_base_and_overridden_where_it_differs():
+    from astrorestore.data.pairings.blind_spot import BlindSpotPairing
+    from astrorestore.data.pairings.colorization import ColorizationPairing
+    from astrorestore.data.pairings.super_resolution import SuperResolutionPairing
+
+    plain = SupervisedPairing(GaussianNoise(sigma=1.0))
+    # Defaults every caller may rely on without getattr/hasattr.
+    assert plain.upscale_factor == 1 and plain.structured_axis is None
+    assert not plain.for_photographs and not plain.makes_loss_mask
+    assert plain.check_patch(8) is None and plain.check_net(object()) is None
+    assert SuperResolutionPairing(4).upscale_factor == 4
+    assert SuperResolutionPairing(2).for_photographs and ColorizationPairing().for_photographs
+    struct = BlindSpotPairing(struct_axis="row", struct_span=3)
+    assert struct.structured_axis == "row" and struct.makes_loss_mask
+    with pytest.raises(UserError, match="struct_span=3"):
+        struct.check_patch(3)
+    # The old attribute name, read by code outside data/ until the checkpoint work lands.
+    assert SuperResolutionPairing(4).scale == 4

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
+from astrorestore.colour import rgb_to_ycbcr
 from astrorestore.errors import UserError
 from astrorestore.inference.restore import restore_image
 from astrorestore.inference.restorer import NetForward, Restorer
-from astrorestore.io.color import rgb_to_ycbcr
 
 
 class NanNormalizer:

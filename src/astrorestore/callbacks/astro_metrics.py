@@ -4,16 +4,13 @@ The module keeps a few validation images (the panel, in the normalised space, wi
 ``offset``/``scale``); this callback brings them back to physical units and logs
 ``val/astro/f1`` (detections vs the truth's), ``val/astro/flux_bias`` (median relative aperture
 flux error) and ``val/astro/peak_ratio`` (bright-star peaks, restored over truth) from
-:func:`astrorestore.evaluation.cheap_metrics`. They can select checkpoints or sweeps, e.g.
+:func:`astrorestore.evaluation.panel.panel_astro_metrics`. They can select checkpoints or sweeps, e.g.
 ``monitor.metric=val/astro/f1``. Nothing is logged where there is no truth.
 """
 
 from __future__ import annotations
 
-import warnings
-
 import lightning as L
-import numpy as np
 import torch
 
 
@@ -23,7 +20,8 @@ class AstroMetrics(L.Callback):
         self.threshold = float(threshold)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from astrorestore.evaluation import cheap_metrics
+        # Imported here: photutils is slow to import and most runs never reach this callback.
+        from astrorestore.evaluation.panel import panel_astro_metrics
 
         panel = getattr(pl_module, "panel", None)
         if not panel or panel.get("truth") is None or trainer.sanity_checking:
@@ -36,17 +34,6 @@ class AstroMetrics(L.Callback):
         physical = [
             normalizer.inverse(x, offset, scale).numpy() for x in (restored, truth, observed)
         ]
-        values: dict[str, list[float]] = {"f1": [], "flux_bias": [], "peak_ratio": []}
-        for out, true, noisy in zip(*physical, strict=True):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # no sources in a patch is a normal case here
-                measures = cheap_metrics(
-                    out[0], true[0], noisy[0], fwhm=self.fwhm, threshold=self.threshold
-                )
-            for key in values:
-                value = measures.get(key)
-                if value is not None and np.isfinite(value):
-                    values[key].append(float(value))
-        for key, found in values.items():
-            if found:
-                pl_module.log(f"val/astro/{key}", torch.tensor(float(np.median(found))))
+        measures = panel_astro_metrics(*physical, fwhm=self.fwhm, threshold=self.threshold)
+        for key, value in measures.items():
+            pl_module.log(f"val/astro/{key}", torch.tensor(value))

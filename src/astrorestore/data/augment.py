@@ -127,20 +127,20 @@ class Augment:
                 "and correlates their noise: set data.augment.rotation_degrees=0 for this method"
             )
 
-    def sample(self, batch: Tensor, generator: torch.Generator | None = None) -> AugmentParams:
+    def sample(self, batch: Tensor, rng: torch.Generator | None = None) -> AugmentParams:
         """Draw the per-image parameters for ``batch`` (its size, shape and device)."""
         b, device = batch.shape[0], batch.device
 
         def uniform(*shape: int) -> Tensor:
-            return torch.rand((b, *shape), generator=generator, device=device)
+            return torch.rand((b, *shape), generator=rng, device=device)
 
         # Every draw happens whatever the switches, so turning one transform off does not change
         # the others' random stream (same seed -> same flips with or without rotations).
         flip = uniform(2) < 0.5
-        turns = torch.randint(0, 4, (b,), generator=generator, device=device)
+        turns = torch.randint(0, 4, (b,), generator=rng, device=device)
         angle = (2.0 * uniform() - 1.0) * self.rotation_degrees
         t = self.translate_px
-        shift = torch.randint(-t, t + 1, (b, 2), generator=generator, device=device)
+        shift = torch.randint(-t, t + 1, (b, 2), generator=rng, device=device)
         lo, hi = self.brightness_range or (1.0, 1.0)
         gain = lo + (hi - lo) * uniform()
         if batch.shape[-1] != batch.shape[-2]:
@@ -190,13 +190,11 @@ class Augment:
             out = out * params.gain[:, None, None, None].to(out)
         return out
 
-    def __call__(
-        self, *tensors: Tensor, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, ...]:
+    def __call__(self, *tensors: Tensor, rng: torch.Generator | None = None) -> tuple[Tensor, ...]:
         """One draw applied to every tensor (same geometry; brightness on the float ones)."""
         if not tensors:
             raise UserError("augment needs at least one (B, C, H, W) tensor")
-        params = self.sample(tensors[0], generator)
+        params = self.sample(tensors[0], rng)
         return tuple(self.apply(t, params) for t in tensors)
 
     def __repr__(self) -> str:

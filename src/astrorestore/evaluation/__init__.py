@@ -1,5 +1,8 @@
 """Astronomy evaluation: detection, photometry, star fidelity, residuals, reports and baselines.
 
+Procedures that use the metrics of :mod:`astrorestore.metrics` (PSNR/SSIM and the rest are
+defined there, not here).
+
 Pure numpy/astropy/photutils/scipy (no Lightning), so training callbacks, ``infer.py`` and the
 benchmark harness all score restorations the same way.
 """
@@ -23,7 +26,6 @@ from astrorestore.evaluation.photometry import (
     magnitudes,
 )
 from astrorestore.evaluation.psf import centroid_offsets, fit_star, peak_ratio
-from astrorestore.evaluation.quality import data_range, quality_metrics
 from astrorestore.evaluation.report import cheap_metrics, evaluate_image
 from astrorestore.evaluation.residual import radial_power_spectrum, residual_analysis
 from astrorestore.evaluation.writer import write_report
@@ -35,7 +37,6 @@ __all__ = [
     "centroid_offsets",
     "cheap_metrics",
     "completeness_curve",
-    "data_range",
     "depth_at_purity",
     "detect_sources",
     "detections_at_spurious_budget",
@@ -48,7 +49,6 @@ __all__ = [
     "match_catalogs",
     "peak_ratio",
     "precision_recall",
-    "quality_metrics",
     "radial_power_spectrum",
     "residual_analysis",
     "score_detections",

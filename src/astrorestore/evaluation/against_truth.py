@@ -16,7 +16,7 @@ import numpy as np
 from astrorestore.evaluation import detection as det
 from astrorestore.evaluation import photometry as phot
 from astrorestore.evaluation import psf
-from astrorestore.evaluation.quality import quality_metrics
+from astrorestore.metrics.image_quality import quality_metrics
 
 # Reference sources from a truth image are those above this many noisy-frame sigmas: low enough
 # that a restoration reaching fainter than the noisy frame is credited, not called spurious.

@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from astrorestore.colour import rgb_to_ycbcr, ycbcr_to_rgb
 from astrorestore.errors import UserError
 from astrorestore.inference.restorer import Restorer
 from astrorestore.inference.tiling import check_overlap, predict_tiled
-from astrorestore.io.color import rgb_to_ycbcr, ycbcr_to_rgb
 
 
 def largest_valid_tile(height: int, width: int, multiple: int, requested: int) -> int:

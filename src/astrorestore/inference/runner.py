@@ -11,7 +11,6 @@ import numpy as np
 import torch
 
 import astrorestore
-from astrorestore.data.sources.fits_frames import read_noise_map
 from astrorestore.errors import UserError
 from astrorestore.inference.acceleration import accelerate, check_precision
 from astrorestore.inference.restore import check_image, fit_overlap, fit_tile, restore_image
@@ -29,6 +28,7 @@ from astrorestore.inference.scoring import (
 )
 from astrorestore.inference.self_ensemble import check_self_ensemble, self_ensemble
 from astrorestore.inference.tiling import check_overlap
+from astrorestore.io.fits_hdus import read_noise_map
 from astrorestore.io.formats import PHOTOGRAPH_FORMATS, LoadedImage
 from astrorestore.io.images import check_output, read_image, write_image
 from astrorestore.io.paths import resolve_io

@@ -18,6 +18,19 @@ from typing import Any
 import numpy as np
 
 from astrorestore.errors import UserError
+from astrorestore.io.fits_hdus import (
+    RGB_KEYWORD,
+    bad_dq_bits,
+    cube_message,
+    dq_flagged,
+    image_shape,
+    is_rgb_cube,
+    open_fits,
+    raw_dtype,
+    select_image_hdu,
+    squeeze_leading,
+    telescope,
+)
 from astrorestore.io.formats import LoadedImage, as_image_array
 
 _STALE_FITS_CARDS = ("CHECKSUM", "DATASUM", "BLANK", "BSCALE", "BZERO")
@@ -26,133 +39,33 @@ INPUT_NOISE_EXTENSIONS = ("ERR", "VAR_POISSON", "VAR_RNOISE", "VAR_FLAT")
 INPUT_SUFFIX = "_IN"
 
 
-def _squeeze_leading(arr: np.ndarray) -> np.ndarray:
-    # numpy's leading axes are FITS's trailing ones (NAXIS3, ...); size-1 ones are harmless.
-    while arr.ndim > 2 and arr.shape[0] == 1:
-        arr = arr[0]
-    return arr
-
-
-def _fits_image_shape(h: Any) -> tuple[int, ...] | None:
-    """On-disk image shape (numpy order) of an HDU, or None if it carries no image data."""
-    from astropy.io import fits
-
-    if not isinstance(h, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
-        return None
-    naxis = h.header.get("NAXIS", 0)
-    if not naxis:
-        return None
-    shape = h.shape
-    if not shape or 0 in shape:
-        return None
-    return tuple(shape)
-
-
 def read_fits(path: Path, hdu: int | str | None) -> LoadedImage:
+    """The science image of a FITS file (:func:`~astrorestore.io.fits_hdus.select_image_hdu`)
+    in physical units, float32; a marked RGB cube comes back as (H, W, 3)."""
     from astropy.io import fits
 
-    if isinstance(hdu, str) and hdu.strip().lstrip("-").isdigit():
-        hdu = int(hdu)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with fits.open(path, mode="readonly") as hdul:
-            hdul.readall()
-            # astropy only warns about a short file; a truncated trailing extension would
-            # otherwise surface when the output is written, after a long restoration.
-            for w in caught:
-                if "truncated" in str(w.message):
-                    raise OSError(
-                        str(w.message).split(":")[0] + " (file is shorter than its headers say)"
-                    )
-            index = _select_hdu(hdul, hdu, path)
-            sci = hdul[index]
-            # Read BITPIX before touching .data: astropy rewrites it when it applies BZERO.
-            raw_dtype = _fits_raw_dtype(sci)
-            disk_shape = tuple(sci.data.shape)
-            unit = str(sci.header.get("BUNIT", "")).strip() or None
-            compressed = isinstance(sci, fits.CompImageHDU)
-            data = _squeeze_leading(np.asarray(sci.data))
-            if data.ndim == 3 and data.shape[0] == 3 and _is_rgb_cube(sci.header):
-                # A colour image astrorestore wrote (a colorizer's output): planes R, G, B.
-                data = np.moveaxis(data, 0, -1)
-            if data.ndim != 2 and not (data.ndim == 3 and data.shape[2] == 3):
-                raise UserError(_cube_message(path, index, disk_shape))
-            arr = as_image_array(data, path, "FITS image")
+    with open_fits(path) as hdul:
+        index = select_image_hdu(hdul, hdu, path)
+        sci = hdul[index]
+        source_dtype = raw_dtype(sci.header)  # before .data: astropy rewrites BITPIX
+        disk_shape = tuple(sci.data.shape)
+        unit = str(sci.header.get("BUNIT", "")).strip() or None
+        compressed = isinstance(sci, fits.CompImageHDU)
+        data = squeeze_leading(np.asarray(sci.data))
+        if data.ndim == 3 and data.shape[0] == 3 and is_rgb_cube(sci.header):
+            # A colour image astrorestore wrote (a colorizer's output): planes R, G, B.
+            data = np.moveaxis(data, 0, -1)
+        if data.ndim != 2 and not (data.ndim == 3 and data.shape[2] == 3):
+            raise UserError(cube_message(path, index, disk_shape))
+        arr = as_image_array(data, path, "FITS image")
     return LoadedImage(
         path=path,
         format="fits",
         data=arr,
         hdu_index=index,
-        source_dtype=raw_dtype,
+        source_dtype=source_dtype,
         extra={"disk_shape": disk_shape, "unit": unit, "compressed": compressed},
     )
-
-
-# The keyword that marks a (3, H, W) cube as one colour image (planes R, G, B), so that a
-# colour output can be read back (e.g. colorized, then super-resolved by a second infer.py).
-RGB_KEYWORD = "ARCOLOR"
-
-
-def _is_rgb_cube(header: Any) -> bool:
-    return str(header.get(RGB_KEYWORD, "")).strip().upper() == "RGB"
-
-
-def _fits_raw_dtype(h: Any) -> np.dtype:
-    bitpix = h.header.get("ZBITPIX", h.header.get("BITPIX", -32))
-    kinds = {8: np.uint8, 16: np.int16, 32: np.int32, 64: np.int64, -32: np.float32}
-    return np.dtype(kinds.get(bitpix, np.float64))
-
-
-def _cube_message(path: Path, index: int, shape: tuple[int, ...]) -> str:
-    return (
-        f"{path} HDU {index} is a {len(shape)}-D cube of shape {shape}; astrorestore restores 2-D "
-        "images — pass hdu=<index> of a 2-D extension or split the cube into planes"
-    )
-
-
-def _select_hdu(hdul: Any, hdu: int | str | None, path: Path) -> int:
-    if hdu is not None:
-        try:
-            index = hdul.index_of(hdu)
-        except (KeyError, IndexError):
-            names = [f"{i}:{h.name}" for i, h in enumerate(hdul)]
-            raise UserError(
-                f"{path} has no HDU {hdu!r}; available HDUs: {', '.join(names)} — pass one of them "
-                "as hdu=<index or name>"
-            ) from None
-        if not isinstance(index, int) or index >= len(hdul) or index < -len(hdul):
-            raise UserError(f"{path} has no HDU {hdu!r}; it has {len(hdul)} HDUs (0-based)")
-        index = index % len(hdul)
-        if _fits_image_shape(hdul[index]) is None:
-            raise UserError(
-                f"{path} HDU {hdu!r} holds no image data; pass hdu=<index> of an image extension"
-            )
-        return index
-
-    candidates = [(i, _fits_image_shape(h)) for i, h in enumerate(hdul)]
-    images = [(i, s) for i, s in candidates if s is not None]
-    if not images:
-        raise UserError(
-            f"{path} contains no image data in any HDU; pass a FITS file with a 2-D image"
-        )
-
-    def is_2d(shape: tuple[int, ...]) -> bool:
-        return len([n for n in shape[:-2] if n != 1]) == 0 and len(shape) >= 2
-
-    def is_image(i: int, shape: tuple[int, ...]) -> bool:  # a plane, or a marked RGB cube
-        rgb = len(shape) == 3 and shape[0] == 3 and _is_rgb_cube(hdul[i].header)
-        return is_2d(shape) or rgb
-
-    for i, s in images:
-        if hdul[i].name.upper() == "SCI" and is_image(i, s):
-            return i
-    for i, s in images:
-        if is_image(i, s):
-            return i
-    first, shape = images[0]
-    if len(shape) < 2:
-        raise UserError(f"{path} HDU {first} holds 1-D data of shape {shape}; pass a 2-D image")
-    raise UserError(_cube_message(path, first, shape))
 
 
 def rescale_wcs(header: Any, scale: int) -> None:
@@ -285,28 +198,15 @@ def _keep_input_noise(hdul: Any, sci_index: int, extver: int) -> list[str]:
 
 def _dq_flagged(hdul: Any, sci_index: int, extver: int, shape: tuple[int, ...]) -> Any:
     """Pixels of the restored chip that its DQ array marks unusable, or None (no DQ of
-    that shape). The bits are the telescope's, as in training (``data.fits_frames``)."""
-    from astrorestore.data.sources.fits_frames import HST_BAD_DQ, JWST_BAD_DQ, OTHER_BAD_DQ
-
+    that shape). The bits are the telescope's, as in training (``io.fits_hdus.bad_dq_bits``)."""
     dq = None
     for i, h in enumerate(hdul):
         if i != sci_index and h.name.upper() == "DQ" and int(h.header.get("EXTVER", 1)) == extver:
             dq = h
             break
-    if dq is None or _fits_image_shape(dq) is None:
+    if dq is None or image_shape(dq) is None:
         return None
-    flags = _squeeze_leading(np.asarray(dq.data))
-    squeezed = tuple(shape)
-    while len(squeezed) > 2 and squeezed[0] == 1:
-        squeezed = squeezed[1:]
-    if flags.shape != squeezed:  # a scaled or colour output has no pixel-matched DQ
-        return None
-    if flags.dtype.kind not in "iu":
-        flags = flags.astype(np.int64)
-    telescope = ""
-    for header in (hdul[sci_index].header, hdul[0].header):
-        telescope = telescope or str(header.get("TELESCOP", "")).strip().upper()
-    bits = {"JWST": JWST_BAD_DQ, "HST": HST_BAD_DQ}.get(telescope, OTHER_BAD_DQ)
-    # Bits cast to the DQ's own integer type (a signed 16-bit HST DQ must not overflow).
-    mask = np.array(int(bits) & ((1 << (8 * flags.dtype.itemsize)) - 1)).astype(flags.dtype)
-    return (flags & mask) != 0
+    flags = squeeze_leading(np.asarray(dq.data))
+    if flags.shape != squeeze_leading(np.empty(shape, dtype=np.bool_)).shape:
+        return None  # a scaled or colour output has no pixel-matched DQ
+    return dq_flagged(flags, bad_dq_bits(telescope([hdul[sci_index].header, hdul[0].header])))

@@ -29,3 +29,12 @@ def colourfulness(rgb: Tensor) -> Tensor:
     spread = torch.sqrt(rg.std(1) ** 2 + yb.std(1) ** 2)
     centre = torch.sqrt(rg.mean(1) ** 2 + yb.mean(1) ** 2)
     return spread + 0.3 * centre
+
+
+def colour_measures(rgb: Tensor, reference: Tensor) -> dict[str, Tensor]:
+    """Batch means of :func:`delta_e76` against ``reference`` and of :func:`colourfulness`
+    (``delta_e``, ``colourfulness``): what a colorization module logs at validation."""
+    return {
+        "delta_e": delta_e76(rgb, reference).mean(),
+        "colourfulness": colourfulness(rgb).mean(),
+    }

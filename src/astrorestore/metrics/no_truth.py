@@ -65,3 +65,13 @@ def bright_flux_ratio(
     if not region.any() or flux_before <= 0:
         return torch.tensor(float("nan"), device=before.device)
     return ((after - sky) * region).sum() / flux_before
+
+
+def no_truth_measures(before: torch.Tensor, after: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Both measures of a batch by name, leaving out those the batch cannot inform (no empty
+    sky, no bright source): what a module logs for frames without a truth."""
+    measures = {
+        "sky_noise_ratio": sky_noise_ratio(before, after),
+        "bright_flux_ratio": bright_flux_ratio(before, after),
+    }
+    return {name: value for name, value in measures.items() if torch.isfinite(value)}

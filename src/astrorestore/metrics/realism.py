@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from astrorestore.data.pairings.colour_spaces import check_colour_space, chroma
+from astrorestore.colour import check_colour_space, chroma
 from astrorestore.errors import UserError
 from astrorestore.metrics.arrays import as_batch, check_same_shape
 from astrorestore.metrics.colour import colourfulness

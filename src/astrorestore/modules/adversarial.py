@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from astrorestore.errors import UserError
-from astrorestore.metrics.colour import colourfulness, delta_e76
+from astrorestore.metrics.colour import colour_measures
 from astrorestore.modules.base import RestorationModule
 
 GAN_LOSSES = ("vanilla", "lsgan", "hinge")
@@ -292,6 +292,5 @@ class AdversarialModule(RestorationModule):
         offset, scale = batch["offset"], batch["scale"]
         rgb = normalizer.inverse(restored.float(), offset, scale)
         reference = normalizer.inverse(truth.float(), offset, scale)
-        size = rgb.shape[0]
-        self.log(f"{stage}/delta_e", delta_e76(rgb, reference).mean(), batch_size=size)
-        self.log(f"{stage}/colourfulness", colourfulness(rgb).mean(), batch_size=size)
+        for name, value in colour_measures(rgb, reference).items():
+            self.log(f"{stage}/{name}", value, batch_size=rgb.shape[0])

@@ -33,7 +33,7 @@ from torch import nn
 from astrorestore.errors import UserError
 from astrorestore.metrics.image_quality import RestorationMetrics
 from astrorestore.metrics.lpips_metric import build_lpips, lpips_distance
-from astrorestore.metrics.no_truth import bright_flux_ratio, sky_noise_ratio
+from astrorestore.metrics.no_truth import no_truth_measures
 from astrorestore.postprocess import Postprocess
 
 
@@ -165,13 +165,8 @@ class RestorationModule(L.LightningModule):
             offset, scale = batch["offset"], batch["scale"]
             before = normalizer.inverse(observed.float(), offset, scale)
             after = normalizer.inverse(restored.float(), offset, scale)
-            for name, measure in (
-                ("sky_noise_ratio", sky_noise_ratio),
-                ("bright_flux_ratio", bright_flux_ratio),
-            ):
-                value = measure(before, after)
-                if torch.isfinite(value):  # a batch without sky or bright sources says nothing
-                    self.log(f"{stage}/{name}", value, batch_size=size, sync_dist=True)
+            for name, value in no_truth_measures(before, after).items():
+                self.log(f"{stage}/{name}", value, batch_size=size, sync_dist=True)
         if stage == "val" and self._panel_batch:
             n = self.n_panel_images
             self.panel = {

@@ -11,7 +11,7 @@ luminance, which is therefore kept exactly. Its last convolution starts at zero 
 untrained chroma generator returns the neutral grey of the input's luminance (in ``ycbcr``
 exactly "grey copied to three channels", the baseline to beat) and training only adds colour;
 at small budgets this is what lets it beat that baseline. It takes and gives normalised photographs
-(:mod:`astrorestore.data.normalization.photo`).
+(:mod:`astrorestore.colour`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import math
 import torch
 from torch import nn
 
-from astrorestore.data.normalization.photo import from_unit, to_unit
-from astrorestore.data.pairings.colour_spaces import check_colour_space, compose_rgb
+from astrorestore.colour import check_colour_space, compose_rgb, from_unit, to_unit
 from astrorestore.nets.common import check_input_size, group_count
 
 

@@ -36,8 +36,8 @@ class BernoulliDropout(NoiseModel):
         super().__init__(exposure_range)
         self.p = _check_fraction("noise.p", p)
 
-    def corrupt(self, image: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        keep = torch.rand(image.shape, generator=generator, device=image.device) >= self.p
+    def corrupt(self, image: Tensor, rng: torch.Generator | None = None) -> Tensor:
+        keep = torch.rand(image.shape, generator=rng, device=image.device) >= self.p
         return image * keep
 
     def __repr__(self) -> str:
@@ -73,32 +73,32 @@ class CosmicRays(NoiseModel):
         self.energy_slope = float(energy_slope)
         self.max_length = float(max_length)
 
-    def _energies(self, n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
+    def _energies(self, n: int, device: torch.device, rng: torch.Generator | None) -> Tensor:
         lo, hi = self.energy_range
-        u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
+        u = torch.rand(n, generator=rng, device=device, dtype=torch.float64)
         if abs(self.energy_slope) < 1e-9:
             return (lo * (hi / lo) ** u).float()
         a, b = lo**-self.energy_slope, hi**-self.energy_slope
         return ((a - u * (a - b)) ** (-1.0 / self.energy_slope)).float()
 
-    def hits(self, shape: torch.Size, device: torch.device, generator: torch.Generator | None):
+    def hits(self, shape: torch.Size, device: torch.device, rng: torch.Generator | None):
         """The deposited charge map (electrons) of one draw, shape ``shape``."""
         b, h, w = shape[0], shape[-2], shape[-1]
         planes = int(math.prod(shape[:-2]))
         out = torch.zeros(planes * h * w, device=device)
         mean = torch.full((b,), self.rate * h * w / 1e6, device=device)
-        counts = torch.poisson(mean, generator=generator).long()
+        counts = torch.poisson(mean, generator=rng).long()
         n = int(counts.sum())
         if n == 0:
             return out.view(shape)
         # Every channel of one image gets the same hits (one detector, one exposure).
         per_plane = planes // b
         image = torch.repeat_interleave(torch.arange(b, device=device), counts)
-        x0 = torch.rand(n, generator=generator, device=device) * w
-        y0 = torch.rand(n, generator=generator, device=device) * h
-        length = torch.rand(n, generator=generator, device=device) * self.max_length
-        angle = torch.rand(n, generator=generator, device=device) * (2.0 * math.pi)
-        energy = self._energies(n, device, generator)
+        x0 = torch.rand(n, generator=rng, device=device) * w
+        y0 = torch.rand(n, generator=rng, device=device) * h
+        length = torch.rand(n, generator=rng, device=device) * self.max_length
+        angle = torch.rand(n, generator=rng, device=device) * (2.0 * math.pi)
+        energy = self._energies(n, device, rng)
         steps = max(int(math.ceil(self.max_length)) * 2 + 1, 1)
         t = torch.linspace(0.0, 1.0, steps, device=device)
         xs = (x0[:, None] + t * (length * torch.cos(angle))[:, None]).floor().long()
@@ -111,8 +111,8 @@ class CosmicRays(NoiseModel):
             out.index_add_(0, index[inside], deposit[inside])
         return out.view(shape)
 
-    def corrupt(self, image: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return image + self.hits(image.shape, image.device, generator).to(image.dtype)
+    def corrupt(self, image: Tensor, rng: torch.Generator | None = None) -> Tensor:
+        return image + self.hits(image.shape, image.device, rng).to(image.dtype)
 
     def __repr__(self) -> str:
         return (
@@ -147,18 +147,18 @@ class HotDeadPixels(NoiseModel):
         self._hot: Tensor | None = None
         self._dead: Tensor | None = None
 
-    def resample(self, target: Tensor, generator: torch.Generator | None = None) -> None:
+    def resample(self, target: Tensor, rng: torch.Generator | None = None) -> None:
         shape = (target.shape[0], 1, *target.shape[-2:])
-        u = torch.rand(shape, generator=generator, device=target.device)
+        u = torch.rand(shape, generator=rng, device=target.device)
         lo, hi = self.hot_level
-        level = lo + (hi - lo) * torch.rand(shape, generator=generator, device=target.device)
+        level = lo + (hi - lo) * torch.rand(shape, generator=rng, device=target.device)
         self._dead = u < self.dead_fraction
         hot = (u >= self.dead_fraction) & (u < self.dead_fraction + self.hot_fraction)
         self._hot = level * hot
 
-    def corrupt(self, image: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def corrupt(self, image: Tensor, rng: torch.Generator | None = None) -> Tensor:
         if self._hot is None or self._hot.shape[0] != image.shape[0]:
-            self.resample(image, generator)
+            self.resample(image, rng)
         return torch.where(self._dead, torch.zeros_like(image), image + self._hot)
 
     @property
@@ -201,13 +201,13 @@ class Striping(NoiseModel):
         self.alpha = float(alpha)
 
     def stripes(
-        self, shape: torch.Size, device: torch.device, generator: torch.Generator | None
+        self, shape: torch.Size, device: torch.device, rng: torch.Generator | None
     ) -> Tensor:
         """One draw of the stripe pattern (electrons), shape ``shape``."""
         # Work with the stripe direction last, then transpose back for columns.
         work = list(shape) if self.axis == "row" else [*shape[:-2], shape[-1], shape[-2]]
         n = work[-1]
-        white = torch.randn(work, generator=generator, device=device)
+        white = torch.randn(work, generator=rng, device=device)
         freq = torch.fft.rfftfreq(n, device=device)
         # The zero frequency takes the lowest non-zero one's weight: every stripe has an offset.
         weight = freq.clamp_min(1.0 / n) ** (-self.alpha / 2.0)
@@ -217,8 +217,8 @@ class Striping(NoiseModel):
         out = torch.fft.irfft(torch.fft.rfft(white, dim=-1) * weight, n=n, dim=-1) * scale
         return out if self.axis == "row" else out.transpose(-1, -2)
 
-    def corrupt(self, image: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return image + self.stripes(image.shape, image.device, generator).to(image.dtype)
+    def corrupt(self, image: Tensor, rng: torch.Generator | None = None) -> Tensor:
+        return image + self.stripes(image.shape, image.device, rng).to(image.dtype)
 
     def noise_sigma(self, target: Tensor) -> Tensor:
         return torch.full_like(target, self.amplitude, dtype=torch.float32)

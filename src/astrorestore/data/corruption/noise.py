@@ -39,11 +39,11 @@ def _matching(param: Tensor | float, target: Tensor) -> Tensor | float:
 
 
 def per_image_uniform(
-    target: Tensor, lo: float, hi: float, generator: torch.Generator | None, log: bool = False
+    target: Tensor, lo: float, hi: float, rng: torch.Generator | None, log: bool = False
 ) -> Tensor:
     """One value per image, shaped ``(B, 1, ..., 1)`` to broadcast; uniform (or log-uniform)."""
     shape = (target.shape[0],) + (1,) * (target.dim() - 1)
-    u = torch.rand(shape, generator=generator, device=target.device, dtype=torch.float32)
+    u = torch.rand(shape, generator=rng, device=target.device, dtype=torch.float32)
     if log:
         return torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
     return lo + u * (hi - lo)
@@ -65,7 +65,7 @@ class NoiseModel:
         # Validated on every change: a curriculum stage sets it from config values.
         self._exposure_range = _as_range(value)
 
-    def scale(self, clean: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def scale(self, clean: Tensor, rng: torch.Generator | None = None) -> Tensor:
         """``t * clean`` with one exposure factor ``t`` per image, log-uniform in the range."""
         lo, hi = self._exposure_range
         clean = clean.float()
@@ -73,15 +73,15 @@ class NoiseModel:
             # No draw at all, so a fixed exposure does not shift the generator's stream.
             return clean * lo
         shape = (clean.shape[0],) + (1,) * (clean.dim() - 1)
-        u = torch.rand(shape, generator=generator, device=clean.device)
+        u = torch.rand(shape, generator=rng, device=clean.device)
         log_lo, log_hi = math.log(lo), math.log(hi)
         t = torch.exp(log_lo + u * (log_hi - log_lo))
         return clean * t
 
-    def resample(self, target: Tensor, generator: torch.Generator | None = None) -> None:
+    def resample(self, target: Tensor, rng: torch.Generator | None = None) -> None:
         """Draw the per-image parameters (none by default) used by the next ``corrupt`` calls."""
 
-    def corrupt(self, image: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def corrupt(self, image: Tensor, rng: torch.Generator | None = None) -> Tensor:
         """Corrupt ``image`` (electrons) with the current parameters; subclasses implement it.
 
         Additive and defect models also act on an already noisy image, which is how
@@ -89,34 +89,32 @@ class NoiseModel:
         """
         raise NotImplementedError(f"{type(self).__name__} implements neither draw nor corrupt")
 
-    def draw(self, target: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def draw(self, target: Tensor, rng: torch.Generator | None = None) -> Tensor:
         """One noisy realisation of ``target`` (electrons), with freshly drawn parameters."""
-        self.resample(target, generator)
-        return self.corrupt(target, generator)
+        self.resample(target, rng)
+        return self.corrupt(target, rng)
 
     def noise_sigma(self, target: Tensor) -> Tensor | None:
         """Per-pixel noise standard deviation (electrons) of a draw from ``target`` with the
         latest parameters; ``None`` for artefacts that have no sigma (drop-outs, cosmic rays)."""
         return None
 
-    def __call__(
-        self, clean: Tensor, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Tensor]:
+    def __call__(self, clean: Tensor, rng: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Return ``(noisy, target)``, float32, same shape and device as ``clean``."""
-        target = self.scale(clean, generator)
-        return self.draw(target, generator), target
+        target = self.scale(clean, rng)
+        return self.draw(target, rng), target
 
     def sample_pair(
-        self, clean: Tensor, generator: torch.Generator | None = None
+        self, clean: Tensor, rng: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Two independent noisy realisations of the same scaled scene: ``(noisy1, noisy2, target)``."""
-        target = self.scale(clean, generator)
+        target = self.scale(clean, rng)
         if type(self).draw is not NoiseModel.draw:
             # A subclass written against the older API (draw only): two full draws.
-            return self.draw(target, generator), self.draw(target, generator), target
+            return self.draw(target, rng), self.draw(target, rng), target
         # One set of per-image parameters (same detector), two independent noise draws.
-        self.resample(target, generator)
-        return self.corrupt(target, generator), self.corrupt(target, generator), target
+        self.resample(target, rng)
+        return self.corrupt(target, rng), self.corrupt(target, rng), target
 
 
 class PoissonGaussianNoise(NoiseModel):
@@ -156,22 +154,22 @@ class PoissonGaussianNoise(NoiseModel):
         self._gain: Tensor | float = self.gain
         self._read: Tensor | float = self.read_noise
 
-    def resample(self, target: Tensor, generator: torch.Generator | None = None) -> None:
+    def resample(self, target: Tensor, rng: torch.Generator | None = None) -> None:
         # Fixed values draw nothing, so the stream (and every seeded result) is as before.
         self._gain, self._read = self.gain, self.read_noise
         if self.gain_range is not None:
-            self._gain = per_image_uniform(target, *self.gain_range, generator, log=True)
+            self._gain = per_image_uniform(target, *self.gain_range, rng, log=True)
         if self.read_noise_range is not None:
-            self._read = per_image_uniform(target, *self.read_noise_range, generator)
+            self._read = per_image_uniform(target, *self.read_noise_range, rng)
 
-    def corrupt(self, image: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def corrupt(self, image: Tensor, rng: torch.Generator | None = None) -> Tensor:
         # Negative rates (never in a physical scene, possible in real sky-subtracted data) have
         # no photons to count.
         rate = (image * self._gain).clamp_min(0.0)
-        noisy = torch.poisson(rate, generator=generator) / self._gain
+        noisy = torch.poisson(rate, generator=rng) / self._gain
         if isinstance(self._read, Tensor) or self._read > 0:
             noisy = noisy + self._read * torch.randn(
-                image.shape, generator=generator, device=image.device, dtype=image.dtype
+                image.shape, generator=rng, device=image.device, dtype=image.dtype
             )
         return noisy
 
@@ -228,14 +226,14 @@ class GaussianNoise(NoiseModel):
         )
         self._sigma: Tensor | float = self.sigma
 
-    def resample(self, target: Tensor, generator: torch.Generator | None = None) -> None:
+    def resample(self, target: Tensor, rng: torch.Generator | None = None) -> None:
         self._sigma = self.sigma
         if self.sigma_range is not None:
-            self._sigma = per_image_uniform(target, *self.sigma_range, generator)
+            self._sigma = per_image_uniform(target, *self.sigma_range, rng)
 
-    def corrupt(self, image: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def corrupt(self, image: Tensor, rng: torch.Generator | None = None) -> Tensor:
         return image + self._sigma * torch.randn(
-            image.shape, generator=generator, device=image.device, dtype=image.dtype
+            image.shape, generator=rng, device=image.device, dtype=image.dtype
         )
 
     def noise_sigma(self, target: Tensor) -> Tensor:
@@ -275,13 +273,13 @@ class CompositeNoise(NoiseModel):
         super().__init__(exposure_range)
         self.models = models
 
-    def resample(self, target: Tensor, generator: torch.Generator | None = None) -> None:
+    def resample(self, target: Tensor, rng: torch.Generator | None = None) -> None:
         for m in self.models:
-            m.resample(target, generator)
+            m.resample(target, rng)
 
-    def corrupt(self, image: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def corrupt(self, image: Tensor, rng: torch.Generator | None = None) -> Tensor:
         for m in self.models:
-            image = m.corrupt(image, generator)
+            image = m.corrupt(image, rng)
         return image
 
     def noise_sigma(self, target: Tensor) -> Tensor | None:

@@ -88,7 +88,7 @@ class PairedDataModule(L.LightningDataModule):
             # Checked once, here: methods whose noise is tied to a detector axis or whose
             # inputs are noisy pixels refuse transforms that would break that.
             augment.check_compatible(
-                getattr(pairing, "structured_axis", None),
+                pairing.structured_axis,
                 noisy_inputs="clean" not in self.provides,
             )
         self.augment = augment
@@ -109,13 +109,14 @@ class PairedDataModule(L.LightningDataModule):
         return "clean" in self.provides
 
     @property
-    def scale(self) -> int:
-        return int(getattr(self.pairing, "scale", 1))
+    def upscale_factor(self) -> int:
+        """The pairing's super-resolution factor (1 unless it super-resolves)."""
+        return self.pairing.upscale_factor
 
     def stage_settings(self) -> dict[str, Callable[[Any], None]]:
         """Setters a curriculum stage may call, by config key."""
         settings: dict[str, Callable[[Any], None]] = {}
-        noise = getattr(self.pairing, "noise", None)
+        noise = self.pairing.noise
         if noise is not None and hasattr(noise, "exposure_range"):
 
             def set_exposure(value: Any) -> None:
@@ -237,15 +238,15 @@ class PairedDataModule(L.LightningDataModule):
         if "input" not in batch:  # training batches are paired here; fixed sets already are
             batch = dict(batch)
             statistics = {key: batch.pop(key) for key in STATISTICS_KEYS if key in batch}
-            generator = self.device_generator(next(iter(batch.values())).device)
+            rng = self.device_generator(next(iter(batch.values())).device)
             if self.augment is not None:
                 # One draw for every image (and noise map) of an item.
-                params = self.augment.sample(next(iter(batch.values())), generator)
+                params = self.augment.sample(next(iter(batch.values())), rng)
                 batch = {key: self.augment.apply(value, params) for key, value in batch.items()}
                 if statistics and self.augment.brightness_range is not None:
                     # Carried statistics follow a brightness change exactly (linear in flux).
                     gain = params.gain.view(-1, 1, 1, 1).to(statistics["offset"])
                     statistics = {key: value * gain for key, value in statistics.items()}
             maps = {key: batch[key] for key in PASSTHROUGH_KEYS if key in batch}
-            batch = self.pairing(batch, generator) | maps | statistics
+            batch = self.pairing(batch, rng) | maps | statistics
         return self.normalise(batch)

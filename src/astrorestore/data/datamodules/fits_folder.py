@@ -294,7 +294,7 @@ class FitsFolderDataModule(PairedDataModule):
             pairs=self.pairs,
         )
         if self.deep_as_clean and prepared.units != "electron":
-            if _counts_photons(getattr(self.pairing, "noise", None)):
+            if _counts_photons(self.pairing.noise):
                 raise UserError(
                     f"data.deep_as_clean with a Poisson noise model needs frames in electrons, "
                     f"but {root} stays in {prepared.units}; pass data.gain=<e-/DN> (with "

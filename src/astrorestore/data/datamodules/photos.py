@@ -25,7 +25,7 @@ from astrorestore.errors import UserError
 
 
 def _check_photo_pairing(pairing: Pairing, data_name: str) -> None:
-    if not getattr(pairing, "for_photographs", False):
+    if not pairing.for_photographs:
         raise UserError(
             f"data={data_name} holds 8-bit colour photographs (no electrons) for colorization "
             f"and super-resolution; {type(pairing).__name__} needs astronomical frames — use "
@@ -62,11 +62,11 @@ class PhotoDataModule(PairedDataModule):
 
     def __init__(self, pairing: Pairing, normalizer: Any, patch_size: int, **base: Any) -> None:
         _check_photo_pairing(pairing, self.data_name)
-        scale = int(getattr(pairing, "scale", 1))
-        if int(patch_size) != patch_size or patch_size < 8 or patch_size % scale:
+        factor = pairing.upscale_factor
+        if int(patch_size) != patch_size or patch_size < 8 or patch_size % factor:
             raise UserError(
                 f"data.patch_size={patch_size} is invalid: use an integer >= 8 that is a "
-                f"multiple of the scale factor {scale} (it is the high-resolution size)"
+                f"multiple of the scale factor {factor} (it is the high-resolution size)"
             )
         super().__init__(pairing, normalizer, **base)
         self.patch_size = int(patch_size)

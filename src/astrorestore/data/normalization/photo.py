@@ -10,7 +10,8 @@ a noisy or super-resolved pixel may leave [-1, 1] and is inverted exactly all th
 ``infer.py`` reads pixels as stored, so an 8-bit PNG arrives as 0-255 and a 16-bit TIFF as
 0-65535: :meth:`PhotoNormalizer.stats` takes the full scale of each image from its maximum
 (<= 1.5 -> 1, <= 255.5 -> 255, else 65535) and scales by it, so the network always sees the
-range it was trained on.
+range it was trained on. The [0, 1] <-> normalised maps without statistics
+(``to_unit``/``from_unit``) live with the colour maths in :mod:`astrorestore.colour`.
 """
 
 from __future__ import annotations
@@ -18,24 +19,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-#: ``z = (x - PHOTO_OFFSET) / PHOTO_SCALE``.
-PHOTO_OFFSET = 0.5
-PHOTO_SCALE = 0.5
+from astrorestore.colour import PHOTO_OFFSET, PHOTO_SCALE
 
 
 def full_scale(peak: float) -> float:
     """The full scale of an image whose maximum is ``peak``: 1, 255 or 65535."""
     return 1.0 if peak <= 1.5 else 255.0 if peak <= 255.5 else 65535.0
-
-
-def to_unit(z: Tensor) -> Tensor:
-    """Normalised photograph -> [0, 1] pixel values (the inverse map, without statistics)."""
-    return z * PHOTO_SCALE + PHOTO_OFFSET
-
-
-def from_unit(x: Tensor) -> Tensor:
-    """[0, 1] pixel values -> normalised photograph."""
-    return (x - PHOTO_OFFSET) / PHOTO_SCALE
 
 
 class PhotoNormalizer:

@@ -14,6 +14,10 @@ A pairing turns such a batch into the keys every module understands, still in ph
 
 The noise model is the pairing's dependency, not the data module's: supervised and
 Noise2Noise pairings draw noise from it; a pairing for real frames uses the frames as they are.
+
+:class:`Pairing` declares the whole protocol the data modules, the training entry and the
+checkpoint rely on (each attribute and hook with its default); a pairing overrides what differs.
+Random draws use ``rng``, a ``torch.Generator`` on the batch's device.
 """
 
 from __future__ import annotations
@@ -30,13 +34,28 @@ Batch = dict[str, Tensor]
 class Pairing:
     """Base: find the observed frame (drawing noise when the batch is clean) and its truth."""
 
-    #: Output scale factor (super-resolution > 1).
-    scale: int = 1
+    #: Super-resolution factor: ``target`` is this many times larger per axis than ``input``
+    #: (1 = same size). Not to be confused with the normaliser's ``batch["scale"]``.
+    upscale_factor: int = 1
     #: Whether ``loss_mask`` marks a strict subset of pixels (losses must then honour masks).
     makes_loss_mask: bool = False
+    #: Whether photograph data modules (8-bit colour pictures, no electrons) may feed it.
+    for_photographs: bool = False
+    #: The detector axis (``"row"``/``"column"``) the noise is correlated along, which
+    #: augmentations must not rotate; None when the noise has no such axis.
+    structured_axis: str | None = None
+    #: The noise model clean batches are corrupted with (None: the data must be noisy).
+    noise: NoiseModel | None
 
     def __init__(self, noise: NoiseModel | None = None) -> None:
         self.noise = noise
+
+    @property
+    def scale(self) -> int:
+        """Old name of :attr:`upscale_factor`, still read by ``train.py`` and the checkpoint
+        writer (``callbacks/provenance.py``), which the checkpoint work of issue 22 owns;
+        delete once they read ``upscale_factor``."""
+        return self.upscale_factor
 
     def output_channels(self, channels: int) -> int:
         """Channels of ``target``/``truth`` for data of ``channels`` channels."""
@@ -55,6 +74,9 @@ class Pairing:
     def check_net(self, net: object) -> None:
         """Refuse a network this pairing cannot train (called once, where both are built)."""
 
+    def check_patch(self, patch_size: int) -> None:
+        """Refuse a training crop size (``data.patch_size``) this pairing cannot use."""
+
     def _require_noise(self) -> NoiseModel:
         if self.noise is None:
             raise UserError(
@@ -63,19 +85,17 @@ class Pairing:
             )
         return self.noise
 
-    def observe(
-        self, batch: Batch, generator: torch.Generator | None
-    ) -> tuple[Tensor, Tensor | None]:
+    def observe(self, batch: Batch, rng: torch.Generator | None) -> tuple[Tensor, Tensor | None]:
         """``(noisy, truth)``: the batch's own noisy frame, or a noise draw from its clean one."""
         clean = batch.get("clean")
         if "noisy" in batch:
             return batch["noisy"].float(), None if clean is None else clean.float()
         if clean is None:
             raise ValueError("a batch needs 'clean' or 'noisy'")
-        noisy, truth = self._require_noise()(clean.float(), generator)
+        noisy, truth = self._require_noise()(clean.float(), rng)
         return noisy, truth
 
-    def __call__(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
+    def __call__(self, batch: Batch, rng: torch.Generator | None = None) -> Batch:
         raise NotImplementedError
 
     @staticmethod
@@ -102,8 +122,8 @@ class SupervisedPairing(Pairing):
                 "exposure pairs"
             )
 
-    def __call__(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
-        noisy, truth = self.observe(batch, generator)
+    def __call__(self, batch: Batch, rng: torch.Generator | None = None) -> Batch:
+        noisy, truth = self.observe(batch, rng)
         if truth is None:
             raise ValueError("supervised pairing got a batch without 'clean'")
         return self._finish({"input": noisy, "target": truth, "truth": truth}, batch)
@@ -122,13 +142,13 @@ class Noise2NoisePairing(Pairing):
                 f"pairs; data={data_name} provides neither — use model=n2v for single frames"
             )
 
-    def __call__(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
+    def __call__(self, batch: Batch, rng: torch.Generator | None = None) -> Batch:
         clean = batch.get("clean")
         truth = None if clean is None else clean.float()
         if "noisy" in batch and "noisy2" in batch:
             first, second = batch["noisy"].float(), batch["noisy2"].float()
         elif clean is not None:
-            first, second, truth = self._require_noise().sample_pair(clean.float(), generator)
+            first, second, truth = self._require_noise().sample_pair(clean.float(), rng)
         else:
             raise ValueError("Noise2Noise pairing needs 'clean' or 'noisy' + 'noisy2'")
         out: Batch = {"input": first, "target": second}

@@ -40,7 +40,7 @@ def stratified_coordinates(
     height: int,
     width: int,
     masked_fraction: float,
-    generator: torch.Generator | None = None,
+    rng: torch.Generator | None = None,
     device: torch.device | str = "cpu",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One random position per grid cell of side ``~1/sqrt(masked_fraction)`` in every image.
@@ -57,7 +57,7 @@ def stratified_coordinates(
     extent_y = (height - y0).clamp(max=step)
     extent_x = (width - x0).clamp(max=step)
     cells = y0.numel()
-    u = torch.rand((2, images, cells), generator=generator, device=device)
+    u = torch.rand((2, images, cells), generator=rng, device=device)
     y = y0 + (u[0] * extent_y).long().clamp(max=extent_y - 1)
     x = x0 + (u[1] * extent_x).long().clamp(max=extent_x - 1)
     image = torch.arange(images, device=device)[:, None].expand(images, cells)
@@ -112,7 +112,7 @@ def mask_frames(
     hole_size: int = 1,
     struct_axis: str | None = None,
     struct_span: int = 1,
-    generator: torch.Generator | None = None,
+    rng: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``(masked, loss_mask)`` for a ``(B, C, H, W)`` batch; channels are masked independently.
 
@@ -124,7 +124,7 @@ def mask_frames(
     b, c, height, width = noisy.shape
     device = noisy.device
     frames = noisy.reshape(b * c, height, width)
-    image, y, x = stratified_coordinates(b * c, height, width, masked_fraction, generator, device)
+    image, y, x = stratified_coordinates(b * c, height, width, masked_fraction, rng, device)
     hidden = hidden_offsets(hole_size if strategy == "square_hole" else 1, struct_axis, struct_span)
     hidden_t = torch.tensor(hidden, device=device)
     candidates_t = torch.tensor(candidate_offsets(window, hidden), device=device)
@@ -143,7 +143,7 @@ def mask_frames(
     weights = usable.float()
     masked = frames.reshape(-1).clone()
     for k in range(len(hidden)):
-        pick = torch.multinomial(weights, 1, generator=generator)
+        pick = torch.multinomial(weights, 1, generator=rng)
         replacement = values.gather(1, pick)[:, 0]
         if k == 0 and strategy == "median":
             replacement = torch.nanmedian(values.masked_fill(~usable, float("nan")), dim=1).values
@@ -273,8 +273,8 @@ class BlindSpotPairing(Pairing):
             self.strategy, getattr(net, "blur_pool", False), getattr(net, "top_skip", True)
         )
 
-    def __call__(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
-        noisy, truth = self.observe(batch, generator)
+    def __call__(self, batch: Batch, rng: torch.Generator | None = None) -> Batch:
+        noisy, truth = self.observe(batch, rng)
         masked, loss_mask = mask_frames(
             noisy,
             self.masked_fraction,
@@ -283,7 +283,7 @@ class BlindSpotPairing(Pairing):
             self.hole_size,
             self.struct_axis,
             self.struct_span,
-            generator,
+            rng,
         )
         out: Batch = {"input": masked, "target": noisy, "loss_mask": loss_mask, "observed": noisy}
         if truth is not None:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import torch
 
+from astrorestore.colour import check_colour_space, luminance
 from astrorestore.data.corruption.noise import NoiseModel
 from astrorestore.data.pairings.base import Batch, Pairing
-from astrorestore.data.pairings.colour_spaces import check_colour_space, luminance
 from astrorestore.errors import UserError
 
 
@@ -42,11 +42,11 @@ class ColorizationPairing(Pairing):
                 "use data=hubble or data=galaxy10"
             )
 
-    def __call__(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
+    def __call__(self, batch: Batch, rng: torch.Generator | None = None) -> Batch:
         rgb = batch["clean"].float()
         grey = luminance(rgb, self.color_space)
         if self.noise is not None:
-            grey, _ = self.noise(grey, generator)
+            grey, _ = self.noise(grey, rng)
         return self._finish({"input": grey, "target": rgb, "truth": rgb}, batch)
 
     def __repr__(self) -> str:

@@ -1,5 +1,5 @@
 """Super-resolution pairing: a clean image (grey or colour) is blurred by a Gaussian PSF,
-area-averaged by ``scale`` (each low-resolution pixel is the mean of its footprint, as a
+area-averaged by the ``upscale_factor`` (each low-resolution pixel is the mean of its footprint, as a
 detector integrates flux) and corrupted by the noise model. :meth:`degrade` is public: the
 consistency check of a super-resolved frame re-degrades it the same way.
 """
@@ -24,7 +24,8 @@ class SuperResolutionPairing(Pairing):
     """Clean (C, H, W) -> (noisy (C, H/s, W/s) input, clean target/truth); grey or colour.
 
     Args:
-        scale: 2 or 4.
+        scale: the super-resolution factor, 2 or 4 (the config key ``data.pairing.scale``;
+            kept as :attr:`upscale_factor`).
         psf_sigma: Gaussian PSF standard deviation in high-resolution pixels (0 = none).
         noise: noise model applied to the low-resolution frame (None = noiseless).
         channels: the model's image channels, when the model fixes them (refuses other data).
@@ -46,7 +47,7 @@ class SuperResolutionPairing(Pairing):
             )
         if not (psf_sigma >= 0 and math.isfinite(psf_sigma)):
             raise UserError(f"data.pairing.psf_sigma={psf_sigma!r} is invalid: use a value >= 0")
-        self.scale = int(scale)
+        self.upscale_factor = int(scale)
         self.psf_sigma = float(psf_sigma)
         self.channels = None if channels is None else int(channels)
 
@@ -65,18 +66,18 @@ class SuperResolutionPairing(Pairing):
     def degrade(self, clean: Tensor) -> Tensor:
         """Blur by the PSF and average over ``scale`` x ``scale`` footprints (no noise)."""
         h, w = clean.shape[-2:]
-        if h % self.scale or w % self.scale:
+        if h % self.upscale_factor or w % self.upscale_factor:
             raise UserError(
-                f"image size {h}x{w} is not a multiple of the scale {self.scale}; use "
-                f"data.patch_size={h // self.scale * self.scale}"
+                f"image size {h}x{w} is not a multiple of the scale {self.upscale_factor}; use "
+                f"data.patch_size={h // self.upscale_factor * self.upscale_factor}"
             )
-        return F.avg_pool2d(gaussian_blur(clean.float(), self.psf_sigma), self.scale)
+        return F.avg_pool2d(gaussian_blur(clean.float(), self.psf_sigma), self.upscale_factor)
 
-    def __call__(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
+    def __call__(self, batch: Batch, rng: torch.Generator | None = None) -> Batch:
         clean = batch["clean"].float()
         low = self.degrade(clean)
         if self.noise is not None:
-            low, _ = self.noise(low, generator)
+            low, _ = self.noise(low, rng)
         out: Batch = {"input": low, "target": clean, "truth": clean}
         if "valid" in batch:  # validity lives on the high-resolution grid of the target
             out["loss_mask"] = batch["valid"].bool()
@@ -84,6 +85,6 @@ class SuperResolutionPairing(Pairing):
 
     def __repr__(self) -> str:
         return (
-            f"SuperResolutionPairing(scale={self.scale}, psf_sigma={self.psf_sigma}, "
+            f"SuperResolutionPairing(scale={self.upscale_factor}, psf_sigma={self.psf_sigma}, "
             f"noise={self.noise!r})"
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from astrorestore.evaluation import quality
+from astrorestore.metrics import image_quality as quality
 from tests.unit.test_evaluation_detection import gaussian_stars
 
 

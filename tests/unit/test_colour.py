@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from astrorestore.io.color import rgb_to_ycbcr, ycbcr_to_rgb
+from astrorestore.colour import rgb_to_ycbcr, ycbcr_to_rgb
 
 
 def test_round_trip_is_exact_to_float32():
