@@ -9,7 +9,7 @@ with flatter number counts, 400 stars and 100 galaxies per 512x512 field.
 
 Writes, under ``--out`` (default ``bench/results/evaluate``):
 - ``<method>/``: the full report of each method (report.json, CSVs, plots, summary.md);
-- ``results.md``: one table across methods (and one per PSF width) — the README's tables;
+- ``results.md``: one table across methods (and one per PSF width), as in docs/evaluation.md;
 - ``results.json``: the same numbers; ``methods_*.png``: comparison plots.
 
 Usage:

@@ -2,7 +2,7 @@
 
 PSNR depends entirely on its data range, so every figure states it. Two conventions:
 
-- **Normalised space** (training logs, the README's default figures, ``bench/``): per image in
+- **Normalised space** (training logs, the default figures in docs/, ``bench/``): per image in
   the asinh-normalised space the network works in, against the range of *its clean truth* in
   that space (``max(truth) - min(truth)``). PSNR then reads "how large is the error compared
   with the brightest structure above the sky", without an arbitrary constant. Averages are over

@@ -7,7 +7,7 @@ default). The diffused quantity (``target``) is the high-resolution image or, by
 residual from the bicubic up-sampling of the input divided by ``residual_scale`` (see
 :mod:`astrorestore.diffusion.sampler`): after 1000 CPU training steps the residual model (v or
 x0 prediction) beats bicubic on SSIM where the image model still samples noise and the
-residual eps model is far behind (``bench/bench_generative.py``, README).
+residual eps model is far behind (``bench/bench_generative.py``, docs/methods/super-resolution.md).
 
 An exponential moving average of the weights (``ema``, the base module's weight averaging, on
 by default here) is what validation samples with and what checkpoints export for inference

@@ -2,7 +2,7 @@
 
 A folder of FITS frames is prepared once (``prepare.prepare_folder``: manifest, frame-level
 split, memory-mapped tile cache, QC) and then served by the tile datasets. What a training item
-is depends on where the targets come from (see ``REAL_DATA_README.md``):
+is depends on where the targets come from (docs/data.md, "Which frames can be training targets"):
 
 - frames as they are (default): ``noisy`` + ``valid`` — for self-supervised methods (Noise2Void);
 - ``pairs=true``: two exposures of one pointing, ``noisy`` + ``noisy2`` + ``valid`` — real
