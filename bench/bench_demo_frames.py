@@ -3,9 +3,9 @@
 Why: the demo frames (``data=jwst`` without a folder) are what ``python train.py model=n2v
 data=jwst`` trains on and what the real-frame demonstration of docs/methods/self-supervised.md
 restores. The report of ``infer.py`` on a real frame can only compare the output with its noisy
-input; these frames are simulated, so their truth can be re-rendered from the seed
-(``demo_fields``) and the same restorations scored against it. Every frame goes through ``infer.py`` itself (FITS in MJy/sr,
-NaN DO_NOT_USE pixels, tiling), then, in electrons:
+input; these frames are simulated, so their truth can be re-rendered from the seed (``demo_fields``)
+and the same restorations scored against it. Every frame goes through ``infer.py`` itself (FITS in
+MJy/sr, NaN DO_NOT_USE pixels, tiling), then, in electrons:
 
 - aperture flux (radius 2 FWHM, the known sky subtracted) of isolated stars, in bins of their
   signal-to-noise: median restored/truth and noisy/truth (a restoration that adds light to
