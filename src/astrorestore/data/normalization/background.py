@@ -66,6 +66,8 @@ class BackgroundMap:
     #: boxes that held enough unmasked sky to be measured, and how many boxes there are
     sky_boxes: int
     total_boxes: int
+    #: the masked percentage above which a box was left out (50, or 90 in a crowded field)
+    exclude_percentile: float
     #: fraction of the frame's finite pixels left as sky after source masking
     sky_fraction: float
     source_mask: np.ndarray = field(repr=False)
@@ -187,6 +189,7 @@ def estimate_background(
     detect_smooth: float = 2.0,
     iterations: int = 2,
     exclude_percentile: float = 50.0,
+    crowded_exclude_percentile: float = 90.0,
     min_sky_boxes: int = MIN_SKY_BOXES,
 ) -> BackgroundMap:
     """The frame's sky as a smooth map, with sources and invalid pixels masked.
@@ -195,7 +198,8 @@ def estimate_background(
     ``box_size``: side of the boxes in pixels (default :func:`default_box_size`).
     ``exclude_percentile``: a box with more than this percent of masked pixels is not
     measured but interpolated from its neighbours (50: the mask of a crowded box does not
-    throw away the sky around it, while a box that is mostly galaxy is left out).
+    throw away the sky around it, while a box that is mostly galaxy is left out); where that
+    leaves fewer than ``min_sky_boxes``, ``crowded_exclude_percentile`` is used instead.
     ``iterations``: source-detection passes after the first, unmasked one.
 
     Raises UserError when fewer than ``min_sky_boxes`` boxes hold enough sky (a frame full of
@@ -223,15 +227,19 @@ def estimate_background(
     work = np.where(invalid, 0.0, data)
 
     sources = np.zeros(data.shape, bool)
-    result = None
     for step in range(iterations + 1):
         mask = invalid | sources
-        try:
-            result = _background2d(work, mask, box, filter_size, exclude_percentile, sigma)
-        except ValueError:
-            # photutils raises when no box keeps enough unmasked pixels to be measured.
-            why = f"no box is {100 - exclude_percentile:.0f}% sky"
-            raise _too_little_sky(data.shape, box, mask, why) from None
+        # A crowded field (a cluster, a galaxy filling the frame) leaves few boxes half sky;
+        # they are then measured from the sky between the sources (up to 90 % masked).
+        for exclude in dict.fromkeys(
+            (exclude_percentile, max(exclude_percentile, crowded_exclude_percentile))
+        ):
+            result, sky_boxes = _measure(work, mask, box, filter_size, exclude, sigma)
+            if sky_boxes >= min_sky_boxes:
+                break
+        if sky_boxes < min_sky_boxes:
+            why = f"only {sky_boxes} boxes are {100 - exclude:.0f}% sky, {min_sky_boxes} needed"
+            raise _too_little_sky(data.shape, box, mask, why)
         if step == iterations:
             break
         sources = _source_mask(
@@ -244,14 +252,6 @@ def estimate_background(
             dilate,
             detect_smooth,
         )
-    assert result is not None
-    # A box is measured when its unmasked pixels reach (100 - exclude_percentile) % of it.
-    needed = box * box * (1.0 - exclude_percentile / 100.0)
-    sky_boxes = int(np.count_nonzero(np.asarray(result.n_pixels_mesh) >= max(needed, 1)))
-    if sky_boxes < min_sky_boxes:
-        raise _too_little_sky(
-            data.shape, box, invalid | sources, f"only {sky_boxes} boxes hold enough sky"
-        )
     finite = np.count_nonzero(~invalid)
     sky_fraction = float(np.count_nonzero(~(invalid | sources)) / max(finite, 1))
     return BackgroundMap(
@@ -261,10 +261,25 @@ def estimate_background(
         box_size=box,
         filter_size=filter_size,
         sky_boxes=sky_boxes,
+        exclude_percentile=exclude,
         total_boxes=total_boxes,
         sky_fraction=sky_fraction,
         source_mask=sources,
     )
+
+
+def _measure(
+    work: np.ndarray, mask: np.ndarray, box: int, filter_size: int, exclude: float, sigma: float
+):
+    """``(Background2D or None, boxes measured)`` for one masking and exclusion level."""
+    try:
+        result = _background2d(work, mask, box, filter_size, exclude, sigma)
+    except ValueError:
+        # photutils raises when no box keeps enough unmasked pixels to be measured.
+        return None, 0
+    # A box is measured when its unmasked pixels reach (100 - exclude) % of it.
+    needed = max(box * box * (1.0 - exclude / 100.0), 1.0)
+    return result, int(np.count_nonzero(np.asarray(result.n_pixels_mesh) >= needed))
 
 
 def _too_little_sky(shape: tuple[int, ...], box: int, mask: np.ndarray, why: str) -> UserError:
