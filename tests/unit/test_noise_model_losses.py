@@ -103,15 +103,18 @@ def test_gr2r_poisson_with_a_gain_map_is_unbiased() -> None:
     _assert_matches(values, supervised_expectation(truth, truth / (gain * (1 - ALPHA))))
 
 
+def _poisson_gaussian_draws(truth, gain, read_variance, generator) -> torch.Tensor:
+    """DRAWS frames of Poisson(truth * gain) / gain + N(0, read_variance), per-pixel maps."""
+    counts = torch.poisson((truth * gain).expand(DRAWS, 1, SIZE, SIZE).contiguous(), generator)
+    read = torch.randn(counts.shape, generator=generator, dtype=torch.float64)
+    return counts / gain + read_variance.sqrt() * read
+
+
 def test_r2r_poisson_gaussian_with_maps_is_unbiased_for_a_linear_net() -> None:
     generator = torch.Generator().manual_seed(2)
     truth = _scene()
     gain, read_variance = _maps()
-    counts = torch.poisson((truth * gain).expand(DRAWS, 1, SIZE, SIZE).contiguous(), generator)
-    read = read_variance.sqrt() * torch.randn(
-        counts.shape, generator=generator, dtype=torch.float64
-    )
-    noisy = counts / gain + read
+    noisy = _poisson_gaussian_draws(truth, gain, read_variance, generator)
     net_input, target, constant = recorrupt_poisson_gaussian(
         noisy, gain, read_variance, ALPHA, generator
     )
@@ -124,11 +127,7 @@ def test_sure_poisson_gaussian_with_maps_is_unbiased() -> None:
     generator = torch.Generator().manual_seed(3)
     truth = _scene()
     gain, read_variance = _maps()
-    counts = torch.poisson((truth * gain).expand(DRAWS, 1, SIZE, SIZE).contiguous(), generator)
-    read = read_variance.sqrt() * torch.randn(
-        counts.shape, generator=generator, dtype=torch.float64
-    )
-    noisy = counts / gain + read
+    noisy = _poisson_gaussian_draws(truth, gain, read_variance, generator)
     values = sure_poisson_gaussian(linear_net, noisy, gain, read_variance, generator=generator)
     _assert_matches(values, supervised_expectation(truth, truth / gain + read_variance))
 

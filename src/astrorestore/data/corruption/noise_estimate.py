@@ -138,6 +138,16 @@ def _as_numpy(x: np.ndarray | torch.Tensor | None) -> np.ndarray | None:
     return np.asarray(x, dtype=np.float64)
 
 
+def _boxes(shape: tuple[int, ...], usable: np.ndarray, box: int):
+    """Windows of whole ``box`` x ``box`` blocks with at least half their pixels usable."""
+    for r in range(shape[0] // box):
+        for c in range(shape[1] // box):
+            window = (slice(r * box, (r + 1) * box), slice(c * box, (c + 1) * box))
+            use = usable[window]
+            if use.sum() >= box * box // 2:
+                yield window, use
+
+
 def box_levels_and_variances(
     frame: np.ndarray, valid: np.ndarray | None = None, box: int = 16
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -149,18 +159,12 @@ def box_levels_and_variances(
     residual = filled[1:-1, 1:-1] - neighbours
     ok = good[1:-1, 1:-1] & good[:-2, 1:-1] & good[2:, 1:-1] & good[1:-1, :-2] & good[1:-1, 2:]
     inner = data[1:-1, 1:-1]
-    rows, cols = residual.shape[0] // box, residual.shape[1] // box
     levels, variances = [], []
-    for r in range(rows):
-        for c in range(cols):
-            window = (slice(r * box, (r + 1) * box), slice(c * box, (c + 1) * box))
-            use = ok[window]
-            if use.sum() < box * box // 2:
-                continue
-            res = residual[window][use]
-            mad = np.median(np.abs(res - np.median(res)))
-            levels.append(np.median(inner[window][use]))
-            variances.append((_MAD_TO_SIGMA * mad) ** 2 / _HIGHPASS_GAIN)
+    for window, use in _boxes(residual.shape, ok, box):
+        res = residual[window][use]
+        mad = np.median(np.abs(res - np.median(res)))
+        levels.append(np.median(inner[window][use]))
+        variances.append((_MAD_TO_SIGMA * mad) ** 2 / _HIGHPASS_GAIN)
     return np.asarray(levels), np.asarray(variances)
 
 
@@ -317,14 +321,8 @@ def box_levels_from_map(
     good = np.isfinite(frame) & np.isfinite(variance)
     if valid is not None:
         good &= np.asarray(valid, bool)
-    rows, cols = frame.shape[0] // box, frame.shape[1] // box
     levels, variances = [], []
-    for r in range(rows):
-        for c in range(cols):
-            window = (slice(r * box, (r + 1) * box), slice(c * box, (c + 1) * box))
-            use = good[window]
-            if use.sum() < box * box // 2:
-                continue
-            levels.append(np.median(frame[window][use]))
-            variances.append(np.median(variance[window][use]))
+    for window, use in _boxes(frame.shape, good, box):
+        levels.append(np.median(frame[window][use]))
+        variances.append(np.median(variance[window][use]))
     return np.asarray(levels), np.asarray(variances)
