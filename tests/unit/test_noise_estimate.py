@@ -97,3 +97,20 @@ def test_no_header_and_a_flat_frame_is_a_user_error_not_a_default() -> None:
     assert "\n" not in str(info.value) and "gain=" in str(info.value)
     with pytest.raises(UserError, match="read noise"):
         estimate_frame_noise(np.full((16, 16), 5.0), {"GAIN": 2.0})
+
+
+def test_a_crowded_frame_gets_a_right_gain_or_a_refusal_never_a_wrong_one() -> None:
+    rng = np.random.default_rng(3)
+    n, gain = 256, 1.0
+    y, x = np.mgrid[:n, :n].astype(float)
+    level = np.full((n, n), 20.0)
+    for _ in range(1500):  # a globular-cluster-like crowd: stars in most 16x16 boxes
+        cx, cy = rng.normal(n / 2, n / 4, 2)
+        level += 10 ** rng.uniform(2.0, 4.0) / 14.1 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / 4.5)
+    frame = rng.poisson(level * gain) / gain + rng.normal(0.0, 3.0, level.shape)
+    try:
+        noise = estimate_frame_noise(frame)
+    except UserError as error:
+        assert "mean-variance fit failed" in str(error)
+    else:
+        assert noise.gain == pytest.approx(gain, rel=0.25)
