@@ -67,6 +67,10 @@ class PhotutilsPSFCores:
         local_background: estimate each star's background in an annulus (``LocalBackground``)
             instead of holding it at the frame's sky.
         maxiters: ``EPSFBuilder`` iterations.
+        smoothing_kernel: ``EPSFBuilder``'s kernel: ``auto`` (photutils' advice: ``quartic``
+            at oversampling 4, ``quadratic`` at 2, none otherwise), ``quartic``, ``quadratic``
+            or ``none``. On a 2 px FWHM Gaussian field ``quadratic`` at oversampling 2 broadens
+            the ePSF enough to bias fitted fluxes by -1.4 %; ``none`` keeps them within 1 %.
     """
 
     def __init__(
@@ -85,6 +89,7 @@ class PhotutilsPSFCores:
         progress: bool = False,
         local_background: bool = False,
         maxiters: int = 10,
+        smoothing_kernel: str | None = "auto",
     ) -> None:
         if not gain > 0:
             raise UserError(f"psf_cores gain={gain!r} is invalid: pass the gain in e-/unit (> 0)")
@@ -110,7 +115,18 @@ class PhotutilsPSFCores:
         self.progress = bool(progress)
         self.local_background = bool(local_background)
         self.maxiters = int(maxiters)
+        if smoothing_kernel == "auto":
+            smoothing_kernel = _KERNELS.get(self.oversampling)
+        if smoothing_kernel not in ("quartic", "quadratic", "none", None):
+            raise UserError(
+                f"psf_cores smoothing_kernel={smoothing_kernel!r}: use auto, quartic, quadratic "
+                "or none"
+            )
+        self.smoothing_kernel = None if smoothing_kernel == "none" else smoothing_kernel
         self.info: dict = {}
+        # The last frame's fitted stars (x, y in pixels, flux in the input's units, reduced
+        # chi-square, whether its core was replaced): the photometry the blend used.
+        self.stars = Table(names=("x", "y", "flux", "reduced_chi2", "replaced"))
 
     # ------------------------------------------------------------------ stars
     @staticmethod
@@ -192,7 +208,7 @@ class PhotutilsPSFCores:
             )
         builder = EPSFBuilder(
             oversampling=self.oversampling,
-            smoothing_kernel=_KERNELS.get(self.oversampling),
+            smoothing_kernel=self.smoothing_kernel,
             maxiters=self.maxiters,
             progress_bar=self.progress,
         )
@@ -287,6 +303,7 @@ class PhotutilsPSFCores:
         )
 
     def __call__(self, noisy: np.ndarray, restored: np.ndarray) -> np.ndarray:
+        self.stars = self.stars[:0]
         original = np.asarray(restored)
         noisy, restored, finite, sky, sigma = self._normalised(
             np.asarray(noisy, dtype=float), original.astype(float)
@@ -297,7 +314,6 @@ class PhotutilsPSFCores:
         self._tree = cKDTree(self._all[:, :2].reshape(-1, 2))
         self._value = restored
         stars, fwhm, radius = self._psf_stars(restored)
-        self._masks = {(r, c): self._neighbour_mask(r, c, radius) for r, c in stars.astype(int)}
         self.info["psf_stars"] = len(stars)
         if len(stars) < self.min_psf_stars:
             self.info["note"] = (
@@ -305,6 +321,7 @@ class PhotutilsPSFCores:
                 "to measure the PSF: frame left as restored"
             )
             return original.astype(np.float32)
+        self._masks = {(r, c): self._neighbour_mask(r, c, radius) for r, c in stars.astype(int)}
         relative, consistency = self._relative_error(noisy, error, stars, radius)
         self.info["psf_star_chi2"] = round(consistency, 3)
         if consistency < 0.5:
@@ -317,7 +334,18 @@ class PhotutilsPSFCores:
         fit_radius = int(np.clip(math.ceil(1.5 * fwhm) + 1, 3, radius))
         peaks = self._peaks(restored, self.min_snr, fit_radius + 1)
         fits = self._fit(psf, noisy, error, peaks[:, :2], fit_radius)
-        out = self._blend(psf, fits, peaks, restored, relative, photons, radius, fit_radius)
+        out, replaced = self._blend(
+            psf, fits, peaks, restored, relative, photons, radius, fit_radius
+        )
+        self.stars = Table(
+            {
+                "x": np.asarray(fits["x_fit"], dtype=float),
+                "y": np.asarray(fits["y_fit"], dtype=float),
+                "flux": sigma * np.asarray(fits["flux_fit"], dtype=float),
+                "reduced_chi2": np.asarray(fits["reduced_chi2"], dtype=float),
+                "replaced": replaced,
+            }
+        )
         self.info.update(
             psf_profile="epsf",
             psf_fwhm=round(fwhm, 3),
@@ -362,4 +390,4 @@ class PhotutilsPSFCores:
             out[box] = np.where(take, restored[box] + weight * (target - restored[box]), out[box])
             best[box] = np.where(take, weight, best[box])
         self.info.update(stars_fitted=len(fits), stars_replaced=int(good.sum()))
-        return out
+        return out, good
