@@ -206,6 +206,9 @@ def main(argv: list[str] | None = None) -> dict:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--cells", type=int, default=len(CELLS), help="first N cells")
+    parser.add_argument(
+        "--cell", type=int, action="append", default=[], help="only cell INDEX (repeatable)"
+    )
     parser.add_argument("--fields", type=int, default=1, help="fields per cell")
     parser.add_argument("--size", type=int, default=256, help="field size (px)")
     parser.add_argument("--ckpt", default=None, help="refit this checkpoint's restoration")
@@ -226,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
     stages = stages_for(options)
     restore = restorer_for(args.ckpt)
     results = {}
-    for index in range(min(args.cells, len(CELLS))):
+    for index in args.cell or range(min(args.cells, len(CELLS))):
         name = CELLS[index]["name"]
         results[name] = run_cell(index, stages, restore, args.size, args.fields)
         print(name, {k: round(v["core_psnr_dB"], 2) for k, v in results[name].items()})

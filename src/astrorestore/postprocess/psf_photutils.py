@@ -22,6 +22,17 @@ the field's library doing the PSF work, so the two can be swapped and compared
 
 Frames are worked on in sky-noise units (sky 0, sigma 1), whatever their units; ``gain``
 (electrons per unit) gives the shot noise.
+
+Measured against the hand-written stage (``python bench/bench_psf_fitting.py --fields 1 --size
+256``: the 11 PSF-robustness cells, one held-out field each, the noisy frame refitted): core
+PSNR within 2 FWHM of the bright stars +2.1 dB over the input on average (0.0 to +7.7) against
+the hand-written stage's +8.1 (+2.5 to +14.4), behind it in every cell by 2.5 to 10.4 dB, at
+2-7.5x its time (measured under load); flux bias within 0.3 % for both. An ePSF built from the
+7-13 isolated stars of a field misses the pixel-integrated analytic core by 3 % (FWHM 2.5 px)
+to 15-25 % (1.2 px, undersampled) where the analytic fit misses by < 1 %, and the blend then
+rightly trusts it little. ``oversampling=4`` (photutils' default, quartic kernel) and
+``smoothing_kernel=none`` did worse (+0.4 and +0.6 dB on average). This stage is the
+comparison, not the default.
 """
 
 from __future__ import annotations
