@@ -181,7 +181,7 @@ def markdown(results: dict, meta: dict) -> str:
 
 
 def stages_for(photutils_options: dict) -> dict:
-    from astrorestore.inference.psf_cores import PSFCores
+    from astrorestore.postprocess.psf_cores import PSFCores
     from astrorestore.postprocess.psf_photutils import PhotutilsPSFCores
 
     return {
