@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from common import RESULTS, variant_checkpoint
 
 from astrorestore.data.sources.demo_frames import (
     DEMO_FWHM,
@@ -48,7 +49,6 @@ from astrorestore.evaluation import photometry as phot
 from astrorestore.evaluation import psf, quality
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
 TO_MJYSR = PHOTMJSR / (DEMO_GAIN * XPOSURE)  # electrons -> MJy/sr, as the frames were written
 RADIUS = 2 * DEMO_FWHM
 SN_BINS = ((5.0, 20.0), (20.0, 100.0), (100.0, np.inf))
@@ -67,21 +67,6 @@ def restore_folder(ckpt: str, folder: Path, out: Path) -> None:
     result = subprocess.run(command, capture_output=True, text=True, cwd=out.parent)
     if result.returncode != 0:
         raise SystemExit(f"infer.py failed on {ckpt}:\n{result.stderr[-2000:]}")
-
-
-def variant_checkpoint(path: str, settings: str, folder: Path) -> Path:
-    """A copy of the checkpoint at ``path`` with ``key=value`` network settings changed."""
-    import torch
-    import yaml
-
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    net = checkpoint["astrorestore"]["net"]
-    for item in settings.split(","):
-        key, _, value = item.partition("=")
-        net[key] = yaml.safe_load(value)
-    out = folder / f"variant_{abs(hash((path, settings)))}.ckpt"
-    torch.save(checkpoint, out)
-    return out
 
 
 def score(folder: Path, restored_dir: Path) -> dict:

@@ -57,6 +57,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from common import variant_spec
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -486,18 +487,6 @@ def plot(results: dict, methods: list[str], path: Path) -> None:
     axes[0].legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=80)
-
-
-def variant_spec(spec: str, ckpts: list[str], folder: Path) -> str:
-    """``LABEL=PATH`` of a copy of the ``--ckpt`` labelled BASE with network settings changed."""
-    from bench_demo_frames import variant_checkpoint
-
-    label, _, rest = spec.partition("=")
-    base, _, settings = rest.partition(":")
-    paths = {c.rpartition("=")[0] or Path(c).stem: c.rpartition("=")[2] for c in ckpts}
-    if base not in paths or not settings:
-        raise SystemExit(f"--variant {spec!r}: use LABEL=BASE:key=value with BASE a --ckpt label")
-    return f"{label}={variant_checkpoint(paths[base], settings, folder)}"
 
 
 def main() -> None:

@@ -48,9 +48,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import RESULTS, draw_noise, held_out_scene, psnr, star_fluxes
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
 HELD_OUT_SEED = 987_654
 
 
@@ -95,19 +95,6 @@ def training_throughput(config: dict, steps: int = 20) -> float:
     for _ in range(steps):
         step()
     return steps * batch / (time.perf_counter() - start)
-
-
-def held_out_scene(scene: dict) -> dict:
-    """The run's training scene, or ``data=simulated``'s single-PSF scene when training drew
-    sky, PSF or crowding per field (``data=simulated_randomized``, the default): the table needs
-    one sky level and one PSF FWHM. PSF robustness is ``bench_psf_robustness.py``'s job."""
-    ranges = ("star_flux_range", "galaxy_flux_range")
-    if not any(isinstance(v, list | dict) for k, v in scene.items() if k not in ranges):
-        return scene
-    from omegaconf import OmegaConf
-
-    fixed = OmegaConf.load(REPO / "configs" / "data" / "simulated.yaml").scene
-    return dict(OmegaConf.to_container(fixed))
 
 
 def validate_on_simulated(
@@ -157,35 +144,6 @@ class _PlainForward(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn(x)
-
-
-def psnr(pred: np.ndarray, truth: np.ndarray) -> float:
-    """The package's PSNR: data range = the truth's max - min."""
-    from astrorestore.metrics.image_quality import psnr_per_image
-
-    as_batch = lambda a: torch.from_numpy(np.asarray(a, np.float64))[None, None]  # noqa: E731
-    return float(psnr_per_image(as_batch(pred), as_batch(truth))[0])
-
-
-def draw_noise(noise, truth: np.ndarray, seed: int) -> np.ndarray:
-    """One realisation of the run's own noise model (exposure 1) on ``truth``."""
-    generator = torch.Generator().manual_seed(seed)
-    return noise.draw(torch.from_numpy(truth.astype(np.float32)), generator).numpy()
-
-
-def star_fluxes(image, truth, catalog, sky, fwhm, read_noise):
-    """(flux of image, true flux, true S/N) in r = 2 FWHM apertures of every catalogued star;
-    the S/N is the noisy frame's (sky + read noise + the star's own shot noise)."""
-    from photutils.aperture import CircularAperture, aperture_photometry
-
-    stars = catalog["kind"] == 0
-    positions = np.column_stack([catalog["x"][stars], catalog["y"][stars]])
-    aperture = CircularAperture(positions, r=2 * fwhm)
-    area = aperture.area
-    true_flux = aperture_photometry(truth, aperture)["aperture_sum"].data - sky * area
-    flux = aperture_photometry(image, aperture)["aperture_sum"].data - sky * area
-    noise = np.sqrt(area * (sky + read_noise**2) + np.clip(true_flux, 0, None))
-    return flux, true_flux, true_flux / noise
 
 
 def aperture_errors(image, truth, catalog, sky, fwhm, read_noise):

@@ -1,0 +1,106 @@
+"""What several benchmarks share, in one place: the shipped configs composed with overrides, the
+held-out scene and noise of a run, the star photometry, checkpoint variants.
+
+Benchmarks import this as ``common`` (``python bench/<name>.py`` puts ``bench/`` on the path);
+they never import one another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+RESULTS = REPO / "bench" / "results"
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
+    """The shipped ``configs/<config_name>.yaml`` with Hydra ``overrides``, as ``train.py`` sees
+    it: a benchmark states only what it changes, never a copy of a default."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        return hydra_compose(config_name, overrides=list(overrides))
+
+
+def held_out_scene(scene: dict) -> dict:
+    """The run's training scene, or ``data=simulated``'s single-PSF scene when training drew
+    sky, PSF or crowding per field (``data=simulated_randomized``, the default): the tables need
+    one sky level and one PSF FWHM. PSF robustness is ``bench_psf_robustness.py``'s job."""
+    ranges = ("star_flux_range", "galaxy_flux_range")
+    if not any(isinstance(v, list | dict) for k, v in scene.items() if k not in ranges):
+        return scene
+    fixed = OmegaConf.load(CONFIGS / "data" / "simulated.yaml").scene
+    return dict(OmegaConf.to_container(fixed))
+
+
+def draw_noise(noise, truth: np.ndarray, seed: int) -> np.ndarray:
+    """One realisation of the run's own noise model (exposure 1) on ``truth``."""
+    generator = torch.Generator().manual_seed(seed)
+    return noise.draw(torch.from_numpy(truth.astype(np.float32)), generator).numpy()
+
+
+def psnr(pred: np.ndarray, truth: np.ndarray) -> float:
+    """The package's PSNR: data range = the truth's max - min."""
+    from astrorestore.metrics.image_quality import psnr_per_image
+
+    def as_batch(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(a, np.float64))[None, None]
+
+    return float(psnr_per_image(as_batch(pred), as_batch(truth))[0])
+
+
+def star_fluxes(image, truth, catalog, sky, fwhm, read_noise):
+    """(flux of image, true flux, true S/N) in r = 2 FWHM apertures of every catalogued star;
+    the S/N is the noisy frame's (sky + read noise + the star's own shot noise)."""
+    from photutils.aperture import CircularAperture, aperture_photometry
+
+    stars = catalog["kind"] == 0
+    positions = np.column_stack([catalog["x"][stars], catalog["y"][stars]])
+    aperture = CircularAperture(positions, r=2 * fwhm)
+    area = aperture.area
+    true_flux = aperture_photometry(truth, aperture)["aperture_sum"].data - sky * area
+    flux = aperture_photometry(image, aperture)["aperture_sum"].data - sky * area
+    noise = np.sqrt(area * (sky + read_noise**2) + np.clip(true_flux, 0, None))
+    return flux, true_flux, true_flux / noise
+
+
+def variant_checkpoint(path: str, settings: str, folder: Path) -> Path:
+    """A copy of the checkpoint at ``path`` with ``key=value`` network settings changed."""
+    import yaml
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    net = checkpoint["astrorestore"]["net"]
+    for item in settings.split(","):
+        key, _, value = item.partition("=")
+        net[key] = yaml.safe_load(value)
+    out = folder / f"variant_{abs(hash((path, settings)))}.ckpt"
+    torch.save(checkpoint, out)
+    return out
+
+
+def variant_spec(spec: str, ckpts: list[str], folder: Path) -> str:
+    """``LABEL=PATH`` of a copy of the ``--ckpt`` labelled BASE with network settings changed."""
+    label, _, rest = spec.partition("=")
+    base, _, settings = rest.partition(":")
+    paths = {c.rpartition("=")[0] or Path(c).stem: c.rpartition("=")[2] for c in ckpts}
+    if base not in paths or not settings:
+        raise SystemExit(f"--variant {spec!r}: use LABEL=BASE:key=value with BASE a --ckpt label")
+    return f"{label}={variant_checkpoint(paths[base], settings, folder)}"
+
+
+def bm3d_or_note(bench: str) -> bool:
+    """Whether the optional ``bm3d`` package is importable; if not, one line says the BM3D rows
+    are skipped (it is not a requirement and CI does not install it)."""
+    try:
+        import bm3d  # noqa: F401
+    except ImportError:
+        print(f"{bench}: bm3d not installed, no BM3D rows (pip install bm3d)")
+        return False
+    return True
