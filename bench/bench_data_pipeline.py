@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import RESULTS, compose
+from common import add_output_options, compose
 from hydra.utils import instantiate
 
 
@@ -98,8 +98,7 @@ def main() -> None:
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--pairs", action="store_true", help="real exposure pairs (Noise2Noise)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=str(RESULTS), help="results folder")
-    parser.add_argument("--smoke", action="store_true", help="tiny budget: does the bench run?")
+    add_output_options(parser)
     args = parser.parse_args()
     if args.smoke:
         args.batches, args.batch_size, args.patch_size = 3, 2, 32

@@ -31,9 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
+from common import REPO, add_output_options
 
 CHILD = """
 import json, resource, sys, time
@@ -109,8 +107,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--batches", type=int, default=50)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    parser.add_argument("--out", default=str(RESULTS), help="results folder")
-    parser.add_argument("--smoke", action="store_true", help="tiny budget: does the bench run?")
+    add_output_options(parser)
     args = parser.parse_args()
     if args.smoke:
         args.size_gb, args.frame_size, args.tile_size, args.stride = 0.002, 256, 128, 64

@@ -44,7 +44,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from common import RESULTS, compose
+from common import RESULTS, add_output_options, compose
 
 from astrorestore.data.datamodules.photos import HubbleDataModule
 from astrorestore.data.normalization.photo import to_unit
@@ -610,12 +610,8 @@ def main() -> None:
         help="SR: train only the SR3 variants (no regression, curves, timing, seams)",
     )
     parser.add_argument("--tag", default="", help="suffix of the results file name")
-    parser.add_argument("--out", default=str(RESULTS), help="results folder")
-    parser.add_argument(
-        "--smoke",
-        action="store_true",
-        help="tiny budget (does the bench run?): 2 steps, one seed, one colour space on 4 test "
-        "crops, one SR3 variant, no SR extras",
+    add_output_options(
+        parser, "2 steps, one seed, one colour space on 4 test crops, one SR3 variant, no extras"
     )
     parser.add_argument(
         "--device",

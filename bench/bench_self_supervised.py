@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import RESULTS, bm3d_or_note, compose
+from common import RESULTS, add_output_options, bm3d_or_note, compose
 from scipy import ndimage
 
 from astrorestore.data.normalization.asinh import AsinhNormalizer
@@ -332,13 +332,17 @@ def main() -> None:
     parser.add_argument(
         "--append", action="store_true", help="add rows to the existing results (same settings)"
     )
-    parser.add_argument("--out", default=str(RESULTS / "self_supervised"), help="output stem")
+    add_output_options(
+        parser,
+        "2 steps of one row (n2v) on 64 px fields",
+        RESULTS / "self_supervised",
+        "output stem (STEM.json, STEM.md)",
+    )
     parser.add_argument(
         "--careamics-python",
         default=None,
         help="a Python with CAREamics installed (optional): adds its N2V/N2V2/N2N rows",
     )
-    parser.add_argument("--smoke", action="store_true", help="tiny budget: checks the bench runs")
     args = parser.parse_args()
     extra = []
     if args.smoke:

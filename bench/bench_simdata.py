@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import CONFIGS, RESULTS, compose
+from common import CONFIGS, add_output_options, compose
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -95,8 +95,7 @@ def batch_times(devices: list[torch.device], side: int, repeats: int) -> dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fields", type=int, default=40, help="fields per scene setting")
-    parser.add_argument("--out", default=str(RESULTS), help="results folder")
-    parser.add_argument("--smoke", action="store_true", help="tiny budget: does the bench run?")
+    add_output_options(parser)
     args = parser.parse_args()
     size, side, repeats = (64, 32, 2) if args.smoke else (256, 128, 20)
     fields = 1 if args.smoke else args.fields

@@ -31,7 +31,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from common import CONFIGS, RESULTS, compose
+from common import CONFIGS, RESULTS, add_output_options, compose
 from hydra.utils import instantiate
 from omegaconf import open_dict
 from torch.utils.flop_counter import FlopCounterMode
@@ -281,8 +281,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow)")
     parser.add_argument("--ckpt", default=None, help="trained checkpoint for the bf16 accuracy")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--out", default=str(RESULTS), help="results folder")
-    parser.add_argument("--smoke", action="store_true", help="tiny budget: does the bench run?")
+    add_output_options(parser)
     args = parser.parse_args()
     global DEVICE, OUTPUT
     OUTPUT = Path(args.out)

@@ -48,7 +48,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import RESULTS, compose, draw_noise, held_out_scene, psnr, star_fluxes
+from common import (
+    add_output_options,
+    compose,
+    draw_noise,
+    held_out_scene,
+    psnr,
+    star_fluxes,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 HELD_OUT_SEED = 987_654
@@ -227,12 +234,8 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="also score the held-out field after infer.py's PSF-core stage (psf_cores)",
     )
-    parser.add_argument("--out", default=str(RESULTS), help="results folder")
-    parser.add_argument(
-        "--smoke",
-        action="store_true",
-        help="tiny budget (does the bench run?): train debug=tiny for one epoch unless --ckpt, "
-        "128 px held-out field and seam frames, 2 throughput steps",
+    add_output_options(
+        parser, "debug=tiny for one epoch unless --ckpt, 128 px held-out field and seam frames"
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for training")
     args = parser.parse_args()

@@ -7,6 +7,7 @@ they never import one another.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -104,3 +105,15 @@ def bm3d_or_note(bench: str) -> bool:
         print(f"{bench}: bm3d not installed, no BM3D rows (pip install bm3d)")
         return False
     return True
+
+
+def add_output_options(
+    parser: argparse.ArgumentParser,
+    smoke: str = "does the bench run?",
+    out: Path = RESULTS,
+    out_help: str = "results folder",
+) -> None:
+    """``--out`` (where the results go) and ``--smoke`` (the smallest budget, which only says
+    that the bench runs: ``tests/integration/test_benches.py``), the same for every bench."""
+    parser.add_argument("--out", default=str(out), help=out_help)
+    parser.add_argument("--smoke", action="store_true", help=f"tiny budget: {smoke}")
