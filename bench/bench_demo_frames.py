@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from common import RESULTS, variant_checkpoint
 
 from astrorestore.data.sources.demo_frames import (
     DEMO_FWHM,
@@ -50,7 +51,6 @@ from astrorestore.evaluation import psf
 from astrorestore.metrics import image_quality as quality
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
 TO_MJYSR = PHOTMJSR / (DEMO_GAIN * XPOSURE)  # electrons -> MJy/sr, as the frames were written
 RADIUS = 2 * DEMO_FWHM
 SN_BINS = ((5.0, 20.0), (20.0, 100.0), (100.0, np.inf))
@@ -69,25 +69,6 @@ def restore_folder(ckpt: str, folder: Path, out: Path) -> None:
     result = subprocess.run(command, capture_output=True, text=True, cwd=out.parent)
     if result.returncode != 0:
         raise SystemExit(f"infer.py failed on {ckpt}:\n{result.stderr[-2000:]}")
-
-
-def variant_checkpoint(path: str, settings: str, folder: Path) -> Path:
-    """A copy of the checkpoint at ``path`` with ``infer.py``'s postprocess overrides
-    (comma-separated) laid over its post-processing."""
-    import torch
-    from bench_psf_robustness import postprocess_overrides
-
-    from astrorestore.checkpoint import read_checkpoint
-    from astrorestore.postprocess import merge_postprocess
-
-    checkpoint = read_checkpoint(path)
-    record = checkpoint["astrorestore"]
-    record["postprocess"] = merge_postprocess(
-        record["postprocess"], postprocess_overrides(settings)
-    )
-    out = folder / f"variant_{abs(hash((path, settings)))}.ckpt"
-    torch.save(checkpoint, out)
-    return out
 
 
 def score(folder: Path, restored_dir: Path) -> dict:
@@ -175,7 +156,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", action="append", required=True, help="LABEL=PATH (repeatable)")
     parser.add_argument(
-        "--variant", action="append", default=[], help="LABEL=BASE:key=value,... (repeatable)"
+        "--variant",
+        action="append",
+        default=[],
+        help="LABEL=BASE:OVERRIDES : BASE's weights with infer.py's postprocess overrides "
+        "(comma-separated, as bench_psf_robustness.py --variant; repeatable)",
     )
     parser.add_argument(
         "--folder", default=None, help="demo folder (default: written to a temp dir)"

@@ -33,8 +33,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from bench_psf_robustness import variant_spec
-from bench_supervised import draw_noise, held_out_scene, psnr, star_fluxes
+from common import draw_noise, held_out_scene, psnr, star_fluxes, variant_spec
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FIELD_SEED = 555_000

@@ -13,8 +13,9 @@ proportion to the folder. Steps:
 4. Time ``RandomTileCrops`` (``--patch-size``, batches of ``--batch-size``, num_workers=0)
    through a DataLoader: patches/s of the data pipeline alone.
 
-Usage: ``python bench/bench_fits_tiling.py [--size-gb 1.0] [--frame-size 2048] [--keep]``.
-Results are printed and written to ``bench/results/fits_tiling.json``.
+Usage: ``python bench/bench_fits_tiling.py [--size-gb 1.0] [--frame-size 2048] [--keep]
+[--out FOLDER]``. Results are printed and written to ``FOLDER/fits_tiling.json`` (default
+``bench/results``); ``--smoke``: a few 256 px frames, 3 batches (does the bench run?).
 """
 
 from __future__ import annotations
@@ -30,9 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
+from common import REPO, add_output_options
 
 CHILD = """
 import json, resource, sys, time
@@ -108,7 +107,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--batches", type=int, default=50)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    add_output_options(parser)
     args = parser.parse_args()
+    if args.smoke:
+        args.size_gb, args.frame_size, args.tile_size, args.stride = 0.002, 256, 128, 64
+        args.patch_size, args.batch_size, args.batches = 32, 4, 3
     sys.path.insert(0, str(REPO / "src"))
 
     work = Path(tempfile.mkdtemp(prefix="bench_fits_"))
@@ -143,8 +146,9 @@ def main() -> None:
         }
         for key, value in result.items():
             print(f"{key:>22}: {value:.3f}" if isinstance(value, float) else f"{key:>22}: {value}")
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "fits_tiling.json").write_text(json.dumps(result, indent=1))
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "fits_tiling.json").write_text(json.dumps(result, indent=1))
     finally:
         if args.keep:
             print(f"kept {work}")

@@ -29,8 +29,9 @@ for every model; wall times printed beside it are under load and say little. Res
    124² frame of the held-out quarter (248² output) super-resolved whole and in 48 px tiles
    with the same seed.
 
-Usage: ``python bench/bench_generative.py [--steps 2000] [--size 32] [--parts ...]
-[--seeds 0,1,2] [--test-crops grid|N]``
+Usage: ``python bench/bench_generative.py [--steps 2000] [--size 32] [--parts ...] [--out FOLDER]
+[--seeds 0,1,2] [--test-crops grid|N] [--smoke]``. Every model is a shipped config (``model=cgan_colorize``,
+``sr3``, ``sr_regression``) composed with the overrides in ``BENCH``, ``SR_FAST`` and per run.
 """
 
 from __future__ import annotations
@@ -43,36 +44,35 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from common import RESULTS, add_output_options, compose
 
 from astrorestore.colour import to_unit
-from astrorestore.data.corruption.noise import GaussianNoise
 from astrorestore.data.datamodules.photos import HubbleDataModule
-from astrorestore.data.normalization.photo import PhotoNormalizer
-from astrorestore.data.pairings.colorization import ColorizationPairing
-from astrorestore.data.pairings.super_resolution import SuperResolutionPairing
 from astrorestore.data.sources.hubble import held_out_start, hubble_image
 from astrorestore.diffusion.sampler import SuperResolutionSampler, sample, upsample
 from astrorestore.inference.restore import restore_image
 from astrorestore.inference.restorer import Restorer
-from astrorestore.losses.pixel import RestorationLoss
 from astrorestore.metrics.colour import colourfulness, delta_e76
 from astrorestore.metrics.image_quality import photo_ssim as ssim_rgb
 from astrorestore.metrics.image_quality import photo_ssim_per_image as ssim_per_image
 from astrorestore.metrics.lpips_metric import build_lpips
-from astrorestore.modules.adversarial import AdversarialModule
 from astrorestore.modules.diffusion import DiffusionModule
-from astrorestore.modules.regression import RegressionModule
-from astrorestore.nets.patch_discriminator import PatchDiscriminator
-from astrorestore.nets.sr3_unet import SR3UNet
-from astrorestore.nets.unet_generator import ColorizationGenerator
-from astrorestore.nets.upsampling import UpsamplingResidualUNet
+from astrorestore.train import build
 
-OUT = Path(__file__).resolve().parent / "results"
-SIGMA = 0.01  # SR input noise on [0, 1] pixels
+OUT = RESULTS  # --out
 SR3_SAMPLE_STEPS = 25
 DDIM_CHOICES = (1, 2, 5, 10, 25, 50)
 CURVE_STEPS = (1, 2, 5, 10, 25, 50, 250)
-RESIDUAL_SCALE = 0.07  # configs/model/sr3.yaml: the residual's std on these crops
+# What the bench changes in the shipped configs, every model alike: a bench-sized budget
+# (batches of 8, 256 patches an "epoch"), no LR schedule (the budget is steps, not epochs), the
+# trained network alone (no LPIPS network, one panel), PSNR as the monitor, NCHW.
+BENCH = ["data.batch_size=8", "data.patches_per_epoch=256", "model.compute_lpips=false",
+         "model.n_panel_images=1", "monitor.metric=val/psnr", "monitor.mode=max",
+         "model.scheduler=null", "speed.channels_last=false"]  # fmt: skip
+# The super-resolution networks at the bench's size, trained faster than the shipped configs
+# (AdamW at 2e-3 with torch's default weight decay 0.01).
+SR_FAST = ["model.net.base_channels=16", "model.net.depth=2", "model.optimizer.lr=0.002",
+           "model.optimizer.weight_decay=0.01"]  # fmt: skip
 
 
 ACCELERATOR = "cpu"  # --device cuda trains on one GPU; scoring and sampling stay on the CPU
@@ -113,10 +113,6 @@ def held_out_batch(data: HubbleDataModule, split: str) -> dict[str, torch.Tensor
 
 def test_batch(data: HubbleDataModule) -> dict[str, torch.Tensor]:
     return held_out_batch(data, "test")
-
-
-def adam(lr: float):
-    return lambda params: torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999))
 
 
 def test_grid(size: int) -> list[tuple[int, int]]:
@@ -191,22 +187,18 @@ def colorization(
         per_crop[key] = []
         for seed in seeds:
             torch.manual_seed(seed)
-            data = _colour_data(space, size, seed, test_crops)
-            module = AdversarialModule(
-                net=ColorizationGenerator(space, base_channels=16, image_size=size),
-                discriminator=PatchDiscriminator(4, 16, n_layers=2 if size >= 64 else 1),
-                loss=RestorationLoss(1.0, 0.0, 0.0),
-                optimizer=adam(2e-4),
-                discriminator_optimizer=adam(2e-4),
-                adversarial_weight=weight,
-                adversarial_warmup_steps=warm,
-                adversarial_ramp_steps=ramp,
-                feature_matching_weight=matching,
-                gan_loss=loss,
-                compute_lpips=False,
-                n_panel_images=1,
-                monitor="val/psnr",
-                ema_decay=ema_decay,
+            data, module = build(
+                compose(
+                    _colour_config(space, size, seed, test_crops)
+                    + [
+                        f"model.adversarial_weight={weight}",
+                        f"model.adversarial_warmup_steps={warm}",
+                        f"model.adversarial_ramp_steps={ramp}",
+                        f"model.feature_matching_weight={matching}",
+                        f"model.gan_loss={loss}",
+                        f"model.ema_decay={'null' if ema_decay is None else ema_decay}",
+                    ]
+                )
             )
             budget = fit(module, data, steps)
             batch = colour_test_batch(data, test_crops)
@@ -218,7 +210,8 @@ def colorization(
         rows[key] = _summary(per_crop[key], seeds)
     # The luminance differs between colour spaces (BT.601 luma vs L*); the baseline uses the
     # first space's, as its generators see. It is deterministic: one "seed".
-    base = colour_test_batch(_colour_data(spaces[0], size, seeds[0], test_crops), test_crops)
+    base_data = build(compose(_colour_config(spaces[0], size, seeds[0], test_crops)))[0]
+    base = colour_test_batch(base_data, test_crops)
     grey = to_unit(base["input"]).expand(-1, 3, -1, -1)
     truth = to_unit(base["truth"])  # the crops the grey copy was made from
     per_crop["grey_copy"] = [_colour_scores(grey, truth)]
@@ -297,17 +290,24 @@ def _beats(row: dict, other: dict, pair: dict) -> dict:
     return out
 
 
-def _colour_data(space: str, size: int, seed: int, test_crops: str) -> HubbleDataModule:
-    return HubbleDataModule(
-        ColorizationPairing(space),
-        PhotoNormalizer(),
-        patch_size=size,
-        batch_size=8,
-        patches_per_epoch=256,
-        n_val=4,
-        n_test=36 if test_crops == "grid" else int(test_crops),
-        seed=seed,
-    )
+def _colour_config(space: str, size: int, seed: int, test_crops: str) -> list[str]:
+    """Overrides of ``model=cgan_colorize`` for one colorization run: the colour space, crop
+    size and data seed, a generator and discriminator of 16 channels (one layer fewer below
+    64 px crops), no discriminator LR schedule."""
+    n_test = 36 if test_crops == "grid" else int(test_crops)
+    return [
+        "model=cgan_colorize",
+        *BENCH,
+        "model.discriminator_scheduler=null",
+        f"data.pairing.color_space={space}",
+        f"data.patch_size={size}",
+        "data.n_val=4",
+        f"data.n_test={n_test}",
+        f"data.seed={seed}",
+        "model.net.base_channels=16",
+        "model.discriminator.base_channels=16",
+        f"model.discriminator.n_layers={2 if size >= 64 else 1}",
+    ]
 
 
 def _colour_scores(rgb: torch.Tensor, truth: torch.Tensor) -> dict:
@@ -324,9 +324,9 @@ def _sr_scores(hr: torch.Tensor, low: torch.Tensor, truth: torch.Tensor, pairing
     redegraded = pairing.degrade(hr)
     scores = {
         "ssim": ssim_rgb(hr, truth),
-        "consistency": float((redegraded - low).pow(2).mean().sqrt() / SIGMA),
+        "consistency": float((redegraded - low).pow(2).mean().sqrt() / pairing.noise.sigma),
         "flux_error": float(
-            (hr.sum((1, 2, 3)) / (low.sum((1, 2, 3)) * pairing.scale**2) - 1).abs().mean()
+            (hr.sum((1, 2, 3)) / (low.sum((1, 2, 3)) * pairing.upscale_factor**2) - 1).abs().mean()
         ),
     }
     if lpips is not None:
@@ -335,22 +335,19 @@ def _sr_scores(hr: torch.Tensor, low: torch.Tensor, truth: torch.Tensor, pairing
     return scores
 
 
-def _sr3(target: str, prediction: str) -> DiffusionModule:
+def _sr_config(model: str, size: int, extra: list[str] = ()) -> list[str]:
+    """Overrides of ``model=<model>`` (``sr3``, ``sr_regression``) at ``size`` px low-resolution
+    crops (x2), 16 validation and 16 test crops."""
+    return [f"model={model}", *BENCH, *SR_FAST, f"data.patch_size={2 * size}", "data.n_val=16",
+            "data.n_test=16", *extra]  # fmt: skip
+
+
+def _sr3(target: str, prediction: str, size: int = 32) -> DiffusionModule:
+    """An SR3 of the bench's size (no dropout, EMA 0.995, exported DDIM at 25 steps)."""
     torch.manual_seed(0)
-    return DiffusionModule(
-        net=SR3UNet(3, 2, base_channels=16, depth=2, dropout=0.0),
-        loss=RestorationLoss(1, 0, 0),
-        optimizer=lambda params: torch.optim.AdamW(params, lr=2e-3),
-        scale=2,
-        prediction=prediction,
-        target=target,
-        residual_scale=RESIDUAL_SCALE,
-        ema_decay=0.995,
-        sample_steps=SR3_SAMPLE_STEPS,
-        compute_lpips=False,
-        n_panel_images=1,
-        monitor="val/psnr",
-    )
+    extra = [f"model.target={target}", f"model.prediction={prediction}", "model.net.dropout=0.0",
+             "model.ema_decay=0.995", f"model.sample_steps={SR3_SAMPLE_STEPS}"]  # fmt: skip
+    return build(compose(_sr_config("sr3", size, extra)))[1]
 
 
 def _sample(module: DiffusionModule, cond: torch.Tensor, steps: int, sampler: str, seed: int = 0):
@@ -372,17 +369,9 @@ def _sample(module: DiffusionModule, cond: torch.Tensor, steps: int, sampler: st
 def super_resolution(
     steps: int, size: int, variants: list[tuple[str, str]], extras: bool = True
 ) -> dict:
-    hr_size = 2 * size
-    pairing = SuperResolutionPairing(2, psf_sigma=1.0, noise=GaussianNoise(sigma=SIGMA))
-    data = HubbleDataModule(
-        pairing,
-        PhotoNormalizer(),
-        patch_size=hr_size,
-        batch_size=8,
-        patches_per_epoch=256,
-        n_val=16,
-        n_test=16,
-    )
+    # One data module for every model: they train on the same crops and noise stream.
+    data = build(compose(_sr_config("sr3", size)))[0]
+    pairing = data.pairing
     lpips = build_lpips(None)
     batch = test_batch(data)
     low, truth = to_unit(batch["input"]), to_unit(batch["truth"])
@@ -393,14 +382,8 @@ def super_resolution(
 
     if extras:
         torch.manual_seed(0)
-        regression = RegressionModule(
-            net=UpsamplingResidualUNet(3, 2, base_channels=16, depth=2, dilations=[1, 2]),
-            loss=RestorationLoss(1, 0, 0),
-            optimizer=lambda params: torch.optim.AdamW(params, lr=2e-3),
-            compute_lpips=False,
-            n_panel_images=1,
-            monitor="val/psnr",
-        )
+        dilations = ["model.net.dilations=[1,2]"]
+        regression = build(compose(_sr_config("sr_regression", size, dilations)))[1]
         budget = fit(regression, data, steps)
         with torch.no_grad():
             out = to_unit(regression.eval().net(batch["input"]))
@@ -409,7 +392,7 @@ def super_resolution(
 
     modules = {}
     for target, prediction in variants:
-        module = _sr3(target, prediction)
+        module = _sr3(target, prediction, size)
         budget = fit(module, data, steps)
         module.eval()
         # The DDIM step count (<= 50) is chosen on the validation crops, then scored on test.
@@ -451,7 +434,7 @@ def super_resolution(
                 {"sampler": sampler, "steps": n, **_sr_scores(out, low, truth, pairing, lpips)}
             )
             print(curve[-1], flush=True)
-    result.update(steps_curve=curve, timing=sampling_time(sr3), seams=seam_check(sr3, pairing))
+    result.update(steps_curve=curve, timing=sampling_time(sr3), seams=seam_check(sr3, data))
     return result
 
 
@@ -472,7 +455,7 @@ def sampling_time(module: DiffusionModule, repeats: int = 3) -> list[dict]:
     return timing
 
 
-def seam_check(module: DiffusionModule, pairing: SuperResolutionPairing) -> dict:
+def seam_check(module: DiffusionModule, data: HubbleDataModule) -> dict:
     """A 124² low-resolution frame (248² output: the held-out quarter is 250 px wide)
     super-resolved whole and in 48 px tiles (overlap 10) with one seed, and whole with a second
     seed: tiling should differ from the whole frame by no more than two seeds differ, with no
@@ -481,7 +464,9 @@ def seam_check(module: DiffusionModule, pairing: SuperResolutionPairing) -> dict
     x0 = held_out_start(image.shape[1])
     truth = torch.from_numpy(image[600:848, x0 : x0 + 248].transpose(2, 0, 1).copy())[None]
     generator = torch.Generator().manual_seed(1)
-    low = pairing.degrade(truth) + SIGMA * torch.randn(1, 3, 124, 124, generator=generator)
+    pairing = data.pairing
+    noise = pairing.noise.sigma * torch.randn(1, 3, 124, 124, generator=generator)
+    low = pairing.degrade(truth) + noise
     low_np = low[0].permute(1, 2, 0).numpy()
     hp = module.hparams
     fn = SuperResolutionSampler(
@@ -494,7 +479,7 @@ def seam_check(module: DiffusionModule, pairing: SuperResolutionPairing) -> dict
         hp.target,
         hp.residual_scale,
     )
-    restorer = Restorer(fn, PhotoNormalizer(), 3, 3, 2, 2, torch.device("cpu"), "sr3", "bench")
+    restorer = Restorer(fn, data.normalizer, 3, 3, 2, 2, torch.device("cpu"), "sr3", "bench")
     whole = restore_image(low_np, restorer, 124, 0, 1, False, seed=0)
     other = restore_image(low_np, restorer, 124, 0, 1, False, seed=1)
     tiled = restore_image(low_np, restorer, 48, 10, 4, False, seed=0)
@@ -611,6 +596,9 @@ def main() -> None:
         help="SR: train only the SR3 variants (no regression, curves, timing, seams)",
     )
     parser.add_argument("--tag", default="", help="suffix of the results file name")
+    add_output_options(
+        parser, "2 steps, one seed, one colour space on 4 test crops, one SR3 variant, no extras"
+    )
     parser.add_argument(
         "--device",
         default="cpu",
@@ -618,7 +606,11 @@ def main() -> None:
         help="cuda: train on one GPU (fp32); scoring, sampling and timing stay on the CPU",
     )
     args = parser.parse_args()
-    global ACCELERATOR
+    global ACCELERATOR, OUT
+    OUT = Path(args.out)
+    if args.smoke:
+        args.steps, args.seeds, args.color_spaces, args.test_crops = 2, "0", "ycbcr", "4"
+        args.sr3_variants, args.no_extras = "residual:v", True
     if args.device == "cuda":
         if not torch.cuda.is_available():
             parser.error("--device cuda: no CUDA device here; run without --device")
@@ -657,7 +649,7 @@ def main() -> None:
     if "timing" in parts:
         # Timing alone (an untrained SR3 of the bench's size costs the same as a trained one);
         # redraws the plot of an earlier super-resolution run with these timings.
-        result["timing"] = sampling_time(_sr3("residual", "v").eval())
+        result["timing"] = sampling_time(_sr3("residual", "v", args.size).eval())
         earlier = OUT / "generative_super_resolution.json"
         if "super_resolution" not in parts and earlier.is_file():
             previous = json.loads(earlier.read_text())
@@ -669,7 +661,7 @@ def main() -> None:
             args.steps, args.size, variants, not args.no_extras
         )
     result["wall_seconds"] = time.perf_counter() - start
-    OUT.mkdir(exist_ok=True)
+    OUT.mkdir(parents=True, exist_ok=True)
     full = set(parts) == {"colorization", "super_resolution"}
     suffix = ("" if full else f"_{'_'.join(parts)}") + (f"_{args.tag}" if args.tag else "")
     (OUT / f"generative{suffix}.json").write_text(json.dumps(result, indent=2))

@@ -22,6 +22,7 @@ Columns, each the mean over seeds (``_std``: the spread over seeds, sample std):
 
 Usage: ``python bench/bench_generative_axes.py [--seeds 0,1,2] [--n-crops 16] [--sigma 0.01]
 [--psf-sigma 1] [--no-window] [--out bench/results/generative_axes]``; writes ``<out>.json`` and ``<out>.md``. CPU, seconds.
+``--smoke``: one seed, 2 test crops (does the bench run?).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from common import RESULTS, add_output_options
 
 from astrorestore.data.pairings.super_resolution import SuperResolutionPairing
 from astrorestore.data.sources.hubble import HubbleFixedCrops, held_out_start, hubble_image
@@ -48,7 +50,6 @@ from astrorestore.metrics.realism import (
     patch_sliced_wasserstein,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SCALE = 2
 PSF_SIGMA = 1.0  # configs/pairing/super_resolution.yaml (--psf-sigma)
 CROP = 128  # configs/model/sr3.yaml data.patch_size (high resolution)
@@ -211,15 +212,18 @@ def main() -> None:
     parser.add_argument(
         "--no-window", action="store_true", help="spectra without the Hann window (edge leakage)"
     )
-    parser.add_argument(
-        "--out", type=Path, default=RESULTS / "generative_axes", help="path stem of .json/.md"
+    add_output_options(
+        parser, "one seed, 2 test crops", RESULTS / "generative_axes", "path stem of .json/.md"
     )
     args = parser.parse_args()
+    if args.smoke:
+        args.seeds, args.n_crops = "0", 2
     seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
     result = run(seeds, args.n_crops, args.sigma, args.psf_sigma, not args.no_window)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    args.out.with_suffix(".md").write_text(markdown(result))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    out.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
 
 

@@ -58,6 +58,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from common import variant_spec
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -494,49 +495,6 @@ def plot(results: dict, methods: list[str], path: Path) -> None:
     axes[0].legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=80)
-
-
-def postprocess_overrides(overrides: str) -> dict:
-    """``infer.py``'s ``postprocess`` config for comma-separated ``infer.py`` overrides (e.g.
-    ``postprocess=none`` or ``postprocess=give_back,postprocess.give_back.footprint_scale=2``),
-    composed from ``configs/`` as ``infer.py`` composes it; checked like its command line."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
-    from astrorestore.cli import check_overrides
-    from astrorestore.errors import UserError
-    from astrorestore.postprocess import check_postprocess
-    from astrorestore.postprocess.stages import renamed_key
-
-    items = [item for item in overrides.split(",") if item]
-    for item in items:
-        key = item.partition("=")[0].lstrip("+~")
-        if not key.startswith("postprocess"):
-            hint = renamed_key(f"model.net.{key}") or "give postprocess=... overrides"
-            raise SystemExit(f"--variant {item!r}: {hint}")
-    configs = REPO / "configs"
-    try:
-        check_overrides(configs, "infer", items)
-    except UserError as exc:
-        raise SystemExit(f"--variant {overrides!r}: {exc}") from None
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(configs), version_base="1.3"):
-        cfg = compose("infer", overrides=items)
-    GlobalHydra.instance().clear()
-    return check_postprocess(OmegaConf.to_container(cfg.postprocess, resolve=True))
-
-
-def variant_spec(spec: str, ckpts: list[str]) -> tuple[str, tuple[str, dict]]:
-    """``LABEL=BASE:OVERRIDES`` as ``(LABEL, (BASE's checkpoint path, postprocess))``."""
-    label, _, rest = spec.partition("=")
-    base, _, overrides = rest.partition(":")
-    paths = {c.rpartition("=")[0] or Path(c).stem: c.rpartition("=")[2] for c in ckpts}
-    if base not in paths or not overrides:
-        raise SystemExit(
-            f"--variant {spec!r}: use LABEL=BASE:postprocess=... with BASE a --ckpt label"
-        )
-    return label, (paths[base], postprocess_overrides(overrides))
 
 
 def main() -> None:

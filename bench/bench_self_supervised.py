@@ -2,13 +2,14 @@
 
 Every learned method gets the same training data, the same number of optimisation steps and the
 same batch (``--steps``, ``--batch``), and is scored on the same held-out fields; classical rows
-need no training. Training replicates ``RegressionModule.training_step`` (pairing on the batch,
-asinh normalisation, net, masked loss, AdamW) without Lightning, so the time measured is the
-method's own.
+need no training. Each learned row is a shipped model config composed with a few overrides
+(``METHODS``): network, loss, optimiser, pairing and noise come from ``configs/``. Training
+replicates ``RegressionModule.training_step`` (pairing on the batch, asinh normalisation, net,
+masked loss, the config's optimiser) without Lightning, so the time measured is the method's own.
 
-- Training data: ``SimulatedFieldDataModule`` with randomised scenes (PSF FWHM 1.2-5 px, several
-  families, sky 5-200 e-, crowding) so no method is taught one PSF; Poisson-Gaussian noise (gain
-  1, read noise 5 e-, exposure 0.5-2) drawn per batch. N2V/N2V2 see only the noisy draw, N2N two
+- Training data: ``data=simulated_randomized`` (seed 1) for every row, randomised scenes (PSF
+  FWHM 1.2-5 px, several families with spikes, sky 5-200 e-, crowding, saturation) so no method
+  is taught one PSF; the ``noise`` group's Poisson-Gaussian noise drawn per batch. N2V/N2V2 see only the noisy draw, N2N two
   independent draws, supervised the clean truth.
 - Held-out fields: 512x512 renders at seeds 9000+ (never used in training), Moffat PSF with
   FWHM 1.6, 2.5 and 3.5 px, sky 20 e-, Poisson + 5 e- read noise at exposure 1.
@@ -28,8 +29,9 @@ method's own.
   and batch on the same training fields (one fixed pair of noise draws, as it takes arrays),
   scored by the same code (``bench/careamics_rows.py``).
 
-Writes ``bench/results/self_supervised.md`` (and ``.json``).
-Usage: ``python bench/bench_self_supervised.py [--steps 200] [--batch 8] [--methods n2v,n2v2,...]``
+Writes ``bench/results/self_supervised.md`` (and ``.json``; ``--out STEM``).
+Usage: ``python bench/bench_self_supervised.py [--steps 200] [--batch 8] [--methods n2v,n2v2,...]
+[--size 512] [--out STEM]``; ``--smoke`` runs a tiny budget (does the bench still run?).
 """
 
 from __future__ import annotations
@@ -41,143 +43,93 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import RESULTS, add_output_options, bm3d_or_note, compose
 from scipy import ndimage
 
-from astrorestore.data.corruption.noise import PoissonGaussianNoise
-from astrorestore.data.datamodules.simulated import SimulatedFieldDataModule
-from astrorestore.data.normalization.asinh import AsinhNoise, AsinhNormalizer
-from astrorestore.data.pairings.base import Noise2NoisePairing, SupervisedPairing
-from astrorestore.data.pairings.blind_spot import BlindSpotPairing
+from astrorestore.data.normalization.asinh import AsinhNormalizer
 from astrorestore.data.simulation.scene import render_field
-from astrorestore.losses.pixel import RestorationLoss
 from astrorestore.metrics.image_quality import psnr
-from astrorestore.nets.bounded import BoundedResidualUNet
-from astrorestore.nets.n2v_unet import N2VUNet
-from astrorestore.nets.res_unet import ResidualUNet
-from astrorestore.nets.res_unet_se import ResUNetSE
-from astrorestore.postprocess.give_back import GiveBack
+from astrorestore.postprocess import Postprocess
 
-RESULTS = Path(__file__).resolve().parent / "results"
 FWHMS = (1.6, 2.5, 3.5)
 READ_NOISE = 5.0
 SKY = 20.0
-TRAIN_SCENE = {
-    "sky": [5.0, 200.0],
-    "n_stars": [20, 200],
-    "psf": {"moffat": 0.6, "gaussian": 0.15, "airy": 0.25},
-    "psf_fwhm": [1.2, 5.0],
-    "psf_beta": [2.0, 5.0],
+
+# The original Noise2Void output: the image, no bound, no give-back.
+UNBOUNDED = ["model.net.output=image", "model.net.bound_sigmas=null", "postprocess=none"]
+# Each learned row is the shipped config of a model with the overrides that make the row; the
+# defaults themselves (networks, bounds, give-back, losses, learning rates, noise) are read from
+# configs/, never written here.
+METHODS: dict[str, list[str]] = {
+    # model=supervised: the bounded residual U-Net, L1 + SSIM + gradient; and the previous,
+    # unbounded default.
+    "supervised": ["model=supervised"],
+    "supervised_unbounded": ["model=supervised_unbounded"],
+    # Shipped defaults: the network predicts the image, clamped outside it to within 5 noise
+    # sigma of the input, and the residual given back where it is a significant detection
+    # after the network (model=n2v's postprocess=give_back); each is also scored without it
+    # (`_no_flux`).
+    "n2v": ["model=n2v"],
+    "n2v2": ["model=n2v2"],
+    "n2v_5pct": ["model=n2v", "data.pairing.masked_fraction=0.05"],
+    "n2v2_5pct": ["model=n2v2", "data.pairing.masked_fraction=0.05"],
+    # The original networks (no bound) and the previous bounded correction relative to the
+    # centre pixel (model.net.output=capped_residual; the rows keep their earlier names).
+    "n2v_image": ["model=n2v", *UNBOUNDED],
+    "n2v2_image": ["model=n2v2", *UNBOUNDED],
+    "n2v_bounded_residual": [
+        "model=n2v",
+        "model.net.output=capped_residual",
+        "postprocess=none",
+    ],  # fmt: skip
+    "n2v2_bounded_residual": [
+        "model=n2v2",
+        "model.net.output=capped_residual",
+        "postprocess=none",
+    ],  # fmt: skip
+    # Noise2Noise: bounded noise prediction (the model=n2n default) and unbounded.
+    "n2n": ["model=n2n"],
+    "n2n_unbounded": ["model=n2n", "model.net.bound_sigmas=null"],
+    # Shot noise in the bound (gain 1 x softening 3 x the smallest training sky sigma).
+    "n2n_shot": ["model=n2n", "model.net.noise.photons_per_unit=16.0"],
+    # The Noise2Noise claim, apples to apples: the same network and loss, clean targets.
+    "supervised_se": ["model=n2n", "pairing=supervised", "model.net.bound_sigmas=null"],
+    "supervised_se_bounded": ["model=n2n", "pairing=supervised"],
 }
 
 
-def _noise() -> PoissonGaussianNoise:
-    return PoissonGaussianNoise(gain=1.0, read_noise=READ_NOISE, exposure_range=(0.5, 2.0))
+def training_config(method: list[str], steps: int, batch: int, extra: list[str] = ()):
+    """The composed config of a learned row: every row trains on the same randomised fields
+    (``data=simulated_randomized``, seed 1, ``steps * batch`` patches) whatever data its model
+    would pick; ``extra`` are further overrides (e.g. ``--smoke``'s small fields)."""
+    data = [
+        "data=simulated_randomized",
+        "data.seed=1",
+        "data.n_val_fields=1",
+        "data.n_test_fields=1",
+        f"data.batch_size={batch}",
+        f"data.patches_per_epoch={steps * batch}",
+    ]
+    # LPIPS is a validation metric: the bench trains the network alone.
+    return compose([*method, *data, "model.compute_lpips=false", *extra])
 
 
-def learned_methods() -> dict[str, dict]:
-    """Pairing, network and loss of each learned row (the shipped configs' defaults)."""
-    l2 = dict(l1_weight=0.0, l2_weight=1.0, ssim_weight=0.0, gradient_weight=0.0)
+def train(cfg, seed: int = 0) -> tuple[torch.nn.Module, Postprocess, float]:
+    """One epoch (``data.patches_per_epoch`` patches) of the composed config's network, loss and
+    optimiser, the pairing drawn on each batch as in ``RegressionModule.training_step``;
+    returns the net (eval mode), the config's post-processing (``postprocess``, what
+    validation and ``infer.py`` apply after the network) and patches/s."""
+    from hydra.utils import instantiate
 
-    def n2v(output="image", fraction=0.002, n2v2=False, bound=None, flux=None, lr=4e-4) -> dict:
-        strategy = "median" if n2v2 else "uniform"
-        return dict(
-            pairing=lambda: BlindSpotPairing(_noise(), masked_fraction=fraction, strategy=strategy),
-            net=lambda: N2VUNet(
-                base_channels=32,
-                depth=2,
-                blur_pool=n2v2,
-                top_skip=not n2v2,
-                output=output,
-                bound_sigmas=bound,
-                noise=AsinhNoise(),
-            ),
-            loss=lambda: RestorationLoss(**l2),
-            lr=lr,
-            # postprocess=give_back after the network (None: none)
-            give_back=None if flux is None else GiveBack(detect_scale=flux),
-        )
+    from astrorestore.train import build
 
-    def n2n(bound=None, photons_per_unit=None, supervised=False) -> dict:
-        pairing = SupervisedPairing if supervised else Noise2NoisePairing
-        return dict(
-            pairing=lambda: pairing(_noise()),
-            net=lambda: ResUNetSE(
-                base_channels=16,
-                depth=3,
-                bound_sigmas=bound,
-                noise=AsinhNoise(3.0, photons_per_unit),
-            ),
-            loss=lambda: RestorationLoss(**l2),
-            lr=2e-3,
-        )
-
-    return {
-        # model=supervised: the bounded residual U-Net (k = 4 sky sigmas, the normaliser's
-        # default softening 3), L1 + SSIM + gradient; and the previous, unbounded default.
-        "supervised": dict(
-            pairing=lambda: SupervisedPairing(_noise()),
-            net=lambda: BoundedResidualUNet(
-                base_channels=16, depth=3, bound_sigmas=4.0, noise=AsinhNoise()
-            ),
-            loss=lambda: RestorationLoss(),
-            lr=2e-3,
-        ),
-        "supervised_unbounded": dict(
-            pairing=lambda: SupervisedPairing(_noise()),
-            net=lambda: ResidualUNet(base_channels=16, depth=3),
-            loss=lambda: RestorationLoss(),
-            lr=2e-3,
-        ),
-        # Shipped defaults: the network predicts the image, clamped outside it to within 5 noise
-        # sigma of the input, and the residual given back where it is a significant detection
-        # after the network (postprocess=give_back); each is also scored without it (`_no_flux`).
-        "n2v": n2v("clamped", bound=5.0, flux=1.5),
-        "n2v2": n2v("clamped", n2v2=True, bound=5.0, flux=1.5),
-        "n2v_5pct": n2v("clamped", 0.05, bound=5.0, flux=1.5),
-        "n2v2_5pct": n2v("clamped", 0.05, n2v2=True, bound=5.0, flux=1.5),
-        # The original networks (no bound) and the previous bounded correction relative to the
-        # centre pixel (model.net.output=capped_residual).
-        "n2v_image": n2v("image"),
-        "n2v2_image": n2v("image", n2v2=True),
-        "n2v_bounded_residual": n2v("capped_residual", bound=5.0),
-        "n2v2_bounded_residual": n2v("capped_residual", n2v2=True, bound=5.0),
-        # Noise2Noise: bounded noise prediction (the model=n2n default) and unbounded.
-        "n2n": n2n(bound=4.0),
-        "n2n_unbounded": n2n(),
-        # Shot noise in the bound (gain 1 x softening 3 x the smallest training sky sigma).
-        "n2n_shot": n2n(bound=4.0, photons_per_unit=16.0),
-        # The Noise2Noise claim, apples to apples: the same network and loss, clean targets.
-        "supervised_se": n2n(supervised=True),
-        "supervised_se_bounded": n2n(bound=4.0, supervised=True),
-    }
-
-
-def training_data(pairing, steps: int, batch: int) -> SimulatedFieldDataModule:
-    """The training fields every learned row (and the CAREamics rows) gets, set up."""
-    datamodule = SimulatedFieldDataModule(
-        pairing,
-        AsinhNormalizer(),
-        field_size=256,
-        n_train_fields=8,
-        n_val_fields=1,
-        n_test_fields=1,
-        patch_size=64,
-        batch_size=batch,
-        patches_per_epoch=steps * batch,
-        seed=1,
-        scene=TRAIN_SCENE,
-    )
-    datamodule.setup("fit")
-    return datamodule
-
-
-def train(spec: dict, steps: int, batch: int, seed: int = 0) -> tuple[torch.nn.Module, float]:
-    """``steps`` AdamW steps of ``spec``; returns the net (eval mode) and patches/s."""
     torch.manual_seed(seed)
-    datamodule = training_data(spec["pairing"](), steps, batch)
-    net, loss_fn = spec["net"](), spec["loss"]()
-    optimizer = torch.optim.AdamW(net.parameters(), lr=spec["lr"], weight_decay=1e-4)
+    datamodule, module = build(cfg)
+    datamodule.setup("fit")
+    net, loss_fn = module.net, module.loss
+    optimizer = instantiate(cfg.model.optimizer)(net.parameters())
     net.train()
+    patches = 0
     start = time.perf_counter()
     for raw in datamodule.train_dataloader():
         batch_ = datamodule.on_after_batch_transfer(raw, 0)
@@ -186,34 +138,41 @@ def train(spec: dict, steps: int, batch: int, seed: int = 0) -> tuple[torch.nn.M
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        patches += batch_["input"].shape[0]
     elapsed = time.perf_counter() - start
-    return net.eval(), steps * batch / elapsed
+    return net.eval(), module.postprocess, patches / elapsed
 
 
-def held_out_fields() -> list[tuple[float, np.ndarray, np.ndarray, dict]]:
+def held_out_fields(size: int = 512) -> list[tuple[float, np.ndarray, np.ndarray, dict]]:
     """``(fwhm, truth, noisy, catalog)`` per FWHM: exposure 1, Poisson + read noise."""
     fields = []
     for i, fwhm in enumerate(FWHMS):
-        truth, catalog = render_field(512, np.random.default_rng(9000 + i), psf_fwhm=fwhm, sky=SKY)
+        rng = np.random.default_rng(9000 + i)
+        truth, catalog = render_field(size, rng, psf_fwhm=fwhm, sky=SKY)
         rng = np.random.default_rng(9100 + i)
         noisy = (rng.poisson(truth) + rng.normal(0.0, READ_NOISE, truth.shape)).astype(np.float32)
         fields.append((fwhm, truth, noisy, catalog))
     return fields
 
 
-def careamics_rows(python: str, steps: int, batch: int, fields: list) -> dict[str, list]:
+def careamics_rows(python: str, cfg, steps: int, batch: int, fields: list) -> dict[str, list]:
     """CAREamics' N2V / N2V2 / N2N (its own defaults) at the same budget on the same training
     fields, run by ``bench/careamics_rows.py`` in the Python that has CAREamics installed (its
-    torch pins differ from ours). Returns its predictions of the held-out noisy fields."""
+    torch pins differ from ours). ``cfg``: a learned row's config, whose training fields and
+    read noise CAREamics gets. Returns its predictions of the held-out noisy fields."""
     import subprocess
     import tempfile
 
-    datamodule = training_data(SupervisedPairing(_noise()), steps, batch)
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.setup("fit")
     clean = np.stack([np.asarray(f, dtype=np.float32) for f in datamodule.train_fields])
+    read_noise = float(cfg.data.pairing.noise.read_noise)
     rng = np.random.default_rng(4)  # one fixed pair of noise draws: CAREamics takes arrays
 
     def draw() -> np.ndarray:
-        return (rng.poisson(clean) + rng.normal(0.0, READ_NOISE, clean.shape)).astype(np.float32)
+        return (rng.poisson(clean) + rng.normal(0.0, read_noise, clean.shape)).astype(np.float32)
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -236,18 +195,18 @@ def careamics_rows(python: str, steps: int, batch: int, fields: list) -> dict[st
 
 
 def restore_with(
-    net: torch.nn.Module, noisy: np.ndarray, give_back: GiveBack | None = None
+    net: torch.nn.Module, noisy: np.ndarray, stages: Postprocess | None = None
 ) -> np.ndarray:
     """Whole-field restoration through the asinh normalisation (what ``infer`` does per tile),
-    followed by the give-back stage when given."""
+    followed by the post-processing's tile stages (the give-back) when given."""
     normalizer = AsinhNormalizer()
     x = torch.from_numpy(noisy)[None, None]
     offset, scale = normalizer.stats(x)
     with torch.no_grad():
         z = normalizer.forward(x, offset, scale)
         out = net(z)
-        if give_back is not None:
-            out = give_back(z, out, AsinhNoise(normalizer.softening))
+        if stages is not None:
+            out = stages.tiles(z, out)
     return normalizer.inverse(out, offset, scale)[0, 0].numpy()
 
 
@@ -267,12 +226,8 @@ def classical_methods() -> dict:
         "gaussian_1px": lambda noisy: ndimage.gaussian_filter(noisy, 1.0),
         "median_3x3": lambda noisy: ndimage.median_filter(noisy, 3),
     }
-    try:
-        import bm3d  # noqa: F401
-
+    if bm3d_or_note("bench_self_supervised"):
         methods["bm3d_vst"] = anscombe_bm3d
-    except ImportError:
-        print("bm3d not installed: no BM3D-VST row (pip install bm3d)")
     return methods
 
 
@@ -324,19 +279,20 @@ def measures(restored: np.ndarray, truth: np.ndarray, noisy: np.ndarray, catalog
     }
 
 
-def table(rows: dict, steps: int, batch: int) -> str:
+def table(rows: dict, steps: int, batch: int, size: int = 512, patch: int = 64) -> str:
     lines = [
         "# Self-supervised denoising benchmark",
         "",
-        f"Held-out 512x512 Moffat fields (seeds 9000+), FWHM {', '.join(map(str, FWHMS))} px, "
+        f"Held-out {size}x{size} Moffat fields (seeds 9000+), FWHM {', '.join(map(str, FWHMS))} px, "
         f"sky {SKY:g} e-, Poisson + {READ_NOISE:g} e- read noise. Learned rows: {steps} AdamW "
-        f"steps of {batch} patches of 64x64 each, randomised training scenes, CPU. PSNR(e-) data "
+        f"steps of {batch} patches of {patch}x{patch} each, randomised training scenes, CPU. PSNR(e-) data "
         "range = max - min of each clean field. Flux bias: median over stars with S/N > 20 "
         "(r = 2 FWHM); peak ratio: median over stars with true peak > 50 sigma.",
         "",
         "Rows: `n2v`/`n2v2` are the shipped defaults (the network predicts the image, clamped "
         "to within 5 noise sigma of the input outside the network, and the residual input - "
-        "output given back at evaluation where its 1.5 px mean is a significant detection; "
+        "output given back after the network (`postprocess=give_back`) where its 1.5 px mean is "
+        "a significant detection; "
         "`*_no_flux`: the same weights without that); "
         "`*_5pct` hide 5 % of the "
         "pixels instead of 0.2 %; `*_image` the original networks (no bound); "
@@ -362,26 +318,50 @@ def table(rows: dict, steps: int, batch: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The smallest budget (``--smoke``): is the bench still whole? Two steps of two 32 px patches of
+# one 64 px training field, 64 px held-out fields, one learned row. Its figures mean nothing.
+SMOKE_DATA = ["data.field_size=64", "data.n_train_fields=1", "data.patch_size=32",
+              "data.val_patches_per_field=1"]  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--methods", default="n2v,n2v2,n2n,supervised")
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help=f"default n2v,n2v2,n2n,supervised (--smoke: n2v); of {list(METHODS)}",
+    )
+    parser.add_argument("--size", type=int, default=512, help="held-out field size (px)")
     parser.add_argument("--no-classical", action="store_true")
     parser.add_argument(
         "--append", action="store_true", help="add rows to the existing results (same settings)"
     )
-    parser.add_argument("--out", default=str(RESULTS / "self_supervised"))
+    add_output_options(
+        parser,
+        "2 steps of one row (n2v) on 64 px fields",
+        RESULTS / "self_supervised",
+        "output stem (STEM.json, STEM.md)",
+    )
     parser.add_argument(
         "--careamics-python",
         default=None,
         help="a Python with CAREamics installed (optional): adds its N2V/N2V2/N2N rows",
     )
     args = parser.parse_args()
+    extra = []
+    if args.smoke:
+        args.steps, args.batch, args.size, extra = 2, 2, 64, SMOKE_DATA
+    if args.methods is None:
+        args.methods = "n2v" if args.smoke else "n2v,n2v2,n2n,supervised"
+    unknown = [m for m in args.methods.split(",") if m and m not in METHODS]
+    if unknown:
+        parser.error(f"--methods: unknown {unknown}; use some of {list(METHODS)}")
     # One thread: on a shared 2-core machine, more threads thrash and slow every method alike.
     torch.set_num_threads(1)
 
-    fields = held_out_fields()
+    fields = held_out_fields(args.size)
     rows: dict[str, dict] = {
         "noisy input": {f: measures(n, t, n, c) for f, t, n, c in fields},
     }
@@ -389,21 +369,21 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.append and out.with_suffix(".json").exists():
         rows = json.loads(out.with_suffix(".json").read_text())
+    patch = int(training_config([], args.steps, args.batch, extra).data.patch_size)
 
     def write() -> None:
         # After every row, so a run cut short still leaves the rows it finished.
         out.with_suffix(".json").write_text(json.dumps(rows, indent=1, default=float))
-        out.with_suffix(".md").write_text(table(rows, args.steps, args.batch))
+        out.with_suffix(".md").write_text(table(rows, args.steps, args.batch, args.size, patch))
 
-    specs = learned_methods()
+    write()
     for name in [m for m in args.methods.split(",") if m]:  # --methods "": peers/classical only
-        net, speed = train(specs[name], args.steps, args.batch)
-        give_back = specs[name].get("give_back")
+        net, stages, speed = train(training_config(METHODS[name], args.steps, args.batch, extra))
         rows[name] = {}
         for f, t, n, c in fields:
-            restored = restore_with(net, n, give_back)
+            restored = restore_with(net, n, stages)
             rows[name][f] = measures(restored, t, n, c) | {"patches_per_s": speed}
-        if give_back is not None:
+        if stages.on_tiles:
             # Same weights without the give-back after the network (the ablation is free).
             rows[f"{name}_no_flux"] = {
                 f: measures(restore_with(net, n), t, n, c) | {"patches_per_s": speed}
@@ -412,8 +392,9 @@ def main() -> None:
         print(name, f"{args.steps * args.batch / speed:.0f} s", rows[name], flush=True)
         write()
     if args.careamics_python:
+        cfg = training_config(METHODS["supervised"], args.steps, args.batch, extra)
         for name, (predictions, speed) in careamics_rows(
-            args.careamics_python, args.steps, args.batch, fields
+            args.careamics_python, cfg, args.steps, args.batch, fields
         ).items():
             rows[name] = {
                 f: measures(p, t, n, c) | {"patches_per_s": speed}

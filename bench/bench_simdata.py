@@ -1,37 +1,40 @@
 """Speed of the training-data side: scene rendering, noise draws and augmentations.
 
 The denoiser's data are rendered once per run and corrupted per batch, so these figures tell
-whether the data pipeline can limit training: a 256x256 field's render time (default scene,
-``scene/randomized.yaml`` and each PSF family of it), and the time of one noise draw and one
-augmentation of a (16, 1, 128, 128) batch on the CPU and, where present, the GPU.
+whether the data pipeline can limit training: a 256x256 field's render time (the scenes of
+``data=simulated`` and ``data=simulated_randomized``, and each PSF family of the latter), and
+the time of one noise draw (each ``noise=`` config) and one augmentation of a
+(16, 1, 128, 128) batch on the CPU and, where present, the GPU.
 
-Usage: ``python bench/bench_simdata.py [--fields 40]``; prints a table (milliseconds).
+Usage: ``python bench/bench_simdata.py [--fields 40] [--out FOLDER]``; prints a table
+(milliseconds) and writes ``FOLDER/simdata.json`` (default ``bench/results``). ``--smoke``: one
+field, 64 px, 2 repeats (does the bench run?).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import CONFIGS, add_output_options, compose
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from astrorestore.data.augment import Augment
 from astrorestore.data.simulation.scene import render_field
 
-REPO = Path(__file__).resolve().parents[1]
 
-
-def _render_ms(scene: dict, n: int) -> tuple[float, float]:
+def _render_ms(scene: dict, n: int, size: int = 256) -> tuple[float, float]:
     rng = np.random.default_rng(12345)
-    render_field(256, rng, **scene)  # warm-up: imports, FFT plans, the Airy table
+    render_field(size, rng, **scene)  # warm-up: imports, FFT plans, the Airy table
     times = []
     for _ in range(n):
         start = time.perf_counter()
-        render_field(256, rng, **scene)
+        render_field(size, rng, **scene)
         times.append(time.perf_counter() - start)
     return 1e3 * float(np.mean(times)), 1e3 * float(np.max(times))
 
@@ -48,43 +51,77 @@ def _batch_ms(fn, *args, device: torch.device, repeats: int = 20, **kwargs) -> f
     return 1e3 * (time.perf_counter() - start) / repeats
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fields", type=int, default=40, help="fields per scene setting")
-    args = parser.parse_args()
+def _scene(data: str) -> dict:
+    """The scene of a shipped data config (``data=<data>``)."""
+    return OmegaConf.to_container(compose([f"data={data}"]).data.scene)
 
-    default = dict(OmegaConf.load(REPO / "configs/scene/default.yaml"))
-    randomized = dict(OmegaConf.load(REPO / "configs/scene/randomized.yaml"))
-    print(f"{'256x256 field render':<26} mean ms   max ms")
+
+def render_times(n: int, size: int) -> dict[str, tuple[float, float]]:
+    """Mean and worst render time (ms) of each scene setting."""
+    default, randomized = _scene("simulated"), _scene("simulated_randomized")
     settings = {"default": default, "randomized": randomized}
     for family in ("moffat", "gaussian", "airy"):
         settings[f"randomized, {family} only"] = {**randomized, "psf": family}
-    for name, scene in settings.items():
-        mean, worst = _render_ms(scene, args.fields)
-        print(f"{name:<26} {mean:7.1f} {worst:8.1f}")
+    return {name: _render_ms(scene, n, size) for name, scene in settings.items()}
 
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    configs = sorted((REPO / "configs/noise").glob("*.yaml"))
-    print(f"\n{'(16, 1, 128, 128) batch':<26}" + "".join(f"{d.type:>8} ms" for d in devices))
+
+def batch_times(devices: list[torch.device], side: int, repeats: int) -> dict[str, list[float]]:
+    """Time (ms) of one draw of each noise config and of the augmentations, per device."""
+    # Each noise config as the pairing gets it (noise=none has no model to time).
+    names = sorted(path.stem for path in (CONFIGS / "noise").glob("*.yaml"))
+    noises = {name: compose([f"noise={name}"]).data.pairing.noise for name in names}
     rows: dict[str, list[float]] = {}
     for device in devices:
-        clean = torch.full((16, 1, 128, 128), 100.0, device=device)
-        generator = torch.Generator(device=device).manual_seed(0)
-        for path in configs:
-            model = instantiate(OmegaConf.load(path))
-            ms = _batch_ms(model, clean, generator, device=device)
-            rows.setdefault(f"noise={path.stem}", []).append(ms)
+        clean = torch.full((16, 1, side, side), 100.0, device=device)
+        rng = torch.Generator(device=device).manual_seed(0)
+        for name, config in noises.items():
+            if config is None:
+                continue
+            model = instantiate(config)
+            ms = _batch_ms(model, clean, rng, device=device, repeats=repeats)
+            rows.setdefault(f"noise={name}", []).append(ms)
         aug = Augment(rotation_degrees=10.0, translate_px=4, brightness_range=(0.9, 1.1))
         mask = clean > 50
         rows.setdefault("augment (all on)", []).append(
-            _batch_ms(aug, clean, mask, rng=generator, device=device)
+            _batch_ms(aug, clean, mask, rng=rng, device=device, repeats=repeats)
         )
         flips = Augment()
         rows.setdefault("augment (flips+rot90)", []).append(
-            _batch_ms(flips, clean, rng=generator, device=device)
+            _batch_ms(flips, clean, rng=rng, device=device, repeats=repeats)
         )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fields", type=int, default=40, help="fields per scene setting")
+    add_output_options(parser)
+    args = parser.parse_args()
+    size, side, repeats = (64, 32, 2) if args.smoke else (256, 128, 20)
+    fields = 1 if args.smoke else args.fields
+
+    renders = render_times(fields, size)
+    print(f"{f'{size}x{size} field render':<26} mean ms   max ms")
+    for name, (mean, worst) in renders.items():
+        print(f"{name:<26} {mean:7.1f} {worst:8.1f}")
+
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    rows = batch_times(devices, side, repeats)
+    print(f"\n{f'(16, 1, {side}, {side}) batch':<26}" + "".join(f"{d.type:>8} ms" for d in devices))
     for name, values in rows.items():
         print(f"{name:<26}" + "".join(f"{v:11.1f}" for v in values))
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "field_size": size,
+        "render_ms": {k: {"mean": m, "max": w} for k, (m, w) in renders.items()},
+        "batch": [16, 1, side, side],
+        "batch_ms": {
+            k: dict(zip([d.type for d in devices], v, strict=True)) for k, v in rows.items()
+        },
+    }
+    (out / "simdata.json").write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":

@@ -13,9 +13,11 @@ Measured side by side in one run, so the ratios hold even on a busy machine:
 3. Variants of the inference path (tile batch size, tile size, overlap, channels-last,
    thread count); the figures say which to keep.
 
-``python bench/bench_speed.py [--frame 2048] [--steps 6] [--models supervised] [--device cuda]``
-Results are printed and written to ``bench/results/speed.json`` (``speed_cuda.json`` with
-``--device cuda``, where every timing waits for the GPU to finish).
+``python bench/bench_speed.py [--frame 2048] [--steps 6] [--models supervised] [--device cuda]
+[--out FOLDER]``. Results are printed and written to ``FOLDER/speed.json`` (default
+``bench/results``; ``speed_cuda.json`` with ``--device cuda``, where every timing waits for the
+GPU to finish). ``--smoke``: ``model=supervised`` at ``debug=tiny``, a 128 px frame, the
+baseline inference only (does the bench run?).
 """
 
 from __future__ import annotations
@@ -29,8 +31,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from common import CONFIGS, RESULTS, add_output_options, compose
 from hydra.utils import instantiate
 from omegaconf import open_dict
 from torch.utils.flop_counter import FlopCounterMode
@@ -38,10 +39,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from astrorestore.inference.acceleration import accelerate
 from astrorestore.inference.restore import restore_image
 from astrorestore.inference.restorer import NetForward, Restorer
-from astrorestore.train import resolve_monitor, speed_up
+from astrorestore.train import build
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
 DEVICE = torch.device("cpu")  # --device
 
 
@@ -51,12 +50,14 @@ def sync() -> None:
         torch.cuda.synchronize(DEVICE)
 
 
+# Where composed configs say a run writes (nothing is written there by this bench); --out.
+OUTPUT = RESULTS
+
+
 def compose_model(model: str, overrides: list[str] | None = None):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"model={model}", *(overrides or [])])
+    cfg = compose([f"model={model}", *(overrides or [])])
     with open_dict(cfg):
-        cfg.paths.output_dir = str(RESULTS / "speed_tmp")
+        cfg.paths.output_dir = str(OUTPUT / "speed_tmp")
     return cfg
 
 
@@ -117,15 +118,7 @@ def training_throughput(
     train.py overrides (e.g. ``speed.channels_last=true``), ``bf16`` runs them under bf16
     autocast as ``trainer.precision=bf16-mixed`` does."""
     cfg = compose_model(model, overrides)
-    datamodule = instantiate(cfg.data, _convert_="all")
-    with open_dict(cfg):  # as train.py does: the scheduler needs the resolved mode
-        cfg.monitor.metric, cfg.monitor.mode = resolve_monitor(
-            cfg.monitor.metric, cfg.monitor.mode, datamodule.has_truth
-        )
-    parts = {key: instantiate(cfg.model[key]) for key in ("net", "loss") if key in cfg.model}
-    if "net" in parts:
-        speed_up(parts["net"], cfg.get("speed") or {})
-    module = instantiate(cfg.model, **parts, _convert_="all")
+    datamodule, module = build(cfg)  # as train.py builds them, speed switches included
     datamodule.setup("fit")
     loader = iter(datamodule.train_dataloader())
     batch_size = datamodule.batch_size
@@ -288,21 +281,28 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow)")
     parser.add_argument("--ckpt", default=None, help="trained checkpoint for the bf16 accuracy")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    add_output_options(parser)
     args = parser.parse_args()
-    global DEVICE
+    global DEVICE, OUTPUT
+    OUTPUT = Path(args.out)
+    if args.smoke:
+        args.frame, args.steps, args.repeats = 128, 1, 1
+        args.models = args.models or ["supervised"]
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda: no CUDA device here; run without --device")
     DEVICE = torch.device(args.device)
     torch.manual_seed(0)
-    models = args.models or sorted(p.stem for p in (REPO / "configs" / "model").glob("*.yaml"))
+    models = args.models or sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
     results: dict = {"threads": torch.get_num_threads(), "training": [], "inference": []}
     results["device"] = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "cpu"
     print(f"device: {results['device']}")
 
     print(f"torch threads: {results['threads']}")
-    jobs = [(model, [], False) for model in models]
+    size = ["debug=tiny"] if args.smoke else []
+    jobs = [(model, size, False) for model in models]
     # The default model's switches, timed beside its baseline (the ratios are what count).
-    jobs += [("supervised", ["speed.channels_last=false"], False), ("supervised", [], True)]
+    if not args.smoke:
+        jobs += [("supervised", ["speed.channels_last=false"], False), ("supervised", [], True)]
     if DEVICE.type == "cuda":  # trainer=gpu trains in bf16-mixed; small batches starve a GPU
         jobs += [(model, [], True) for model in models if model != "supervised"]
         jobs += [("supervised", ["data.batch_size=128", "data.patches_per_epoch=16384"], True)]
@@ -322,15 +322,24 @@ def main() -> None:
             f" data pipeline alone {row['data_patches_per_s']:8.1f} patches/s"
         )
 
-    peak = conv_peak()
-    peak_bf16 = conv_peak(bf16=True)
+    peak_size = 32 if args.smoke else 256
+    peak = conv_peak(size=peak_size)
+    peak_bf16 = conv_peak(size=peak_size, bf16=True)
     results["conv3x3_peak_gflop_per_s"] = peak
     results["conv3x3_peak_bf16_gflop_per_s"] = peak_bf16
-    print(f"peak: 3x3 conv 64->64 on 4x256x256: {peak:.1f} GFLOP/s fp32, {peak_bf16:.1f} bf16")
+    print(
+        f"peak: 3x3 conv 64->64 on 4x{peak_size}x{peak_size}: {peak:.1f} GFLOP/s fp32, {peak_bf16:.1f} bf16"
+    )
     rng = np.random.default_rng(0)
     frame = rng.normal(20.0, 5.0, (args.frame, args.frame)).astype(np.float32)
     # infer.yaml's defaults
-    baseline = {"tile": 256, "overlap": 32, "batch": 4, "channels_last": True}
+    infer = compose(config_name="infer")
+    baseline = {
+        "tile": int(infer.tile_size),
+        "overlap": int(infer.overlap),
+        "batch": int(infer.batch_size),
+        "channels_last": bool(infer.channels_last),
+    }
     variants = [
         baseline,
         {**baseline, "channels_last": False},
@@ -343,6 +352,8 @@ def main() -> None:
     ]
     if args.compile:
         variants.append({**baseline, "compile": True})
+    if args.smoke:
+        variants = [{**baseline, "tile": 64, "overlap": 16}]
     results["inference"] = inference(frame, variants, args.repeats)
     for row in results["inference"]:
         name = ", ".join(f"{k}={row[k]}" for k in ("tile", "overlap", "batch", "threads"))
@@ -365,8 +376,8 @@ def main() -> None:
             f"{change['change_p99_sigma']:.3f} sigma, max {change['change_max_sigma']:.2f} sigma "
             f"(restoration error itself: rms {change['restoration_error_rms_sigma']:.3f} sigma)"
         )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / ("speed.json" if DEVICE.type == "cpu" else f"speed_{DEVICE.type}.json")
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    out = OUTPUT / ("speed.json" if DEVICE.type == "cpu" else f"speed_{DEVICE.type}.json")
     out.write_text(json.dumps(results, indent=2))
     print(f"written: {out}")
 

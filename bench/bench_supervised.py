@@ -48,14 +48,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import (
+    add_output_options,
+    compose,
+    draw_noise,
+    held_out_scene,
+    psnr,
+    star_fluxes,
+)
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
 HELD_OUT_SEED = 987_654
 
 
-def train_default(overrides: list[str]) -> tuple[str, float, dict]:
-    root = RESULTS / "train"
+def train_default(overrides: list[str], results: Path) -> tuple[str, float, dict]:
+    """``train.py logger=csv`` with ``overrides`` under ``results/train``: the best checkpoint,
+    the wall time and the run summary."""
+    root = results / "train"
     root.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PROJECT_ROOT=str(root))
     start = time.perf_counter()
@@ -79,7 +88,7 @@ def training_throughput(config: dict, steps: int = 20) -> float:
 
     net = instantiate(config["model"]["net"])
     loss = instantiate(config["model"]["loss"])
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    optimizer = instantiate(config["model"]["optimizer"])(net.parameters())
     batch, patch = config["data"]["batch_size"], config["data"]["patch_size"]
     x = torch.randn(batch, 1, patch, patch)
     y = torch.randn(batch, 1, patch, patch)
@@ -97,19 +106,6 @@ def training_throughput(config: dict, steps: int = 20) -> float:
     return steps * batch / (time.perf_counter() - start)
 
 
-def held_out_scene(scene: dict) -> dict:
-    """The run's training scene, or ``data=simulated``'s single-PSF scene when training drew
-    sky, PSF or crowding per field (``data=simulated_randomized``, the default): the table needs
-    one sky level and one PSF FWHM. PSF robustness is ``bench_psf_robustness.py``'s job."""
-    ranges = ("star_flux_range", "galaxy_flux_range")
-    if not any(isinstance(v, list | dict) for k, v in scene.items() if k not in ranges):
-        return scene
-    from omegaconf import OmegaConf
-
-    fixed = OmegaConf.load(REPO / "configs" / "data" / "simulated.yaml").scene
-    return dict(OmegaConf.to_container(fixed))
-
-
 def validate_on_simulated(
     ckpt: str, config: dict, data: str = "simulated", passes: int = 1
 ) -> dict[str, float]:
@@ -119,7 +115,6 @@ def validate_on_simulated(
     the checkpoint exports, as the mean of ``passes`` flipped/rotated passes (``infer.py
     self_ensemble``; 1 = one pass)."""
     import lightning as L
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     from astrorestore.inference.restorer import NetForward
@@ -127,8 +122,7 @@ def validate_on_simulated(
     from astrorestore.train import build
 
     cfg = OmegaConf.create(config)
-    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        cfg.data = compose("train", overrides=[f"data={data}"]).data
+    cfg.data = compose([f"data={data}"]).data
     # the run's own pairing (noise model) and normaliser, on those fields
     cfg.data.pairing = config["data"]["pairing"]
     cfg.data.normalizer = config["data"]["normalizer"]
@@ -159,35 +153,6 @@ class _PlainForward(torch.nn.Module):
         return self.fn(x)
 
 
-def psnr(pred: np.ndarray, truth: np.ndarray) -> float:
-    """The package's PSNR: data range = the truth's max - min."""
-    from astrorestore.metrics.image_quality import psnr_per_image
-
-    as_batch = lambda a: torch.from_numpy(np.asarray(a, np.float64))[None, None]  # noqa: E731
-    return float(psnr_per_image(as_batch(pred), as_batch(truth))[0])
-
-
-def draw_noise(noise, truth: np.ndarray, seed: int) -> np.ndarray:
-    """One realisation of the run's own noise model (exposure 1) on ``truth``."""
-    generator = torch.Generator().manual_seed(seed)
-    return noise.draw(torch.from_numpy(truth.astype(np.float32)), generator).numpy()
-
-
-def star_fluxes(image, truth, catalog, sky, fwhm, read_noise):
-    """(flux of image, true flux, true S/N) in r = 2 FWHM apertures of every catalogued star;
-    the S/N is the noisy frame's (sky + read noise + the star's own shot noise)."""
-    from photutils.aperture import CircularAperture, aperture_photometry
-
-    stars = catalog["kind"] == 0
-    positions = np.column_stack([catalog["x"][stars], catalog["y"][stars]])
-    aperture = CircularAperture(positions, r=2 * fwhm)
-    area = aperture.area
-    true_flux = aperture_photometry(truth, aperture)["aperture_sum"].data - sky * area
-    flux = aperture_photometry(image, aperture)["aperture_sum"].data - sky * area
-    noise = np.sqrt(area * (sky + read_noise**2) + np.clip(true_flux, 0, None))
-    return flux, true_flux, true_flux / noise
-
-
 def aperture_errors(image, truth, catalog, sky, fwhm, read_noise):
     """Relative aperture-flux errors of the stars at S/N > 10, and their number."""
     flux, true_flux, snr = star_fluxes(image, truth, catalog, sky, fwhm, read_noise)
@@ -216,11 +181,10 @@ def detections(image, catalog, sky_sigma, fwhm, tolerance=2.0):
     return int(matched_truth), int(spurious)
 
 
-def seam_ratio(restorer, sky: float, noise, tile: int, overlap: int) -> float:
+def seam_ratio(restorer, sky: float, noise, tile: int, overlap: int, size: int = 700) -> float:
     from astrorestore.inference.restore import restore_image
     from astrorestore.inference.tiling import tile_starts
 
-    size = 700
     truth = np.full((size, size), sky, dtype=np.float32)
     noisy = draw_noise(noise, truth, HELD_OUT_SEED + 1)
     residual = restore_image(noisy, restorer, tile=tile, overlap=overlap) - truth
@@ -233,7 +197,7 @@ def seam_ratio(restorer, sky: float, noise, tile: int, overlap: int) -> float:
     return float(residual[:, columns].std() / residual[:, others].std())
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     from astrorestore.inference.self_ensemble import SIZES
 
     parser = argparse.ArgumentParser(
@@ -270,143 +234,221 @@ def main() -> None:
         action="store_true",
         help="also score the held-out field after infer.py's PSF-core stage (psf_cores)",
     )
+    add_output_options(
+        parser, "debug=tiny for one epoch unless --ckpt, 128 px held-out field and seam frames"
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for training")
     args = parser.parse_args()
     if args.validate_only and not args.validate:
         parser.error("--validate-only needs --validate")
+    return args
 
-    from hydra.utils import instantiate
 
-    from astrorestore.checkpoint import read_checkpoint
-    from astrorestore.data.simulation.scene import render_field
-    from astrorestore.inference.restore import restore_image
-    from astrorestore.inference.restorer import load_restorer
+# Sizes of the held-out field, the seam frame, the seam tile and the throughput steps;
+# ``--smoke`` shrinks them all (figures then only say the bench runs).
+FULL = {"field": 512, "seam_frame": 700, "seam_tile": 128, "tile": 256, "steps": 20}
+SMOKE = {"field": 128, "seam_frame": 160, "seam_tile": 64, "tile": 64, "steps": 2}
+SMOKE_TRAINING = ["debug=tiny", "trainer.max_epochs=1", "data.patches_per_epoch=16", "test=false"]
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    report: dict = {
-        "machine": {"torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
-    }
+
+def checkpoint_stage(args: argparse.Namespace, results: Path) -> tuple[str, dict]:
+    """The checkpoint to score (``--ckpt``, or a training run of the default experiment) and
+    the report's record of that training."""
     if args.ckpt:
-        ckpt = args.ckpt
-    else:
-        ckpt, elapsed, summary = train_default(args.overrides)
-        report["training"] = {
-            "overrides": args.overrides,
+        return args.ckpt, {}
+    overrides = [*SMOKE_TRAINING, *args.overrides] if args.smoke else args.overrides
+    ckpt, elapsed, summary = train_default(overrides, results)
+    return ckpt, {
+        "training": {
+            "overrides": overrides,
             "wall_seconds": round(elapsed, 1),
             "epochs_run": summary["epochs_run"],
             "best_epoch": summary["best_epoch"],
             "best_validation": summary["best"],
         }
+    }
+
+
+def validation_stage(args: argparse.Namespace, ckpt: str, config: dict) -> dict:
+    """``--validate``: val/psnr and val/ssim on each ``--validate-data``, one pass and the
+    self-ensemble."""
+    report = {}
+    for data in args.validate_data.split(","):
+        key = "validation_on_simulated" + ("" if data == "simulated" else f"_{data}")
+        for n in sorted({1, args.self_ensemble}):
+            name = key if n == 1 else f"{key}_self_ensemble{n}"
+            report[name] = validate_on_simulated(ckpt, config, data, n)
+            print(f"validation on data={data}, {n} pass(es):", report[name])
+    return report
+
+
+class HeldOutField:
+    """The held-out field (a seed no training field uses) under the run's own noise model at
+    exposure 1, and the figures of any image of it against its truth."""
+
+    def __init__(self, config: dict, restorer, size: int, tile: int) -> None:
+        from hydra.utils import instantiate
+
+        from astrorestore.data.simulation.scene import render_field
+        from astrorestore.inference.restore import restore_image
+
+        self.scene = held_out_scene(dict(config["data"].get("scene") or {}))
+        self.sky = float(self.scene.get("sky", 20.0))
+        self.fwhm = float(self.scene.get("psf_fwhm", 2.5))
+        self.noise = instantiate(config["data"]["pairing"]["noise"], exposure_range=[1.0, 1.0])
+        self.read_noise = float(getattr(self.noise, "read_noise", 0.0))
+        self.truth, self.catalog = render_field(
+            size, np.random.default_rng(HELD_OUT_SEED), **self.scene
+        )
+        self.noisy = draw_noise(self.noise, self.truth, HELD_OUT_SEED)
+        self.restored = restore_image(self.noisy, restorer, tile=tile, overlap=32, batch_size=4)
+        normalizer = restorer.normalizer
+        self.offset, self.scale = normalizer.stats(self._tensor(self.noisy))
+        self.normalizer = normalizer
+        self.empty_sky = np.abs(self.truth - self.sky) < 0.5
+        self.sky_sigma = float(np.sqrt(self.sky + self.read_noise**2))
+
+    @staticmethod
+    def _tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a))[None, None]
+
+    def norm(self, image: np.ndarray) -> np.ndarray:
+        """``image`` in the asinh space of the noisy frame's statistics."""
+        return self.normalizer.forward(self._tensor(image), self.offset, self.scale)[0, 0].numpy()
+
+    def detected(self, image: np.ndarray) -> dict:
+        found, spurious = detections(image, self.catalog, self.sky_sigma, self.fwhm)
+        return {"recovered": found, "spurious": spurious}
+
+    def scores(self, image: np.ndarray) -> tuple[dict, np.ndarray]:
+        """The figures of one image (restored, noisy, or after a stage), and its stars'
+        relative aperture-flux errors."""
+        truth, noisy, empty = self.truth, self.noisy, self.empty_sky
+        relative, _ = aperture_errors(
+            image, truth, self.catalog, self.sky, self.fwhm, self.read_noise
+        )
+        figures = {
+            "psnr_electrons_dB": psnr(image, truth),
+            "psnr_asinh_dB": psnr(self.norm(image), self.norm(truth)),
+            "sky_residual_noise_ratio": float(
+                np.std((image - truth)[empty]) / np.std((noisy - truth)[empty])
+            ),
+            "median_relative_flux_error": float(np.median(relative)),
+            "median_abs_relative_flux_error": float(np.median(np.abs(relative))),
+            "detections_5sigma": self.detected(image),
+        }
+        return figures, relative
+
+    def report(self) -> tuple[dict, np.ndarray, np.ndarray]:
+        """The report's ``held_out_field`` section, and the relative flux errors of the noisy
+        and the restored image (for the plot)."""
+        (restored, rel_restored), (noisy, rel_noisy) = (
+            self.scores(self.restored),
+            self.scores(self.noisy),
+        )
+
+        def both(key: str) -> dict:
+            return {"restored": restored[key], "noisy_input": noisy[key]}
+
+        z_truth = self.norm(self.truth)
+        size = self.truth.shape[0]
+        section = {
+            "size": f"{size}x{size}",
+            "psnr_electrons_dB": both("psnr_electrons_dB"),
+            "psnr_electrons_data_range_e": float(self.truth.max() - self.truth.min()),
+            "psnr_asinh_dB": both("psnr_asinh_dB"),
+            "psnr_asinh_data_range": float(z_truth.max() - z_truth.min()),
+            "empty_sky_pixels": int(self.empty_sky.sum()),
+            "sky_residual_noise_ratio": restored["sky_residual_noise_ratio"],
+            "stars_measured": int(rel_restored.size),
+            "aperture_radius_px": 2 * self.fwhm,
+            "median_relative_flux_error": both("median_relative_flux_error"),
+            "median_abs_relative_flux_error": both("median_abs_relative_flux_error"),
+            "catalogue_sources": len(self.catalog["x"]),
+            "detections_5sigma": {
+                "noisy": noisy["detections_5sigma"],
+                "restored": restored["detections_5sigma"],
+                "clean": self.detected(self.truth),
+            },
+        }
+        return section, rel_noisy, rel_restored
+
+    def with_psf_cores(self) -> dict:
+        """``--psf-cores``: the figures after ``infer.py``'s PSF-core stage."""
+        from astrorestore.postprocess.psf_cores import PSFCores
+
+        stage = PSFCores(gain=float(getattr(self.noise, "gain", 1.0)))
+        return {
+            **self.scores(stage(self.noisy, self.restored))[0],
+            "stage": {k: v for k, v in stage.info.items() if not isinstance(v, np.ndarray)},
+        }
+
+
+def speed_stage(config: dict, restorer, noisy: np.ndarray, sizes: dict) -> dict:
+    """Training patches/s of the run's network and megapixels/s of tiled restoration of a frame
+    twice the held-out field's side."""
+    from astrorestore.inference.restore import restore_image
+
+    speed = {"train_patches_per_s": training_throughput(config, sizes["steps"])}
+    big = np.tile(noisy, (2, 2))
+    start = time.perf_counter()
+    restore_image(big, restorer, tile=sizes["tile"], overlap=32, batch_size=4)
+    speed["inference_megapixels_per_s"] = big.size / 1e6 / (time.perf_counter() - start)
+    return speed
+
+
+def main() -> None:
+    from astrorestore.checkpoint import read_checkpoint
+    from astrorestore.inference.restorer import load_restorer
+
+    args = parse_args()
+    sizes = SMOKE if args.smoke else FULL
+    results = Path(args.out)
+    results.mkdir(parents=True, exist_ok=True)
+    report: dict = {
+        "machine": {"torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    }
+    ckpt, training = checkpoint_stage(args, results)
+    report |= training
     config = read_checkpoint(ckpt)["astrorestore"]["config"]
     restorer = load_restorer(ckpt, "cpu")
     report["checkpoint"] = ckpt
     if args.validate:
-        for data in args.validate_data.split(","):
-            key = "validation_on_simulated" + ("" if data == "simulated" else f"_{data}")
-            passes = sorted({1, args.self_ensemble})
-            for n in passes:
-                name = key if n == 1 else f"{key}_self_ensemble{n}"
-                report[name] = validate_on_simulated(ckpt, config, data, n)
-                print(f"validation on data={data}, {n} pass(es):", report[name])
+        report |= validation_stage(args, ckpt, config)
         if args.validate_only:
-            out = RESULTS / f"supervised_validation_{Path(ckpt).stem}.json"
+            out = results / f"supervised_validation_{Path(ckpt).stem}.json"
             out.write_text(json.dumps(report, indent=2))
             print(f"wrote {out}")
             return
 
-    # held-out field (a seed no training field uses), the run's own noise model at exposure 1
-    scene = held_out_scene(dict(config["data"].get("scene") or {}))
-    report["held_out_scene"] = scene
-    sky = float(scene.get("sky", 20.0))
-    fwhm = float(scene.get("psf_fwhm", 2.5))
-    noise = instantiate(config["data"]["pairing"]["noise"], exposure_range=[1.0, 1.0])
-    read_noise = float(getattr(noise, "read_noise", 0.0))
-    truth, catalog = render_field(512, np.random.default_rng(HELD_OUT_SEED), **scene)
-    noisy = draw_noise(noise, truth, HELD_OUT_SEED)
-    restored = restore_image(noisy, restorer, tile=256, overlap=32, batch_size=4)
-
-    normalizer = restorer.normalizer
-    as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a))[None, None]  # noqa: E731
-    offset, scale = normalizer.stats(as_tensor(noisy))
-    norm = lambda a: normalizer.forward(as_tensor(a), offset, scale)[0, 0].numpy()  # noqa: E731
-    empty_sky = np.abs(truth - sky) < 0.5
-    sky_sigma = float(np.sqrt(sky + read_noise**2))
-
-    def detected(image: np.ndarray) -> dict:
-        found, spurious = detections(image, catalog, sky_sigma, fwhm)
-        return {"recovered": found, "spurious": spurious}
-
-    def scores(image: np.ndarray) -> tuple[dict, np.ndarray]:
-        """The held-out field's figures for one image (restored, noisy, or after a stage), and
-        its stars' relative aperture-flux errors."""
-        relative, _ = aperture_errors(image, truth, catalog, sky, fwhm, read_noise)
-        figures = {
-            "psnr_electrons_dB": psnr(image, truth),
-            "psnr_asinh_dB": psnr(norm(image), norm(truth)),
-            "sky_residual_noise_ratio": float(
-                np.std((image - truth)[empty_sky]) / np.std((noisy - truth)[empty_sky])
-            ),
-            "median_relative_flux_error": float(np.median(relative)),
-            "median_abs_relative_flux_error": float(np.median(np.abs(relative))),
-            "detections_5sigma": detected(image),
-        }
-        return figures, relative
-
-    (restored_scores, rel_restored), (noisy_scores, rel_noisy) = scores(restored), scores(noisy)
-    both = lambda key: {"restored": restored_scores[key], "noisy_input": noisy_scores[key]}  # noqa: E731
-    report["held_out_field"] = {
-        "size": "512x512",
-        "psnr_electrons_dB": both("psnr_electrons_dB"),
-        "psnr_electrons_data_range_e": float(truth.max() - truth.min()),
-        "psnr_asinh_dB": both("psnr_asinh_dB"),
-        "psnr_asinh_data_range": float(norm(truth).max() - norm(truth).min()),
-        "empty_sky_pixels": int(empty_sky.sum()),
-        "sky_residual_noise_ratio": restored_scores["sky_residual_noise_ratio"],
-        "stars_measured": int(rel_restored.size),
-        "aperture_radius_px": 2 * fwhm,
-        "median_relative_flux_error": both("median_relative_flux_error"),
-        "median_abs_relative_flux_error": both("median_abs_relative_flux_error"),
-        "catalogue_sources": len(catalog["x"]),
-        "detections_5sigma": {
-            "noisy": noisy_scores["detections_5sigma"],
-            "restored": restored_scores["detections_5sigma"],
-            "clean": detected(truth),
-        },
-    }
-
+    field = HeldOutField(config, restorer, sizes["field"], sizes["tile"])
+    report["held_out_scene"] = field.scene
+    report["held_out_field"], rel_noisy, rel_restored = field.report()
     if args.psf_cores:
-        from astrorestore.postprocess.psf_cores import PSFCores
-
-        stage = PSFCores(gain=float(getattr(noise, "gain", 1.0)))
-        report["held_out_field"]["with_psf_cores"] = {
-            **scores(stage(noisy, restored))[0],
-            "stage": {k: v for k, v in stage.info.items() if not isinstance(v, np.ndarray)},
-        }
-
+        report["held_out_field"]["with_psf_cores"] = field.with_psf_cores()
+    seam = (restorer, field.sky, field.noise)
     report["seams"] = {
-        "edge_to_interior_rms_overlap32": seam_ratio(restorer, sky, noise, 256, 32),
-        "edge_to_interior_rms_overlap0": seam_ratio(restorer, sky, noise, 128, 0),
+        "edge_to_interior_rms_overlap32": seam_ratio(*seam, sizes["tile"], 32, sizes["seam_frame"]),
+        "edge_to_interior_rms_overlap0": seam_ratio(
+            *seam, sizes["seam_tile"], 0, sizes["seam_frame"]
+        ),
     }
+    report["speed"] = speed_stage(config, restorer, field.noisy, sizes)
 
-    # speed
-    report["speed"] = {"train_patches_per_s": training_throughput(config)}
-    big = np.tile(noisy, (2, 2))
-    start = time.perf_counter()
-    restore_image(big, restorer, tile=256, overlap=32, batch_size=4)
-    report["speed"]["inference_megapixels_per_s"] = big.size / 1e6 / (time.perf_counter() - start)
-
-    (RESULTS / "supervised.json").write_text(json.dumps(report, indent=2))
-    plot(noisy, restored, truth, rel_noisy, rel_restored, RESULTS / "supervised.png", norm)
+    (results / "supervised.json").write_text(json.dumps(report, indent=2))
+    plot(field, rel_noisy, rel_restored, results / "supervised.png")
     print(json.dumps(report, indent=2))
 
 
-def plot(noisy, restored, truth, rel_noisy, rel_restored, path, norm) -> None:
+def plot(field: HeldOutField, rel_noisy, rel_restored, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    crop = (slice(128, 384), slice(128, 384))
+    noisy, restored, truth, norm = field.noisy, field.restored, field.truth, field.norm
+    quarter = truth.shape[0] // 4
+    crop = (slice(quarter, 3 * quarter), slice(quarter, 3 * quarter))
     low, high = np.percentile(norm(truth)[crop], [0.5, 99.8])
     figure, axes = plt.subplots(1, 4, figsize=(16, 4.2))
     for axis, (title, image) in zip(

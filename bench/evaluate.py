@@ -15,7 +15,7 @@ Writes, under ``--out`` (default ``bench/results/evaluate``):
 Usage:
     python bench/evaluate.py [--ckpt A.ckpt --ckpt B.ckpt]
         [--methods noisy,gaussian,median,bilateral,bm3d_vst] [--out bench/results/evaluate]
-        [--fields 3] [--size 512] [--fwhms 1.6,2.5,3.5]
+        [--fields 3] [--size 512] [--fwhms 1.6,2.5,3.5] [--smoke]
 """
 
 from __future__ import annotations
@@ -316,7 +316,17 @@ def main() -> None:
     parser.add_argument("--fields", type=_positive_int, default=3, help="fields per PSF width")
     parser.add_argument("--size", type=_positive_int, default=512)
     parser.add_argument("--fwhms", type=_fwhm_list, default="1.6,2.5,3.5")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny budget (does the bench run?): one 128 px field at FWHM 2.5, noisy and "
+        "gaussian unless --methods is given",
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.fields, args.size, args.fwhms = 1, 128, "2.5"
+        if "--methods" not in sys.argv:
+            args.methods = "noisy,gaussian"
 
     from astrorestore.errors import UserError
     from astrorestore.evaluation.baselines import get_baseline

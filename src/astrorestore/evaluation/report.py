@@ -17,7 +17,11 @@ from astrorestore.errors import UserError
 from astrorestore.evaluation import detection as det
 from astrorestore.evaluation import photometry as phot
 from astrorestore.evaluation import psf
-from astrorestore.evaluation.against_truth import evaluate_against_truth
+from astrorestore.evaluation.against_truth import (
+    Backgrounds,
+    TruthSettings,
+    evaluate_against_truth,
+)
 from astrorestore.evaluation.residual import residual_analysis
 
 
@@ -75,21 +79,7 @@ def evaluate_image(
     radius = float(match_radius) if match_radius else max(1.5, 0.8 * fwhm)
     warnings: list[str] = []
     if truth is not None:
-        # A pixel missing from any of the three (the truth's holes, the input's bad pixels and
-        # chip gaps, which stay NaN in the output) is masked in all of them, so every figure
-        # compares the same pixels and none turns NaN.
-        bad = np.zeros(truth.shape, bool)
-        for label, image in (("truth", truth), ("input", noisy), ("restored image", restored)):
-            missing = ~np.isfinite(image)
-            if missing.any():
-                warnings.append(
-                    f"{label} has {int(missing.sum())} NaN/inf pixels "
-                    f"({100 * missing.mean():.2f} %): they are masked in every measurement"
-                )
-            bad |= missing
-        if bad.any():
-            truth = np.where(bad, np.nan, truth)
-            restored, noisy = np.where(bad, np.nan, restored), np.where(bad, np.nan, noisy)
+        restored, noisy, truth, warnings = _mask_missing(restored, noisy, truth)
     bkg_noisy, sig_noisy = det.background_stats(noisy)
     bkg_rest, sig_rest = det.background_stats(restored)
     result: dict = {
@@ -118,24 +108,57 @@ def evaluate_image(
             restored, noisy, fwhm, threshold, radius, n_bright, result, tables, warnings
         )
     else:
-        source_xy = evaluate_against_truth(
+        scored = evaluate_against_truth(
             restored,
             noisy,
             truth,
             catalog,
-            fwhm,
-            threshold,
-            radius,
-            thresholds,
-            zeropoint,
-            n_bright,
-            sig_noisy,
-            bkg_noisy,
-            bkg_rest,
-            result,
-            tables,
-            warnings,
+            TruthSettings(fwhm, threshold, radius, thresholds, zeropoint, n_bright),
+            Backgrounds(noisy=bkg_noisy, restored=bkg_rest, noisy_sigma=sig_noisy),
         )
+        result.update(scored.sections)
+        tables.update(scored.tables)
+        warnings.extend(scored.warnings)
+        source_xy = scored.source_xy
+    residual, residual_tables, residual_warnings = _residual(
+        noisy, restored, gain, read_noise, err, source_xy, fwhm, unit
+    )
+    tables.update(residual_tables)
+    warnings.extend(residual_warnings)
+    result["residual"] = residual
+    result["warnings"] = warnings
+    result["tables"] = tables
+    return result
+
+
+def _mask_missing(
+    restored: np.ndarray, noisy: np.ndarray, truth: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """A pixel missing from any of the three (the truth's holes, the input's bad pixels and
+    chip gaps, which stay NaN in the output) is masked in all of them, so every figure compares
+    the same pixels and none turns NaN. Returns the masked images and one warning per image
+    that had missing pixels."""
+    warnings = []
+    bad = np.zeros(truth.shape, bool)
+    for label, image in (("truth", truth), ("input", noisy), ("restored image", restored)):
+        missing = ~np.isfinite(image)
+        if missing.any():
+            warnings.append(
+                f"{label} has {int(missing.sum())} NaN/inf pixels "
+                f"({100 * missing.mean():.2f} %): they are masked in every measurement"
+            )
+        bad |= missing
+    if bad.any():
+        truth = np.where(bad, np.nan, truth)
+        restored, noisy = np.where(bad, np.nan, restored), np.where(bad, np.nan, noisy)
+    return restored, noisy, truth, warnings
+
+
+def _residual(
+    noisy, restored, gain, read_noise, err, source_xy, fwhm, unit
+) -> tuple[dict, dict, list[str]]:
+    """The residual analysis (input - output against the noise model): its report section, its
+    tables (power spectrum, residual map) and its warnings."""
     residual = residual_analysis(
         noisy,
         restored,
@@ -146,16 +169,14 @@ def evaluate_image(
         fwhm=fwhm,
         unit=unit,
     )
-    tables["power_spectrum"] = residual.pop("power_spectrum")
-    tables["residual_map"] = (noisy - restored).astype(np.float32)
+    tables = {
+        "power_spectrum": residual.pop("power_spectrum"),
+        "residual_map": (noisy - restored).astype(np.float32),
+    }
     sources = residual["sources"]
     for key in ("fraction", "significance"):
         sources.pop(key, None)
-    warnings.extend(residual.pop("warnings"))
-    result["residual"] = residual
-    result["warnings"] = warnings
-    result["tables"] = tables
-    return result
+    return residual, tables, residual.pop("warnings")
 
 
 def _without_truth(

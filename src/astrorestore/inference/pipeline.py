@@ -233,20 +233,44 @@ def run_pipeline(
     if output.suffix:
         raise UserError(f"output={output_dir} must be a folder for a pipeline; pass output=<dir>/")
     pairs = resolve_io(input_spec, str(output) + "/")
-    reference_dir = Path(references) if references else None
-    if reference_dir is not None:
-        if not reference_dir.is_dir():
-            raise UserError(f"references={references} is not a folder; pass references=<dir>")
-        if reference_dir.resolve() == output.resolve():
-            raise UserError(
-                f"references={references} is the output folder: the outputs would replace the "
-                "references they are scored against; pass another output=<dir>"
-            )
+    reference_dir = _reference_folder(references, output)
     # Every input checked before the first output is written: against the first stage, then
     # the rest of the chain and the references, from the shapes each stage gives (one reading).
     check = partial(_check_chain, restorers=restorers, tile=tile, reference_dir=reference_dir)
     preflight(pairs, None, tile, restorers[0], check=check)
-    total_scale = int(np.prod([r.scale for r in restorers]))
+    history = _history(restorers, sampling, seed, self_ensemble)
+    chain = partial(
+        _run_chain,
+        restorers=restorers,
+        bilateral_filter=bilateral_filter,
+        tile=tile,
+        overlap=overlap,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    rows = [_restore_one(src, dst, chain, history, restorers, reference_dir) for src, dst in pairs]
+    report = _report(restorers, sampling, seed, self_ensemble, rows)
+    _write_report(output, report, rows)
+    return report
+
+
+def _reference_folder(references: str | None, output: Path) -> Path | None:
+    """The ``references=`` folder, checked: it exists and is not where outputs are written."""
+    if not references:
+        return None
+    reference_dir = Path(references)
+    if not reference_dir.is_dir():
+        raise UserError(f"references={references} is not a folder; pass references=<dir>")
+    if reference_dir.resolve() == output.resolve():
+        raise UserError(
+            f"references={references} is the output folder: the outputs would replace the "
+            "references they are scored against; pass another output=<dir>"
+        )
+    return reference_dir
+
+
+def _history(restorers: list[Restorer], sampling: list, seed: int, self_ensemble: int) -> list[str]:
+    """The output file's history lines: the chain, and how each stage restored."""
     history = [f"astrorestore pipeline: {' -> '.join(r.name for r in restorers)}"]
     for restorer, stage in zip(restorers, sampling, strict=True):
         if stage is not None:
@@ -255,30 +279,62 @@ def run_pipeline(
         elif self_ensemble > 1:
             passes = f"mean of {self_ensemble} flipped/rotated passes"
             history.append(f"stage {restorer.name}: self-ensemble, {passes}")
-    rows: list[dict[str, Any]] = []
-    for src, dst in pairs:
-        source = read_image(src)
-        image = source.data
-        for restorer in restorers:
-            if bilateral_filter and restorer.scale > 1:
-                image = bilateral(image, **bilateral_filter)
-            image = restore_image(image, restorer, tile, overlap, batch_size, False, seed)
-        write_image(dst, image, source, history, {}, total_scale)
-        row: dict[str, Any] = {"image": src.name, "output": str(dst)}
-        if reference_dir is not None:
-            # Scored as written (an 8-bit output clipped and rounded), on each file's scale.
-            written = read_image(dst)
-            reference = read_image(reference_dir / src.name)
-            row.update(
-                image_scores(
-                    written.data,
-                    reference.data,
-                    file_full_scale(written, peak_of=source.data),
-                    file_full_scale(reference),
-                )
+    return history
+
+
+def _run_chain(
+    image: np.ndarray,
+    restorers: list[Restorer],
+    bilateral_filter: dict[str, Any] | None,
+    tile: int,
+    overlap: int,
+    batch_size: int,
+    seed: int,
+) -> np.ndarray:
+    """One image through every stage (the bilateral filter before each up-sampling stage)."""
+    for restorer in restorers:
+        if bilateral_filter and restorer.scale > 1:
+            image = bilateral(image, **bilateral_filter)
+        image = restore_image(image, restorer, tile, overlap, batch_size, False, seed)
+    return image
+
+
+def _restore_one(
+    src: Path,
+    dst: Path,
+    chain: Any,
+    history: list[str],
+    restorers: list[Restorer],
+    reference_dir: Path | None,
+) -> dict[str, Any]:
+    """Restore ``src`` through the chain into ``dst``; its report row (scored against its
+    reference if there is one)."""
+    source = read_image(src)
+    image = chain(source.data)
+    total_scale = int(np.prod([r.scale for r in restorers]))
+    write_image(dst, image, source, history, {}, total_scale)
+    row: dict[str, Any] = {"image": src.name, "output": str(dst)}
+    if reference_dir is not None:
+        # Scored as written (an 8-bit output clipped and rounded), on each file's scale.
+        written = read_image(dst)
+        reference = read_image(reference_dir / src.name)
+        row.update(
+            image_scores(
+                written.data,
+                reference.data,
+                file_full_scale(written, peak_of=source.data),
+                file_full_scale(reference),
             )
-        rows.append(row)
-        print(f"{src} -> {dst}", flush=True)
+        )
+    print(f"{src} -> {dst}", flush=True)
+    return row
+
+
+def _report(
+    restorers: list[Restorer], sampling: list, seed: int, self_ensemble: int, rows: list[dict]
+) -> dict[str, Any]:
+    """The pipeline's report: the chain, its sampling, every image's row and, where images
+    were scored, their mean scores."""
     scored = [r for r in rows if "ssim" in r]
     report: dict[str, Any] = {
         "stages": [r.ckpt_path for r in restorers],
@@ -295,6 +351,11 @@ def run_pipeline(
             "best_ssim": float(np.max([r["ssim"] for r in scored])),
             "mean_psnr": float(np.mean([r["psnr"] for r in scored])),
         }
+    return report
+
+
+def _write_report(output: Path, report: dict[str, Any], rows: list[dict]) -> None:
+    """``report.json`` and ``report.csv`` (a MEAN row when images were scored)."""
     # Written like the images: to a temporary file renamed into place, so an earlier report
     # is never left half-overwritten.
     with atomic_path(output / "report.json") as tmp:
@@ -305,7 +366,6 @@ def run_pipeline(
         writer.writeheader()
         for row in rows:
             writer.writerow({key: row.get(key, "") for key in writer.fieldnames})
-        if scored:
+        if "summary" in report:
             s = report["summary"]
             writer.writerow({"image": "MEAN", "ssim": s["mean_ssim"], "psnr": s["mean_psnr"]})
-    return report

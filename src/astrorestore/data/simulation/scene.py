@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from astropy.modeling.models import Sersic2D
@@ -171,17 +172,84 @@ def render_field(
         ``psf_beta`` (NaN outside Moffat), ``psf_family``, ``saturation`` and ``psf`` (the
         keywords that rebuild this field's PSF, e.g. ``render_psf_stamp(**catalog["psf"])``).
     """
+    h, w = _field_shape(size)
+    settings = _draw_field_settings(rng, psf, psf_fwhm, psf_beta, sky, n_stars, n_galaxies)
+    _check_counts_and_levels(settings, n_bright_stars, saturation)
+    field_psf = PSF(
+        settings.family,
+        settings.fwhm,
+        settings.beta,
+        int(spikes),
+        float(spike_length),
+        float(spike_intensity),
+    )
+    star_range = _check_flux_range("scene.star_flux_range", star_flux_range)
+    galaxy_range = _check_flux_range("scene.galaxy_flux_range", galaxy_flux_range)
+
+    image = np.full((h, w), float(settings.sky), dtype=np.float64)
+    stars = _add_stars(
+        image, rng, field_psf, settings.n_stars, n_bright_stars, star_range, flux_slope
+    )
+    galaxies = _add_galaxies(image, rng, field_psf, settings.n_galaxies, galaxy_range, flux_slope)
+    saturated = _saturate(
+        image,
+        np.concatenate([stars.x, galaxies.x]),
+        np.concatenate([stars.y, galaxies.y]),
+        saturation,
+    )
+    catalog = _catalog(stars, galaxies, saturated, settings, field_psf, saturation)
+    return image.astype(np.float32), catalog
+
+
+@dataclass(frozen=True)
+class _FieldSettings:
+    """The per-field draws of a scene: PSF family and shape, sky, source counts."""
+
+    family: str
+    fwhm: float
+    beta: float
+    sky: float
+    n_stars: int
+    n_galaxies: int
+
+
+@dataclass(frozen=True)
+class _Sources:
+    """Positions (pixels), fluxes (electrons) and, for galaxies, Sersic ``n`` and ``r_eff``."""
+
+    x: np.ndarray
+    y: np.ndarray
+    flux: np.ndarray
+    sersic_n: np.ndarray | None = None
+    r_eff: np.ndarray | None = None
+
+
+def _field_shape(size: int | tuple[int, int]) -> tuple[int, int]:
     h, w = (size, size) if isinstance(size, int | np.integer) else (int(size[0]), int(size[1]))
     if h < 1 or w < 1:
         raise UserError(f"scene size={size!r} is invalid: use a positive int or (H, W)")
+    return h, w
+
+
+def _draw_field_settings(
+    rng: np.random.Generator, psf, psf_fwhm, psf_beta, sky, n_stars, n_galaxies
+) -> _FieldSettings:
     # Per-field draws happen only for the options given as ranges or mixtures, before any source
     # is drawn, so a scalar-only call consumes exactly the random stream it always did.
-    family = _draw_family(rng, psf)
-    fwhm = _draw_float(rng, "scene.psf_fwhm", psf_fwhm, low=0.0, log=True)
-    beta = _draw_float(rng, "scene.psf_beta", psf_beta, low=1.0, log=False)
-    sky = _draw_float(rng, "scene.sky", sky, low=0.0, log=True)
-    n_stars = _draw_count(rng, "scene.n_stars", n_stars)
-    n_galaxies = _draw_count(rng, "scene.n_galaxies", n_galaxies)
+    return _FieldSettings(
+        family=_draw_family(rng, psf),
+        fwhm=_draw_float(rng, "scene.psf_fwhm", psf_fwhm, low=0.0, log=True),
+        beta=_draw_float(rng, "scene.psf_beta", psf_beta, low=1.0, log=False),
+        sky=_draw_float(rng, "scene.sky", sky, low=0.0, log=True),
+        n_stars=_draw_count(rng, "scene.n_stars", n_stars),
+        n_galaxies=_draw_count(rng, "scene.n_galaxies", n_galaxies),
+    )
+
+
+def _check_counts_and_levels(
+    settings: _FieldSettings, n_bright_stars: int, saturation: float | None
+) -> None:
+    n_stars, n_galaxies, sky = settings.n_stars, settings.n_galaxies, settings.sky
     if n_stars < 0 or n_galaxies < 0 or n_bright_stars < 0:
         raise UserError(
             f"scene n_stars={n_stars}, n_galaxies={n_galaxies}, n_bright_stars={n_bright_stars}"
@@ -194,79 +262,114 @@ def render_field(
             f"scene.saturation={saturation!r} is invalid: use a full well above the sky "
             f"({sky:g} e-) or null to turn it off"
         )
-    field_psf = PSF(family, fwhm, beta, int(spikes), float(spike_length), float(spike_intensity))
-    s_lo, s_hi = _check_flux_range("scene.star_flux_range", star_flux_range)
-    g_lo, g_hi = _check_flux_range("scene.galaxy_flux_range", galaxy_flux_range)
 
-    image = np.full((h, w), float(sky), dtype=np.float64)
 
+def _add_stars(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    field_psf: PSF,
+    n_stars: int,
+    n_bright_stars: int,
+    flux_range: tuple[float, float],
+    flux_slope: float,
+) -> _Sources:
+    """Draw the stars (the brightest ``n_bright_stars`` from the top of the range) and add them
+    to ``image`` at sub-pixel positions."""
+    h, w = image.shape
+    low, high = flux_range
     n_bright = min(n_bright_stars, n_stars)
-    star_flux = np.concatenate(
+    flux = np.concatenate(
         [
-            s_hi * (1.0 / _BRIGHT_BAND) ** rng.random(n_bright),
-            power_law_fluxes(rng, n_stars - n_bright, s_lo, s_hi, flux_slope),
+            high * (1.0 / _BRIGHT_BAND) ** rng.random(n_bright),
+            power_law_fluxes(rng, n_stars - n_bright, low, high, flux_slope),
         ]
     )
-    star_x = rng.uniform(0.0, w - 1.0, n_stars)
-    star_y = rng.uniform(0.0, h - 1.0, n_stars)
-    for x, y, flux in zip(star_x, star_y, star_flux, strict=True):
+    xs = rng.uniform(0.0, w - 1.0, n_stars)
+    ys = rng.uniform(0.0, h - 1.0, n_stars)
+    for x, y, f in zip(xs, ys, flux, strict=True):
         cx, cy = round(x), round(y)
-        radius = field_psf.star_radius(flux)
-        _add_stamp(image, flux * field_psf.stamp(radius, x - cx, y - cy), cx, cy)
+        radius = field_psf.star_radius(f)
+        _add_stamp(image, f * field_psf.stamp(radius, x - cx, y - cy), cx, cy)
+    return _Sources(xs, ys, flux)
 
-    gal_flux = power_law_fluxes(rng, n_galaxies, g_lo, g_hi, flux_slope)
-    gal_x = rng.uniform(0.0, w - 1.0, n_galaxies)
-    gal_y = rng.uniform(0.0, h - 1.0, n_galaxies)
-    gal_n = rng.uniform(0.5, 4.0, n_galaxies)
-    gal_reff = rng.uniform(1.5, 8.0, n_galaxies)
-    gal_ellip = rng.uniform(0.0, 0.7, n_galaxies)
-    gal_theta = rng.uniform(0.0, math.pi, n_galaxies)
+
+def _add_galaxies(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    field_psf: PSF,
+    n_galaxies: int,
+    flux_range: tuple[float, float],
+    flux_slope: float,
+) -> _Sources:
+    """Draw Sersic galaxies, convolve each with the field's PSF and add them to ``image``."""
+    h, w = image.shape
+    flux = power_law_fluxes(rng, n_galaxies, *flux_range, flux_slope)
+    xs = rng.uniform(0.0, w - 1.0, n_galaxies)
+    ys = rng.uniform(0.0, h - 1.0, n_galaxies)
+    sersic_n = rng.uniform(0.5, 4.0, n_galaxies)
+    r_eff = rng.uniform(1.5, 8.0, n_galaxies)
+    ellipticity = rng.uniform(0.0, 0.7, n_galaxies)
+    theta = rng.uniform(0.0, math.pi, n_galaxies)
     # One centred PSF kernel serves every galaxy; its truncation (5 FWHM for the core) loses a
     # little light, which the per-stamp renormalisation below puts back.
     kernel = field_psf.stamp(field_psf.kernel_radius())
-    for x, y, flux, n, reff, ellip, theta in zip(
-        gal_x, gal_y, gal_flux, gal_n, gal_reff, gal_ellip, gal_theta, strict=True
+    for x, y, f, n, reff, ellip, angle in zip(
+        xs, ys, flux, sersic_n, r_eff, ellipticity, theta, strict=True
     ):
         cx, cy = round(x), round(y)
         radius = int(min(math.ceil(_GALAXY_EXTENT * reff), _MAX_GALAXY_RADIUS))
         xx, yy = oversampled_grid(radius, x - cx, y - cy)
         # Truncate at the extent ellipse-independently (a circle) so the stamp has no square edge.
-        profile = Sersic2D.evaluate(xx, yy, 1.0, reff, n, 0.0, 0.0, ellip, theta)
+        profile = Sersic2D.evaluate(xx, yy, 1.0, reff, n, 0.0, 0.0, ellip, angle)
         profile[np.hypot(xx, yy) > radius] = 0.0
         stamp = bin_oversampled(profile)
         # "full" convolution keeps all the light: the result grows by the kernel radius.
         stamp = np.clip(fftconvolve(stamp, kernel, mode="full"), 0.0, None)
-        _add_stamp(image, flux * stamp / stamp.sum(), cx, cy)
+        _add_stamp(image, f * stamp / stamp.sum(), cx, cy)
+    return _Sources(xs, ys, flux, sersic_n, r_eff)
 
-    all_x = np.concatenate([star_x, gal_x])
-    all_y = np.concatenate([star_y, gal_y])
-    saturated = np.zeros(len(all_x), dtype=bool)
-    if saturation is not None:
-        full_well = float(saturation)
-        centre = image[np.rint(all_y).astype(np.int64), np.rint(all_x).astype(np.int64)]
-        saturated = centre >= full_well
-        # A saturated pixel reads the full well: the light above it is lost, as on a detector.
-        np.minimum(image, full_well, out=image)
 
+def _saturate(
+    image: np.ndarray, x: np.ndarray, y: np.ndarray, saturation: float | None
+) -> np.ndarray:
+    """Clip ``image`` at the full well in place; whether each source's central pixel reached it."""
+    if saturation is None:
+        return np.zeros(len(x), dtype=bool)
+    full_well = float(saturation)
+    centre = image[np.rint(y).astype(np.int64), np.rint(x).astype(np.int64)]
+    # A saturated pixel reads the full well: the light above it is lost, as on a detector.
+    np.minimum(image, full_well, out=image)
+    return centre >= full_well
+
+
+def _catalog(
+    stars: _Sources,
+    galaxies: _Sources,
+    saturated: np.ndarray,
+    settings: _FieldSettings,
+    field_psf: PSF,
+    saturation: float | None,
+) -> dict:
+    """The field's source catalogue and the scalars that rebuild its PSF (see render_field)."""
+    n_stars, n_galaxies = len(stars.x), len(galaxies.x)
     psf_keywords = field_psf.as_scene_keywords()
-    catalog = {
-        "x": all_x,
-        "y": all_y,
-        "flux": np.concatenate([star_flux, gal_flux]),
+    return {
+        "x": np.concatenate([stars.x, galaxies.x]),
+        "y": np.concatenate([stars.y, galaxies.y]),
+        "flux": np.concatenate([stars.flux, galaxies.flux]),
         "kind": np.concatenate(
             [np.zeros(n_stars, dtype=np.int64), np.ones(n_galaxies, dtype=np.int64)]
         ),
-        "r_eff": np.concatenate([np.zeros(n_stars), gal_reff]),
-        "sersic_n": np.concatenate([np.zeros(n_stars), gal_n]),
+        "r_eff": np.concatenate([np.zeros(n_stars), galaxies.r_eff]),
+        "sersic_n": np.concatenate([np.zeros(n_stars), galaxies.sersic_n]),
         "saturated": saturated,
-        "sky": float(sky),
-        "psf_fwhm": float(fwhm),
+        "sky": float(settings.sky),
+        "psf_fwhm": float(settings.fwhm),
         "psf_beta": psf_keywords["psf_beta"],
-        "psf_family": family,
+        "psf_family": settings.family,
         "saturation": None if saturation is None else float(saturation),
         "psf": psf_keywords,
     }
-    return image.astype(np.float32), catalog
 
 
 def render_psf_stamp(
