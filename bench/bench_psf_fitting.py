@@ -37,7 +37,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_psf_robustness import (  # noqa: E402
+from psf_cells import (  # noqa: E402
     CELLS,
     GAIN,
     HELD_OUT_SEED,
@@ -45,9 +45,10 @@ from bench_psf_robustness import (  # noqa: E402
     SCENE,
     aperture_errors,
     bright_stars,
-    psnr,
     star_shapes,
 )
+
+from astrorestore.metrics.image_quality import psnr  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -220,8 +221,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument(
         "--timing",
-        default="measured under load: the CPU was shared with other jobs",
-        help="how the times were taken (goes into the table's caption)",
+        default="wall time on this machine; compare ratios from one run, not absolute seconds",
+        help="how the times were taken (goes into the table's caption, e.g. 'under load')",
     )
     parser.add_argument("--out", default=str(RESULTS / "psf_fitting"), help="output stem")
     args = parser.parse_args(argv)

@@ -201,7 +201,7 @@ def run(frames: list[str], ckpts: dict[str, str], smoke: bool) -> dict:
             values, description = load_frame(name)
             if smoke:
                 h, w = values.shape
-                values = values[h - 128 :, w - 128 :]  # a corner: the cluster core has no sky
+                values = values[h - 192 :, w - 192 :]  # a corner: the cluster core has no sky
             pedestal = float(values.min()) - 1.0
             own = mad_sigma(values)
             sky_level = float(np.median(values)) - pedestal
@@ -261,7 +261,7 @@ def markdown(results: dict, meta: dict) -> str:
         "# Real frames with injected noise",
         "",
         f"Command: `{meta['command']}`. Poisson + {READ_NOISE:g} e- read noise, seed {SEED}; "
-        "timings measured under load, indicative only.",
+        "wall times are indicative (compare ratios from one run).",
         "",
         "| frame (level) | e-/unit | own noise e- | sky e- | injected sigma at sky e- | "
         "noisy MAD sigma e- | p99.5 e- | bright sources |",
@@ -294,7 +294,7 @@ def main() -> None:
     )
     parser.add_argument("--ckpt", action="append", default=[], help="LABEL=PATH (repeatable)")
     parser.add_argument("--frames", default="m13,xdf", help="comma-separated: m13, xdf")
-    parser.add_argument("--smoke", action="store_true", help="128 px corner crops, one level")
+    parser.add_argument("--smoke", action="store_true", help="192 px corner crops, one level")
     parser.add_argument("--out", default=str(RESULTS / "real_frames"), help="output stem")
     args = parser.parse_args()
     ckpts = {}

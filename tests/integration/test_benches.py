@@ -24,7 +24,7 @@ from tests.conftest import REPO, run_script
 
 BENCH = REPO / "bench"
 # Modules of bench/ that are not scripts.
-HELPERS = {"common.py"}
+HELPERS = {"common.py", "psf_cells.py"}
 
 
 @dataclass
@@ -135,6 +135,23 @@ CASES = {
         ],  # fmt: skip
         {"psf_robustness.json": [("cells", "*", "*", "psnr_e_dB")]},
         files=["psf_robustness.md"],
+        slow=True,
+    ),
+    "bench_psf_fitting.py": Case(
+        ["--cells", "1", "--fields", "1", "--size", "128", "--out", "{out}/psf_fitting"],
+        {
+            "psf_fitting.json": [
+                ("cells", "*", "hand-written", "core_psnr_dB"),
+                ("cells", "*", "photutils", "flux_bias"),
+            ]
+        },
+        files=["psf_fitting.md"],
+        slow=True,
+    ),
+    "bench_real_frames.py": Case(
+        ["--smoke", "--out", "{out}/real_frames"],
+        {"real_frames.json": [("rows", "*", "psnr"), ("rows", "*", "worst_bias_sigma")]},
+        files=["real_frames.md"],
         slow=True,
     ),
     "careamics_rows.py": Case(
