@@ -75,7 +75,7 @@ def make_record(
         "io": {
             "in_channels": pairing.input_channels(channels) if pairing else channels,
             "out_channels": pairing.output_channels(channels) if pairing else channels,
-            "scale": int(getattr(pairing, "scale", 1)),
+            "scale": int(pairing.upscale_factor) if pairing else 1,
             "size_multiple": int(getattr(net, "size_multiple", 1)),
         },
         "config": config,

@@ -152,11 +152,11 @@ def check_parts(datamodule: Any, parts: dict[str, Any]) -> None:
     if patch is not None and net is not None:
         # A super-resolver's size multiple is that of its low-resolution input, and
         # data.patch_size is the high-resolution size: it must be a multiple of both.
-        scale = int(getattr(datamodule.pairing, "scale", 1) or 1)
+        scale = int(datamodule.pairing.upscale_factor)
         check_multiple("data.patch_size", patch, getattr(net, "size_multiple", 1) * scale)
-    if net is not None and hasattr(datamodule.pairing, "check_net"):
+    if net is not None:
         datamodule.pairing.check_net(net)
-    if patch is not None and hasattr(datamodule.pairing, "check_patch"):
+    if patch is not None:
         datamodule.pairing.check_patch(int(patch))
     masks = datamodule.pairing.makes_loss_mask or "valid" in datamodule.provides
     loss = parts.get("loss")
@@ -254,7 +254,7 @@ def build_stages(cfg: DictConfig, datamodule: Any, net: Any) -> Postprocess:
     if stages.on_tiles:
         pairing = datamodule.pairing
         channels = datamodule.channels
-        if int(getattr(pairing, "scale", 1) or 1) != 1 or pairing.input_channels(
+        if pairing.upscale_factor != 1 or pairing.input_channels(
             channels
         ) != pairing.output_channels(channels):
             raise UserError(

@@ -74,5 +74,5 @@ def test_the_protocol_is_declared_on_the_base_and_overridden_where_it_differs():
     assert struct.structured_axis == "row" and struct.makes_loss_mask
     with pytest.raises(UserError, match="struct_span=3"):
         struct.check_patch(3)
-    # The old attribute name, read by code outside data/ until the checkpoint work lands.
-    assert SuperResolutionPairing(4).scale == 4
+    # One name for the super-resolution factor (``scale`` also names a normalisation statistic).
+    assert not hasattr(SuperResolutionPairing(4), "scale")

@@ -133,12 +133,14 @@ def test_validation_scores_the_post_processed_output_and_training_the_network():
 
 
 def test_train_refuses_tile_stages_where_the_output_changes_shape():
-    pairing = SimpleNamespace(scale=2, input_channels=lambda c: c, output_channels=lambda c: c)
+    pairing = SimpleNamespace(
+        upscale_factor=2, input_channels=lambda c: c, output_channels=lambda c: c
+    )
     datamodule = SimpleNamespace(
         normalizer=SimpleNamespace(softening=3.0), pairing=pairing, channels=1
     )
     cfg = {"postprocess": {"give_back": {"detect_scale": 1.5}}}
     with pytest.raises(UserError, match="use postprocess=none"):
         build_stages(cfg, datamodule, None)
-    pairing.scale = 1
+    pairing.upscale_factor = 1
     assert build_stages(cfg, datamodule, None).on_tiles

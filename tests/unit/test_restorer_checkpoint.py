@@ -231,7 +231,9 @@ def test_the_record_stores_the_runs_postprocess_and_restores_with_it(tmp_path):
         },
         net=net,
     )
-    pairing = SimpleNamespace(scale=1, input_channels=lambda c: c, output_channels=lambda c: c)
+    pairing = SimpleNamespace(
+        upscale_factor=1, input_channels=lambda c: c, output_channels=lambda c: c
+    )
     datamodule = SimpleNamespace(channels=1, pairing=pairing)
     give_back = {"detect_scale": 1.5, "footprint_scale": 2.0}
     config = {

@@ -50,13 +50,6 @@ class Pairing:
     def __init__(self, noise: NoiseModel | None = None) -> None:
         self.noise = noise
 
-    @property
-    def scale(self) -> int:
-        """Old name of :attr:`upscale_factor`, still read by ``train.py`` and the checkpoint
-        writer (``callbacks/provenance.py``), which the checkpoint work of issue 22 owns;
-        delete once they read ``upscale_factor``."""
-        return self.upscale_factor
-
     def output_channels(self, channels: int) -> int:
         """Channels of ``target``/``truth`` for data of ``channels`` channels."""
         return channels
