@@ -1,0 +1,190 @@
+"""What restores a run's frames: a checkpoint's restorer or a classical method, as one object.
+
+:class:`Method` knows the model's channels, scale and the HISTORY lines its outputs carry, checks
+each frame when it is read (the checks a frame used to pass in a separate reading of every input
+before the run), and restores a frame's pixels. It is a plain picklable object, so Lightning can
+hand it to each process of a multi-GPU run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import astrorestore
+from astrorestore.errors import UserError
+from astrorestore.inference import psf_cores
+from astrorestore.inference.acceleration import accelerate
+from astrorestore.inference.frames import Fingerprint
+from astrorestore.inference.restore import check_image, fit_overlap, fit_tile, restore_image
+from astrorestore.inference.restorer import Restorer
+from astrorestore.inference.scoring import check_truth, classical_restorer, output_shape, units_note
+from astrorestore.inference.self_ensemble import self_ensemble
+from astrorestore.inference.settings import InferSettings
+from astrorestore.io.formats import LoadedImage
+from astrorestore.io.images import check_output
+
+LoadRestorer = Callable[..., Restorer]
+
+
+@dataclass
+class Method:
+    """A checkpoint's restorer (``restorer``) or a classical method (``classical``)."""
+
+    name: str
+    scale: int
+    out_channels: int
+    history: list[str]
+    checkpoint_name: str
+    settings: InferSettings
+    restorer: Restorer | None = None
+    psf_stage: Any = None
+    notes: list[str] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ checks of a frame
+    def check_frame(self, image: LoadedImage, dst: Path, truth: Path | None) -> None:
+        """Everything that makes one frame unusable, as a one-line UserError naming it."""
+        data = image.data
+        try:
+            colour = data.ndim == 3 or self.out_channels == 3
+            check_output(dst, image, colour=colour)
+            if self.psf_stage is not None:
+                psf_cores.check_frame(data)
+            if self.restorer is not None:
+                # the finite-pixel check is made on the device, where the pixels are scanned
+                check_image(data, self.restorer, self.settings.tile_size, finite=False)
+            elif data.ndim != 2 or not np.isfinite(data).any():
+                raise UserError(
+                    "classical methods restore grey images with finite pixels; got shape "
+                    f"{data.shape}"
+                )
+        except UserError as exc:
+            raise UserError(f"{image.path}: {exc}") from None
+        if truth is not None:
+            check_truth(
+                truth, output_shape(data.shape, self.scale, self.out_channels), self.settings.hdu
+            )
+            note = units_note(image.path, truth)
+            if note:
+                print(note, flush=True)
+        if image.extra.get("alpha"):
+            print(f"note: {image.path}: its alpha (transparency) channel is dropped; {dst} is RGB")
+
+    # ------------------------------------------------------------------ restoring
+    def restore(self, image: LoadedImage) -> tuple[np.ndarray, list[str]]:
+        """The restored pixels and the HISTORY lines of this frame."""
+        data, settings = image.data, self.settings
+        if self.restorer is None:
+            gain = float(settings.evaluation.get("gain", 1.0))
+            read_noise = float(settings.evaluation.get("read_noise", 5.0))
+            restored = classical_restorer(self.name, gain, read_noise)(data)
+            history = list(self.history)
+        else:
+            restored = restore_image(
+                data,
+                self.restorer,
+                settings.tile_size,
+                settings.overlap,
+                settings.batch_size,
+                False,
+                settings.seed,
+            )
+            history = [*self.history[:2], self._tiling_line(data.shape), *self.history[2:]]
+        if self.psf_stage is not None:
+            restored = self.psf_stage(data, restored)
+            history.append(psf_cores.describe(self.psf_stage.info))
+            print(f"{image.path}: {history[-1]}", flush=True)
+        return restored, history
+
+    def _tiling_line(self, shape: tuple[int, ...]) -> str:
+        tile, multiple = self.settings.tile_size, self.restorer.size_multiple
+        fitted = fit_tile(shape[0], shape[1], tile, multiple)
+        smaller = " (fitted to the image)" if fitted != tile else ""
+        overlap = fit_overlap(tile, fitted, self.settings.overlap)
+        return f"tile_size={fitted}{smaller} overlap={overlap} (tiled, raised-cosine blend)"
+
+    def keywords(self, fingerprint: Fingerprint | None) -> dict[str, tuple[Any, str]]:
+        keywords = {
+            "ARMODEL": (self.name, "astrorestore model"),
+            "ARCKPT": (self.checkpoint_name, "checkpoint file"),
+            "ARVERS": (astrorestore.__version__, "astrorestore version"),
+        }
+        return keywords | (fingerprint.keywords() if fingerprint is not None else {})
+
+    def on_device(self, device: Any) -> Method:
+        """This method with its restorer running on ``device`` (a rank's GPU)."""
+        if self.restorer is None:
+            return self
+        return dataclasses.replace(self, restorer=dataclasses.replace(self.restorer, device=device))
+
+
+def build_method(settings: InferSettings, give_back: dict, load_restorer: LoadRestorer) -> Method:
+    """The checkpoint's restorer with the speed switches, or the classical method."""
+    if settings.method:
+        if give_back:
+            raise UserError(
+                f"give_back.* applies to a checkpoint's network, not to method={settings.method}:"
+                " drop it"
+            )
+        name = settings.method
+        history = [f"astrorestore: restored with the classical method {name}"]
+        method = Method(name, 1, 1, history, "none", settings)
+    else:
+        method = _checkpoint_method(settings, give_back, load_restorer)
+    gain = float(settings.evaluation.get("gain", 1.0))
+    method.psf_stage = psf_cores.from_config(settings.psf_cores, gain)
+    if method.psf_stage is not None:
+        if method.scale != 1 or method.out_channels != 1:
+            raise UserError(
+                "psf_cores.enabled=true fits star cores of grey frames restored at their own "
+                f"size; {method.name} outputs {method.out_channels} channel(s) at "
+                f"x{method.scale}: drop psf_cores.enabled"
+            )
+        method.psf_stage.progress = settings.progress
+    return method
+
+
+def _checkpoint_method(
+    settings: InferSettings, give_back: dict, load_restorer: LoadRestorer
+) -> Method:
+    # The checkpoint first: a wrong model is the more basic mistake than a wrong image.
+    options = {"give_back": give_back} if give_back else {}
+    restorer = load_restorer(settings.ckpt_path, settings.device, **options)
+    restorer.set_sampling(settings.sample_steps, settings.sampler)
+    restorer = accelerate(
+        restorer,
+        precision=settings.precision,
+        channels_last=settings.channels_last,
+        compile=settings.compile,
+        batch_size=settings.batch_size,
+    )
+    restorer = self_ensemble(restorer, settings.self_ensemble)
+    history = [
+        f"astrorestore: restored with {restorer.name}",
+        f"checkpoint: {restorer.ckpt_path}",
+    ]
+    if settings.precision != "fp32":
+        history.append(f"network run in {settings.precision} (autocast)")
+    if settings.self_ensemble > 1:
+        history.append(f"self-ensemble: mean of {settings.self_ensemble} flipped/rotated passes")
+    if restorer.scale > 1:
+        history.append(f"super-resolved x{restorer.scale}; WCS rescaled to the new pixel grid")
+    if restorer.stochastic:
+        history.append(f"stochastic restorer, seed={settings.seed}")
+    if give_back:
+        values = ", ".join(f"{k}={v}" for k, v in give_back.items())
+        history.append(f"give-back set at inference: {values}")
+    return Method(
+        restorer.name,
+        restorer.scale,
+        restorer.out_channels,
+        history,
+        Path(str(restorer.ckpt_path)).name,
+        settings,
+        restorer=restorer,
+    )
