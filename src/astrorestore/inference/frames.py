@@ -181,7 +181,7 @@ def as_is(item: Any) -> Any:
     return item
 
 
-def frame_loader(reader: FrameReader, workers: int) -> torch.utils.data.DataLoader:
+def frame_loader(reader: torch.utils.data.Dataset, workers: int) -> torch.utils.data.DataLoader:
     """Frames in order, the next ones read by ``workers`` processes while one is restored."""
     return torch.utils.data.DataLoader(
         reader,

@@ -41,6 +41,7 @@ class FrameRecord:
     input_sha256: str | None = None
     checkpoint_sha256: str | None = None
     settings_hash: str | None = None
+    rank: int = 0  # the process that handled it (trainer=ddp)
 
     def fingerprint(self) -> Fingerprint | None:
         if self.input_sha256 is None:

@@ -154,7 +154,9 @@ def _checkpoint_method(
 ) -> Method:
     # The checkpoint first: a wrong model is the more basic mistake than a wrong image.
     options = {"give_back": give_back} if give_back else {}
-    restorer = load_restorer(settings.ckpt_path, settings.device, **options)
+    # Under trainer= each process moves the network to its own device (from the CPU copy).
+    device = "cpu" if settings.trainer is not None else settings.device
+    restorer = load_restorer(settings.ckpt_path, device, **options)
     restorer.set_sampling(settings.sample_steps, settings.sampler)
     restorer = accelerate(
         restorer,

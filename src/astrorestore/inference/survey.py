@@ -100,8 +100,9 @@ class FrameLog:
         total: int,
         progress: bool,
         manifest_path: Path | None = None,
+        rank: int = 0,
     ) -> None:
-        self.plan, self.method, self.total = plan, method, total
+        self.plan, self.method, self.total, self.rank = plan, method, total, rank
         self.manifest = (
             Manifest(manifest_path, plan.run_info, total) if manifest_path is not None else None
         )
@@ -160,6 +161,7 @@ class FrameLog:
                 input_sha256=fingerprint.input if fingerprint else None,
                 checkpoint_sha256=fingerprint.checkpoint if fingerprint else None,
                 settings_hash=fingerprint.settings if fingerprint else None,
+                rank=self.rank,
             )
         )
 
