@@ -64,6 +64,30 @@ def test_settings_are_typed():
     assert other.restoration_digest({}) != base.restoration_digest({})
 
 
+def test_trainer_configs_compose_for_prediction(tmp_path):
+    # trainer=ddp (the multi-GPU / SLURM config of training) gives infer.py a predicting
+    # Trainer's settings: its training-only keys and interpolations are dropped, and report=
+    # (scored in one process) is refused with it.
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+        cfg = compose("infer", overrides=["trainer=ddp", "ckpt_path=x", "input=a", "output=b"])
+        plain = compose("infer", overrides=["ckpt_path=x", "input=a", "output=b"])
+    settings = InferSettings.from_config(cfg)
+    assert settings.trainer["strategy"] == "ddp" and settings.trainer["devices"] == -1
+    assert "max_epochs" not in settings.trainer and "default_root_dir" not in settings.trainer
+    assert InferSettings.from_config(plain).trainer is None
+    cfg.report = str(tmp_path / "r")
+    with pytest.raises(UserError, match="report= scores the frames of one process"):
+        InferSettings.from_config(cfg)
+
+
+def test_progress_bar_over_frames_runs(tmp_path):
+    write_frames(tmp_path / "in", 2)
+    written = run_inference(config(tmp_path / "in", tmp_path / "out", progress=True), BlurLoader())
+    assert len(written) == 2
+
+
 def test_rerun_skips_done_frames_and_overwrite_redoes_them(tmp_path, capsys):
     write_frames(tmp_path / "in", 3)
     out = tmp_path / "out"
