@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,30 +44,18 @@ class Method:
     settings: InferSettings
     restorer: Restorer | None = None
     psf_stage: Any = None
-    notes: list[str] = field(default_factory=list)
 
     # ------------------------------------------------------------------ checks of a frame
     def check_frame(self, image: LoadedImage, dst: Path, truth: Path | None) -> None:
         """Everything that makes one frame unusable, as a one-line UserError naming it."""
-        data = image.data
-        try:
-            colour = data.ndim == 3 or self.out_channels == 3
-            check_output(dst, image, colour=colour)
-            if self.psf_stage is not None:
-                psf_cores.check_frame(data)
-            if self.restorer is not None:
-                # the finite-pixel check is made on the device, where the pixels are scanned
-                check_image(data, self.restorer, self.settings.tile_size, finite=False)
-            elif data.ndim != 2 or not np.isfinite(data).any():
-                raise UserError(
-                    "classical methods restore grey images with finite pixels; got shape "
-                    f"{data.shape}"
-                )
-        except UserError as exc:
-            raise UserError(f"{image.path}: {exc}") from None
+        grey_only = self.psf_stage is not None
+        # the finite-pixel scan of a network's frame is made on the device
+        check_restorable(image, dst, self.restorer, self.settings.tile_size, grey_only, False)
         if truth is not None:
             check_truth(
-                truth, output_shape(data.shape, self.scale, self.out_channels), self.settings.hdu
+                truth,
+                output_shape(image.data.shape, self.scale, self.out_channels),
+                self.settings.hdu,
             )
             note = units_note(image.path, truth)
             if note:
@@ -121,6 +109,33 @@ class Method:
         if self.restorer is None:
             return self
         return dataclasses.replace(self, restorer=dataclasses.replace(self.restorer, device=device))
+
+
+def check_restorable(
+    image: LoadedImage,
+    dst: Path,
+    restorer: Restorer | None,
+    tile: int,
+    grey_only: bool = False,
+    finite: bool = True,
+) -> None:
+    """Can ``image`` be restored by ``restorer`` (None: a classical method) into ``dst``?
+    ``grey_only``: a stage after the network needs grey frames; ``finite=False`` leaves the
+    scan for finite pixels to the restoration. Raises a UserError naming the file."""
+    data = image.data
+    try:
+        colour = data.ndim == 3 or (restorer is not None and restorer.out_channels == 3)
+        check_output(dst, image, colour=colour)
+        if grey_only:
+            psf_cores.check_frame(data)
+        if restorer is not None:
+            check_image(data, restorer, tile, finite=finite)
+        elif data.ndim != 2 or not np.isfinite(data).any():
+            raise UserError(
+                f"classical methods restore grey images with finite pixels; got shape {data.shape}"
+            )
+    except UserError as exc:
+        raise UserError(f"{image.path}: {exc}") from None
 
 
 def build_method(settings: InferSettings, give_back: dict, load_restorer: LoadRestorer) -> Method:

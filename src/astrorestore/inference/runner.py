@@ -16,20 +16,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from astrorestore.errors import UserError
-from astrorestore.inference import psf_cores
 from astrorestore.inference.frames import FrameJob, FrameReader, checkpoint_id
 from astrorestore.inference.manifest import previous_fingerprints
-from astrorestore.inference.method import LoadRestorer, Method, build_method
-from astrorestore.inference.restore import check_image
+from astrorestore.inference.method import LoadRestorer, Method, build_method, check_restorable
 from astrorestore.inference.restorer import Restorer
 from astrorestore.inference.scoring import Scorer, check_truths_kept, resolve_truths
 from astrorestore.inference.settings import InferSettings
 from astrorestore.inference.survey import RunPlan, restore_frames
 from astrorestore.io.formats import LoadedImage
-from astrorestore.io.images import check_output, read_image
+from astrorestore.io.images import read_image
 from astrorestore.io.paths import resolve_io
 
 
@@ -48,20 +44,7 @@ def preflight(
     for src, dst in pairs:
         image = read_image(src, hdu=hdu)
         data = image.data
-        try:
-            colour = data.ndim == 3 or (restorer is not None and restorer.out_channels == 3)
-            check_output(dst, image, colour=colour)
-            if grey_only:
-                psf_cores.check_frame(data)
-            if restorer is not None:
-                check_image(data, restorer, tile)
-            elif data.ndim != 2 or not np.isfinite(data).any():
-                raise UserError(
-                    "classical methods restore grey images with finite pixels; got shape "
-                    f"{data.shape}"
-                )
-        except UserError as exc:
-            raise UserError(f"{src}: {exc}") from None
+        check_restorable(image, dst, restorer, tile, grey_only)
         if check is not None:
             check(src, dst, image)
         if image.extra.get("alpha"):
