@@ -12,6 +12,7 @@ is the one-process loop's (:mod:`astrorestore.inference.survey`).
 from __future__ import annotations
 
 import json
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ from astrorestore.inference.survey import (
     write_restoration,
 )
 
+# One frame per step: the writer knows each frame from the frame itself, not from indices.
+warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
+
 
 class FrameRestoration(L.LightningModule):
     """Restores one frame per predict step; a frame that cannot be restored comes back with
@@ -47,9 +51,6 @@ class FrameRestoration(L.LightningModule):
         self.method = method
         self.strict = strict
         self._placed: Method | None = None
-
-    def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:
-        return batch  # a Frame holds NumPy pixels; restore_frame moves them itself, once
 
     def predict_step(self, frame: Frame, batch_idx: int) -> Frame | Restoration:
         if frame.error is not None or frame.done_before:
@@ -74,6 +75,9 @@ class FrameData(L.LightningDataModule):
         super().__init__()
         self.reader = reader
         self.workers = workers
+
+    def transfer_batch_to_device(self, batch: Any, device: Any, dataloader_idx: int) -> Any:
+        return batch  # a Frame holds NumPy pixels; restore_frame moves them itself, once
 
     def predict_dataloader(self) -> torch.utils.data.DataLoader:
         rank, world = self.trainer.global_rank, self.trainer.world_size
