@@ -294,7 +294,8 @@ def bf16_change(ckpt: str, size: int = 256) -> dict:
 
 # Times infer.py's restore_image in a fresh process, with whichever astrorestore is first on
 # its path (this tree, or an earlier commit's): argv = frame side, "identity" | "default",
-# repeats, device, configs folder. Prints {"seconds": best, "megapixels": ...} as JSON.
+# repeats, device, configs folder, torch threads (0: torch's default). Prints {"seconds": best,
+# "megapixels": ...} as JSON.
 _PATH_TIMER = """
 import json, sys, time
 import numpy as np, torch
@@ -304,6 +305,8 @@ from astrorestore.inference.acceleration import accelerate
 from astrorestore.inference.restore import restore_image
 from astrorestore.inference.restorer import NetForward, Restorer
 size, kind, repeats, device, configs = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+if int(sys.argv[6]):
+    torch.set_num_threads(int(sys.argv[6]))
 with initialize_config_dir(configs, version_base="1.3"):
     cfg = compose("train", overrides=["model=supervised"])
 torch.manual_seed(0)
@@ -334,10 +337,10 @@ def checkout(ref: str, into: Path) -> Path:
     return into / "src"
 
 
-def time_path(src: Path, size: int, kind: str, repeats: int) -> dict:
+def time_path(src: Path, size: int, kind: str, repeats: int, threads: int = 0) -> dict:
     """restore_image's best time in a fresh process importing astrorestore from ``src``."""
     env = {**os.environ, "PYTHONPATH": str(src)}
-    args = [str(size), kind, str(repeats), DEVICE.type, str(REPO / "configs")]
+    args = [str(size), kind, str(repeats), DEVICE.type, str(REPO / "configs"), str(threads)]
     done = subprocess.run(
         [sys.executable, "-c", _PATH_TIMER, *args], env=env, capture_output=True, text=True
     )
@@ -349,19 +352,29 @@ def time_path(src: Path, size: int, kind: str, repeats: int) -> dict:
 
 def host_vs_device(ref: str, frame: int, net_frame: int, repeats: int, rounds: int) -> list[dict]:
     """The earlier host path and this tree's device path, alternating ``rounds`` times (best
-    of all kept), for the identity network and the default network."""
+    of all kept): the identity network with torch's threads and with one (the path's own work,
+    unaffected by other processes competing for the cores), and the default network."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         trees = {f"host path ({ref})": checkout(ref, Path(tmp)), "device path": REPO / "src"}
-        for kind, size in (("identity", frame), ("default", net_frame)):
+        for kind, size, threads in (("identity", frame, 0), ("identity", frame, 1),
+                                    ("default", net_frame, 0)):  # fmt: skip
             best: dict[str, dict] = {}
             for _ in range(rounds):
                 for name, src in trees.items():
-                    row = time_path(src, size, kind, repeats)
+                    row = time_path(src, size, kind, repeats, threads)
                     if name not in best or row["seconds"] < best[name]["seconds"]:
                         best[name] = row
             for name, row in best.items():
-                rows.append({"path": name, "network": kind, "frame": size, **row})
+                rows.append(
+                    {
+                        "path": name,
+                        "network": kind,
+                        "frame": size,
+                        "threads": threads or torch.get_num_threads(),
+                        **row,
+                    }
+                )
     return rows
 
 
@@ -422,7 +435,8 @@ def survey_section(args, results: dict) -> None:
             work = tiles_pixels(row["frame"], row["frame"], 256, 32) * per_pixel
             row["percent_of_peak"] = 100 * work / row["seconds"] / 1e9 / peak
         print(
-            f"survey [{row['network']:>8} net, {row['frame']}^2, {row['path']}]: "
+            f"survey [{row['network']:>8} net, {row['frame']}^2, {row['threads']} thread(s), "
+            f"{row['path']}]: "
             f"{row['mp_per_s']:.2f} MP/s"
             + (
                 f" = {row['percent_of_peak']:.0f} % of the fp32 conv peak"
@@ -430,11 +444,11 @@ def survey_section(args, results: dict) -> None:
                 else ""
             )
         )
-    for kind in ("identity", "default"):
-        host, device = (r for r in rows if r["network"] == kind)
+    for kind, threads in sorted({(r["network"], r["threads"]) for r in rows}):
+        host, device = (r for r in rows if (r["network"], r["threads"]) == (kind, threads))
         ratio = device["mp_per_s"] / host["mp_per_s"]
-        results[f"survey_{kind}_speedup"] = ratio
-        print(f"survey [{kind} net]: device path / host path = {ratio:.2f}x")
+        results[f"survey_{kind}_{threads}threads_speedup"] = ratio
+        print(f"survey [{kind} net, {threads} thread(s)]: device path / host path = {ratio:.2f}x")
     results["survey_paths"] = rows
     kill = kill_and_rerun(args.survey_frames, args.survey_frame)
     results["survey_kill_and_rerun"] = kill
