@@ -117,3 +117,16 @@ def test_tiles_stay_on_the_device_of_the_image():
     out = predict_tiled(torch.ones(1, 40, 40), predict, tile=16, overlap=4)
     assert isinstance(out, torch.Tensor) and out.device == torch.device("cpu")
     assert seen and all(kind is torch.Tensor for kind, _ in seen)
+
+
+def test_the_network_keeps_every_thread_and_the_count_is_restored():
+    # Tile copies and blends run in one thread; the network in between must not.
+    threads = torch.get_num_threads()
+    seen = []
+
+    def predict(tiles):
+        seen.append(torch.get_num_threads())
+        return tiles
+
+    predict_tiled(torch.ones(1, 40, 40), predict, tile=16, overlap=4)
+    assert seen and set(seen) == {threads} and torch.get_num_threads() == threads
