@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from astrorestore.errors import UserError
 from astrorestore.inference.frames import Fingerprint
 
 MANIFEST_NAME = "manifest.json"
@@ -141,3 +142,17 @@ def merge_rank_manifests(folder: Path, run: dict[str, Any], total: int) -> Manif
     for path in parts:
         path.unlink(missing_ok=True)
     return merged
+
+
+def outcome_line(path: Path, counts: dict[str, int]) -> str:
+    """The run's closing line: where the manifest is and what it counts."""
+    return (
+        f"manifest: {path} ({counts.get('done', 0)} restored, {counts.get('skipped', 0)} already "
+        f"done, {counts.get('failed', 0)} failed)"
+    )
+
+
+def failed_frames_error(failures: list[str], total: int, path: Path | None) -> UserError:
+    """The one-line error a run with failed frames ends with."""
+    where = f"; each is listed in {path}" if path is not None else ""
+    return UserError(f"{len(failures)} of {total} frame(s) failed{where}; the first: {failures[0]}")

@@ -23,9 +23,13 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import BasePredictionWriter
 from omegaconf import OmegaConf
 
-from astrorestore.errors import UserError
 from astrorestore.inference.frames import Frame, FrameReader, frame_error, frame_loader
-from astrorestore.inference.manifest import MANIFEST_NAME, merge_rank_manifests
+from astrorestore.inference.manifest import (
+    MANIFEST_NAME,
+    failed_frames_error,
+    merge_rank_manifests,
+    outcome_line,
+)
 from astrorestore.inference.method import Method
 from astrorestore.inference.survey import (
     FrameLog,
@@ -182,18 +186,11 @@ def predict_frames(method: Method, plan: RunPlan, reader: FrameReader) -> list[P
         return [job.dst for job in plan.jobs if job.dst.exists()]
     manifest_path = plan.folder / MANIFEST_NAME
     rows = json.loads(manifest_path.read_text())["frames"]
-    failed = [row for row in rows if row["status"] == "failed"]
     if trainer.is_global_zero:
         counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "skipped", "failed")}
-        print(
-            f"manifest: {manifest_path} ({counts['done']} restored, {counts['skipped']} already "
-            f"done, {counts['failed']} failed)",
-            flush=True,
-        )
-    if failed:
-        raise UserError(
-            f"{len(failed)} of {len(plan.jobs)} frame(s) failed; each is listed in "
-            f"{manifest_path}; the first: {failed[0]['error']}"
-        )
+        print(outcome_line(manifest_path, counts), flush=True)
+    failures = [row["error"] for row in rows if row["status"] == "failed"]
+    if failures:
+        raise failed_frames_error(failures, len(plan.jobs), manifest_path)
     by_input = {row["input"]: row for row in rows}
     return [job.dst for job in plan.jobs if str(job.src) in by_input]

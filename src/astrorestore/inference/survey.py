@@ -20,9 +20,13 @@ from typing import Any
 import numpy as np
 
 from astrorestore.data.sources.fits_frames import read_noise_map
-from astrorestore.errors import UserError
 from astrorestore.inference.frames import Frame, FrameJob, FrameReader, frame_error, frame_loader
-from astrorestore.inference.manifest import FrameRecord, Manifest
+from astrorestore.inference.manifest import (
+    FrameRecord,
+    Manifest,
+    failed_frames_error,
+    outcome_line,
+)
 from astrorestore.inference.method import Method
 from astrorestore.inference.scoring import Scorer, check_scorable
 from astrorestore.io.formats import PHOTOGRAPH_FORMATS
@@ -180,11 +184,7 @@ def check_outcome(log: FrameLog, manifest: Path | None) -> None:
             check_scorable(log.shapes, log.method.scale, log.method.out_channels, log.method.name)
         scorer.write(f"astrorestore evaluation: {log.method.name}")
     if log.failures:
-        where = f"; each is listed in {manifest}" if manifest is not None else ""
-        raise UserError(
-            f"{len(log.failures)} of {log.total} frame(s) failed{where}; the first: "
-            f"{log.failures[0]}"
-        )
+        raise failed_frames_error(log.failures, log.total, manifest)
 
 
 def restore_frames(method: Method, plan: RunPlan, reader: FrameReader) -> list[Path]:
@@ -233,13 +233,8 @@ def restore_frames(method: Method, plan: RunPlan, reader: FrameReader) -> list[P
                 finish(pending)
     finally:
         log.close()
-    if manifest_path is not None:
-        counts = log.manifest.counts() if log.manifest else {}
-        print(
-            f"manifest: {manifest_path} ({counts.get('done', 0)} restored, "
-            f"{counts.get('skipped', 0)} already done, {counts.get('failed', 0)} failed)",
-            flush=True,
-        )
+    if log.manifest is not None:
+        print(outcome_line(log.manifest.path, log.manifest.counts()), flush=True)
     check_outcome(log, manifest_path)
     return log.written
 
