@@ -25,7 +25,7 @@ Measured side by side in one run, so the ratios hold even on a busy machine:
 are printed and written to ``FOLDER/speed.json`` (default ``bench/results``; ``speed_cuda.json``
 with ``--device cuda``, where every timing waits for the GPU to finish). ``--smoke``:
 ``model=supervised`` at ``debug=tiny``, a 128 px frame, the baseline inference only (does the
-bench run?); ``--smoke --sections survey``: part 4 on 128 px frames, one round, 4 survey frames.
+bench run?); ``--smoke --sections survey``: part 4 on small frames, one round, 4 survey frames.
 """
 
 from __future__ import annotations
@@ -481,7 +481,7 @@ def main() -> None:
     if args.smoke:
         args.frame, args.steps, args.repeats = 128, 1, 1
         args.models = args.models or ["supervised"]
-        args.net_frame, args.survey_frames, args.survey_frame = 128, 4, 128
+        args.net_frame, args.survey_frames, args.survey_frame = 256, 4, 128
         args.sections = args.sections or ["training", "inference"]
     args.sections = args.sections or ["training", "inference", "survey"]
     if args.device == "cuda" and not torch.cuda.is_available():
