@@ -1,5 +1,11 @@
 """Restore images with a trained checkpoint:
-`python infer.py ckpt_path=<ckpt> input=<file|folder|glob> output=<file|folder>`."""
+`python infer.py ckpt_path=<ckpt> input=<file|folder|glob> output=<file|folder>`.
+
+A folder or glob is a survey run: `<output>/manifest.json` lists every frame (done, skipped,
+failed; time, MP/s, error), a bad frame is recorded and skipped, and the same command run
+again restores only the frames not done yet (`overwrite=true` redoes them all). `trainer=gpu`,
+`trainer=ddp` or `-m hydra/launcher=slurm trainer=ddp ...` split the frames over GPUs and nodes
+with Lightning's predict loop."""
 
 from pathlib import Path
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from astrorestore.cli import run_hydra
 from astrorestore.inference.pipeline import run_pipeline
 from astrorestore.inference.restorer import load_restorer
-from astrorestore.inference.runner import resolve_device
+from astrorestore.inference.settings import resolve_device
 
 
 def pipeline(cfg):

@@ -1,7 +1,7 @@
 """PSF-core refitting: the hand-written fitter against photutils, on the PSF-robustness fields.
 
 Issue 22 asks whether the field's library can do the PSF-core stage's job: this bench runs the
-hand-written DAOPHOT-style fitter (``astrorestore.inference.psf_cores.PSFCores``) and the same
+hand-written DAOPHOT-style fitter (``astrorestore.postprocess.psf_cores.PSFCores``) and the same
 stage written with photutils (``astrorestore.postprocess.psf_photutils.PhotutilsPSFCores``:
 ``EPSFBuilder`` + ``PSFPhotometry``, same star selection and blend rule) on the held-out fields
 of ``bench_psf_robustness.py`` (same cells, seeds, scene and noise), and scores, per cell, in

@@ -12,18 +12,31 @@ Measured side by side in one run, so the ratios hold even on a busy machine:
    achieved FLOP rate next to a measured peak: a large 3x3 convolution timed here.
 3. Variants of the inference path (tile batch size, tile size, overlap, channels-last,
    thread count); the figures say which to keep.
+4. Survey restoration (issue 24), side by side in one run: the host (NumPy) path of an earlier
+   commit (``--baseline-ref``, checked out from git into a temporary folder) against this
+   tree's device (torch) path, each in its own process, alternating: an identity network on
+   ``--frame`` frames (the path around the network alone) and the default network on
+   ``--net-frame`` frames, with the % of the measured conv peak; then a ``--survey-frames``
+   folder run through ``infer.py`` killed halfway and rerun with the same command (frames
+   written once, manifest complete).
 
 ``python bench/bench_speed.py [--frame 2048] [--steps 6] [--models supervised] [--device cuda]
-[--out FOLDER]``. Results are printed and written to ``FOLDER/speed.json`` (default
-``bench/results``; ``speed_cuda.json`` with ``--device cuda``, where every timing waits for the
-GPU to finish). ``--smoke``: ``model=supervised`` at ``debug=tiny``, a 128 px frame, the
-baseline inference only (does the bench run?).
+[--out FOLDER]``; ``python bench/bench_speed.py --sections survey`` runs part 4 alone. Results
+are printed and written to ``FOLDER/speed.json`` (default ``bench/results``; ``speed_cuda.json``
+with ``--device cuda``, where every timing waits for the GPU to finish). ``--smoke``:
+``model=supervised`` at ``debug=tiny``, a 128 px frame, the baseline inference only (does the
+bench run?); ``--smoke --sections survey``: part 4 on small frames, one round, 4 survey frames.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 from functools import partial
 from pathlib import Path
@@ -31,7 +44,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from common import CONFIGS, RESULTS, add_output_options, compose
+from common import CONFIGS, REPO, RESULTS, add_output_options, compose
 from hydra.utils import instantiate
 from omegaconf import open_dict
 from torch.utils.flop_counter import FlopCounterMode
@@ -272,6 +285,178 @@ def bf16_change(ckpt: str, size: int = 256) -> dict:
     }
 
 
+# Times infer.py's restore_image in a fresh process, with whichever astrorestore is first on
+# its path (this tree, or an earlier commit's): argv = frame side, "identity" | "default",
+# repeats, device, configs folder, torch threads (0: torch's default). Prints {"seconds": best,
+# "megapixels": ...} as JSON.
+_PATH_TIMER = """
+import json, sys, time
+import numpy as np, torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from astrorestore.inference.acceleration import accelerate
+from astrorestore.inference.restore import restore_image
+from astrorestore.inference.restorer import NetForward, Restorer
+size, kind, repeats, device, configs = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+if int(sys.argv[6]):
+    torch.set_num_threads(int(sys.argv[6]))
+with initialize_config_dir(configs, version_base="1.3"):
+    cfg = compose("train", overrides=["model=supervised"])
+torch.manual_seed(0)
+net = torch.nn.Identity() if kind == "identity" else instantiate(cfg.model.net).eval()
+restorer = Restorer(NetForward(net).to(device), instantiate(cfg.data.normalizer), 1, 1, 1,
+                    int(getattr(net, "size_multiple", 8)), torch.device(device), kind, "(bench)")
+restorer = accelerate(restorer, channels_last=True)  # infer.yaml's default
+frame = np.random.default_rng(0).normal(20.0, 5.0, (size, size)).astype(np.float32)
+frame[::97, ::89] = np.nan  # a few bad pixels, as real frames have
+def run():
+    restore_image(frame, restorer, 256, 32, 4)
+    if device == "cuda":
+        torch.cuda.synchronize()
+run()
+best = float("inf")
+for _ in range(repeats):
+    start = time.perf_counter(); run(); best = min(best, time.perf_counter() - start)
+print(json.dumps({"seconds": best, "megapixels": frame.size / 1e6}))
+"""
+
+
+def checkout(ref: str, into: Path) -> Path:
+    """The ``src`` folder of commit ``ref``, extracted from git into ``into`` with its
+    ``configs`` (an earlier tree may not read today's configs)."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", ref, "src", "configs"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into / "src"
+
+
+def time_path(src: Path, size: int, kind: str, repeats: int, threads: int = 0) -> dict:
+    """restore_image's best time in a fresh process importing astrorestore from ``src`` (and
+    composing the configs beside it)."""
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    args = [str(size), kind, str(repeats), DEVICE.type, str(src.parent / "configs"), str(threads)]
+    done = subprocess.run(
+        [sys.executable, "-c", _PATH_TIMER, *args], env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"path timer failed: {done.stderr[-1500:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**result, "mp_per_s": result["megapixels"] / result["seconds"]}
+
+
+def host_vs_device(ref: str, frame: int, net_frame: int, repeats: int, rounds: int) -> list[dict]:
+    """The earlier host path and this tree's device path, alternating ``rounds`` times (best
+    of all kept): the identity network with torch's threads and with one (the path's own work,
+    unaffected by other processes competing for the cores), and the default network."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        trees = {f"host path ({ref})": checkout(ref, Path(tmp)), "device path": REPO / "src"}
+        for kind, size, threads in (("identity", frame, 0), ("identity", frame, 1),
+                                    ("default", net_frame, 0)):  # fmt: skip
+            best: dict[str, dict] = {}
+            for _ in range(rounds):
+                for name, src in trees.items():
+                    row = time_path(src, size, kind, repeats, threads)
+                    if name not in best or row["seconds"] < best[name]["seconds"]:
+                        best[name] = row
+            for name, row in best.items():
+                rows.append(
+                    {
+                        "path": name,
+                        "network": kind,
+                        "frame": size,
+                        "threads": threads or torch.get_num_threads(),
+                        **row,
+                    }
+                )
+    return rows
+
+
+def kill_and_rerun(frames: int, size: int) -> dict:
+    """A folder of ``frames`` through ``infer.py method=median``, killed once half the outputs
+    exist, then the same command again: frames restored twice, missing, and manifest rows."""
+    from astropy.io import fits
+
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs, outputs = Path(tmp) / "in", Path(tmp) / "out"
+        inputs.mkdir()
+        for i in range(frames):
+            data = np.random.default_rng(i).normal(20.0, 5.0, (size, size)).astype(np.float32)
+            fits.PrimaryHDU(data).writeto(inputs / f"frame_{i:03d}.fits")
+        command = [
+            sys.executable, str(REPO / "infer.py"), "method=median", f"input={inputs}",
+            f"output={outputs}", "progress=false",
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+        first = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        while len(list(outputs.glob("frame_*.fits"))) < frames // 2 and first.poll() is None:
+            time.sleep(0.01)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        stamps = {p.name: p.stat().st_mtime_ns for p in outputs.glob("frame_*.fits")}
+        start = time.perf_counter()
+        second = subprocess.run(command, env=env, capture_output=True, text=True)
+        rerun_s = time.perf_counter() - start
+        after = {p.name: p.stat().st_mtime_ns for p in outputs.glob("frame_*.fits")}
+        rows = json.loads((outputs / "manifest.json").read_text())["frames"]
+        return {
+            "frames": frames,
+            "frame": size,
+            "done_before_kill": len(stamps),
+            "rerun_exit": second.returncode,
+            "rerun_s": rerun_s,
+            "outputs": len(after),
+            "restored_twice": sum(after.get(n) != t for n, t in stamps.items()),
+            "manifest_rows": len(rows),
+            "manifest_skipped": sum(r["status"] == "skipped" for r in rows),
+            "manifest_done": sum(r["status"] == "done" for r in rows),
+            "manifest_failed": sum(r["status"] == "failed" for r in rows),
+        }
+
+
+def survey_section(args, results: dict) -> None:
+    """Part 4 (see the module docstring): ratios and gates printed, rows in ``results``."""
+    peak = results.get("conv3x3_peak_gflop_per_s") or conv_peak(size=32 if args.smoke else 256)
+    results["conv3x3_peak_gflop_per_s"] = peak
+    rounds = 1 if args.smoke else 2
+    rows = host_vs_device(args.baseline_ref, args.frame, args.net_frame, args.repeats, rounds)
+    cfg = compose_model("supervised")
+    net = instantiate(cfg.model.net).eval()
+    per_pixel = flops_per_pixel(net, 256)
+    for row in rows:
+        if row["network"] == "default":
+            work = tiles_pixels(row["frame"], row["frame"], 256, 32) * per_pixel
+            row["percent_of_peak"] = 100 * work / row["seconds"] / 1e9 / peak
+        print(
+            f"survey [{row['network']:>8} net, {row['frame']}^2, {row['threads']} thread(s), "
+            f"{row['path']}]: "
+            f"{row['mp_per_s']:.2f} MP/s"
+            + (
+                f" = {row['percent_of_peak']:.0f} % of the fp32 conv peak"
+                if "percent_of_peak" in row
+                else ""
+            )
+        )
+    for kind, threads in sorted({(r["network"], r["threads"]) for r in rows}):
+        host, device = (r for r in rows if (r["network"], r["threads"]) == (kind, threads))
+        ratio = device["mp_per_s"] / host["mp_per_s"]
+        results[f"survey_{kind}_{threads}threads_speedup"] = ratio
+        print(f"survey [{kind} net, {threads} thread(s)]: device path / host path = {ratio:.2f}x")
+    results["survey_paths"] = rows
+    kill = kill_and_rerun(args.survey_frames, args.survey_frame)
+    results["survey_kill_and_rerun"] = kill
+    print(
+        f"survey [kill and rerun, {kill['frames']} frames of {kill['frame']}^2]: killed after "
+        f"{kill['done_before_kill']}; rerun exit {kill['rerun_exit']} in {kill['rerun_s']:.1f} s, "
+        f"{kill['outputs']} outputs, {kill['restored_twice']} restored twice, manifest "
+        f"{kill['manifest_rows']} rows ({kill['manifest_skipped']} skipped, "
+        f"{kill['manifest_done']} done, {kill['manifest_failed']} failed)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frame", type=int, default=2048, help="side of the test frame")
@@ -282,12 +467,23 @@ def main() -> None:
     parser.add_argument("--ckpt", default=None, help="trained checkpoint for the bf16 accuracy")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     add_output_options(parser)
+    parser.add_argument(
+        "--sections", nargs="*", default=None, choices=["training", "inference", "survey"],
+        help="default: all three (with --smoke: training and inference)",
+    )  # fmt: skip
+    parser.add_argument("--baseline-ref", default="7517bec", help="commit of the host path")
+    parser.add_argument("--net-frame", type=int, default=1024, help="frame of the default net")
+    parser.add_argument("--survey-frames", type=int, default=20)
+    parser.add_argument("--survey-frame", type=int, default=1024)
     args = parser.parse_args()
     global DEVICE, OUTPUT
     OUTPUT = Path(args.out)
     if args.smoke:
         args.frame, args.steps, args.repeats = 128, 1, 1
         args.models = args.models or ["supervised"]
+        args.net_frame, args.survey_frames, args.survey_frame = 256, 4, 128
+        args.sections = args.sections or ["training", "inference"]
+    args.sections = args.sections or ["training", "inference", "survey"]
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda: no CUDA device here; run without --device")
     DEVICE = torch.device(args.device)
@@ -308,6 +504,8 @@ def main() -> None:
         jobs += [("supervised", ["data.batch_size=128", "data.patches_per_epoch=16384"], True)]
     if args.compile:
         jobs.append(("supervised", ["speed.compile=true"], False))
+    if "training" not in args.sections:
+        jobs = []
     for model, overrides, bf16 in jobs:
         try:
             row = training_throughput(model, args.steps, overrides, bf16)
@@ -322,6 +520,11 @@ def main() -> None:
             f" data pipeline alone {row['data_patches_per_s']:8.1f} patches/s"
         )
 
+    if "inference" not in args.sections:
+        if "survey" in args.sections:
+            survey_section(args, results)
+        write_results(results)
+        return
     peak_size = 32 if args.smoke else 256
     peak = conv_peak(size=peak_size)
     peak_bf16 = conv_peak(size=peak_size, bf16=True)
@@ -376,6 +579,12 @@ def main() -> None:
             f"{change['change_p99_sigma']:.3f} sigma, max {change['change_max_sigma']:.2f} sigma "
             f"(restoration error itself: rms {change['restoration_error_rms_sigma']:.3f} sigma)"
         )
+    if "survey" in args.sections:
+        survey_section(args, results)
+    write_results(results)
+
+
+def write_results(results: dict) -> None:
     OUTPUT.mkdir(parents=True, exist_ok=True)
     out = OUTPUT / ("speed.json" if DEVICE.type == "cpu" else f"speed_{DEVICE.type}.json")
     out.write_text(json.dumps(results, indent=2))

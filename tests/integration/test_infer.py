@@ -180,19 +180,42 @@ def test_output_equal_to_input(run, best_ckpt, noisy_fits):
     assert sha(path) == before
 
 
-def test_corrupt_file_among_good_ones_writes_nothing(run, best_ckpt, noisy_fits, tmp_path):
+def test_folder_run_skips_a_corrupt_frame_and_resumes(run, best_ckpt, noisy_fits, tmp_path):
+    # A survey run: the corrupt frame is recorded in the manifest and skipped, the good one is
+    # restored, and the run ends with one error line naming the bad frame. Rerun with the same
+    # command: the good frame is not restored again.
     folder = tmp_path / "in"
     folder.mkdir()
     (folder / "a.fits").write_bytes(noisy_fits[0].read_bytes())
     (folder / "b.fits").write_bytes(noisy_fits[0].read_bytes()[:4000])
     out = tmp_path / "out"
-    line = one_error_line(
-        run(
-            "infer.py", f"ckpt_path={best_ckpt}", f"input={folder}", f"output={out}", "tile_size=64"
-        )
+    args = (
+        "infer.py",
+        f"ckpt_path={best_ckpt}",
+        f"input={folder}",
+        f"output={out}",
+        "tile_size=64",
     )
-    assert "b.fits" in line
-    assert not out.exists() or not any(out.iterdir())
+    line = one_error_line(run(*args))
+    assert "1 of 2 frame(s) failed" in line and "b.fits" in line
+    rows = {row["input"].rsplit("/", 1)[-1]: row for row in manifest_rows(out)}
+    assert rows["a.fits"]["status"] == "done" and rows["b.fits"]["status"] == "failed"
+    assert "b.fits" in rows["b.fits"]["error"]
+    with fits.open(out / "a.fits") as hdul:
+        assert (
+            hdul["SCI"].header["ARINSUM"]
+            == hashlib.sha256((folder / "a.fits").read_bytes()).hexdigest()
+        )
+    stamp = (out / "a.fits").stat().st_mtime_ns
+    (folder / "b.fits").unlink()
+    result = run(*args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (out / "a.fits").stat().st_mtime_ns == stamp
+    assert [row["status"] for row in manifest_rows(out)] == ["skipped"]
+
+
+def manifest_rows(folder):
+    return json.loads((folder / "manifest.json").read_text())["frames"]
 
 
 def test_misspelled_key(run):

@@ -3,9 +3,11 @@ import pytest
 import torch
 
 from astrorestore.colour import rgb_to_ycbcr
+from astrorestore.data.normalization.asinh import AsinhNormalizer
 from astrorestore.errors import UserError
-from astrorestore.inference.restore import restore_image
+from astrorestore.inference.restore import restore_image, restore_tensor
 from astrorestore.inference.restorer import NetForward, Restorer
+from tests.unit.host_reference_cases import STORED, cases, restore_case
 
 
 class NanNormalizer:
@@ -191,3 +193,25 @@ def test_colour_model_refuses_grey_image():
     colour = FakeRestorer(net=torch.nn.Identity(), in_channels=3, out_channels=3)
     with pytest.raises(UserError, match="colour"):
         restore_image(noisy_flat((32, 32)), colour, tile=16, overlap=4)
+
+
+@pytest.mark.parametrize("name", list(cases()))
+def test_device_path_equals_the_host_path_of_before(name):
+    # The torch path (statistics, NaN fill, tiling, blending, inverse on the device) against
+    # the outputs the NumPy host path of commit 7517bec gave for the same frames: tiled and
+    # whole-frame-fitted tiles, NaN/inf pixels, x2, grey->colour and RGB luminance.
+    out = restore_case(restore_image, Restorer, NetForward, AsinhNormalizer(), cases()[name])
+    expected = np.load(STORED)[name]
+    assert out.shape == expected.shape and out.dtype == np.float32
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(out[finite], expected[finite], rtol=2e-6, atol=2e-3)
+
+
+def test_restore_tensor_keeps_the_frame_on_its_device():
+    frame = torch.from_numpy(noisy_flat((40, 48)))
+    frame[3, 5] = float("nan")
+    out = restore_tensor(frame[None], FakeRestorer(), tile=16, overlap=4)
+    assert isinstance(out, torch.Tensor) and out.device == frame.device
+    assert out.shape == (1, 40, 48) and torch.isnan(out[0, 3, 5])
+    assert torch.isfinite(out).sum() == out.numel() - 1

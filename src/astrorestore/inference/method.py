@@ -1,0 +1,200 @@
+"""What restores a run's frames: a checkpoint's restorer or a classical method, as one object.
+
+:class:`Method` knows the model's channels, scale and the HISTORY lines its outputs carry, checks
+each frame when it is read (the checks a frame used to pass in a separate reading of every input
+before the run), and restores a frame's pixels. It is a plain picklable object, so Lightning can
+hand it to each process of a multi-GPU run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import astrorestore
+from astrorestore.errors import UserError
+from astrorestore.inference.acceleration import accelerate
+from astrorestore.inference.frames import Fingerprint
+from astrorestore.inference.restore import check_image, fit_overlap, fit_tile, restore_image
+from astrorestore.inference.restorer import Restorer
+from astrorestore.inference.scoring import check_truth, classical_restorer, output_shape, units_note
+from astrorestore.inference.self_ensemble import self_ensemble
+from astrorestore.inference.settings import InferSettings
+from astrorestore.io.formats import LoadedImage
+from astrorestore.io.images import check_output
+from astrorestore.postprocess import Postprocess, build_postprocess
+from astrorestore.postprocess.psf_cores import check_frame
+
+LoadRestorer = Callable[..., Restorer]
+
+
+@dataclass
+class Method:
+    """A checkpoint's restorer (``restorer``) or a classical method (``classical``)."""
+
+    name: str
+    scale: int
+    out_channels: int
+    history: list[str]
+    checkpoint_name: str
+    settings: InferSettings
+    restorer: Restorer | None = None
+    #: the post-processing stages: the restorer's (tile stages run inside it; frame stages
+    #: here on whole frames) or, for a classical method, the frame stages it was given
+    stages: Postprocess = dataclasses.field(default_factory=Postprocess)
+
+    # ------------------------------------------------------------------ checks of a frame
+    def check_frame(self, image: LoadedImage, dst: Path, truth: Path | None) -> None:
+        """Everything that makes one frame unusable, as a one-line UserError naming it."""
+        grey_only = self.stages.on_frames
+        # the finite-pixel scan of a network's frame is made on the device
+        check_restorable(image, dst, self.restorer, self.settings.tile_size, grey_only, False)
+        if truth is not None:
+            check_truth(
+                truth,
+                output_shape(image.data.shape, self.scale, self.out_channels),
+                self.settings.hdu,
+            )
+            note = units_note(image.path, truth)
+            if note:
+                print(note, flush=True)
+        if image.extra.get("alpha"):
+            print(f"note: {image.path}: its alpha (transparency) channel is dropped; {dst} is RGB")
+
+    # ------------------------------------------------------------------ restoring
+    def restore(self, image: LoadedImage) -> tuple[np.ndarray, list[str]]:
+        """The restored pixels and the HISTORY lines of this frame."""
+        data, settings = image.data, self.settings
+        if self.restorer is None:
+            gain = float(settings.evaluation.get("gain", 1.0))
+            read_noise = float(settings.evaluation.get("read_noise", 5.0))
+            restored = classical_restorer(self.name, gain, read_noise)(data)
+            history = list(self.history)
+        else:
+            restored = restore_image(
+                data,
+                self.restorer,
+                settings.tile_size,
+                settings.overlap,
+                settings.batch_size,
+                False,
+                settings.seed,
+            )
+            history = [*self.history[:2], self._tiling_line(data.shape), *self.history[2:]]
+        if self.stages.on_frames:
+            restored, lines = self.stages.frame(data, restored)
+            history.extend(lines)
+            for line in lines:
+                print(f"{image.path}: {line}", flush=True)
+        return restored, history
+
+    def _tiling_line(self, shape: tuple[int, ...]) -> str:
+        tile, multiple = self.settings.tile_size, self.restorer.size_multiple
+        fitted = fit_tile(shape[0], shape[1], tile, multiple)
+        smaller = " (fitted to the image)" if fitted != tile else ""
+        overlap = fit_overlap(tile, fitted, self.settings.overlap)
+        return f"tile_size={fitted}{smaller} overlap={overlap} (tiled, raised-cosine blend)"
+
+    def keywords(self, fingerprint: Fingerprint | None) -> dict[str, tuple[Any, str]]:
+        keywords = {
+            "ARMODEL": (self.name, "astrorestore model"),
+            "ARCKPT": (self.checkpoint_name, "checkpoint file"),
+            "ARVERS": (astrorestore.__version__, "astrorestore version"),
+        }
+        return keywords | (fingerprint.keywords() if fingerprint is not None else {})
+
+    def on_device(self, device: Any) -> Method:
+        """This method with its restorer running on ``device`` (a rank's GPU)."""
+        if self.restorer is None:
+            return self
+        return dataclasses.replace(self, restorer=dataclasses.replace(self.restorer, device=device))
+
+
+def check_restorable(
+    image: LoadedImage,
+    dst: Path,
+    restorer: Restorer | None,
+    tile: int,
+    grey_only: bool = False,
+    finite: bool = True,
+) -> None:
+    """Can ``image`` be restored by ``restorer`` (None: a classical method) into ``dst``?
+    ``grey_only``: a stage after the network needs grey frames; ``finite=False`` leaves the
+    scan for finite pixels to the restoration. Raises a UserError naming the file."""
+    data = image.data
+    try:
+        colour = data.ndim == 3 or (restorer is not None and restorer.out_channels == 3)
+        check_output(dst, image, colour=colour)
+        if grey_only:
+            check_frame(data)
+        if restorer is not None:
+            check_image(data, restorer, tile, finite=finite)
+        elif data.ndim != 2 or not np.isfinite(data).any():
+            raise UserError(
+                f"classical methods restore grey images with finite pixels; got shape {data.shape}"
+            )
+    except UserError as exc:
+        raise UserError(f"{image.path}: {exc}") from None
+
+
+def build_method(settings: InferSettings, load_restorer: LoadRestorer) -> Method:
+    """The checkpoint's restorer with the speed switches and its post-processing stages
+    (the checkpoint's, with ``postprocess=`` laid over them), or the classical method with the
+    frame stages ``postprocess=`` asks for."""
+    if settings.method:
+        name = settings.method
+        history = [f"astrorestore: restored with the classical method {name}"]
+        stages = build_postprocess(settings.postprocess, gain=settings.gain)
+        method = Method(name, 1, 1, history, "none", settings, stages=stages)
+    else:
+        method = _checkpoint_method(settings, load_restorer)
+    if method.stages.psf_cores is not None:
+        method.stages.psf_cores.progress = settings.progress
+    return method
+
+
+def _checkpoint_method(settings: InferSettings, load_restorer: LoadRestorer) -> Method:
+    # The checkpoint first: a wrong model is the more basic mistake than a wrong image.
+    postprocess = settings.postprocess
+    options = {"postprocess": postprocess, "gain": settings.gain} if postprocess else {}
+    # Under trainer= each process moves the network to its own device (from the CPU copy).
+    device = "cpu" if settings.trainer is not None else settings.device
+    restorer = load_restorer(settings.ckpt_path, device, **options)
+    stages = restorer.postprocess
+    restorer.set_sampling(settings.sample_steps, settings.sampler)
+    restorer = accelerate(
+        restorer,
+        precision=settings.precision,
+        channels_last=settings.channels_last,
+        compile=settings.compile,
+        batch_size=settings.batch_size,
+    )
+    restorer = self_ensemble(restorer, settings.self_ensemble)
+    history = [
+        f"astrorestore: restored with {restorer.name}",
+        f"checkpoint: {restorer.ckpt_path}",
+    ]
+    if settings.precision != "fp32":
+        history.append(f"network run in {settings.precision} (autocast)")
+    if settings.self_ensemble > 1:
+        history.append(f"self-ensemble: mean of {settings.self_ensemble} flipped/rotated passes")
+    if restorer.scale > 1:
+        history.append(f"super-resolved x{restorer.scale}; WCS rescaled to the new pixel grid")
+    if restorer.stochastic:
+        history.append(f"stochastic restorer, seed={settings.seed}")
+    history.extend(stages.describe(tiles_only=True))
+    return Method(
+        restorer.name,
+        restorer.scale,
+        restorer.out_channels,
+        history,
+        Path(str(restorer.ckpt_path)).name,
+        settings,
+        restorer=restorer,
+        stages=stages,
+    )
