@@ -46,6 +46,7 @@ from astropy.table import Table
 from scipy.spatial import cKDTree
 
 from astrorestore.errors import UserError
+from astrorestore.postprocess.psf_cores import PSFCores
 
 # A peak brighter than this fraction of a star's is another source, not the star's ring or spike.
 _NEIGHBOUR = 0.03
@@ -95,35 +96,33 @@ class PhotutilsPSFCores:
         max_psf_stars: int = 20,
         smoothness: float = 0.1,
         core_sigma: float = 5.0,
-        profiles: tuple[str, ...] = ("moffat", "airy"),
+        profiles: tuple[str, ...] = ("moffat", "airy"),  # checked by PSFCores, unused here
         model_variance: float = 0.5,
         progress: bool = False,
         local_background: bool = False,
         maxiters: int = 10,
         smoothing_kernel: str | None = "auto",
     ) -> None:
-        if not gain > 0:
-            raise UserError(f"psf_cores gain={gain!r} is invalid: pass the gain in e-/unit (> 0)")
-        if not 0 < min_snr <= psf_snr:
-            raise UserError(
-                f"psf_cores min_snr={min_snr}, psf_snr={psf_snr}: use 0 < min_snr <= psf_snr"
-            )
-        if not max_chi2 > 1:
-            raise UserError(f"psf_cores max_chi2={max_chi2!r} is invalid: use a value > 1")
-        if oversampling not in (0, 1, 2, 3, 4):
-            raise UserError(f"psf_cores oversampling={oversampling!r}: use 0 (none) to 4")
-        if not model_variance > 0:
-            raise UserError(f"psf_cores model_variance={model_variance!r}: use a value > 0")
-        self.gain = float(gain)
-        self.min_snr = float(min_snr)
-        self.psf_snr = float(psf_snr)
-        self.max_chi2 = float(max_chi2)
-        self.oversampling = max(int(oversampling), 1)
-        self.min_psf_stars = int(min_psf_stars)
-        self.max_psf_stars = int(max_psf_stars)
-        self.core_sigma = float(core_sigma)
-        self.model_variance = float(model_variance)
-        self.progress = bool(progress)
+        # The settings both stages share are checked once, by the hand-written stage.
+        shared = PSFCores(
+            gain=gain,
+            min_snr=min_snr,
+            psf_snr=psf_snr,
+            max_chi2=max_chi2,
+            oversampling=oversampling,
+            min_psf_stars=min_psf_stars,
+            max_psf_stars=max_psf_stars,
+            smoothness=smoothness,
+            core_sigma=core_sigma,
+            profiles=profiles,
+            model_variance=model_variance,
+            progress=progress,
+        )
+        self.gain, self.min_snr, self.psf_snr = shared.gain, shared.min_snr, shared.psf_snr
+        self.max_chi2, self.core_sigma = shared.max_chi2, shared.core_sigma
+        self.oversampling = max(shared.oversampling, 1)
+        self.min_psf_stars, self.max_psf_stars = shared.min_psf_stars, shared.max_psf_stars
+        self.model_variance, self.progress = shared.model_variance, shared.progress
         self.local_background = bool(local_background)
         self.maxiters = int(maxiters)
         if smoothing_kernel == "auto":
