@@ -21,12 +21,6 @@ from astrorestore.medians import nanmedian_hw
 _MAD_TO_SIGMA = 1.4826
 
 
-def _nanmedian_hw(x: Tensor) -> Tensor:
-    """NaN-ignoring median over the last two dims, keeping them as size 1 (the value
-    ``torch.nanmedian`` gives, selected ~10x faster on a CPU frame)."""
-    return nanmedian_hw(x)
-
-
 class AsinhNormalizer:
     """Per image and channel ``asinh((x - sky) / (softening * sigma))`` and its exact inverse."""
 
@@ -57,14 +51,14 @@ class AsinhNormalizer:
             raise ValueError(f"expected a (B, C, H, W) batch, got shape {tuple(noisy.shape)}")
         x = noisy.float()
         x = torch.where(torch.isfinite(x), x, torch.full_like(x, float("nan")))
-        offset = _nanmedian_hw(x)
+        offset = nanmedian_hw(x)
         if x.shape[-1] > 1:
             diff = x[..., :, 1:] - x[..., :, :-1]
         else:
             diff = x[..., 1:, :] - x[..., :-1, :]
         if diff.numel() > 0:
-            centre = _nanmedian_hw(diff)
-            sigma = _MAD_TO_SIGMA * _nanmedian_hw((diff - centre).abs()) / math.sqrt(2.0)
+            centre = nanmedian_hw(diff)
+            sigma = _MAD_TO_SIGMA * nanmedian_hw((diff - centre).abs()) / math.sqrt(2.0)
         else:
             sigma = torch.zeros_like(offset)
         # An all-NaN image has no statistics: treat it as zero sky, minimum scale.
