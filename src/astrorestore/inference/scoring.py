@@ -131,8 +131,8 @@ class Scorer:
     """Collects per-image evaluations and writes one report folder at the end.
 
     Grey frames restored at their own size get the astronomy evaluation
-    (:func:`astrorestore.evaluation.evaluate_image`); a generative output (super-resolved,
-    coloured, or the mean of samples) with its truth gets the two-axis evaluation
+    (:func:`astrorestore.evaluation.evaluate_image`); any other output with its truth
+    (super-resolved, coloured, or the mean of samples) gets the two-axis evaluation
     (:func:`astrorestore.evaluation.generative.score_frame`), its consistency measured with
     ``forward``, the checkpoint's forward model (None: left out)."""
 
@@ -162,7 +162,8 @@ class Scorer:
         ``std`` the per-pixel std of ``n_samples`` samples whose mean ``restored`` is."""
         from astrorestore.evaluation import evaluate_image
 
-        if truth is not None and (restored.shape != noisy.shape or std is not None):
+        astronomy = restored.ndim == 2 and restored.shape == noisy.shape and std is None
+        if truth is not None and not astronomy:
             from astrorestore.evaluation.generative import score_frame
 
             self.generative.append(
@@ -224,5 +225,5 @@ def check_scorable(
         "report= scores grey (H, W) frames restored at their own size and no output of this "
         f"run is one ({name} gives {src.name} {shape} as {output_shape(shape, scale, out_channels)}"
         "), so nothing would be scored; pass truth=<file|folder> to score colour or "
-        "super-resolved outputs on the distortion and realism axes, or drop report="
+        "rescaled outputs on the distortion and realism axes, or drop report="
     )
