@@ -217,12 +217,13 @@ def score_frame(
     forward: ForwardModel | None = None,
     std: np.ndarray | None = None,
     n_samples: int = 1,
+    lpips: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> dict[str, Any]:
     """:func:`generative_axes` of one frame of ``infer.py`` (``(H, W)`` or ``(H, W, 3)`` in the
     file's units): ``{"name", "full_scale", "axes"}``. A colour frame is divided by its full
     scale (1, 255 or 65535 from the truth's peak), as the colour measures take [0, 1]; the
     consistency axis is left out where the forward model does not give the input's shape
-    (a colour input coloured anew)."""
+    (a colour input coloured anew). ``lpips``: see :func:`lpips_with_weights`."""
     out, ref, obs = (_as_batch_hwc(a) for a in (restored, truth, observed))
     spread = None if std is None else _as_batch_hwc(std)
     scale = 1.0
@@ -244,10 +245,21 @@ def score_frame(
         forward,
         sample_std=spread,
         n_samples=n_samples if spread is not None else None,
+        lpips=lpips,
     )
     if note is not None or forward is None:
         axes["consistency"] = {"skipped": note or "no forward model in the checkpoint"}
     return {"name": name, "full_scale": scale, "axes": axes}
+
+
+def lpips_with_weights() -> Callable[[Tensor, Tensor], Tensor] | None:
+    """LPIPS (AlexNet) as a ``(pred, truth) -> (B,)`` distance where its real weights are
+    installed; None otherwise (:func:`astrorestore.metrics.lpips_metric.build_lpips` says so
+    once): no number from random weights is ever reported."""
+    from astrorestore.metrics.lpips_metric import build_lpips, lpips_distance
+
+    model = build_lpips()
+    return None if model is None else functools.partial(lpips_distance, model)
 
 
 def mean_measures(rows: list[dict[str, Any]]) -> dict[str, float]:

@@ -144,6 +144,7 @@ class Scorer:
         self.forward = forward
         self.results: list[dict] = []
         self.generative: list[dict] = []
+        self.lpips: Any = None
         self.skipped: list[str] = []
 
     def add(
@@ -164,10 +165,12 @@ class Scorer:
 
         astronomy = restored.ndim == 2 and restored.shape == noisy.shape and std is None
         if truth is not None and not astronomy:
-            from astrorestore.evaluation.generative import score_frame
+            from astrorestore.evaluation.generative import lpips_with_weights, score_frame
 
+            if not self.generative:  # built once, for the run's first generative frame
+                self.lpips = lpips_with_weights()
             self.generative.append(
-                score_frame(name, restored, noisy, truth, self.forward, std, n_samples)
+                score_frame(name, restored, noisy, truth, self.forward, std, n_samples, self.lpips)
             )
             return
         if restored.ndim != 2 or restored.shape != noisy.shape:
