@@ -44,12 +44,14 @@ def frame_unit(source: Any) -> str | None:
 
 @dataclass
 class Restoration:
-    """A frame's restored pixels, its HISTORY lines and when its work began."""
+    """A frame's restored pixels, its HISTORY lines, when its work began and, for the mean of
+    ``num_samples`` > 1 samples, their per-pixel standard deviation."""
 
     frame: Frame
     pixels: np.ndarray
     history: list[str]
     started: float
+    std: np.ndarray | None = None
 
 
 @dataclass
@@ -74,8 +76,8 @@ def restore_frame(method: Method, frame: Frame) -> Restoration:
     image = frame.image
     assert image is not None
     method.check_frame(image, frame.job.dst, frame.job.truth)
-    pixels, history = method.restore(image)
-    return Restoration(frame, pixels, history, started)
+    pixels, history, std = method.restore(image)
+    return Restoration(frame, pixels, history, started, std)
 
 
 def write_restoration(method: Method, restoration: Restoration, scorer: Scorer | None) -> None:
@@ -83,15 +85,32 @@ def write_restoration(method: Method, restoration: Restoration, scorer: Scorer |
     frame, image = restoration.frame, restoration.frame.image
     assert image is not None
     keywords = method.keywords(frame.fingerprint)
+    samples = method.settings.num_samples
     write_image(
-        frame.job.dst, restoration.pixels, image, restoration.history, keywords, method.scale
+        frame.job.dst,
+        restoration.pixels,
+        image,
+        restoration.history,
+        keywords,
+        method.scale,
+        std=restoration.std,
+        std_note=f"per-pixel standard deviation of {samples} samples, in the output's units",
     )
     if scorer is not None:
         truth_path = frame.job.truth
         truth = read_image(truth_path, hdu=method.settings.hdu).data if truth_path else None
         # A FITS input's noise map (JWST, HST ERR) is its own noise model, in its units.
         err = read_noise_map(image.path, image.hdu_index) if image.format == "fits" else None
-        scorer.add(image.path.name, restoration.pixels, image.data, truth, frame_unit(image), err)
+        scorer.add(
+            image.path.name,
+            restoration.pixels,
+            image.data,
+            truth,
+            frame_unit(image),
+            err,
+            std=restoration.std,
+            n_samples=samples,
+        )
 
 
 class FrameLog:
@@ -180,7 +199,7 @@ def check_outcome(log: FrameLog, manifest: Path | None) -> None:
     """End a run with the report (if any) and an error if a frame failed or nothing scored."""
     scorer = log.plan.scorer
     if scorer is not None:
-        if not scorer.results and log.shapes:
+        if not scorer.results and not scorer.generative and log.shapes:
             check_scorable(log.shapes, log.method.scale, log.method.out_channels, log.method.name)
         scorer.write(f"astrorestore evaluation: {log.method.name}")
     if log.failures:
