@@ -176,17 +176,14 @@ def render_field(
     _check_counts_and_levels(settings, n_bright_stars, saturation)
     # A user's PSF replaces the analytic one; the family and width are still drawn above, so the
     # rest of the field's stream does not depend on whether a file is given.
-    field_psf = (
-        StampPSF(psf_file)
-        if psf_file is not None
-        else PSF(
-            settings.family,
-            settings.fwhm,
-            settings.beta,
-            int(spikes),
-            float(spike_length),
-            float(spike_intensity),
-        )
+    field_psf = _make_psf(
+        psf_file,
+        settings.family,
+        settings.fwhm,
+        settings.beta,
+        spikes,
+        spike_length,
+        spike_intensity,
     )
     star_range = _check_flux_range("scene.star_flux_range", star_flux_range)
     galaxy_range = _check_flux_range("scene.galaxy_flux_range", galaxy_flux_range)
@@ -222,6 +219,17 @@ def render_field(
             bleed=bool(bleeds),
         )
     return image.astype(np.float32), catalog
+
+
+def _make_psf(
+    psf_file, family, fwhm, beta, spikes, spike_length, spike_intensity
+) -> PSF | StampPSF:
+    """The user's measured stamp when ``psf_file`` is given, else the analytic family."""
+    if psf_file is not None:
+        return StampPSF(psf_file)
+    return PSF(
+        family, float(fwhm), float(beta), int(spikes), float(spike_length), float(spike_intensity)
+    )
 
 
 @dataclass(frozen=True)
@@ -446,18 +454,7 @@ def render_psf_stamp(
     field is ``render_psf_stamp(**catalog["psf"])``. ``radius`` defaults to the galaxy kernel's
     (5 FWHM, longer with spikes); ``(dx, dy)`` shifts the source within the central pixel.
     """
-    field_psf = (
-        StampPSF(psf_file)
-        if psf_file is not None
-        else PSF(
-            psf,
-            float(psf_fwhm),
-            float(psf_beta),
-            int(spikes),
-            float(spike_length),
-            float(spike_intensity),
-        )
-    )
+    field_psf = _make_psf(psf_file, psf, psf_fwhm, psf_beta, spikes, spike_length, spike_intensity)
     if radius is None:
         radius = field_psf.kernel_radius()
     if int(radius) < 1:
