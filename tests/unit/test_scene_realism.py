@@ -16,6 +16,8 @@ from omegaconf import OmegaConf
 from scipy.special import gamma, gammaincinv
 
 from astrorestore.data.corruption.noise import PoissonGaussianNoise
+from astrorestore.data.datamodules.simulated import SimulatedFieldDataModule
+from astrorestore.data.normalization.asinh import AsinhNormalizer
 from astrorestore.data.pairings.base import Noise2NoisePairing, SupervisedPairing
 from astrorestore.data.simulation.background import nebulosity_map, vignetting_map
 from astrorestore.data.simulation.extended import sersic_image
@@ -261,9 +263,6 @@ def test_realistic_yaml_draws_each_feature_in_some_fields() -> None:
 
 
 def test_datamodule_carries_the_pedestal_to_the_noise() -> None:
-    from astrorestore.data.datamodules.simulated import SimulatedFieldDataModule
-    from astrorestore.data.normalization.asinh import AsinhNormalizer
-
     dm = SimulatedFieldDataModule(
         SupervisedPairing(PoissonGaussianNoise(read_noise=0.0)),
         AsinhNormalizer(softening=3.0),
