@@ -51,6 +51,7 @@ CASES = {
     "bench_simdata.py": Case(
         ["--smoke", "--out", "{out}"],
         {"simdata.json": [("render_ms", "*", "mean"), ("batch_ms", "*", "cpu")]},
+        files=["realistic_fields.png"],
     ),
     "bench_data_pipeline.py": Case(
         ["--smoke", "--out", "{out}"],
