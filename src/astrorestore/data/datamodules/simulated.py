@@ -4,6 +4,8 @@ The clean fields are rendered once in ``setup``. Training items are random crops
 fields; the pairing draws noise (or masks) per batch on the device (see
 :class:`~astrorestore.data.datamodules.base.PairedDataModule`). Validation and test items are fixed crops,
 paired once from ``data.seed``, so every run and every epoch is scored on the same images.
+With ``data.normalizer.background=map`` every field's sky map is measured once, as ``infer.py``
+measures a frame's (on a noise draw of the whole field), and items carry their crop of it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,19 @@ def _render_set(seq: np.random.SeedSequence, n: int, size: int, scene: dict) -> 
     return np.stack(fields) if fields else np.zeros((0, size, size), np.float32), catalogs
 
 
+def _sky_maps(fields: np.ndarray, normalizer: Any, noise: Any, seed: np.random.SeedSequence):
+    """``(n, H, W)`` sky maps of the clean ``fields`` at exposure 1, each measured on one noise
+    draw of its whole field (what ``infer.py`` sees), divided by the draw's exposure factor."""
+    generator = torch.Generator().manual_seed(int(seed.generate_state(1, np.uint64)[0]))
+    maps = []
+    for field in fields:
+        clean = torch.from_numpy(np.ascontiguousarray(field, np.float32))[None, None]
+        noisy, target = noise(clean, generator)
+        exposure = float(target.sum() / clean.sum()) if float(clean.sum()) != 0 else 1.0
+        maps.append(normalizer.sky_map(noisy[0, 0].numpy()) / np.float32(exposure))
+    return np.stack(maps).astype(np.float32) if maps else np.zeros((0,) + fields.shape[1:])
+
+
 def _grid_positions(field_size: int, patch_size: int, n: int) -> list[tuple[int, int]]:
     """``n`` fixed top-left corners spread over a regular grid covering the field."""
     per_side = int(np.ceil(np.sqrt(n)))
@@ -47,7 +62,8 @@ def _grid_positions(field_size: int, patch_size: int, n: int) -> list[tuple[int,
 
 
 class RandomPatchDataset(PerProcessRng, Dataset):
-    """Random, randomly flipped/rotated crops of the training fields: ``{"clean": (1, P, P)}``,
+    """Random, randomly flipped/rotated crops of the training fields: ``{"clean": (1, P, P)}``
+    (and ``"background"``, the same crop of the field's sky map, when ``sky_maps`` are given),
     drawn from a per-process stream (see :mod:`astrorestore.data.seeding`)."""
 
     def __init__(
@@ -57,9 +73,11 @@ class RandomPatchDataset(PerProcessRng, Dataset):
         patch_size: int,
         length: int,
         source_patch_fraction: float = 0.0,
+        sky_maps: np.ndarray | None = None,
     ) -> None:
         self.fields = fields
         self.skies = skies
+        self.sky_maps = sky_maps
         self.patch_size = patch_size
         self.length = length
         self.source_patch_fraction = source_patch_fraction
@@ -67,41 +85,65 @@ class RandomPatchDataset(PerProcessRng, Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def _crop(self, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    def _crop(self, rng: np.random.Generator) -> tuple[np.ndarray, int, tuple[slice, slice]]:
         n, h, w = self.fields.shape
         p = self.patch_size
         i = int(rng.integers(n))
         y, x = int(rng.integers(h - p + 1)), int(rng.integers(w - p + 1))
-        return self.fields[i, y : y + p, x : x + p], i
+        window = (slice(y, y + p), slice(x, x + p))
+        return self.fields[i][window], i, window
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         rng = self._generator()
-        patch, field = self._crop(rng)
+        patch, field, window = self._crop(rng)
         if rng.random() < self.source_patch_fraction:
             for _ in range(SOURCE_TRIES - 1):
                 if patch.max() > self.skies[field] + SOURCE_THRESHOLD:
                     break
-                patch, field = self._crop(rng)
-        patch = np.rot90(patch, k=int(rng.integers(4)))
-        if rng.random() < 0.5:
-            patch = patch[:, ::-1]
-        return {"clean": torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32))[None]}
+                patch, field, window = self._crop(rng)
+        arrays = {"clean": patch}
+        if self.sky_maps is not None:
+            arrays["background"] = self.sky_maps[field][window]
+        k, flip = int(rng.integers(4)), bool(rng.random() < 0.5)
+        out = {}
+        for key, array in arrays.items():
+            array = np.rot90(array, k=k)
+            array = array[:, ::-1] if flip else array
+            out[key] = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None]
+        return out
 
 
 class FixedCrops(Dataset):
-    """Fixed crops of fields: ``{"clean": (1, P, P)}`` in electrons, the same in every epoch."""
+    """Fixed crops of fields: ``{"clean": (1, P, P)}`` in electrons, the same in every epoch
+    (with ``"background"``, the crops of the fields' sky maps, when ``sky_maps`` are given)."""
 
-    def __init__(self, fields: np.ndarray, patch_size: int, per_field: int) -> None:
+    def __init__(
+        self,
+        fields: np.ndarray,
+        patch_size: int,
+        per_field: int,
+        sky_maps: np.ndarray | None = None,
+    ) -> None:
         corners = _grid_positions(fields.shape[-1], patch_size, per_field)
         p = patch_size
-        crops = [field[y : y + p, x : x + p] for field in fields for (y, x) in corners]
-        self.clean = torch.from_numpy(np.stack(crops)[:, None].copy())
+
+        def crops(images: np.ndarray) -> Tensor:
+            cut = [image[y : y + p, x : x + p] for image in images for (y, x) in corners]
+            return torch.from_numpy(np.stack(cut)[:, None].astype(np.float32))
+
+        self.items = {"clean": crops(fields)}
+        if sky_maps is not None:
+            self.items["background"] = crops(sky_maps)
+
+    @property
+    def clean(self) -> Tensor:
+        return self.items["clean"]
 
     def __len__(self) -> int:
         return self.clean.shape[0]
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        return {"clean": self.clean[index]}
+        return {key: value[index] for key, value in self.items.items()}
 
 
 class SimulatedFieldDataModule(PairedDataModule):
@@ -113,6 +155,7 @@ class SimulatedFieldDataModule(PairedDataModule):
     data_name = "simulated"
     provides = frozenset({"clean"})
     channels = 1
+    sky_maps = True
 
     def __init__(
         self,
@@ -205,6 +248,16 @@ class SimulatedFieldDataModule(PairedDataModule):
         self.test_fields, self.test_catalogs = _render_set(
             test_seq, hp.n_test_fields, hp.field_size, self.scene
         )
+        maps: list[np.ndarray | None] = [None, None, None]
+        if getattr(self.normalizer, "per_pixel", False):
+            noise = self.pairing._require_noise()
+            map_seeds = np.random.SeedSequence([hp.seed, 2]).spawn(3)
+            maps = [
+                _sky_maps(fields, self.normalizer, noise, seq)
+                for fields, seq in zip(
+                    (self.train_fields, self.val_fields, self.test_fields), map_seeds, strict=True
+                )
+            ]
         skies = np.array([c["sky"] for c in self.train_catalogs], dtype=np.float64)
         train = RandomPatchDataset(
             self.train_fields,
@@ -212,8 +265,9 @@ class SimulatedFieldDataModule(PairedDataModule):
             self.patch_size,
             hp.patches_per_epoch,
             self.source_patch_fraction,
+            sky_maps=maps[0],
         )
         per_field = hp.val_patches_per_field
-        val = FixedCrops(self.val_fields, self.patch_size, per_field)
-        test = FixedCrops(self.test_fields, self.patch_size, per_field)
+        val = FixedCrops(self.val_fields, self.patch_size, per_field, maps[1])
+        test = FixedCrops(self.test_fields, self.patch_size, per_field, maps[2])
         return train, val, test
