@@ -146,9 +146,12 @@ class Scorer:
         truth: np.ndarray | None,
         unit: str | None = None,
         err: np.ndarray | None = None,
+        normalizer: Any = None,
     ) -> None:
         """Score one frame; ``unit`` is its BUNIT (None: assumed electrons, as for non-FITS);
-        ``err`` its noise map (a FITS ERR extension), which replaces the gain/read-noise model."""
+        ``err`` its noise map (a FITS ERR extension), which replaces the gain/read-noise model;
+        ``normalizer`` the restorer's: one with a sky map (``background=map``) measures the
+        frame's, and the empty sky is judged around it."""
         from astrorestore.evaluation import evaluate_image
 
         if restored.ndim != 2 or restored.shape != noisy.shape:
@@ -160,6 +163,8 @@ class Scorer:
             options["unit"] = unit
         if err is not None and err.shape == noisy.shape:
             options["err"] = err
+        if getattr(normalizer, "per_pixel", False) and truth is not None:
+            options["sky_map"] = normalizer.sky_map(noisy)
         self.results.append(evaluate_image(restored, noisy, truth, name=name, **options))
 
     def write(self, title: str) -> Path | None:
