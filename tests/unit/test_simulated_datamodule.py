@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
@@ -232,3 +233,19 @@ def test_map_needs_same_size_pairs() -> None:
             field_size=96,
             patch_size=32,
         )
+
+
+def test_a_field_too_crowded_for_a_map_falls_back_to_its_median(caplog) -> None:
+    from astrorestore.data.datamodules.simulated import _sky_maps
+
+    fields = np.full((2, 64, 64), 20.0, np.float32)
+    fields[1] += 3000.0 * np.exp(-np.hypot(*np.mgrid[-32:32, -32:32]) / 6.0)  # one huge galaxy
+    noise = PoissonGaussianNoise(read_noise=3.0)
+    with caplog.at_level("WARNING"):
+        maps = _sky_maps(
+            fields, AsinhNormalizer(background="map"), noise, np.random.SeedSequence(0)
+        )
+    assert maps.shape == fields.shape
+    assert np.ptp(maps[1]) == 0 and 20.0 < maps[1, 0, 0] < 200.0  # flat, at the field's median
+    assert abs(float(maps[0].mean()) - 20.0) < 1.0
+    assert "1 of 2 simulated fields are too crowded" in caplog.text

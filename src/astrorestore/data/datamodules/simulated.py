@@ -10,6 +10,7 @@ measures a frame's (on a noise draw of the whole field), and items carry their c
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,8 @@ SOURCE_THRESHOLD = 100.0
 # Tries at finding a source-bearing crop before settling for the last one drawn.
 SOURCE_TRIES = 10
 
+log = logging.getLogger(__name__)
+
 
 def _render_set(seq: np.random.SeedSequence, n: int, size: int, scene: dict) -> tuple:
     """Render ``n`` fields, each from its own child seed so field i does not depend on n."""
@@ -42,14 +45,32 @@ def _render_set(seq: np.random.SeedSequence, n: int, size: int, scene: dict) -> 
 
 def _sky_maps(fields: np.ndarray, normalizer: Any, noise: Any, seed: np.random.SeedSequence):
     """``(n, H, W)`` sky maps of the clean ``fields`` at exposure 1, each measured on one noise
-    draw of its whole field (what ``infer.py`` sees), divided by the draw's exposure factor."""
+    draw of its whole field (what ``infer.py`` sees), divided by the draw's exposure factor.
+
+    A field too crowded for a map (too few sky boxes: e.g. the default scene on a 128 px field)
+    gets a flat map at its median, as ``background=median`` would, and the count is logged:
+    a simulated field has no other sky to offer, and training on it stays possible.
+    """
     generator = torch.Generator().manual_seed(int(seed.generate_state(1, np.uint64)[0]))
-    maps = []
+    maps, flat = [], 0
     for field in fields:
         clean = torch.from_numpy(np.ascontiguousarray(field, np.float32))[None, None]
         noisy, target = noise(clean, generator)
         exposure = float(target.sum() / clean.sum()) if float(clean.sum()) != 0 else 1.0
-        maps.append(normalizer.sky_map(noisy[0, 0].numpy()) / np.float32(exposure))
+        try:
+            sky = normalizer.sky_map(noisy[0, 0].numpy())
+        except UserError:
+            flat += 1
+            sky = np.full(field.shape, float(noisy.median()), np.float32)
+        maps.append(sky / np.float32(exposure))
+    if flat:
+        log.warning(
+            "data.normalizer.background=map: %d of %d simulated fields are too crowded for a sky "
+            "map (too few sky boxes) and use their median; a smaller data.normalizer.box_size or "
+            "a larger data.field_size gives them maps",
+            flat,
+            len(fields),
+        )
     return np.stack(maps).astype(np.float32) if maps else np.zeros((0,) + fields.shape[1:])
 
 
