@@ -58,11 +58,13 @@ def frame_sky_maps(prepared: Prepared, normalizer: Any) -> dict[str, Path]:
     key = hashlib.sha1(repr(normalizer).encode()).hexdigest()[:12]
     paths = {}
     for split in SPLITS:
+        if not prepared.frames[split]:
+            continue  # an empty split (no test frames): nothing to map
         path = prepared.path / f"frame_sky_{key}_{split}.npy"
         paths[split] = path
-        if path.exists():
-            continue
         data_flat = prepared.arrays(split)[0]
+        if path.exists() and np.load(path, mmap_mode="r").shape == data_flat.shape:
+            continue
         flat = np.zeros(data_flat.shape, np.float32)
         for index, slot in enumerate(prepared.frames[split]):
             data, _, _ = prepared.frame(split, index)  # NaN at invalid pixels
