@@ -273,3 +273,11 @@ def test_map_crops_carry_their_frame_sky_map_as_the_offset(folder):
     train = next(iter(dm.train_dataloader()))
     assert train["background"].shape == train["noisy"].shape
     assert list(prepared.path.glob("frame_sky_*_train.npy"))
+
+
+def test_map_with_exposure_pairs_and_no_test_split(folder):
+    pairs = _module(folder, Noise2NoisePairing(), pairs=True, test_fraction=0.0)
+    pairs.normalizer = AsinhNormalizer(3.0, background="map")
+    pairs.setup("fit")
+    assert pairs.test_set is None
+    assert pairs.val_set.tensors["background"].shape == pairs.val_set.tensors["input"].shape
