@@ -34,8 +34,9 @@ def _plane(name: str, image: np.ndarray | None) -> np.ndarray | None:
     return array
 
 
-def _check_shapes(restored, noisy, truth, err) -> None:
-    for name, image in (("noisy input", noisy), ("truth", truth), ("err map", err)):
+def _check_shapes(restored, noisy, truth, err, sky_map=None) -> None:
+    named = (("noisy input", noisy), ("truth", truth), ("err map", err), ("sky map", sky_map))
+    for name, image in named:
         if image is not None and image.shape != restored.shape:
             raise UserError(
                 f"{name} shape {image.shape} differs from the restored output {restored.shape}: "
@@ -60,6 +61,7 @@ def evaluate_image(
     zeropoint: float = 0.0,
     n_bright: int = 10,
     unit: str = "e-",
+    sky_map: np.ndarray | None = None,
 ) -> dict:
     """Evaluate one restored frame (electrons) against its noisy input and, if given, its truth.
 
@@ -70,10 +72,13 @@ def evaluate_image(
     the truth, no sources) are listed in ``warnings``; malformed input raises UserError.
     ``unit`` labels the values (a FITS frame's BUNIT); for frames not in electrons the residual
     analysis says that its gain/read-noise model does not apply, unless an ERR map is given.
+    ``sky_map``: the noisy frame's sky map, where the restorer normalised around one
+    (``data.normalizer.background=map``): the empty sky is then the truth's pixels near it.
     """
     restored, noisy = _plane("restored", restored), _plane("noisy", noisy)
     truth, err = _plane("truth", truth), _plane("err", err)
-    _check_shapes(restored, noisy, truth, err)
+    sky_map = _plane("sky map", sky_map)
+    _check_shapes(restored, noisy, truth, err, sky_map)
     if not np.isfinite(restored).any():
         raise UserError(f"{name}: the restored image has no finite pixels; check the restorer")
     radius = float(match_radius) if match_radius else max(1.5, 0.8 * fwhm)
@@ -114,7 +119,7 @@ def evaluate_image(
             truth,
             catalog,
             TruthSettings(fwhm, threshold, radius, thresholds, zeropoint, n_bright),
-            Backgrounds(noisy=bkg_noisy, restored=bkg_rest, noisy_sigma=sig_noisy),
+            Backgrounds(bkg_noisy, bkg_rest, sig_noisy, sky_map),
         )
         result.update(scored.sections)
         tables.update(scored.tables)

@@ -101,6 +101,7 @@ def write_restoration(method: Method, restoration: Restoration, scorer: Scorer |
         truth = read_image(truth_path, hdu=method.settings.hdu).data if truth_path else None
         # A FITS input's noise map (JWST, HST ERR) is its own noise model, in its units.
         err = read_noise_map(image.path, image.hdu_index) if image.format == "fits" else None
+        normalizer = getattr(method.restorer, "normalizer", None)
         scorer.add(
             image.path.name,
             restoration.pixels,
@@ -110,6 +111,7 @@ def write_restoration(method: Method, restoration: Restoration, scorer: Scorer |
             err,
             std=restoration.std,
             n_samples=samples,
+            normalizer=normalizer,
         )
 
 

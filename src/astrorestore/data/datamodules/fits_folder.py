@@ -39,7 +39,12 @@ from torch.utils.data import Dataset
 
 from astrorestore.data.datamodules.base import PairedDataModule
 from astrorestore.data.pairings.base import Pairing
-from astrorestore.data.preparation.frame_statistics import frame_statistics, use_frame_stats
+from astrorestore.data.preparation.frame_statistics import (
+    frame_sky_maps,
+    frame_statistics,
+    use_frame_stats,
+    use_sky_maps,
+)
 from astrorestore.data.preparation.manifest import discover_fits
 from astrorestore.data.preparation.prepare import prepare_folder
 from astrorestore.data.preparation.tile_cache import Prepared
@@ -74,12 +79,10 @@ class SourceTileCrops(RandomTileCrops):
         self.softening = float(softening)
 
     def _has_source(self, item: dict[str, Tensor]) -> bool:
-        values = item["noisy"][item["valid"]]
+        # Above the sky map where the crop has one, else above the frame's sky level.
+        values = (item["noisy"] - item.get("background", item["offset"]))[item["valid"]]
         sigma = item["scale"].item() / self.softening
-        return (
-            values.numel() > 0
-            and values.max().item() > item["offset"].item() + SOURCE_SIGMA * sigma
-        )
+        return values.numel() > 0 and values.max().item() > SOURCE_SIGMA * sigma
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         item = super().__getitem__(index)
@@ -116,8 +119,10 @@ class FrameItems(Dataset):
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         item = self.dataset[index]
         if self.deep_as_clean:
-            # The deep frame's own sigma and statistics do not describe the injected noise.
-            return {"clean": item["noisy"], "valid": item["valid"]}
+            # The deep frame's own sigma and statistics do not describe the injected noise; its
+            # sky map does describe the clean scene (scaled with the exposure drawn).
+            keep = {"clean": item["noisy"], "valid": item["valid"]}
+            return keep | ({"background": item["background"]} if "background" in item else {})
         return item
 
 
@@ -151,6 +156,7 @@ class FitsFolderDataModule(PairedDataModule):
     """
 
     channels = 1
+    sky_maps = True
 
     def __init__(
         self,
@@ -301,6 +307,8 @@ class FitsFolderDataModule(PairedDataModule):
                     "PHOTMJSR and an exposure time in the headers) or use noise=gaussian"
                 )
         use_frame_stats(prepared, frame_statistics(prepared, self.normalizer))
+        if getattr(self.normalizer, "per_pixel", False):
+            use_sky_maps(prepared, frame_sky_maps(prepared, self.normalizer))
         s = prepared.summary()
         log.info(
             "data=%s: %s frames, %s %s, tiles %s, in %s; the network sees them asinh-normalised "
