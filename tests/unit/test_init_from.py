@@ -158,3 +158,12 @@ def test_shipped_weights_are_weights_only_and_declared_as_package_data():
     assert '"pretrained/*.ckpt"' in pyproject
     record = read_checkpoint(path)["astrorestore"]
     assert record["net"]["base_channels"] == 16 and record["net"]["depth"] == 3
+
+
+def test_infer_without_a_checkpoint_restores_with_the_shipped_weights(capsys):
+    restorer = load_restorer(None)
+    assert "shipped pretrained default" in capsys.readouterr().out
+    assert restorer.name == "supervised" and restorer.ckpt_path == str(pretrained_path().resolve())
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        assert not torch.equal(restorer(x), x)

@@ -114,7 +114,7 @@ class PostprocessedForward(torch.nn.Module):
 
 
 def load_restorer(
-    ckpt_path: str | Path,
+    ckpt_path: str | Path | None,
     device: str | torch.device = "cpu",
     postprocess: dict | None = None,
     gain: float = 1.0,
