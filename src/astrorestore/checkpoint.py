@@ -222,31 +222,32 @@ def network_weights(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     }
 
 
-def load_network_weights(net: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Copy ``state`` into ``net``; a one-line UserError naming the parameters that are missing,
-    unexpected or of another shape (with both shapes) when ``net`` is not the network of
-    ``source`` (a description of where ``state`` came from)."""
+def load_network_weights(
+    net: torch.nn.Module, state: dict[str, torch.Tensor], source: str, hint: str = ""
+) -> None:
+    """Copy ``state`` into ``net``; a one-line UserError naming the parameters of another shape
+    (with both shapes), and those missing or unexpected, when ``net`` is not the network of
+    ``source`` (where ``state`` came from); ``hint``: what to do about it."""
     own = net.state_dict()
     shapes = [
-        f"{key} {tuple(value.shape)} in {source} vs {tuple(own[key].shape)} here"
+        f"{key}: {tuple(value.shape)} there vs {tuple(own[key].shape)} here"
         for key, value in state.items()
         if key in own and tuple(value.shape) != tuple(own[key].shape)
     ]
     missing = [key for key in own if key not in state]
     unexpected = [key for key in state if key not in own]
     problems = []
-    if shapes:
-        problems.append(f"{len(shapes)} parameter(s) of another shape: " + "; ".join(shapes[:3]))
-    if missing:
-        problems.append(f"{len(missing)} missing from it (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} not in this network (e.g. {', '.join(unexpected[:3])})")
+    for count, what, names in (
+        (len(shapes), "of another shape", shapes),
+        (len(missing), "missing there", missing),
+        (len(unexpected), "not in this network", unexpected),
+    ):
+        if count:
+            more = ", ..." if count > 2 else ""
+            problems.append(f"{count} parameter(s) {what} ({', '.join(names[:2])}{more})")
     if problems:
-        more = " ..." if len(shapes) > 3 else ""
         raise UserError(
-            f"the network of {source} does not fit this run's network: "
-            + ", ".join(problems)
-            + more
+            f"the network of {source} does not fit this network: {'; '.join(problems)}{hint}"
         )
     net.load_state_dict(state, strict=True)
 

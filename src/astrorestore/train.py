@@ -184,7 +184,13 @@ def init_weights(model: Any, checkpoint: dict[str, Any], source: str) -> None:
         )
     record = checkpoint["astrorestore"]
     state = network_weights(checkpoint)
-    load_network_weights(net, state, f"init_from={source} (model {record.get('model')})")
+    load_network_weights(
+        net,
+        state,
+        f"init_from={source} (model {record.get('model')})",
+        "; give this run the checkpoint's model.net settings, or init_net=checkpoint to train "
+        "the checkpoint's own network",
+    )
     ema = getattr(model, "ema", None)
     if isinstance(ema, torch.nn.Module):
         ema.load_state_dict(state, strict=True)

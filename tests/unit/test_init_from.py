@@ -126,7 +126,7 @@ def test_a_self_supervised_model_takes_the_checkpoints_network():
     _, model = build(cfg)
     init_weights(model, init, "pretrained")
     assert all(torch.equal(v, shipped[k].float()) for k, v in model.net.state_dict().items())
-    with pytest.raises(UserError, match="does not fit this run's network"):
+    with pytest.raises(UserError, match="does not fit this network"):
         init_weights(build(_compose("logger=none", "model=n2v"))[1], init, "pretrained")
 
 
