@@ -147,12 +147,6 @@ CASES = {
             "--smoke",
             "--ckpt",
             "pretrained",
-            "--adapt",
-            "n2v",
-            "--adapt-epochs",
-            "1",
-            "--adapt-patches",
-            "16",
             "--out",
             "{out}/real_frames",
         ],  # fmt: skip
@@ -271,3 +265,20 @@ def test_bench_runs_at_its_smallest_budget(script, tmp_path, request):
             assert values, f"{name}: nothing at {path}"
             bad = [v for v in values if not (isinstance(v, int | float) and math.isfinite(v))]
             assert not bad, f"{name}: {path} has non-finite values {bad}"
+
+
+@pytest.mark.slow  # one train.py + infer.py per frame
+def test_real_frames_adapted_row(tmp_path):
+    """``--adapt``: the shipped weights fine-tuned on each noisy frame alone get a scored row."""
+    out = tmp_path / "out"
+    args = ["--smoke", "--ckpt", "pretrained", "--adapt", "n2v", "--adapt-epochs", "1"]
+    args += ["--adapt-patches", "16", "--out", str(out)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", WANDB_MODE="offline")
+    result = subprocess.run(
+        [sys.executable, str(BENCH / "bench_real_frames.py"), *args],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
+    rows = json.loads((out / "real_frames.json").read_text())["rows"]
+    adapted = [row for row in rows if row["method"] == "adapted (n2v)"]
+    assert adapted and all(math.isfinite(row["psnr"]) for row in adapted)
