@@ -308,3 +308,15 @@ def read_noise_map(path: Path, sci_index: int) -> np.ndarray | None:
             return Chip(hdul, int(sci.header.get("EXTVER", 1)), shape, path=path).noise_map()
         except UserError:  # a noise cube beside a 2-D science array: no usable map
             return None
+
+
+def frame_keywords(path: Path, sci_index: int) -> dict[str, Any]:
+    """The primary header's keywords overlaid by the science HDU ``sci_index``'s (the science
+    HDU wins): what the frame's noise model reads (GAIN, RDNOISE, BUNIT...)."""
+    from astropy.io import fits
+
+    with fits.open(path, mode="readonly") as hdul:  # headers only: the data is not read
+        keywords = {str(k): v for k, v in hdul[0].header.items() if k}
+        if sci_index:
+            keywords |= {str(k): v for k, v in hdul[sci_index].header.items() if k}
+    return keywords
