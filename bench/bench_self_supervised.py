@@ -92,6 +92,9 @@ METHODS: dict[str, list[str]] = {
     "n2n_unbounded": ["model=n2n", "model.net.bound_sigmas=null"],
     # Shot noise in the bound (gain 1 x softening 3 x the smallest training sky sigma).
     "n2n_shot": ["model=n2n", "model.net.noise.photons_per_unit=16.0"],
+    # Recorrupted-to-Recorrupted: single noisy frames split by a draw from their own noise
+    # model (the Poisson-Gaussian variance y / gain + read^2), the default's network, L2.
+    "r2r": ["model=r2r"],
     # The Noise2Noise claim, apples to apples: the same network and loss, clean targets.
     "supervised_se": ["model=n2n", "pairing=supervised", "model.net.bound_sigmas=null"],
     "supervised_se_bounded": ["model=n2n", "pairing=supervised"],
@@ -140,7 +143,9 @@ def train(cfg, seed: int = 0) -> tuple[torch.nn.Module, Postprocess, float]:
         optimizer.step()
         patches += batch_["input"].shape[0]
     elapsed = time.perf_counter() - start
-    return net.eval(), module.postprocess, patches / elapsed
+    # What validation and infer.py restore with (model=r2r: the mean over recorruptions).
+    restoring = module.restoring_fn() if hasattr(module, "restoring_fn") else net
+    return restoring.eval(), module.postprocess, patches / elapsed
 
 
 def held_out_fields(size: int = 512) -> list[tuple[float, np.ndarray, np.ndarray, dict]]:
