@@ -123,10 +123,11 @@ class RecorruptedPairing(Pairing):
         noisy, truth = self.observe(batch, rng)
         variance, gain, read_variance = self._noise_terms(batch, noisy, truth)
         if self.kind == "gr2r":
-            if gain is None:
+            if gain is None or not bool(torch.isfinite(torch.as_tensor(gain)).all()):
                 raise UserError(
                     "data.pairing.kind=gr2r thins photon counts and needs the frame's gain; "
-                    "this data has only a per-pixel sigma: use data.pairing.kind=pg_r2r"
+                    "this data has only a per-pixel sigma (no gain in the header, none fitted): "
+                    "use data.pairing.kind=pg_r2r"
                 )
             net_input, target, _ = recorrupt_poisson(noisy, gain, self.alpha, rng)
         elif variance is not None:

@@ -65,6 +65,13 @@ def _one_frame(root, row, data, valid, sigma, read_noise) -> FrameNoise:
             read_noise_electrons=read_noise,
         )
     except UserError as error:
+        if sigma is not None:
+            # The ERR/VAR map is the per-pixel noise the recorruption uses; only GR2R's photon
+            # counts need a gain, and it refuses a frame without one.
+            unknown = f"unknown ({str(error).split(': ', 1)[-1].split('; pass', 1)[0]})"
+            return FrameNoise(
+                math.nan, math.nan, unknown, unknown, np.asarray(sigma), "ERR/VAR map"
+            )
         raise UserError(
             f"{row.path}: {error}; for training: data.read_noise=<e-> (and data.gain=<e-/DN> to "
             "convert the frames to electrons)"
