@@ -115,3 +115,15 @@ def test_a_fits_frame_whose_noise_cannot_be_told_is_one_line(tmp_path):
     datamodule, _ = build(_fits_cfg(folder, "data.read_noise=3.0"))
     datamodule.setup("fit")
     assert datamodule.frame_noise["train"][0].read_noise_source == "data.read_noise (e-)"
+
+
+def test_a_training_frame_with_a_noise_map_of_the_wrong_shape_is_one_line(fits_folder):
+    from astropy.io import fits
+
+    with fits.open(fits_folder / "f0.fits", mode="update") as hdul:
+        hdul.append(fits.ImageHDU(np.ones((64, 128), np.float32), name="ERR"))
+    datamodule, _ = build(_fits_cfg(fits_folder))
+    with pytest.raises(UserError, match=r"f0.fits: its ERR map is 64x128 but the science"):
+        datamodule.setup("fit")
+    cache = fits_folder / ".astrorestore-cache"
+    assert not cache.exists() or not any(cache.glob("*/prepared.json"))  # nothing prepared

@@ -573,3 +573,15 @@ def test_report_on_a_frame_that_cannot_tell_its_gain_says_so(tmp_path):
     assert settings["read_noise"] == pytest.approx(20.0, rel=0.15)
     assert "Poisson term left out" in settings["noise_model"]
     assert "sky noise" in settings["noise_model"]
+
+
+def test_a_noise_map_of_the_wrong_shape_is_one_line_and_nothing_is_written(tmp_path):
+    # An ERR extension of another shape than SCI was dropped without a word; the report would
+    # then judge the frame by another noise model than its product's.
+    sci = fits.ImageHDU(noisy((40, 40)), name="SCI")
+    err = fits.ImageHDU(np.ones((20, 40), np.float32), name="ERR")
+    fits.HDUList([fits.PrimaryHDU(), sci, err]).writeto(tmp_path / "a.fits")
+    cfg = make_cfg(tmp_path / "a.fits", tmp_path / "o.fits", report=str(tmp_path / "r"))
+    with pytest.raises(UserError, match=r"its ERR map is 20x40 but the science array is 40x40"):
+        run_inference(cfg, Loader())
+    assert not (tmp_path / "o.fits").exists() and not (tmp_path / "r").exists()
