@@ -12,8 +12,10 @@ the test half, as ``data.n_test``), ``test_half`` (the whole 436 x 250 px test h
 Rows: ``bicubic`` and ``nearest`` up-sampling of the noisy input, and ``truth`` (the truth
 scored against itself: band ratios 1, and the consistency that the input noise alone gives).
 Columns, each the mean over seeds (``_std``: the spread over seeds, sample std):
+Every measure comes from :func:`astrorestore.evaluation.generative.generative_axes`, the procedure
+``infer.py ... truth= report=`` and validation use:
 - distortion: PSNR and SSIM (:mod:`astrorestore.metrics.image_quality`, data range = the truth's
-  range) and CIE76 Delta E (:mod:`astrorestore.metrics.colour`);
+  range) and CIE76 / CIEDE2000 Delta E (:mod:`astrorestore.metrics.colour`);
 - realism (:mod:`astrorestore.metrics.realism`): output/truth power in 0-0.125, 0.125-0.25 and
   0.25-0.5 cycles/pixel (per image, then the mean over images), colourfulness ratio, sliced
   Wasserstein distances of 4 x 4 RGB patches and of 4 x 4 chroma (Cb, Cr) patches;
@@ -39,22 +41,21 @@ from common import RESULTS, add_output_options
 
 from astrorestore.data.pairings.super_resolution import SuperResolutionPairing
 from astrorestore.data.sources.hubble import HubbleFixedCrops, held_out_start, hubble_image
-from astrorestore.metrics.colour import delta_e76
-from astrorestore.metrics.consistency import consistency_error
-from astrorestore.metrics.image_quality import psnr_per_image, ssim_per_image
-from astrorestore.metrics.realism import (
-    DEFAULT_BANDS,
-    band_power_ratio,
-    chroma_sliced_wasserstein,
-    colourfulness_ratio,
-    patch_sliced_wasserstein,
-)
+from astrorestore.evaluation.generative import band_name, flat_measures, generative_axes
+from astrorestore.metrics.realism import DEFAULT_BANDS
 
 SCALE = 2
 PSF_SIGMA = 1.0  # configs/pairing/super_resolution.yaml (--psf-sigma)
 CROP = 128  # configs/model/sr3.yaml data.patch_size (high resolution)
-DISTORTION = ("psnr", "ssim", "delta_e76")
-BAND_NAMES = [f"power_{lo:g}-{hi:g}" for lo, hi in DEFAULT_BANDS]
+DISTORTION = ("psnr", "ssim", "delta_e76", "delta_e2000")
+BAND_NAMES = [band_name(lo, hi) for lo, hi in DEFAULT_BANDS]
+# Column -> key of evaluation.generative.flat_measures (the procedure's names).
+MEASURES = {
+    **{name: f"distortion/{name}" for name in DISTORTION},
+    **{name: f"realism/{name}" for name in BAND_NAMES},
+    **{name: f"realism/{name}" for name in ("colourfulness_ratio", "patch_swd", "chroma_swd")},
+    "consistency_sigma": "consistency/error_sigma",
+}
 
 
 def regions(n_crops: int) -> dict[str, torch.Tensor]:
@@ -90,23 +91,14 @@ def scores(
     sigma: float,
     window: bool = True,
 ) -> dict[str, float]:
-    """Every column for one output batch against its truth and its (noisy) input."""
-    ratios = band_power_ratio(output, truth, window=window).mean(0)
-    row = {
-        "psnr": float(psnr_per_image(output, truth).mean()),
-        "ssim": float(ssim_per_image(output, truth).mean()),
-        "delta_e76": float(delta_e76(output, truth).mean()),
-        **{name: float(value) for name, value in zip(BAND_NAMES, ratios, strict=True)},
-        "colourfulness_ratio": float(colourfulness_ratio(output, truth).mean()),
-        "patch_swd": float(patch_sliced_wasserstein(output, truth)),
-        "chroma_swd": float(chroma_sliced_wasserstein(output, truth)),
-        "consistency_sigma": float(
-            consistency_error(output, observed, pairing.degrade, sigma).mean()
-        ),
-        "consistency_8bit": float(
-            consistency_error(output, observed, pairing.degrade, 1.0 / 255.0).mean()
-        ),
-    }
+    """Every column for one output batch against its truth and its (noisy) input: the
+    two-axis procedure infer.py and validation use, plus the consistency in 8-bit levels."""
+    measured = flat_measures(
+        generative_axes(output, truth, observed, pairing.degrade, sigma=sigma, window=window)
+    )
+    row = {column: measured[key] for column, key in MEASURES.items()}
+    # error_sigma = rms(residual) / sigma for a scalar sigma: the same rms in 8-bit levels.
+    row["consistency_8bit"] = row["consistency_sigma"] * sigma * 255.0
     return row
 
 
@@ -164,6 +156,7 @@ COLUMNS = [
     ("psnr", "PSNR dB", ".2f"),
     ("ssim", "SSIM", ".3f"),
     ("delta_e76", "ΔE76", ".2f"),
+    ("delta_e2000", "ΔE2000", ".2f"),
     *[(name, f"P {name[6:]}", ".3f") for name in BAND_NAMES],
     ("colourfulness_ratio", "colourf.", ".3f"),
     ("patch_swd", "patch SWD", ".4f"),

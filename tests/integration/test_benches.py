@@ -57,6 +57,7 @@ CASES = {
     "bench_simdata.py": Case(
         ["--smoke", "--out", "{out}"],
         {"simdata.json": [("render_ms", "*", "mean"), ("batch_ms", "*", "cpu")]},
+        files=["realistic_fields.png"],
     ),
     "bench_data_pipeline.py": Case(
         ["--smoke", "--out", "{out}"],
@@ -79,7 +80,6 @@ CASES = {
     "bench_speed.py": Case(
         ["--smoke", "--out", "{out}"],
         {"speed.json": [("training", "*", "train_patches_per_s"), ("inference", "*", "mp_per_s")]},
-        slow=True,
     ),
     "bench_generative.py": Case(
         ["--smoke", "--out", "{out}"],
@@ -90,7 +90,6 @@ CASES = {
                 ("super_resolution", "table", "bicubic", "consistency"),
             ]
         },
-        slow=True,
     ),
     "bench_generative_axes.py": Case(
         ["--smoke", "--out", "{out}/generative_axes"],
@@ -112,19 +111,16 @@ CASES = {
             ]
         },
         files=["supervised.png"],
-        slow=True,
     ),
     "bench_demo_frames.py": Case(
         ["--ckpt", "tiny={ckpt}", "--out", "{out}/demo_frames"],
         {"demo_frames.json": [("results", "tiny", "psnr_e_restored")]},
         files=["demo_frames.md"],
-        slow=True,
     ),
     "bench_faint_flux.py": Case(
         ["--ckpt", "tiny={ckpt}", "--fields", "1", "--size", "96", "--out", "{out}/faint_flux"],
         {"faint_flux.json": [("results", "tiny", "*", "psnr_gain_dB")]},
         files=["faint_flux.md", "faint_flux.png"],
-        slow=True,
     ),
     "bench_psf_robustness.py": Case(
         [
@@ -141,7 +137,6 @@ CASES = {
         ],  # fmt: skip
         {"psf_robustness.json": [("cells", "*", "*", "psnr_e_dB")]},
         files=["psf_robustness.md"],
-        slow=True,
     ),
     "bench_psf_fitting.py": Case(
         ["--cells", "1", "--fields", "1", "--size", "128", "--out", "{out}/psf_fitting"],
@@ -152,13 +147,11 @@ CASES = {
             ]
         },
         files=["psf_fitting.md"],
-        slow=True,
     ),
     "bench_real_frames.py": Case(
         ["--smoke", "--out", "{out}/real_frames"],
         {"real_frames.json": [("rows", "*", "psnr"), ("rows", "*", "worst_bias_sigma")]},
         files=["real_frames.md"],
-        slow=True,
     ),
     "careamics_rows.py": Case(
         [
@@ -176,7 +169,6 @@ CASES = {
             "32",
         ],  # fmt: skip
         {"careamics/careamics.json": [("rows", "*", "steps")]},
-        slow=True,
         needs="careamics",
     ),
 }

@@ -56,7 +56,6 @@ def cgan_ckpt(tmp_path_factory):
     return _train(tmp_path_factory, "cgan_colorize", "data.pairing.color_space=ycbcr")
 
 
-@pytest.mark.slow  # trains a tiny checkpoint (shared per module)
 def test_sr3_checkpoint_exports_ema_sampler(sr3_ckpt):
     record = torch.load(sr3_ckpt, map_location="cpu", weights_only=True)["astrorestore"]
     assert record["weights"] == "ema" and record["restorer"]["steps"] == 2
@@ -65,7 +64,6 @@ def test_sr3_checkpoint_exports_ema_sampler(sr3_ckpt):
     assert record["io"]["scale"] == 2 and record["io"]["in_channels"] == 3
 
 
-@pytest.mark.slow  # trains a tiny checkpoint (shared per module)
 def test_infer_super_resolves_x2_reproducibly(run, sr3_ckpt, tmp_path):
     rgb = (np.random.default_rng(0).random((24, 24, 3)) * 255).astype(np.uint8)
     Image.fromarray(rgb).save(tmp_path / "in.png")
@@ -102,7 +100,6 @@ def test_infer_super_resolves_x2_reproducibly(run, sr3_ckpt, tmp_path):
     assert not np.array_equal(np.asarray(Image.open(tmp_path / "d.png")), outs[0])
 
 
-@pytest.mark.slow  # trains a tiny checkpoint (shared per module)
 def test_infer_colorizes_grey_keeping_its_luminance(run, cgan_ckpt, tmp_path):
     grey = (np.random.default_rng(1).random((32, 32)) * 200 + 20).astype(np.uint8)
     Image.fromarray(grey).save(tmp_path / "grey.png")

@@ -27,6 +27,10 @@ RESUMABLE = [*SHORT, "trainer.max_epochs=3", "callbacks=step_checkpoint"]
 RESUMABLE += ["callbacks.step_checkpoint.every_n_train_steps=3"]
 MODELS = sorted(p.stem for p in (REPO / "configs" / "model").glob("*.yaml"))
 SWEEPS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
+# One model per kind of training step runs DDP by default (the default regression model has
+# tests/integration/test_train.py::test_ddp_on_two_cpu_processes); the rest with --runslow.
+DDP_DEFAULT = {"n2v", "cgan_colorize", "sr3"}
+DDP_MODELS = [m if m in DDP_DEFAULT else pytest.param(m, marks=pytest.mark.slow) for m in MODELS]
 
 
 @pytest.fixture
@@ -45,8 +49,7 @@ def _checkpoint(path):
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("kill_at", [7, 10])
+@pytest.mark.parametrize("kill_at", [7, pytest.param(10, marks=pytest.mark.slow)])
 def test_kill_and_resume_matches_uninterrupted_run(tmp_path, with_test_callbacks, kill_at):
     """Killed at step ``kill_at`` (last.ckpt from step 6: mid-epoch; from step 9: after the
     first batch of the last curriculum stage), the resumed run ends where the uninterrupted run
@@ -100,7 +103,6 @@ def test_ctrl_c_keeps_summary_and_names_the_checkpoint_to_resume(
     assert _checkpoint(last)["global_step"] == 4
 
 
-@pytest.mark.slow
 def test_nan_guard_stops_real_run_and_keeps_last_good_checkpoint(
     run, tmp_path, with_test_callbacks
 ):
@@ -121,7 +123,6 @@ def test_nan_guard_stops_real_run_and_keeps_last_good_checkpoint(
     assert all(torch.isfinite(value).all() for value in kept["state_dict"].values())
 
 
-@pytest.mark.slow
 def test_crashed_job_does_not_stop_the_sweep(run, tmp_path, with_test_callbacks, capsys):
     result = run(
         "train.py",
@@ -200,8 +201,7 @@ def test_slurm_launcher_takes_nodes_and_gpus_from_the_trainer():
     assert cfg.trainer.num_nodes == 2
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", DDP_MODELS)
 def test_ddp_sim_trains_each_model(run, tmp_path, model):
     """Two CPU processes (gloo): the distributed path of every method runs and checkpoints."""
     # debug=tiny sizes the simulated fields; photograph data have their own tiny preset.

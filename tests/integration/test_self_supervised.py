@@ -1,8 +1,8 @@
 """Self-supervised models end to end: composed configs, real training steps, inference.
 
 The in-process test trains Noise2Void on noisy frames only (what real data provide) and checks
-that the run is judged by what can be known without a truth. The ``slow`` tests run train.py
-and infer.py as a user would.
+that the run is judged by what can be known without a truth. The others run train.py and
+infer.py as a user would (every model through train.py only with ``--runslow``).
 """
 
 import json
@@ -112,14 +112,12 @@ def test_a_method_with_another_pairing_fails_at_start_in_one_line(run, tmp_path,
     assert not (tmp_path / "logs").exists() or not list((tmp_path / "logs").rglob("*.ckpt"))
 
 
-@pytest.mark.slow
 def test_n2v2_partial_bundle_fails_at_start_in_one_line(run):
     result = run("train.py", "model=n2v2", "data.pairing.strategy=uniform", "debug=tiny")
     assert result.returncode != 0
     assert "model=n2v2" in result.stderr and "data.pairing.strategy=median" in result.stderr
 
 
-@pytest.mark.slow
 def test_n2v_checkpoint_restores_a_fits_frame_with_infer_py(run, tmp_path):
     result = run("train.py", "model=n2v", "debug=tiny", "trainer.max_epochs=1", "logger=csv")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -107,7 +107,6 @@ def test_bad_config_is_one_line_error(run, override, expected):
     assert len(lines) == 1 and lines[0].startswith("error:") and expected in lines[0]
 
 
-@pytest.mark.slow
 def test_ddp_on_two_cpu_processes(run):
     result = run(
         "train.py",

@@ -422,7 +422,7 @@ def test_report_with_no_scorable_output_is_an_error(tmp_path, capsys):
     rgb = (np.random.default_rng(0).random((40, 40, 3)) * 255).astype(np.uint8)
     Image.fromarray(rgb).save(tmp_path / "in" / "a.png")
     cfg = make_cfg(tmp_path / "in", tmp_path / "out", report=str(tmp_path / "report"))
-    with pytest.raises(UserError, match=r"nothing would be scored.*pipeline.py.*references="):
+    with pytest.raises(UserError, match=r"nothing would be scored.*pass truth=.*realism axes"):
         run_inference(cfg, Loader())
     assert not (tmp_path / "report").exists()
     # A folder with at least one grey frame is scored (the colour one is named as skipped).

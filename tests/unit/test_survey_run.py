@@ -190,7 +190,6 @@ def test_kill_and_rerun_finishes_the_rest_and_writes_each_frame_once(tmp_path):
     assert manifest(out)["run"]["frames_total"] == 6
 
 
-@pytest.mark.slow
 def test_ddp_sim_predict_splits_frames_over_two_processes(tmp_path):
     # trainer=ddp_sim: Lightning's predict loop in two CPU processes; each frame is restored by
     # exactly one of them and written once, and rank 0 merges the manifests.

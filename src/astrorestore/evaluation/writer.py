@@ -176,17 +176,26 @@ def check_report_dir(report_dir: str | Path, keep: Iterable[str | Path] = ()) ->
 
 
 def write_report(
-    results: list[dict], report_dir: str | Path, title: str = "astrorestore evaluation"
+    results: list[dict],
+    report_dir: str | Path,
+    title: str = "astrorestore evaluation",
+    generative: list[dict] | None = None,
 ) -> Path:
     """Write report.json, CSV tables, PNG plots and summary.md into ``report_dir`` (atomically;
-    an existing folder is replaced only if it holds nothing but an earlier report)."""
+    an existing folder is replaced only if it holds nothing but an earlier report).
+
+    ``generative``: two-axis rows (:func:`astrorestore.evaluation.generative.score_frame`) of
+    generative outputs, kept under ``report.json``'s ``generative`` (with their means) and as a
+    table in summary.md."""
+    from astrorestore.evaluation.generative import generative_markdown, mean_measures
     from astrorestore.evaluation.plots import write_plots
     from astrorestore.evaluation.summary import summary_markdown
 
     check_report_dir(report_dir)
-    if not results:
+    generative = generative or []
+    if not results and not generative:
         raise UserError("no images were evaluated: pass at least one input (is the folder empty?)")
-    names = [r["name"] for r in results]
+    names = [r["name"] for r in [*results, *generative]]
     if len(set(names)) != len(names):
         raise UserError("evaluated images have duplicate names: give each image a unique name=")
     target = Path(report_dir)
@@ -194,19 +203,23 @@ def write_report(
     temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         umask_permissions(temp)
-        summary = aggregate(results)
+        summary = aggregate(results) if results else {}
         files = []
         for result in results:
             files += _write_tables(temp, result)
-        files += write_plots(temp, results)
+        files += write_plots(temp, results) if results else []
         payload = {
             "title": title,
             "images": [{k: v for k, v in r.items() if k != "tables"} for r in results],
             "aggregate": summary,
             "files": sorted(files + ["report.json", "summary.md"]),
         }
+        text = summary_markdown(title, results, summary, GOALS) if results else f"# {title}\n"
+        if generative:
+            payload["generative"] = {"images": generative, "mean": mean_measures(generative)}
+            text += generative_markdown(generative)
         (temp / "report.json").write_text(json.dumps(to_jsonable(payload), indent=2))
-        (temp / "summary.md").write_text(summary_markdown(title, results, summary, GOALS))
+        (temp / "summary.md").write_text(text)
         if target.exists():
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)

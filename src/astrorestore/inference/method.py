@@ -75,8 +75,9 @@ class Method:
             print(f"note: {image.path}: its alpha (transparency) channel is dropped; {dst} is RGB")
 
     # ------------------------------------------------------------------ restoring
-    def restore(self, image: LoadedImage) -> tuple[np.ndarray, list[str]]:
-        """The restored pixels and the HISTORY lines of this frame."""
+    def restore(self, image: LoadedImage) -> tuple[np.ndarray, list[str], np.ndarray | None]:
+        """The restored pixels, the HISTORY lines of this frame and, with ``num_samples`` > 1,
+        the per-pixel standard deviation of the samples (None otherwise)."""
         data, settings = image.data, self.settings
         if self.restorer is None:
             # Only the noise-model-driven baselines need the frame's gain and read noise.
@@ -88,23 +89,51 @@ class Method:
                 print(f"{image.path}: noise model {describe_noise(noise)}", flush=True)
             restored = classical_restorer(self.name, gain, read_noise)(data)
             history = list(self.history)
-        else:
-            restored = restore_image(
+            return self._finish(image, restored, history), history, None
+        history = [*self.history[:2], self._tiling_line(data.shape), *self.history[2:]]
+        n = settings.num_samples
+        # Sample k is drawn with seed + k (sample 0 is the num_samples=1 output); the mean and
+        # the std are accumulated one sample at a time (Welford), in float64: memory stays
+        # three frames whatever N.
+        mean = spread = None
+        for k in range(n):
+            sample = restore_image(
                 data,
                 self.restorer,
                 settings.tile_size,
                 settings.overlap,
                 settings.batch_size,
                 False,
-                settings.seed,
+                settings.seed + k,
             )
-            history = [*self.history[:2], self._tiling_line(data.shape), *self.history[2:]]
-        if self.stages.on_frames:
-            restored, lines = self.stages.frame(data, restored)
+            sample = self._finish(image, sample, history if k == 0 else None)
+            if mean is None:
+                mean, spread = sample.astype(np.float64), np.zeros(sample.shape)
+                continue
+            delta = sample - mean
+            mean += delta / (k + 1)
+            spread += delta * (sample - mean)
+        if n == 1:
+            return mean.astype(np.float32), history, None
+        history.append(
+            f"per-pixel mean of {n} samples (seeds {settings.seed}..{settings.seed + n - 1})"
+        )
+        std = np.sqrt(spread / (n - 1)).astype(np.float32)
+        return mean.astype(np.float32), history, std
+
+    def _finish(
+        self, image: LoadedImage, restored: np.ndarray, history: list[str] | None
+    ) -> np.ndarray:
+        """The frame stages applied to ``restored``; their lines go to ``history`` (and are
+        printed) unless it is None (the second and later samples of a frame)."""
+        if not self.stages.on_frames:
+            return restored
+        restored, lines = self.stages.frame(image.data, restored)
+        if history is not None:
             history.extend(lines)
             for line in lines:
                 print(f"{image.path}: {line}", flush=True)
-        return restored, history
+        return restored
 
     def _tiling_line(self, shape: tuple[int, ...]) -> str:
         tile, multiple = self.settings.tile_size, self.restorer.size_multiple
@@ -166,6 +195,12 @@ def build_method(settings: InferSettings, load_restorer: LoadRestorer) -> Method
         method = Method(name, 1, 1, history, "none", settings, stages=stages)
     else:
         method = _checkpoint_method(settings, load_restorer)
+    if settings.num_samples > 1 and (method.restorer is None or not method.restorer.stochastic):
+        raise UserError(
+            f"num_samples={settings.num_samples}: {method.name} restores in one deterministic "
+            "pass, so every sample would be the same; num_samples applies to stochastic "
+            "(diffusion) checkpoints only: drop it"
+        )
     if method.stages.psf_cores is not None:
         method.stages.psf_cores.progress = settings.progress
     return method

@@ -52,11 +52,28 @@ class Restorer:
     name: str
     ckpt_path: str
     postprocess: Postprocess = field(default_factory=Postprocess)
+    #: the training pairing's config (``data.pairing`` of the checkpoint's run): how its inputs
+    #: were made from the truth, for the consistency check of ``report=``; None if unknown
+    pairing: dict | None = None
 
     @property
     def stochastic(self) -> bool:
-        """True when outputs depend on random draws (tiles then share one seeded generator)."""
+        """True when outputs depend on random draws (tiles then share one seeded generator):
+        ``infer.py num_samples=N`` then draws N samples; any restorer callable says so with a
+        ``stochastic`` attribute, so infer.py never asks which model it is."""
         return bool(getattr(self.fn, "stochastic", False))
+
+    def forward_model(self) -> Any:
+        """The noiseless forward model that made this model's training inputs from their truth
+        (blur + down-sampling for super-resolution, luminance for colorization), or None."""
+        from astrorestore.evaluation.generative import forward_model_of
+
+        if not self.pairing or "_target_" not in self.pairing:
+            return None
+        try:
+            return forward_model_of(instantiate(OmegaConf.create(self.pairing), noise=None))
+        except Exception:  # a pairing this astrorestore cannot rebuild: no consistency check
+            return None
 
     def __call__(
         self, tiles: torch.Tensor, generator: torch.Generator | None = None
@@ -171,4 +188,5 @@ def load_restorer(
         name=str(meta.get("model")),
         ckpt_path=str(path.resolve()),
         postprocess=stages,
+        pairing=(meta.get("config") or {}).get("data", {}).get("pairing"),
     )

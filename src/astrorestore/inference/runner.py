@@ -24,8 +24,8 @@ from astrorestore.inference.restorer import Restorer
 from astrorestore.inference.scoring import Scorer, check_truths_kept, resolve_truths
 from astrorestore.inference.settings import InferSettings
 from astrorestore.inference.survey import RunPlan, restore_frames
-from astrorestore.io.formats import LoadedImage
-from astrorestore.io.images import read_image
+from astrorestore.io.formats import LoadedImage, image_format
+from astrorestore.io.images import read_image, std_path
 from astrorestore.io.paths import resolve_io
 
 
@@ -54,13 +54,35 @@ def preflight(
     return shapes
 
 
+def check_std_paths(pairs: list[tuple[Path, Path]], truths: dict[Path, Path]) -> None:
+    """A photograph's ``<name>_std.<ext>`` (``num_samples`` > 1) must not land on an input, a
+    truth or another output of the run."""
+    taken = {p.expanduser().resolve(): p for pair in pairs for p in pair}
+    taken |= {p.expanduser().resolve(): p for p in truths.values()}
+    for _, dst in pairs:
+        if image_format(dst) == "fits":
+            continue  # the std is an extension of the output itself
+        clash = taken.get(std_path(dst).expanduser().resolve())
+        if clash is not None:
+            raise UserError(
+                f"num_samples: the standard deviation of {dst.name} would be written to "
+                f"{std_path(dst)}, which is {clash} of this run; rename that file or pass "
+                "another output folder"
+            )
+
+
 def plan_run(settings: InferSettings, method: Method) -> RunPlan:
     """The frames to restore and where the run's report and manifest go; everything that can
     be checked without reading a frame is checked here, before anything is written."""
     pairs = resolve_io(settings.input, settings.output)
     truths = resolve_truths(settings.truth, [src for src, _ in pairs])
     check_truths_kept(pairs, truths)
-    scorer = Scorer(settings.report, settings.evaluation) if settings.report else None
+    if settings.num_samples > 1:
+        check_std_paths(pairs, truths)
+    scorer = None
+    if settings.report:
+        forward = method.restorer.forward_model() if method.restorer is not None else None
+        scorer = Scorer(settings.report, settings.evaluation, forward)
     if truths and scorer is None:
         raise UserError("truth= is only used for scoring: pass report=<dir> as well")
     if settings.report:

@@ -214,14 +214,23 @@ def image_noise_model(image: LoadedImage, evaluation: Mapping[str, Any]) -> Fram
 
 
 class Scorer:
-    """Collects per-image evaluations and writes one report folder at the end."""
+    """Collects per-image evaluations and writes one report folder at the end.
 
-    def __init__(self, report_dir: Any, options: dict[str, Any]) -> None:
+    Grey frames restored at their own size get the astronomy evaluation
+    (:func:`astrorestore.evaluation.evaluate_image`); any other output with its truth
+    (super-resolved, coloured, or the mean of samples) gets the two-axis evaluation
+    (:func:`astrorestore.evaluation.generative.score_frame`), its consistency measured with
+    ``forward``, the checkpoint's forward model (None: left out)."""
+
+    def __init__(self, report_dir: Any, options: dict[str, Any], forward: Any = None) -> None:
         self.report_dir = Path(str(report_dir)).expanduser()
         if self.report_dir.exists() and not self.report_dir.is_dir():
             raise UserError(f"report={self.report_dir} exists and is not a folder; pass a folder")
         self.options = options
+        self.forward = forward
         self.results: list[dict] = []
+        self.generative: list[dict] = []
+        self.lpips: Any = None
         self.skipped: list[str] = []
 
     def add(
@@ -232,13 +241,26 @@ class Scorer:
         truth: np.ndarray | None,
         unit: str | None = None,
         err: np.ndarray | None = None,
+        std: np.ndarray | None = None,
+        n_samples: int = 1,
         noise: FrameNoise | None = None,
     ) -> None:
         """Score one frame; ``unit`` is its BUNIT (None: assumed electrons, as for non-FITS);
         ``err`` its noise map (a FITS ERR extension), which replaces the gain/read-noise model;
+        ``std`` the per-pixel std of ``n_samples`` samples whose mean ``restored`` is;
         ``noise`` its noise model (``frame_noise_model``; from ``noisy`` alone when None)."""
         from astrorestore.evaluation import evaluate_image
 
+        astronomy = restored.ndim == 2 and restored.shape == noisy.shape and std is None
+        if truth is not None and not astronomy:
+            from astrorestore.evaluation.generative import lpips_with_weights, score_frame
+
+            if not self.generative:  # built once, for the run's first generative frame
+                self.lpips = lpips_with_weights()
+            self.generative.append(
+                score_frame(name, restored, noisy, truth, self.forward, std, n_samples, self.lpips)
+            )
+            return
         if restored.ndim != 2 or restored.shape != noisy.shape:
             # Photometry compares a frame with its own input pixel by pixel.
             self.skipped.append(name)
@@ -279,9 +301,9 @@ class Scorer:
                 "rescaled output; the astronomy evaluation needs grey frames of the input's size)",
                 flush=True,
             )
-        if not self.results:
+        if not self.results and not self.generative:
             return None
-        path = write_report(self.results, self.report_dir, title=title)
+        path = write_report(self.results, self.report_dir, title=title, generative=self.generative)
         print(f"report: {path / 'summary.md'}", flush=True)
         return path
 
@@ -299,8 +321,9 @@ def check_scorable(
     shapes: dict[Path, tuple[int, ...]], scale: int, out_channels: int, name: str
 ) -> None:
     """``report=`` evaluates grey frames restored at their own size (photometry compares a
-    frame with its input pixel by pixel); refuse a run in which no output would be scored,
-    instead of writing every output and then no report."""
+    frame with its input pixel by pixel) and, against a truth, generative outputs (the two
+    axes); refuse a run in which no output would be scored, instead of writing every output
+    and then no report."""
     if any(
         len(shape) == 2 and output_shape(shape, scale, out_channels) == shape
         for shape in shapes.values()
@@ -310,6 +333,6 @@ def check_scorable(
     raise UserError(
         "report= scores grey (H, W) frames restored at their own size and no output of this "
         f"run is one ({name} gives {src.name} {shape} as {output_shape(shape, scale, out_channels)}"
-        "), so nothing would be scored; for PSNR/SSIM of colour or super-resolved outputs use python pipeline.py "
-        "ckpt_paths='[<ckpt>]' input=<in> output=<dir> references=<truth folder>, or drop report="
+        "), so nothing would be scored; pass truth=<file|folder> to score colour or "
+        "rescaled outputs on the distortion and realism axes, or drop report="
     )

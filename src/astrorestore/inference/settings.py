@@ -135,6 +135,7 @@ class InferSettings:
     seed: int = 0
     sample_steps: int | None = None
     sampler: str | None = None
+    num_samples: int = 1
     overwrite: bool = False
     workers: int = 1
     trainer: dict | None = None
@@ -197,6 +198,7 @@ class InferSettings:
             seed=c.integer("seed", 0, 0),
             sample_steps=c.integer("sample_steps", None, 1),
             sampler=sampler,
+            num_samples=c.integer("num_samples", 1, 1),
             overwrite=c.boolean("overwrite", False),
             workers=c.integer("workers", 1, 0),
             trainer=trainer,
@@ -229,5 +231,7 @@ class InferSettings:
             "gain": self.evaluation.get("gain") if self.method or frame_stages else None,
             "read_noise": self.evaluation.get("read_noise") if self.method else None,
         }
+        if self.num_samples > 1:  # only then: outputs of one sample keep their earlier digest
+            keys["num_samples"] = self.num_samples
         text = json.dumps(keys, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -44,12 +44,14 @@ def frame_unit(source: Any) -> str | None:
 
 @dataclass
 class Restoration:
-    """A frame's restored pixels, its HISTORY lines and when its work began."""
+    """A frame's restored pixels, its HISTORY lines, when its work began and, for the mean of
+    ``num_samples`` > 1 samples, their per-pixel standard deviation."""
 
     frame: Frame
     pixels: np.ndarray
     history: list[str]
     started: float
+    std: np.ndarray | None = None
 
 
 @dataclass
@@ -74,8 +76,8 @@ def restore_frame(method: Method, frame: Frame) -> Restoration:
     image = frame.image
     assert image is not None
     method.check_frame(image, frame.job.dst, frame.job.truth)
-    pixels, history = method.restore(image)
-    return Restoration(frame, pixels, history, started)
+    pixels, history, std = method.restore(image)
+    return Restoration(frame, pixels, history, started, std)
 
 
 def write_restoration(method: Method, restoration: Restoration, scorer: Scorer | None) -> None:
@@ -83,6 +85,8 @@ def write_restoration(method: Method, restoration: Restoration, scorer: Scorer |
     frame, image = restoration.frame, restoration.frame.image
     assert image is not None
     keywords = method.keywords(frame.fingerprint)
+    samples = method.settings.num_samples
+    noise = err = None
     if scorer is not None:
         # A FITS input's noise map (JWST, HST ERR) is its own noise model, in its units; its
         # gain and read noise come from its header (or its pixels), found before anything is
@@ -92,13 +96,29 @@ def write_restoration(method: Method, restoration: Restoration, scorer: Scorer |
         header = frame_keywords(image.path, image.hdu_index or 0) if fits_input else None
         noise = scorer.noise_model(image.data, header, err)
     write_image(
-        frame.job.dst, restoration.pixels, image, restoration.history, keywords, method.scale
+        frame.job.dst,
+        restoration.pixels,
+        image,
+        restoration.history,
+        keywords,
+        method.scale,
+        std=restoration.std,
+        std_note=f"per-pixel standard deviation of {samples} samples, in the output's units",
     )
     if scorer is not None:
         truth_path = frame.job.truth
         truth = read_image(truth_path, hdu=method.settings.hdu).data if truth_path else None
-        unit = frame_unit(image)
-        scorer.add(image.path.name, restoration.pixels, image.data, truth, unit, err, noise)
+        scorer.add(
+            image.path.name,
+            restoration.pixels,
+            image.data,
+            truth,
+            frame_unit(image),
+            err,
+            std=restoration.std,
+            n_samples=samples,
+            noise=noise,
+        )
 
 
 class FrameLog:
@@ -187,7 +207,7 @@ def check_outcome(log: FrameLog, manifest: Path | None) -> None:
     """End a run with the report (if any) and an error if a frame failed or nothing scored."""
     scorer = log.plan.scorer
     if scorer is not None:
-        if not scorer.results and log.shapes:
+        if not scorer.results and not scorer.generative and log.shapes:
             check_scorable(log.shapes, log.method.scale, log.method.out_channels, log.method.name)
         scorer.write(f"astrorestore evaluation: {log.method.name}")
     if log.failures:

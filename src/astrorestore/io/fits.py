@@ -37,6 +37,8 @@ _STALE_FITS_CARDS = ("CHECKSUM", "DATASUM", "BLANK", "BSCALE", "BZERO")
 # Per-pixel noise of the science array (JWST, HST): true of the input, not of a restored output.
 INPUT_NOISE_EXTENSIONS = ("ERR", "VAR_POISSON", "VAR_RNOISE", "VAR_FLAT")
 INPUT_SUFFIX = "_IN"
+#: The extension holding the per-pixel standard deviation of an output that is a mean of samples.
+STD_EXTENSION = "SR_STD"
 
 
 def read_fits(path: Path, hdu: int | str | None) -> LoadedImage:
@@ -102,8 +104,13 @@ def write_fits(
     keywords: dict[str, tuple[Any, str]],
     scale: int = 1,
     name: str | None = None,
+    std: np.ndarray | None = None,
+    std_note: str = "per-pixel standard deviation, in the output's units",
 ) -> None:
     """Copy the source file with the science data replaced by ``restored``.
+
+    ``std``: the per-pixel uncertainty of ``restored``, appended as the image extension
+    ``SR_STD`` with the science header's WCS and BUNIT and ``std_note`` as a COMMENT.
 
     A restored image of the source's shape keeps the on-disk shape (degenerate axes included);
     a scaled image gets its WCS rescaled; a colour image is written as a (3, H, W) cube.
@@ -146,6 +153,10 @@ def write_fits(
                     *history,
                     f"input noise kept as {', '.join(renamed)}: it is not the output's noise",
                 ]
+            # An input's own SR_STD (an output restored again) describes other pixels.
+            for stale in [h for h in hdul[1:] if h.name.upper() == STD_EXTENSION and h is not sci]:
+                hdul.remove(stale)
+                history = [*history, f"the input's {STD_EXTENSION} extension dropped"]
             for line in history:
                 header.add_history(line)
             for key, (value, comment) in keywords.items():
@@ -154,10 +165,32 @@ def write_fits(
                 header[RGB_KEYWORD] = ("RGB", "the 3 planes are one colour image: R, G, B")
             else:
                 header.remove(RGB_KEYWORD, ignore_missing=True)
+            if std is not None:
+                hdul.append(_std_hdu(std, header, std_note))
             if tmp.name.lower().endswith(".gz"):
                 _write_gzip(hdul, tmp, (name or tmp.name)[: -len(".gz")])
             else:
                 hdul.writeto(tmp, overwrite=True, output_verify="silentfix")
+
+
+def _std_hdu(std: np.ndarray, science: Any, note: str) -> Any:
+    """The ``SR_STD`` extension: ``std`` laid out as the science data (a colour image as a
+    (3, H, W) cube), with the science header's celestial WCS and BUNIT."""
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    data = np.array(std, dtype=np.float32)
+    if data.ndim == 3:
+        data = np.ascontiguousarray(np.moveaxis(data, -1, 0))
+    header = fits.Header()
+    try:
+        header.update(WCS(science).celestial.to_header())
+    except Exception:  # no usable WCS in the science header: the extension has none either
+        pass
+    if "BUNIT" in science:
+        header["BUNIT"] = (science["BUNIT"], "same units as the science data")
+    header.add_comment(f"astrorestore: {note}")
+    return fits.ImageHDU(data, header=header, name=STD_EXTENSION)
 
 
 def _write_gzip(hdul: Any, tmp: Path, inner_name: str) -> None:

@@ -117,6 +117,14 @@ def check_output(path: Path, source: LoadedImage, colour: bool | None = None) ->
         )
 
 
+def std_path(path: str | Path) -> Path:
+    """Where a photograph's per-pixel standard deviation goes: ``<name>_std.<ext>`` beside it
+    (FITS outputs carry it as their ``SR_STD`` extension instead)."""
+    path = Path(path)
+    suffix = image_suffix(path) or path.suffix
+    return path.with_name(path.name[: len(path.name) - len(suffix)] + "_std" + suffix)
+
+
 def write_image(
     path: str | Path,
     restored: np.ndarray,
@@ -124,6 +132,8 @@ def write_image(
     history: list[str],
     keywords: dict[str, tuple[Any, str]],
     scale: int = 1,
+    std: np.ndarray | None = None,
+    std_note: str = "per-pixel standard deviation, in the output's units",
 ) -> None:
     """Write ``restored`` in the source's format, atomically.
 
@@ -132,6 +142,10 @@ def write_image(
     rescaled for a scale factor); only its data are replaced (as float32, unscaled), with
     ``history`` appended and ``keywords`` set. Other formats cannot carry that metadata and
     ignore ``history``/``keywords``.
+
+    ``std`` (the shape of ``restored``): its uncertainty, written as the FITS extension
+    ``SR_STD`` (``std_note`` in its header) or, for other formats, as :func:`std_path` in the
+    same format and data type (an 8-bit photograph's std rounds to whole levels).
     """
     path = Path(path).expanduser()
     check_output(path, source, colour=restored.ndim == 3)
@@ -140,11 +154,23 @@ def write_image(
         raise ValueError(
             f"restored shape {restored.shape} does not fit source {source.data.shape} at scale {scale}"
         )
+    if std is not None and std.shape != restored.shape:
+        raise ValueError(f"std shape {std.shape} does not match the output {restored.shape}")
+    if std is not None and source.format != "fits":
+        _write_atomically(std_path(path), std, source, None)
+    _write_atomically(path, restored, source, (history, keywords, scale, std, std_note))
+
+
+def _write_atomically(
+    path: Path, pixels: np.ndarray, source: LoadedImage, fits_parts: tuple | None
+) -> None:
+    """``pixels`` into ``path`` in the source's format; ``fits_parts`` = (history, keywords,
+    scale, std, std_note) of a FITS output."""
     try:
         with atomic_path(path) as tmp:
             if source.format == "fits":
                 try:
-                    write_fits(tmp, restored, source, history, keywords, scale, path.name)
+                    write_fits(tmp, pixels, source, *fits_parts[:3], path.name, *fits_parts[3:])
                 except (TypeError, ValueError, EOFError) as exc:
                     # Extensions are only read here; a damaged one (e.g. truncated .fits.gz,
                     # which astropy does not flag on open) first shows up now.
@@ -153,7 +179,7 @@ def write_image(
                         "is it a complete FITS file?"
                     ) from exc
             else:
-                _WRITERS[source.format](tmp, restored, source)
+                _WRITERS[source.format](tmp, pixels, source)
     except OSError as exc:
         raise UserError(
             f"cannot write {path}: {short_reason(exc)}; check that the output folder is writable"

@@ -80,10 +80,25 @@ def calibration_summary(
     standard deviation, in the samples' units)."""
     tensor = _samples(samples)
     mean, std = sample_mean_std(tensor)
-    summary: dict[str, float] = {"n_samples": float(tensor.shape[0])}
+    return moments_calibration(mean, std, tensor.shape[0], truth, levels)
+
+
+def moments_calibration(
+    mean: Tensor | np.ndarray,
+    std: Tensor | np.ndarray,
+    n_samples: int,
+    truth: Tensor | np.ndarray,
+    levels: Sequence[float] = (1.0, 2.0),
+) -> dict[str, float]:
+    """:func:`calibration_summary` from the per-pixel mean and std (Bessel-corrected) of
+    ``n_samples`` samples, when only those were kept (``infer.py num_samples=N``)."""
+    if n_samples < 2:
+        raise UserError(f"calibration needs at least 2 samples, got {n_samples}")
+    std_ = as_float_tensor(std)
+    summary: dict[str, float] = {"n_samples": float(n_samples)}
     for k in levels:
         name = f"{k:g}sigma"
-        summary[f"coverage_{name}"] = float(coverage(mean, std, truth, k))
-        summary[f"expected_{name}"] = expected_coverage(k, tensor.shape[0])
-    summary["mean_std"] = float(std[torch.isfinite(std)].mean())
+        summary[f"coverage_{name}"] = float(coverage(mean, std_, truth, k))
+        summary[f"expected_{name}"] = expected_coverage(k, n_samples)
+    summary["mean_std"] = float(std_[torch.isfinite(std_)].mean())
     return summary

@@ -65,18 +65,20 @@ class NoiseModel:
         # Validated on every change: a curriculum stage sets it from config values.
         self._exposure_range = _as_range(value)
 
-    def scale(self, clean: Tensor, rng: torch.Generator | None = None) -> Tensor:
-        """``t * clean`` with one exposure factor ``t`` per image, log-uniform in the range."""
+    def exposure(self, clean: Tensor, rng: torch.Generator | None = None) -> Tensor | float:
+        """One exposure factor ``t`` per image (``(B, 1, ..., 1)``), log-uniform in the range."""
         lo, hi = self._exposure_range
-        clean = clean.float()
         if lo == hi:
             # No draw at all, so a fixed exposure does not shift the generator's stream.
-            return clean * lo
+            return lo
         shape = (clean.shape[0],) + (1,) * (clean.dim() - 1)
         u = torch.rand(shape, generator=rng, device=clean.device)
         log_lo, log_hi = math.log(lo), math.log(hi)
-        t = torch.exp(log_lo + u * (log_hi - log_lo))
-        return clean * t
+        return torch.exp(log_lo + u * (log_hi - log_lo))
+
+    def scale(self, clean: Tensor, rng: torch.Generator | None = None) -> Tensor:
+        """``t * clean`` with one exposure factor ``t`` per image, log-uniform in the range."""
+        return clean.float() * self.exposure(clean, rng)
 
     def resample(self, target: Tensor, rng: torch.Generator | None = None) -> None:
         """Draw the per-image parameters (none by default) used by the next ``corrupt`` calls."""
@@ -99,22 +101,42 @@ class NoiseModel:
         latest parameters; ``None`` for artefacts that have no sigma (drop-outs, cosmic rays)."""
         return None
 
-    def __call__(self, clean: Tensor, rng: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """Return ``(noisy, target)``, float32, same shape and device as ``clean``."""
-        target = self.scale(clean, rng)
-        return self.draw(target, rng), target
+    def _scaled(
+        self, clean: Tensor, rng: torch.Generator | None, pedestal: Tensor | None
+    ) -> tuple[Tensor, Tensor | float]:
+        """``(target, offset)``: the scaled clean scene and the scaled pedestal (0 if none)."""
+        t = self.exposure(clean, rng)
+        target = clean.float() * t
+        return target, (0.0 if pedestal is None else pedestal.float() * t)
+
+    def __call__(
+        self, clean: Tensor, rng: torch.Generator | None = None, pedestal: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Return ``(noisy, target)``, float32, same shape and device as ``clean``.
+
+        ``pedestal`` (electrons, broadcastable to ``clean``) is a level subtracted from the frame
+        after detection (an over-subtracted sky makes ``clean`` negative): the noise is drawn on
+        the photons that arrived, ``clean + pedestal``, and the pedestal subtracted afterwards,
+        so the noisy frame's variance is the true photons' while its mean stays ``target``.
+        """
+        target, offset = self._scaled(clean, rng, pedestal)
+        if pedestal is None:
+            return self.draw(target, rng), target
+        return self.draw(target + offset, rng) - offset, target
 
     def sample_pair(
-        self, clean: Tensor, rng: torch.Generator | None = None
+        self, clean: Tensor, rng: torch.Generator | None = None, pedestal: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Two independent noisy realisations of the same scaled scene: ``(noisy1, noisy2, target)``."""
-        target = self.scale(clean, rng)
+        """Two independent noisy realisations of the same scaled scene: ``(noisy1, noisy2,
+        target)`` (``pedestal`` as in ``__call__``)."""
+        target, offset = self._scaled(clean, rng, pedestal)
+        photons = target + offset
         if type(self).draw is not NoiseModel.draw:
             # A subclass written against the older API (draw only): two full draws.
-            return self.draw(target, rng), self.draw(target, rng), target
+            return self.draw(photons, rng) - offset, self.draw(photons, rng) - offset, target
         # One set of per-image parameters (same detector), two independent noise draws.
-        self.resample(target, rng)
-        return self.corrupt(target, rng), self.corrupt(target, rng), target
+        self.resample(photons, rng)
+        return self.corrupt(photons, rng) - offset, self.corrupt(photons, rng) - offset, target
 
 
 class PoissonGaussianNoise(NoiseModel):

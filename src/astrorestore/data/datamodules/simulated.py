@@ -38,6 +38,14 @@ def _render_set(seq: np.random.SeedSequence, n: int, size: int, scene: dict) -> 
     return np.stack(fields) if fields else np.zeros((0, size, size), np.float32), catalogs
 
 
+def _pedestals(catalogs: list[dict], *others: list[dict]) -> np.ndarray | None:
+    """The subtracted sky level of each field of ``catalogs``; None when no field of any set has
+    one, so every split's items have the same keys and configs without pedestals are as before."""
+    if not any(c.get("pedestal", 0.0) for cats in (catalogs, *others) for c in cats):
+        return None
+    return np.array([c.get("pedestal", 0.0) for c in catalogs], dtype=np.float64)
+
+
 def _grid_positions(field_size: int, patch_size: int, n: int) -> list[tuple[int, int]]:
     """``n`` fixed top-left corners spread over a regular grid covering the field."""
     per_side = int(np.ceil(np.sqrt(n)))
@@ -57,9 +65,11 @@ class RandomPatchDataset(PerProcessRng, Dataset):
         patch_size: int,
         length: int,
         source_patch_fraction: float = 0.0,
+        pedestals: np.ndarray | None = None,
     ) -> None:
         self.fields = fields
         self.skies = skies
+        self.pedestals = pedestals
         self.patch_size = patch_size
         self.length = length
         self.source_patch_fraction = source_patch_fraction
@@ -85,23 +95,39 @@ class RandomPatchDataset(PerProcessRng, Dataset):
         patch = np.rot90(patch, k=int(rng.integers(4)))
         if rng.random() < 0.5:
             patch = patch[:, ::-1]
-        return {"clean": torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32))[None]}
+        item = {"clean": torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32))[None]}
+        return _with_pedestal(item, self.pedestals, field)
+
+
+def _with_pedestal(item: dict, pedestals: np.ndarray | None, field: int) -> dict[str, Tensor]:
+    """Add the field's subtracted sky level as a map (see ``render_field``), if it has any."""
+    if pedestals is not None:
+        item["pedestal"] = torch.full_like(item["clean"], float(pedestals[field]))
+    return item
 
 
 class FixedCrops(Dataset):
     """Fixed crops of fields: ``{"clean": (1, P, P)}`` in electrons, the same in every epoch."""
 
-    def __init__(self, fields: np.ndarray, patch_size: int, per_field: int) -> None:
+    def __init__(
+        self,
+        fields: np.ndarray,
+        patch_size: int,
+        per_field: int,
+        pedestals: np.ndarray | None = None,
+    ) -> None:
         corners = _grid_positions(fields.shape[-1], patch_size, per_field)
         p = patch_size
         crops = [field[y : y + p, x : x + p] for field in fields for (y, x) in corners]
         self.clean = torch.from_numpy(np.stack(crops)[:, None].copy())
+        self.per_field = len(corners)
+        self.pedestals = pedestals
 
     def __len__(self) -> int:
         return self.clean.shape[0]
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        return {"clean": self.clean[index]}
+        return _with_pedestal({"clean": self.clean[index]}, self.pedestals, index // self.per_field)
 
 
 class SimulatedFieldDataModule(PairedDataModule):
@@ -205,15 +231,29 @@ class SimulatedFieldDataModule(PairedDataModule):
         self.test_fields, self.test_catalogs = _render_set(
             test_seq, hp.n_test_fields, hp.field_size, self.scene
         )
-        skies = np.array([c["sky"] for c in self.train_catalogs], dtype=np.float64)
+        # The clean field's sky is what remains after the pedestal (see render_field).
+        skies = np.array(
+            [c["sky"] - c.get("pedestal", 0.0) for c in self.train_catalogs], dtype=np.float64
+        )
         train = RandomPatchDataset(
             self.train_fields,
             skies,
             self.patch_size,
             hp.patches_per_epoch,
             self.source_patch_fraction,
+            _pedestals(self.train_catalogs, self.val_catalogs, self.test_catalogs),
         )
         per_field = hp.val_patches_per_field
-        val = FixedCrops(self.val_fields, self.patch_size, per_field)
-        test = FixedCrops(self.test_fields, self.patch_size, per_field)
+        val = FixedCrops(
+            self.val_fields,
+            self.patch_size,
+            per_field,
+            _pedestals(self.val_catalogs, self.train_catalogs, self.test_catalogs),
+        )
+        test = FixedCrops(
+            self.test_fields,
+            self.patch_size,
+            per_field,
+            _pedestals(self.test_catalogs, self.train_catalogs, self.val_catalogs),
+        )
         return train, val, test

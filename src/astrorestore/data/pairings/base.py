@@ -2,7 +2,9 @@
 
 A data module delivers batches in physical units with some of these keys:
 ``clean`` (the scene without noise, when known), ``noisy`` (an observed frame), ``noisy2``
-(a second, independent exposure of the same scene), ``valid`` (usable pixels).
+(a second, independent exposure of the same scene), ``valid`` (usable pixels), ``pedestal``
+(a level subtracted from a clean simulated field after detection; the noise is drawn on
+``clean + pedestal``, see ``NoiseModel.__call__``).
 A pairing turns such a batch into the keys every module understands, still in physical units:
 
 - ``input``: what the network is trained on;
@@ -85,7 +87,13 @@ class Pairing:
             return batch["noisy"].float(), None if clean is None else clean.float()
         if clean is None:
             raise ValueError("a batch needs 'clean' or 'noisy'")
-        noisy, truth = self._require_noise()(clean.float(), rng)
+        # A simulated field whose sky was over-subtracted carries the subtracted level: the
+        # noise comes from the photons that arrived (see NoiseModel.__call__).
+        pedestal = batch.get("pedestal")
+        if pedestal is None:
+            noisy, truth = self._require_noise()(clean.float(), rng)
+        else:
+            noisy, truth = self._require_noise()(clean.float(), rng, pedestal=pedestal)
         return noisy, truth
 
     def __call__(self, batch: Batch, rng: torch.Generator | None = None) -> Batch:
@@ -141,7 +149,9 @@ class Noise2NoisePairing(Pairing):
         if "noisy" in batch and "noisy2" in batch:
             first, second = batch["noisy"].float(), batch["noisy2"].float()
         elif clean is not None:
-            first, second, truth = self._require_noise().sample_pair(clean.float(), rng)
+            first, second, truth = self._require_noise().sample_pair(
+                clean.float(), rng, pedestal=batch.get("pedestal")
+            )
         else:
             raise ValueError("Noise2Noise pairing needs 'clean' or 'noisy' + 'noisy2'")
         out: Batch = {"input": first, "target": second}

@@ -20,9 +20,15 @@ from astropy.modeling.models import Sersic2D
 from scipy.signal import fftconvolve
 
 from astrorestore.checks import check_range
+from astrorestore.data.simulation.background import apply_background, draw_background
+from astrorestore.data.simulation.draws import check_probability, draw_flag
+from astrorestore.data.simulation.draws import draw_count as _draw_count
+from astrorestore.data.simulation.draws import draw_float as _draw_float
+from astrorestore.data.simulation.extended import add_extended
 from astrorestore.data.simulation.psf import (
     PSF,
     PSF_FAMILIES,
+    StampPSF,
     bin_oversampled,
     moffat_alpha,
     oversampled_grid,
@@ -67,35 +73,6 @@ def _check_flux_range(name: str, value: tuple[float, float]) -> tuple[float, flo
     return check_range(name, value, low=0.0, strict_low=True)
 
 
-def _is_scalar(value: object) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-
-
-def _draw_float(rng: np.random.Generator, key: str, value, low: float, log: bool) -> float:
-    """A scalar as given, or one draw from a ``[lo, hi]`` range (log-uniform if ``log``).
-
-    Scalars make no draw at all, so today's fields keep their random stream bit for bit.
-    """
-    if _is_scalar(value):
-        return float(value)
-    lo, hi = check_range(key, value, low=low, strict_low=True)
-    if log:
-        return float(lo * (hi / lo) ** rng.random())
-    return float(rng.uniform(lo, hi))
-
-
-def _draw_count(rng: np.random.Generator, key: str, value) -> int:
-    """A count as given, or a uniform integer in an inclusive ``[lo, hi]`` range."""
-    if _is_scalar(value):
-        return int(value)
-    lo, hi = check_range(key, value, low=0.0)
-    if lo != int(lo) or hi != int(hi):
-        raise UserError(
-            f"{key}={value!r} is invalid: use whole numbers [lo, hi] with 0 <= lo <= hi"
-        )
-    return int(rng.integers(int(lo), int(hi) + 1))
-
-
 def _draw_family(rng: np.random.Generator, psf) -> str:
     """A family name, or one drawn from a ``{family: probability}`` mapping."""
     if isinstance(psf, str):
@@ -133,6 +110,10 @@ def render_field(
     spike_length: float = 10.0,
     spike_intensity: float = 0.05,
     saturation: float | None = None,
+    background: Mapping | None = None,
+    extended: Mapping | None = None,
+    bleed: float = 0.0,
+    psf_file: str | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Render a noiseless field in electrons, sky included, and its source catalog.
 
@@ -163,6 +144,20 @@ def render_field(
         spike_length: e-folding length of the spikes (pixels).
         spike_intensity: fraction of a star's flux in its spikes, in [0, 1).
         saturation: full well (electrons); pixels above it are clipped to it. ``None``: off.
+        background: ``scene.background`` (see ``background.BACKGROUND_DEFAULTS``): per-field
+            gradient, vignetting, nebulosity and subtracted pedestal, each with its probability.
+        extended: ``scene.extended`` (see ``extended.EXTENDED_DEFAULTS``): Sersic galaxies larger
+            than a patch, with dust lanes.
+        bleed: probability that a field's saturated charge bleeds along its columns (needs
+            ``saturation``) instead of being clipped away.
+        psf_file: a FITS stamp of a measured star, used instead of the analytic ``psf``.
+
+    Everything added after the PSF and the sky (large galaxies, gradient, nebulosity,
+    vignetting, bleeding, pedestal) is drawn after the stars and galaxies, and only when switched
+    on, so the fields of configs without it are unchanged bit for bit. The returned image is the
+    clean field *after* the pedestal was subtracted (negative where the sky was over-subtracted);
+    ``catalog["pedestal"]`` is that level, and the photons that arrived are
+    ``image + catalog["pedestal"]`` (the level the noise must be drawn from).
 
     Returns:
         ``(image, catalog)``: ``image`` is float32 ``(H, W)``; ``catalog`` holds arrays ``x``
@@ -170,18 +165,25 @@ def render_field(
         (pixels, 0 for stars), ``sersic_n`` (0 for stars), ``saturated`` (bool: the source's
         central pixel reached the full well), and the scalars ``sky``, ``psf_fwhm``,
         ``psf_beta`` (NaN outside Moffat), ``psf_family``, ``saturation`` and ``psf`` (the
-        keywords that rebuild this field's PSF, e.g. ``render_psf_stamp(**catalog["psf"])``).
+        keywords that rebuild this field's PSF, e.g. ``render_psf_stamp(**catalog["psf"])``),
+        and, when any of ``background``, ``extended``, ``bleed`` or ``psf_file`` is given,
+        ``pedestal`` (electrons subtracted after detection, 0 when off), ``background`` (the
+        drawn background features), ``extended`` (a list of the large galaxies' draws) and
+        ``bleed`` (whether saturated charge bled).
     """
     h, w = _field_shape(size)
     settings = _draw_field_settings(rng, psf, psf_fwhm, psf_beta, sky, n_stars, n_galaxies)
     _check_counts_and_levels(settings, n_bright_stars, saturation)
-    field_psf = PSF(
+    # A user's PSF replaces the analytic one; the family and width are still drawn above, so the
+    # rest of the field's stream does not depend on whether a file is given.
+    field_psf = _make_psf(
+        psf_file,
         settings.family,
         settings.fwhm,
         settings.beta,
-        int(spikes),
-        float(spike_length),
-        float(spike_intensity),
+        spikes,
+        spike_length,
+        spike_intensity,
     )
     star_range = _check_flux_range("scene.star_flux_range", star_flux_range)
     galaxy_range = _check_flux_range("scene.galaxy_flux_range", galaxy_flux_range)
@@ -191,14 +193,43 @@ def render_field(
         image, rng, field_psf, settings.n_stars, n_bright_stars, star_range, flux_slope
     )
     galaxies = _add_galaxies(image, rng, field_psf, settings.n_galaxies, galaxy_range, flux_slope)
+    large = add_extended(image, rng, extended, field_psf)
+    drawn_background = draw_background(rng, background, settings.sky)
+    apply_background(image, rng, drawn_background, settings.sky)
+    check_probability("scene.bleed", bleed)
+    bleeds = saturation is not None and draw_flag(rng, "scene.bleed", bleed)
+    if bleeds:
+        # Charge above the full well runs along the column instead of being lost.
+        bleed_columns(image, float(saturation))
     saturated = _saturate(
         image,
         np.concatenate([stars.x, galaxies.x]),
         np.concatenate([stars.y, galaxies.y]),
         saturation,
     )
+    if drawn_background.pedestal:
+        image -= drawn_background.pedestal
     catalog = _catalog(stars, galaxies, saturated, settings, field_psf, saturation)
+    if background is not None or extended is not None or bleed or psf_file is not None:
+        # Only calls that use these options get their keys: older catalogs stay as they were.
+        catalog.update(
+            pedestal=drawn_background.pedestal,
+            background=drawn_background.as_dict(),
+            extended=large,
+            bleed=bool(bleeds),
+        )
     return image.astype(np.float32), catalog
+
+
+def _make_psf(
+    psf_file, family, fwhm, beta, spikes, spike_length, spike_intensity
+) -> PSF | StampPSF:
+    """The user's measured stamp when ``psf_file`` is given, else the analytic family."""
+    if psf_file is not None:
+        return StampPSF(psf_file)
+    return PSF(
+        family, float(fwhm), float(beta), int(spikes), float(spike_length), float(spike_intensity)
+    )
 
 
 @dataclass(frozen=True)
@@ -342,12 +373,44 @@ def _saturate(
     return centre >= full_well
 
 
+def bleed_columns(image: np.ndarray, full_well: float) -> None:
+    """Let the charge above ``full_well`` bleed along the columns, in place, as on a CCD.
+
+    Each run of saturated pixels in a column is set to the full well and its excess charge is
+    poured into the pixels above and below it, half each way, filling each to the full well
+    before the next; charge that reaches the frame edge is lost. Other columns are untouched,
+    no pixel exceeds the full well, and a column's charge is conserved up to the edge.
+    """
+    columns = np.flatnonzero((image > full_well).any(axis=0))
+    for x in columns:
+        column = image[:, x]
+        over = column > full_well
+        # Runs of saturated pixels: starts and (exclusive) ends.
+        edges = np.diff(np.concatenate([[0], over.astype(np.int8), [0]]))
+        for top, end in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
+            excess = float((column[top:end] - full_well).sum())
+            column[top:end] = full_well
+            _pour(column[:top][::-1], excess / 2.0, full_well)
+            _pour(column[end:], excess / 2.0, full_well)
+
+
+def _pour(pixels: np.ndarray, charge: float, full_well: float) -> None:
+    """Fill ``pixels`` (a view, in order away from the core) up to the full well with
+    ``charge``; whatever does not fit leaves the frame."""
+    room = np.clip(full_well - pixels, 0.0, None)
+    filled = np.cumsum(room)
+    n_full = int(np.searchsorted(filled, charge, side="right"))
+    pixels[:n_full] += room[:n_full]
+    if n_full < len(pixels):
+        pixels[n_full] += charge - (filled[n_full - 1] if n_full else 0.0)
+
+
 def _catalog(
     stars: _Sources,
     galaxies: _Sources,
     saturated: np.ndarray,
     settings: _FieldSettings,
-    field_psf: PSF,
+    field_psf: PSF | StampPSF,
     saturation: float | None,
 ) -> dict:
     """The field's source catalogue and the scalars that rebuild its PSF (see render_field)."""
@@ -364,9 +427,9 @@ def _catalog(
         "sersic_n": np.concatenate([np.zeros(n_stars), galaxies.sersic_n]),
         "saturated": saturated,
         "sky": float(settings.sky),
-        "psf_fwhm": float(settings.fwhm),
-        "psf_beta": psf_keywords["psf_beta"],
-        "psf_family": settings.family,
+        "psf_fwhm": float(field_psf.fwhm),
+        "psf_beta": psf_keywords.get("psf_beta", math.nan),
+        "psf_family": field_psf.family,
         "saturation": None if saturation is None else float(saturation),
         "psf": psf_keywords,
     }
@@ -383,6 +446,7 @@ def render_psf_stamp(
     spike_intensity: float = 0.05,
     dx: float = 0.0,
     dy: float = 0.0,
+    psf_file: str | None = None,
 ) -> np.ndarray:
     """Unit-flux, pixel-integrated ``(2r+1)^2`` stamp of a field's PSF, for fits and apertures.
 
@@ -390,14 +454,7 @@ def render_psf_stamp(
     field is ``render_psf_stamp(**catalog["psf"])``. ``radius`` defaults to the galaxy kernel's
     (5 FWHM, longer with spikes); ``(dx, dy)`` shifts the source within the central pixel.
     """
-    field_psf = PSF(
-        psf,
-        float(psf_fwhm),
-        float(psf_beta),
-        int(spikes),
-        float(spike_length),
-        float(spike_intensity),
-    )
+    field_psf = _make_psf(psf_file, psf, psf_fwhm, psf_beta, spikes, spike_length, spike_intensity)
     if radius is None:
         radius = field_psf.kernel_radius()
     if int(radius) < 1:
