@@ -24,6 +24,15 @@ sigma, exact-unbiased inverse; row skipped with a note without the ``bm3d`` pack
 ``--ckpt LABEL=PATH``, restored by ``python infer.py ckpt_path=... input=... output=...`` in a
 subprocess (the noisy frame written as FITS in electrons, BUNIT, GAIN=1, RDNOISE=3).
 
+``--ckpt pretrained`` (or ``LABEL=pretrained``) restores with the default denoiser shipped with
+the package (``infer.py`` without ``ckpt_path``). ``--adapt METHOD`` adds an "adapted" row:
+for each noisy frame, the ``--adapt-from`` weights (default: the shipped ones) are fine-tuned on
+that frame alone by ``python train.py model=METHOD data=fits data.root=<folder holding the one
+frame> init_from=... init_net=checkpoint`` for ``--adapt-epochs`` epochs of
+``--adapt-patches`` crops (a self-supervised METHOD: n2v, n2v2, ...), then restored by
+``infer.py`` with the run's best checkpoint (by its validation loss on held-out bands of the
+frame). The row against the pretrained row is what adapting on the target frame gains.
+
 Metrics (truth in electrons): PSNR and SSIM with data range p0.5..p99.5 of the truth; the rms
 error left in source-free sky (background map and source mask of the noisy frame) against the noisy
 frame's; the worst mean bias over a grid of 16x16 regions in units of the noisy frame's MAD
@@ -32,7 +41,8 @@ of the truth (peak above 10 sigma, no brighter neighbour within 6 px, not at the
 maximum), the median aperture-flux bias (r = 3 px, the noisy frame's sky map subtracted) and the
 median peak ratio restored/true (above the sky map, at the truth's peak pixel).
 
-Usage: ``python bench/bench_real_frames.py [--ckpt default=path.ckpt] [--smoke]
+Usage: ``python bench/bench_real_frames.py [--ckpt default=path.ckpt] [--ckpt pretrained]
+[--adapt n2v [--adapt-epochs 4] [--adapt-patches 256]] [--smoke]
 [--out bench/results/real_frames]``; writes ``<out>.json`` and ``<out>.md``.
 """
 
@@ -141,30 +151,64 @@ def score(restored, truth, noisy, sky_map, sky_mask, sigma, xy) -> dict:
     }
 
 
+def write_noisy(noisy: np.ndarray, path: Path) -> Path:
+    """The noisy frame as FITS in electrons, with its noise model in the header."""
+    from astropy.io import fits
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = fits.Header({"BUNIT": "electron", "GAIN": 1.0, "RDNOISE": READ_NOISE})
+    fits.PrimaryHDU(noisy.astype(np.float32), header=header).writeto(path, overwrite=True)
+    return path
+
+
+def run_script(script: str, arguments: list[str]) -> None:
+    """``python <script> <arguments>`` from the repository root, this checkout's package first."""
+    env = dict(
+        os.environ, PYTHONPATH=str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")
+    )
+    command = [sys.executable, str(REPO / script), *arguments]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = (done.stderr.strip() or done.stdout.strip()).splitlines()
+        last = [line for line in lines if not line.startswith("Set the environment")][-1:]
+        raise RuntimeError(f"{script} {' '.join(arguments[:3])} ... failed: {last}")
+
+
 def restore_with_ckpt(ckpt: str, noisy: np.ndarray, workdir: Path, tag: str) -> np.ndarray:
     """Restore through ``infer.py`` in a subprocess (independent of inference internals)."""
     from astropy.io import fits
 
-    source = workdir / f"{tag}_noisy.fits"
+    source = write_noisy(noisy, workdir / f"{tag}_noisy.fits")
     target = workdir / f"{tag}_restored.fits"
-    header = fits.Header({"BUNIT": "electron", "GAIN": 1.0, "RDNOISE": READ_NOISE})
-    fits.PrimaryHDU(noisy.astype(np.float32), header=header).writeto(source, overwrite=True)
-    env = dict(
-        os.environ, PYTHONPATH=str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")
-    )
-    command = [
-        sys.executable, str(REPO / "infer.py"), f"ckpt_path={ckpt}", f"input={source}",
-        f"output={target}", "progress=false", "device=cpu",
-    ]  # fmt: skip
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"infer.py failed for {ckpt}: {done.stderr.strip().splitlines()[-1:]}")
+    run_script("infer.py", [
+        f"ckpt_path={ckpt}", f"input={source}", f"output={target}", "progress=false",
+        "device=cpu",
+    ])  # fmt: skip
     with fits.open(target) as hdul:
         image = next(h.data for h in hdul if h.data is not None and h.data.ndim == 2)
         return np.asarray(image, dtype=np.float64)
 
 
-def methods(ckpts: dict[str, str], workdir: Path):
+def adapt_and_restore(adapt: dict, noisy: np.ndarray, workdir: Path, tag: str) -> np.ndarray:
+    """Fine-tune ``adapt["from"]`` on this noisy frame alone with ``adapt["method"]``, then
+    restore the frame with the run's best checkpoint."""
+    folder = workdir / f"{tag}_adapt"
+    write_noisy(noisy, folder / "frames" / "frame.fits")
+    run = folder / "run"
+    run_script("train.py", [
+        f"model={adapt['method']}", "data=fits", f"data.root={folder / 'frames'}",
+        f"init_from={adapt['from']}", "init_net=checkpoint", f"hydra.run.dir={run}",
+        f"trainer.max_epochs={adapt['epochs']}", f"data.patches_per_epoch={adapt['patches']}",
+        "data.test_fraction=0", "test=false", "logger=csv", "data.progress=false",
+        "~callbacks.progress_bar", "~callbacks.image_panels", "~callbacks.early_stopping",
+    ])  # fmt: skip
+    best = sorted((run / "checkpoints").glob("best-*.ckpt"))
+    if not best:
+        raise RuntimeError(f"the adaptation run {run} saved no best checkpoint")
+    return restore_with_ckpt(str(best[-1]), noisy, workdir, f"{tag}_adapted")
+
+
+def methods(ckpts: dict[str, str], workdir: Path, adapt: dict | None = None):
     """(label, function(noisy, tag) -> restored or None, note) for each row."""
     from astrorestore.evaluation.baselines import bm3d_vst, gaussian
 
@@ -186,17 +230,24 @@ def methods(ckpts: dict[str, str], workdir: Path):
             lambda x, tag, path=path, label=label: restore_with_ckpt(path, x, workdir, f"{tag}_{label}"),
             f"infer.py ckpt_path={path}",
         ))  # fmt: skip
+    if adapt:
+        rows.append((
+            f"adapted ({adapt['method']})",
+            lambda x, tag: adapt_and_restore(adapt, x, workdir, tag),
+            f"model={adapt['method']} init_from={adapt['from']} on the frame, "
+            f"{adapt['epochs']} x {adapt['patches']} crops",
+        ))  # fmt: skip
     return rows
 
 
-def run(frames: list[str], ckpts: dict[str, str], smoke: bool) -> dict:
+def run(frames: list[str], ckpts: dict[str, str], smoke: bool, adapt: dict | None = None) -> dict:
     from astrorestore.data.normalization.background import estimate_background
     from astrorestore.metrics.bias import mad_sigma
 
     results: dict = {"frames": {}, "rows": []}
     rng = np.random.default_rng(SEED)
     with tempfile.TemporaryDirectory() as tmp:
-        rows = methods(ckpts, Path(tmp))
+        rows = methods(ckpts, Path(tmp), adapt)
         for name in frames:
             values, description = load_frame(name)
             if smoke:
@@ -292,19 +343,49 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--ckpt", action="append", default=[], help="LABEL=PATH (repeatable)")
+    parser.add_argument(
+        "--ckpt",
+        action="append",
+        default=[],
+        help="LABEL=PATH (repeatable); `pretrained` alone: the shipped default denoiser",
+    )
+    parser.add_argument(
+        "--adapt",
+        metavar="METHOD",
+        default=None,
+        help="add a row fine-tuning --adapt-from on each noisy frame with model=METHOD (n2v...)",
+    )
+    parser.add_argument("--adapt-from", default="pretrained", help="checkpoint to adapt")
+    parser.add_argument("--adapt-epochs", type=int, default=4, help="epochs of the adaptation")
+    parser.add_argument("--adapt-patches", type=int, default=256, help="crops per epoch")
     parser.add_argument("--frames", default="m13,xdf", help="comma-separated: m13, xdf")
     parser.add_argument("--smoke", action="store_true", help="192 px corner crops, one level")
     parser.add_argument("--out", default=str(RESULTS / "real_frames"), help="output stem")
     args = parser.parse_args()
+    sys.path.insert(0, str(REPO / "src"))
+    from astrorestore.checkpoint import PRETRAINED, checkpoint_path
+
     ckpts = {}
     for spec in args.ckpt:
-        label, sep, path = spec.partition("=")
+        label, sep, path = spec.partition("=") if "=" in spec else (spec, "=", spec)
+        path = str(checkpoint_path(path)) if path == PRETRAINED else path
         if not sep or not Path(path).is_file():
-            parser.error(f"--ckpt {spec!r}: give LABEL=PATH of an existing checkpoint")
+            parser.error(
+                f"--ckpt {spec!r}: give LABEL=PATH of an existing checkpoint, or pretrained"
+            )
         ckpts[label] = path
-    sys.path.insert(0, str(REPO / "src"))
-    results = run(args.frames.split(","), ckpts, args.smoke)
+    adapt = None
+    if args.adapt:
+        source = args.adapt_from
+        if source != PRETRAINED and not Path(source).is_file():
+            parser.error(f"--adapt-from {source!r}: give an existing checkpoint, or pretrained")
+        adapt = {
+            "method": args.adapt,
+            "from": source,
+            "epochs": args.adapt_epochs,
+            "patches": args.adapt_patches,
+        }
+    results = run(args.frames.split(","), ckpts, args.smoke, adapt)
     meta = {"command": "python bench/bench_real_frames.py " + " ".join(sys.argv[1:])}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from astrorestore.callbacks.provenance import Provenance
 from astrorestore.callbacks.run_tags import RunTags, apply_to_logger_config, describe_run, git_state
 from astrorestore.callbacks.summary import RunSummary
-from astrorestore.checkpoint import read_checkpoint
+from astrorestore.checkpoint import (
+    export_weights,
+    load_network_weights,
+    network_weights,
+    read_checkpoint,
+)
 from astrorestore.checks import check_multiple
 from astrorestore.errors import EXIT_INTERRUPTED, UserError, find_user_error
 from astrorestore.postprocess import Postprocess, build_postprocess, check_postprocess, noise_of
@@ -99,6 +104,16 @@ def check_config(cfg: DictConfig) -> None:
             "was given (a sweep over pairing= overrides the model's own): drop pairing=, or "
             f"train pairing={pairing} with model=supervised, which takes any"
         )
+    if cfg.get("ckpt_path") and cfg.get("init_from"):
+        raise UserError(
+            f"ckpt_path={cfg.ckpt_path} resumes a run and init_from={cfg.init_from} starts a new "
+            "one from a checkpoint's weights: pass one of them"
+        )
+    if cfg.get("init_net", "config") not in ("config", "checkpoint"):
+        raise UserError(
+            f"init_net={cfg.init_net} is invalid: use config (this run's model.net) or "
+            "checkpoint (the network stored in init_from's checkpoint)"
+        )
     if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
         raise UserError(f"ckpt_path={cfg.ckpt_path} does not exist; pass a .ckpt to resume")
     if cfg.get("ckpt_path"):
@@ -142,6 +157,50 @@ def check_resume(cfg: DictConfig) -> None:
                 f"{record.get('model')}), this run has {now}; resume with the checkpoint's "
                 "model settings (its run's .hydra/config.yaml) or start a new run without ckpt_path"
             )
+
+
+def read_init(cfg: DictConfig) -> dict[str, Any] | None:
+    """The checkpoint ``init_from`` names (``pretrained``: the shipped default denoiser), read
+    before anything is built; with ``init_net=checkpoint`` its stored network config replaces
+    ``model.net`` in ``cfg``, so the run trains (and its checkpoints record) that network."""
+    if not cfg.get("init_from"):
+        return None
+    checkpoint = read_checkpoint(cfg.init_from)
+    if cfg.get("init_net", "config") == "checkpoint":
+        with open_dict(cfg):
+            cfg.model.net = OmegaConf.create(checkpoint["astrorestore"]["net"])
+    return checkpoint
+
+
+def init_weights(model: Any, checkpoint: dict[str, Any], source: str) -> None:
+    """Start ``model.net`` (and its weight average, if the run keeps one) from the inference
+    network of ``checkpoint`` (its weight average where it has one). Weights only: the
+    optimizer, scheduler, epoch and seed are this run's own (``ckpt_path`` resumes instead)."""
+    net = getattr(model, "net", None)
+    if not isinstance(net, torch.nn.Module):
+        raise UserError(
+            f"init_from={source}: model {type(model).__name__} has no network `net` to start "
+            "from a checkpoint's weights; drop init_from"
+        )
+    record = checkpoint["astrorestore"]
+    state = network_weights(checkpoint)
+    load_network_weights(
+        net,
+        state,
+        f"init_from={source} (model {record.get('model')})",
+        "; give this run the checkpoint's model.net settings, or init_net=checkpoint to train "
+        "the checkpoint's own network",
+    )
+    ema = getattr(model, "ema", None)
+    if isinstance(ema, torch.nn.Module):
+        ema.load_state_dict(state, strict=True)
+    log.info(
+        "network initialised from %s (model %s, its '%s' weights); optimizer, scheduler and "
+        "epoch start fresh",
+        source,
+        record.get("model"),
+        record["weights"],
+    )
 
 
 def check_parts(datamodule: Any, parts: dict[str, Any]) -> None:
@@ -283,6 +342,21 @@ def speed_up(net: Any, speed: Any) -> None:
         net.compile()
 
 
+def export_best(trainer: L.Trainer, out: str) -> None:
+    """``export_weights``: the best checkpoint's record and inference weights, nothing else."""
+    callback = trainer.checkpoint_callback
+    best = getattr(callback, "best_model_path", "") or getattr(callback, "last_model_path", "")
+    if not best:
+        raise UserError(
+            f"export_weights={out}: this run saved no checkpoint to export; keep the checkpoint "
+            "callback (callbacks=default)"
+        )
+    target = export_weights(best, out)
+    log.info(
+        "exported the weights of %s to %s (%.2f MB)", best, target, target.stat().st_size / 1e6
+    )
+
+
 #: Jobs of a multirun that failed in this process (``report_failed_jobs``).
 FAILED_JOBS: list[str] = []
 
@@ -324,9 +398,12 @@ def report_failed_jobs() -> None:
 
 def _train(cfg: DictConfig, description: dict[str, Any]) -> float | None:
     check_config(cfg)
+    init = read_init(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, model = build(cfg)
+    if init is not None:
+        init_weights(model, init, str(cfg.init_from))
     metric = cfg.monitor.metric
     if cfg.get("seed") is not None:
         log.info("seed %d", cfg.seed)
@@ -358,6 +435,8 @@ def _train(cfg: DictConfig, description: dict[str, Any]) -> float | None:
             )
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
             metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        if cfg.get("export_weights"):
+            export_best(trainer, cfg.export_weights)
     except SystemExit as exc:
         # Lightning answers Ctrl-C with exit(1) once it has cleaned up; a shell (and a job
         # scheduler) expects 130 (128 + SIGINT) for a run the user interrupted.

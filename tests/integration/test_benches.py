@@ -149,7 +149,19 @@ CASES = {
         files=["psf_fitting.md"],
     ),
     "bench_real_frames.py": Case(
-        ["--smoke", "--out", "{out}/real_frames"],
+        [
+            "--smoke",
+            "--ckpt",
+            "pretrained",
+            "--adapt",
+            "n2v",
+            "--adapt-epochs",
+            "1",
+            "--adapt-patches",
+            "16",
+            "--out",
+            "{out}/real_frames",
+        ],  # fmt: skip
         {"real_frames.json": [("rows", "*", "psnr"), ("rows", "*", "worst_bias_sigma")]},
         files=["real_frames.md"],
     ),

@@ -194,3 +194,19 @@ def test_scores_against_a_truth_carry_the_frames_unit(tmp_path, field):
     text = (folder / "summary.md").read_text()
     assert "PSNR (dB, MJy/sr)" in text and "SSIM (MJy/sr)" in text
     assert "(dB, electrons)" not in text and "range, electrons" not in text and " e-" not in text
+
+
+def test_a_sky_map_normaliser_judges_the_empty_sky_around_its_map(field, with_truth, tmp_path):
+    from astrorestore.data.normalization.asinh import AsinhNormalizer
+    from astrorestore.inference.scoring import Scorer
+    from astrorestore.metrics.image_quality import empty_sky_mask
+
+    truth, noisy, restored, _ = field
+    normalizer = AsinhNormalizer(background="map")
+    scorer = Scorer(tmp_path / "report", {"read_noise": READ})
+    scorer.add("field", restored, noisy, truth, normalizer=normalizer)
+    mask = empty_sky_mask(truth, 2.5, sky_map=normalizer.sky_map(noisy))
+    assert scorer.results[0]["quality"]["empty_sky_pixels"] == int(mask.sum())
+    assert int(mask.sum()) != with_truth["quality"]["empty_sky_pixels"]
+    with pytest.raises(UserError, match="sky map shape"):
+        evaluate_image(restored, noisy, truth, sky_map=noisy[:64])

@@ -250,3 +250,34 @@ def test_the_target_mode_hint_follows_only_a_pairing_refusal(folder):
     assert "data.pairs" not in str(info.value)
     with pytest.raises(UserError, match="data.pairs=true for repeated exposures"):
         _module(folder, Noise2NoisePairing())
+
+
+def test_map_crops_carry_their_frame_sky_map_as_the_offset(folder):
+    dm = _module(folder, cache_dir=str(folder.parent / "cache-map"))
+    dm.normalizer = AsinhNormalizer(3.0, background="map")
+    dm.setup("fit")
+    prepared, dataset = dm.prepared, dm.build_sets()[1].dataset
+    batch = dm.on_after_batch_transfer(dm.val_set.tensors, 0)
+    assert batch["offset"].shape == batch["input"].shape
+    for i, (t, y, x) in enumerate(dataset.crops[:4]):
+        frame = int(prepared.tiles["val"][t]["frame"])
+        data, _, _ = prepared.frame("val", frame)
+        whole = torch.from_numpy(np.array(data, np.float32))[None, None]
+        offset, scale = dm.normalizer.frame_stats(whole)  # what infer.py computes, whole frame
+        window = (slice(y, y + 32), slice(x, x + 32))
+        torch.testing.assert_close(batch["offset"][i, 0], offset[0, 0][window])
+        valid = batch["loss_mask"][i, 0]
+        z = dm.normalizer.forward(whole, offset, scale)[0, 0][window]
+        torch.testing.assert_close(batch["input"][i, 0][valid], z[valid], atol=2e-3, rtol=1e-3)
+    # Training crops carry theirs too, and the maps are cached next to the tiles.
+    train = next(iter(dm.train_dataloader()))
+    assert train["background"].shape == train["noisy"].shape
+    assert list(prepared.path.glob("frame_sky_*_train.npy"))
+
+
+def test_map_with_exposure_pairs_and_no_test_split(folder):
+    pairs = _module(folder, Noise2NoisePairing(), pairs=True, test_fraction=0.0)
+    pairs.normalizer = AsinhNormalizer(3.0, background="map")
+    pairs.setup("fit")
+    assert pairs.test_set is None
+    assert pairs.val_set.tensors["background"].shape == pairs.val_set.tensors["input"].shape

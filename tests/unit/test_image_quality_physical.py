@@ -52,3 +52,17 @@ def test_nan_pixels_in_truth_are_ignored():
     result = quality.quality_metrics(noisy, noisy, truth, fwhm=2.5)
     assert np.isfinite(result["restored"]["psnr"]) and np.isfinite(result["restored"]["ssim"])
     assert result["empty_sky_noise_ratio"] == pytest.approx(1.0)
+
+
+def test_empty_sky_around_a_sky_map_keeps_the_bright_side_of_a_gradient():
+    truth, _ = field()
+    ramp = np.linspace(-10.0, 10.0, truth.shape[1])[None, :]  # sky 10 -> 30 e- left to right
+    truth = truth + ramp
+    sky_map = 20.0 + ramp + 0.02  # a map as measured on the noisy frame, slightly off
+    median = quality.empty_sky_mask(truth, fwhm=2.5)
+    mapped = quality.empty_sky_mask(truth, fwhm=2.5, sky_map=sky_map)
+    assert median[:, 80:].mean() < 0.05  # around the median, the bright side is "source light"
+    assert mapped[:, 80:].mean() > 0.9 and mapped[:, :10].mean() > 0.9
+    assert not mapped[20, 20] and not mapped[40, 60]  # stars are still excluded
+    result = quality.quality_metrics(truth, truth + 1.0, truth, fwhm=2.5, sky_map=sky_map)
+    assert result["empty_sky_pixels"] == int(mapped.sum())

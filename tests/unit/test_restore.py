@@ -215,3 +215,43 @@ def test_restore_tensor_keeps_the_frame_on_its_device():
     assert isinstance(out, torch.Tensor) and out.device == frame.device
     assert out.shape == (1, 40, 48) and torch.isnan(out[0, 3, 5])
     assert torch.isfinite(out).sum() == out.numel() - 1
+
+
+class Zero(torch.nn.Module):
+    """A 'restorer' that returns the sky itself: z = 0 everywhere."""
+
+    def forward(self, x):
+        return torch.zeros_like(x)
+
+
+def test_sky_map_normaliser_measures_one_map_per_frame_before_tiling():
+    from tests.unit.test_normalization_map import _vignetted
+
+    frame, _ = _vignetted(256)
+    frame[100:104, 50:60] = np.nan
+    restorer = FakeRestorer(net=Zero())
+    restorer.normalizer = AsinhNormalizer(background="map")
+    calls = []
+    original = restorer.normalizer.frame_stats
+
+    def spy(x):
+        calls.append(tuple(x.shape))
+        stats = original(x)
+        maps.append(stats[0][0, 0].numpy())
+        return stats
+
+    maps = []
+    restorer.normalizer.frame_stats = spy
+    out = restore_image(frame, restorer, tile=64, overlap=16)
+    assert calls == [(1, 1, 256, 256)]  # the whole frame, once: every tile shares its map
+    # z = 0 is the sky: the output is the frame's sky map, added back exactly, NaNs kept.
+    sky = maps[0]
+    assert sky.shape == frame.shape
+    finite = np.isfinite(frame)
+    np.testing.assert_allclose(out[finite], sky[finite], rtol=1e-6, atol=1e-4)
+    assert np.isnan(out[~finite]).all()
+    assert sky[:16, :16].mean() < 0.5 * sky[120:136, 120:136].mean()  # it follows the corners
+    # An identity network gives the frame back.
+    restorer.fn = NetForward(torch.nn.Identity())
+    same = restore_image(frame, restorer, tile=64, overlap=16)
+    np.testing.assert_allclose(same[finite], frame[finite], rtol=1e-5, atol=1e-3)

@@ -249,3 +249,13 @@ def test_the_record_stores_the_runs_postprocess_and_restores_with_it(tmp_path):
     restorer = load_restorer(tmp_path / "r.ckpt")
     assert restorer.postprocess.give_back.footprint_scale == 2.0
     assert restorer.postprocess.noise == AsinhNoise(3.0, 16.0)  # the network's own
+
+
+def test_the_normalisers_background_setting_comes_from_the_checkpoint(tmp_path):
+    net = _net()
+    _save(tmp_path / "old.ckpt", _record(), net)  # written before data.normalizer.background
+    assert load_restorer(tmp_path / "old.ckpt").normalizer.background == "median"
+    mapped = dict(NORMALIZER, background="map", box_size=24)
+    _save(tmp_path / "map.ckpt", _record(normalizer=mapped), net)
+    normalizer = load_restorer(tmp_path / "map.ckpt").normalizer
+    assert normalizer.per_pixel and normalizer.box_size == 24

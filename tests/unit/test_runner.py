@@ -11,10 +11,12 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 import astrorestore
+from astrorestore.checkpoint import pretrained_path
 from astrorestore.data.normalization.asinh import AsinhNoise
 from astrorestore.errors import UserError
 from astrorestore.inference.restorer import NetForward, Restorer
 from astrorestore.inference.runner import run_inference
+from astrorestore.inference.settings import InferSettings
 from astrorestore.postprocess import build_postprocess
 
 
@@ -148,10 +150,16 @@ def test_output_equals_input_is_refused(tmp_path):
     assert digest(src) == before
 
 
-@pytest.mark.parametrize("key", ["ckpt_path", "input", "output"])
+@pytest.mark.parametrize("key", ["input", "output"])
 def test_required_keys(tmp_path, key):
     with pytest.raises(UserError, match=f"{key} is required"):
         run_inference(make_cfg(tmp_path / "a.fits", tmp_path / "o", **{key: None}), Loader())
+
+
+@pytest.mark.parametrize("ckpt_path", [None, "pretrained"])
+def test_no_checkpoint_restores_with_the_shipped_weights(ckpt_path):
+    settings = InferSettings.from_config(make_cfg("a.fits", "o.fits", ckpt_path=ckpt_path))
+    assert settings.ckpt_path == str(pretrained_path())
 
 
 def test_missing_file(tmp_path):

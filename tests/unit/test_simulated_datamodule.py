@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
@@ -180,3 +181,71 @@ def test_messages_name_the_data_option_the_user_chose() -> None:
     for name in ("simulated", "simulated_randomized"):
         with pytest.raises(UserError, match=f"which data={name} with"):
             _datamodule(name=name).apply_stage(bogus_setting=1)
+
+
+def _map_datamodule(**overrides) -> SimulatedFieldDataModule:
+    dm = _datamodule(**overrides)
+    dm.normalizer = AsinhNormalizer(softening=3.0, background="map")
+    return dm
+
+
+def test_sky_map_crops_follow_the_patch_rotation_and_flip() -> None:
+    from astrorestore.data.datamodules.simulated import RandomPatchDataset
+
+    fields = torch.arange(2 * 40 * 40, dtype=torch.float32).reshape(2, 40, 40).numpy()
+    crops = RandomPatchDataset(fields, fields[:, 0, 0], 8, 16, sky_maps=fields + 0.5)
+    for i in range(16):
+        item = crops[i]
+        assert torch.equal(item["background"], item["clean"] + 0.5)
+
+
+def test_background_map_is_the_offset_and_follows_the_exposure() -> None:
+    dm = _map_datamodule()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["background"].shape == batch["clean"].shape
+    # The flat 20 e- sky of the simulated fields, measured on a noise draw of each field.
+    torch.testing.assert_close(batch["background"].median(), torch.tensor(20.0), atol=1.0, rtol=0)
+    out = dm.on_after_batch_transfer(batch, 0)
+    assert set(out) == KEYS and out["offset"].shape == (4, 1, 32, 32)
+    assert out["scale"].shape == (4, 1, 1, 1)
+    # Exposure factors in [0.5, 2]: the map is scaled with the scene it belongs to.
+    truth = dm.normalizer.inverse(out["truth"], out["offset"], out["scale"])
+    exposure = truth.sum((1, 2, 3)) / batch["clean"].sum((1, 2, 3))
+    assert float((exposure - 1).abs().max()) > 0.05
+    expected = batch["background"] * exposure.view(-1, 1, 1, 1)
+    torch.testing.assert_close(out["offset"], expected, rtol=1e-4, atol=1e-3)
+    # Validation: fixed crops carry their map; the normalisation inverts exactly.
+    val = next(iter(dm.val_dataloader()))
+    out = dm.on_after_batch_transfer(val, 0)
+    assert out["offset"].shape == val["input"].shape
+    back = dm.normalizer.inverse(out["input"], out["offset"], out["scale"])
+    torch.testing.assert_close(back, val["input"], rtol=1e-5, atol=1e-3)
+
+
+def test_map_needs_same_size_pairs() -> None:
+    from astrorestore.data.pairings.super_resolution import SuperResolutionPairing
+
+    with pytest.raises(UserError, match="background=map cannot normalise a super-resolution"):
+        SimulatedFieldDataModule(
+            SuperResolutionPairing(noise=PoissonGaussianNoise()),
+            AsinhNormalizer(background="map"),
+            field_size=96,
+            patch_size=32,
+        )
+
+
+def test_a_field_too_crowded_for_a_map_falls_back_to_its_median(caplog) -> None:
+    from astrorestore.data.datamodules.simulated import _sky_maps
+
+    fields = np.full((2, 64, 64), 20.0, np.float32)
+    fields[1] += 3000.0 * np.exp(-np.hypot(*np.mgrid[-32:32, -32:32]) / 6.0)  # one huge galaxy
+    noise = PoissonGaussianNoise(read_noise=3.0)
+    with caplog.at_level("WARNING"):
+        maps = _sky_maps(
+            fields, AsinhNormalizer(background="map"), noise, np.random.SeedSequence(0)
+        )
+    assert maps.shape == fields.shape
+    assert np.ptp(maps[1]) == 0 and 20.0 < maps[1, 0, 0] < 200.0  # flat, at the field's median
+    assert abs(float(maps[0].mean()) - 20.0) < 1.0
+    assert "1 of 2 simulated fields are too crowded" in caplog.text

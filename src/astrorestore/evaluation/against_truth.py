@@ -81,6 +81,9 @@ class Backgrounds:
     noisy: float
     restored: float
     noisy_sigma: float
+    #: the noisy frame's sky map where the restorer normalised around one (its empty sky is
+    #: then measured around the map, not the median)
+    noisy_map: np.ndarray | None = None
 
 
 @dataclass
@@ -119,7 +122,9 @@ def evaluate_against_truth(
     out = TruthEvaluation()
     ref = _reference(truth, catalog, settings, backgrounds.noisy_sigma)
     xy = ref.sources["xy"]
-    out.sections["quality"] = quality_metrics(restored, noisy, truth, fwhm=settings.fwhm)
+    out.sections["quality"] = quality_metrics(
+        restored, noisy, truth, fwhm=settings.fwhm, sky_map=backgrounds.noisy_map
+    )
     images = {
         "noisy": (noisy, backgrounds.noisy, None),
         "restored": (restored, backgrounds.restored, None),

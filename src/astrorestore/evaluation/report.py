@@ -34,8 +34,9 @@ def _plane(name: str, image: np.ndarray | None) -> np.ndarray | None:
     return array
 
 
-def _check_shapes(restored, noisy, truth, err) -> None:
-    for name, image in (("noisy input", noisy), ("truth", truth), ("err map", err)):
+def _check_shapes(restored, noisy, truth, err, sky_map=None) -> None:
+    named = (("noisy input", noisy), ("truth", truth), ("err map", err), ("sky map", sky_map))
+    for name, image in named:
         if image is not None and image.shape != restored.shape:
             raise UserError(
                 f"{name} shape {image.shape} differs from the restored output {restored.shape}: "
@@ -61,6 +62,7 @@ def evaluate_image(
     n_bright: int = 10,
     unit: str = "e-",
     noise_model: str | None = None,
+    sky_map: np.ndarray | None = None,
 ) -> dict:
     """Evaluate one restored frame (electrons) against its noisy input and, if given, its truth.
 
@@ -74,10 +76,13 @@ def evaluate_image(
     ``noise_model`` says where ``gain`` and ``read_noise`` (then in the frame's units) came
     from (``FrameNoise.describe()``: the frame's header, its ERR map or its pixels); the report
     states it.
+    ``sky_map``: the noisy frame's sky map, where the restorer normalised around one
+    (``data.normalizer.background=map``): the empty sky is then the truth's pixels near it.
     """
     restored, noisy = _plane("restored", restored), _plane("noisy", noisy)
     truth, err = _plane("truth", truth), _plane("err", err)
-    _check_shapes(restored, noisy, truth, err)
+    sky_map = _plane("sky map", sky_map)
+    _check_shapes(restored, noisy, truth, err, sky_map)
     if not np.isfinite(restored).any():
         raise UserError(f"{name}: the restored image has no finite pixels; check the restorer")
     radius = float(match_radius) if match_radius else max(1.5, 0.8 * fwhm)
@@ -119,7 +124,7 @@ def evaluate_image(
             truth,
             catalog,
             TruthSettings(fwhm, threshold, radius, thresholds, zeropoint, n_bright),
-            Backgrounds(noisy=bkg_noisy, restored=bkg_rest, noisy_sigma=sig_noisy),
+            Backgrounds(bkg_noisy, bkg_rest, sig_noisy, sky_map),
         )
         result.update(scored.sections)
         tables.update(scored.tables)

@@ -94,7 +94,9 @@ def restore_tensor(
     pixels before the network sees them (bad pixels are normally isolated or in masked regions,
     where the sky level is the best guess), so they cannot spread through the convolutions. The
     normalisation statistics are computed once on the whole image, with the NaNs ignored:
-    per-tile statistics would give every tile a different scale and show up as seams.
+    per-tile statistics would give every tile a different scale and show up as seams. So is a
+    normaliser's sky map (``data.normalizer.background=map`` at training): one map of the whole
+    frame, cut with the tiles, and invalid pixels are filled with it instead of the median.
     A stochastic restorer draws from one generator seeded with ``seed`` for the whole image.
     Nothing here leaves the device: the caller moves the frame in once and the result out once.
     """
@@ -107,9 +109,12 @@ def restore_tensor(
     norm = restorer.normalizer
     generator = torch.Generator(device=src.device).manual_seed(int(seed))
     with torch.inference_mode():
-        offset, scale = norm.stats(src[None])
+        # A normaliser with a per-pixel sky map measures it here, on the whole frame.
+        offset, scale = getattr(norm, "frame_stats", norm.stats)(src[None])
         filled = src
-        if not all_finite:
+        if not all_finite and offset.shape[-2:] == src.shape[-2:]:
+            filled = torch.where(finite, src, offset[0])
+        elif not all_finite:
             # np.median's value (mean of the two middle ones) over every channel's pixels.
             masked = torch.where(finite, src, torch.full_like(src, float("nan")))
             fill = nanmedian_hw(masked.reshape(1, -1, src.shape[-1]), midpoint=True)

@@ -20,7 +20,14 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from astrorestore.checkpoint import read_checkpoint
+from astrorestore.checkpoint import (
+    PRETRAINED,
+    checkpoint_path,
+    load_network_weights,
+    network_weights,
+    pretrained_path,
+    read_checkpoint,
+)
 from astrorestore.errors import UserError, find_user_error
 from astrorestore.postprocess import Postprocess, build_postprocess, merge_postprocess, noise_of
 
@@ -124,7 +131,7 @@ class PostprocessedForward(torch.nn.Module):
 
 
 def load_restorer(
-    ckpt_path: str | Path,
+    ckpt_path: str | Path | None,
     device: str | torch.device = "cpu",
     postprocess: dict | None = None,
     gain: float = 1.0,
@@ -132,8 +139,9 @@ def load_restorer(
     """The restorer a checkpoint exports, on ``device``, with the post-processing stages the
     checkpoint stores; ``postprocess`` (the ``postprocess`` config of ``infer.py``) is laid over
     them (:func:`astrorestore.postprocess.merge_postprocess`); ``gain``: e- per data unit for
-    frame stages whose own gain is null."""
-    path = Path(ckpt_path).expanduser()
+    frame stages whose own gain is null. ``ckpt_path`` None or ``pretrained``: the shipped
+    default denoiser (:func:`astrorestore.checkpoint.pretrained_path`)."""
+    path = checkpoint_path(ckpt_path)
     checkpoint = read_checkpoint(path)
     meta = checkpoint["astrorestore"]
     settings = merge_postprocess(meta.get("postprocess"), postprocess)
@@ -149,19 +157,7 @@ def load_restorer(
             f"({str(cause).splitlines()[0]}): the checkpoint predates a change to that network; "
             "retrain it, or restore with the astrorestore that wrote it"
         ) from None
-    prefix = meta["weights"] + "."
-    state = {
-        key[len(prefix) :]: value
-        for key, value in checkpoint["state_dict"].items()
-        if key.startswith(prefix)
-    }
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise UserError(
-            f"weights in {path} do not fit the network in its stored config: "
-            f"{str(exc).splitlines()[0]}"
-        ) from None
+    load_network_weights(net, network_weights(checkpoint), f"{path}'s weights (stored config)")
     fn = instantiate(OmegaConf.create(meta["restorer"]), net=net)
     normalizer = instantiate(OmegaConf.create(meta["normalizer"]))
     io = meta["io"]
@@ -176,6 +172,16 @@ def load_restorer(
         )
     if stages.on_tiles:
         fn = PostprocessedForward(fn, stages)
+    shipped = path.resolve() == pretrained_path().resolve()
+    print(
+        f"weights: {path}"
+        + (
+            f" (the shipped {PRETRAINED} default denoiser; ckpt_path=<file> for your own)"
+            if shipped
+            else ""
+        )
+        + f", model {meta.get('model')}"
+    )
     device = torch.device(device)
     return Restorer(
         fn=fn.to(device).eval(),

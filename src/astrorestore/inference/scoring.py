@@ -243,12 +243,15 @@ class Scorer:
         err: np.ndarray | None = None,
         std: np.ndarray | None = None,
         n_samples: int = 1,
+        normalizer: Any = None,
         noise: FrameNoise | None = None,
     ) -> None:
         """Score one frame; ``unit`` is its BUNIT (None: assumed electrons, as for non-FITS);
         ``err`` its noise map (a FITS ERR extension), which replaces the gain/read-noise model;
         ``std`` the per-pixel std of ``n_samples`` samples whose mean ``restored`` is;
-        ``noise`` its noise model (``frame_noise_model``; from ``noisy`` alone when None)."""
+        ``noise`` its noise model (``frame_noise_model``; from ``noisy`` alone when None);
+        ``normalizer`` the restorer's: one with a sky map (``background=map``) measures the
+        frame's, and the empty sky is judged around it."""
         from astrorestore.evaluation import evaluate_image
 
         astronomy = restored.ndim == 2 and restored.shape == noisy.shape and std is None
@@ -277,6 +280,8 @@ class Scorer:
             "read_noise": noise.read_noise,
             "noise_model": describe_noise(noise),
         }
+        if getattr(normalizer, "per_pixel", False) and truth is not None:
+            options["sky_map"] = normalizer.sky_map(noisy)
         self.results.append(evaluate_image(restored, noisy, truth, name=name, **options))
 
     def noise_model(

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from astrorestore.checkpoint import checkpoint_path
 from astrorestore.errors import UserError
 from astrorestore.inference.acceleration import check_precision
 from astrorestore.inference.scoring import check_eval_settings
@@ -23,7 +24,8 @@ from astrorestore.inference.tiling import check_overlap
 from astrorestore.postprocess import check_postprocess
 
 USAGE = (
-    "python infer.py ckpt_path=<file.ckpt> (or method=<classical method>) "
+    "python infer.py [ckpt_path=<file.ckpt>, default: the shipped pretrained denoiser] "
+    "(or method=<classical method>) "
     "input=<file|folder|glob> output=<file|folder> [truth=<file|folder>] [report=<dir>]"
 )
 # Trainer keys that only make sense for training; a shared trainer= config carries them.
@@ -147,7 +149,8 @@ class InferSettings:
         method = c.text("method")
         if method and c.text("ckpt_path"):
             raise UserError(f"pass either ckpt_path= or method=, not both: {USAGE}")
-        ckpt_path = None if method else c.required("ckpt_path")
+        # No ckpt_path: the shipped pretrained default denoiser (``ckpt_path=pretrained``).
+        ckpt_path = None if method else str(checkpoint_path(c.text("ckpt_path")))
         input_spec, output_spec = c.required("input"), c.required("output")
         tile, overlap = c.integer("tile_size", 256, 1), c.integer("overlap", 32, 0)
         check_overlap(tile, overlap)

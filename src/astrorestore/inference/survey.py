@@ -108,6 +108,7 @@ def write_restoration(method: Method, restoration: Restoration, scorer: Scorer |
     if scorer is not None:
         truth_path = frame.job.truth
         truth = read_image(truth_path, hdu=method.settings.hdu).data if truth_path else None
+        normalizer = getattr(method.restorer, "normalizer", None)
         scorer.add(
             image.path.name,
             restoration.pixels,
@@ -118,6 +119,7 @@ def write_restoration(method: Method, restoration: Restoration, scorer: Scorer |
             std=restoration.std,
             n_samples=samples,
             noise=noise,
+            normalizer=normalizer,
         )
 
 

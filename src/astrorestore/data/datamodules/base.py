@@ -8,7 +8,9 @@ dicts of physical-unit tensors (``clean``, ``noisy``, ``noisy2``, ``valid``). Th
 - makes the validation and test sets fixed: the pairing is applied once, at set-up, with a
   generator seeded from ``seed``, so every epoch and every run is scored on the same examples;
 - normalises ``input``/``target``/``truth``/``observed`` with statistics of the observed frame
-  and passes ``offset``/``scale`` on, so the normalisation can be inverted exactly;
+  (or of the item's whole frame, carried by the item) and passes ``offset``/``scale`` on, so the
+  normalisation can be inverted exactly; with ``data.normalizer.background=map`` the offset is
+  the sky map of the item's whole frame, cropped with it (``background``);
 - exposes the settings a curriculum may change (``stage_settings``).
 """
 
@@ -35,6 +37,21 @@ PASSTHROUGH_KEYS = ("sigma", "sigma2")
 # A frame's noise model per item (gain in e- per unit, read-noise sigma in units; see
 # data.pairings.recorrupted.FRAME_NOISE_KEYS), given to the pairing, not augmented as images.
 FRAME_NOISE_KEYS = ("noise_gain", "noise_read")
+# The sky map of the item's whole frame, cropped with it (data.normalizer.background=map): it
+# follows the item's augmentations and the exposure the noise model draws, and is the offset.
+MAP_KEYS = ("background",)
+
+
+def follow_exposure(background: Tensor, clean: Tensor | None, paired: dict[str, Tensor]) -> Tensor:
+    """The clean scene's sky map at the exposure the pairing drew: noise models scale the clean
+    scene by a factor per image (``truth = t * clean``), which is read back from the sums."""
+    truth = paired.get("truth")
+    if clean is None or truth is None or truth.shape != clean.shape:
+        return background  # frames as observed: no exposure was drawn
+    dims = tuple(range(1, clean.dim()))
+    total = clean.float().sum(dims, keepdim=True)
+    ratio = truth.float().sum(dims, keepdim=True) / torch.where(total != 0, total, 1.0)
+    return background * torch.where(total != 0, ratio, 1.0)
 
 
 class PairedExamples(Dataset):
@@ -71,6 +88,9 @@ class PairedDataModule(L.LightningDataModule):
     provides: frozenset[str] = frozenset({"clean"})
     #: Image channels of the data (1 for astronomical frames, 3 for colour photographs).
     channels = 1
+    #: Whether items carry the sky map of their whole frame (``background``), which
+    #: ``data.normalizer.background=map`` needs.
+    sky_maps = False
 
     def __init__(
         self,
@@ -87,6 +107,7 @@ class PairedDataModule(L.LightningDataModule):
         if num_workers < 0:
             raise UserError(f"data.num_workers={num_workers} is invalid: use an integer >= 0")
         self.check_pairing(pairing)
+        self.check_normalizer(normalizer, pairing)
         if augment is not None:
             # Checked once, here: methods whose noise is tied to a detector axis or whose
             # inputs are noisy pixels refuse transforms that would break that.
@@ -155,6 +176,22 @@ class PairedDataModule(L.LightningDataModule):
         val_seq, test_seq = np.random.SeedSequence([self.seed, 1]).spawn(2)
         return val_seq, test_seq
 
+    def check_normalizer(self, normalizer: Any, pairing: Pairing) -> None:
+        """Refuse a per-pixel sky map (``background=map``) where no whole frame is known, or
+        where input and target differ in size."""
+        if not getattr(normalizer, "per_pixel", False):
+            return
+        if not self.sky_maps:
+            raise UserError(
+                f"data.normalizer.background=map needs the sky map of whole frames, which "
+                f"data={self.data_name} does not make; use data.normalizer.background=median"
+            )
+        if pairing.upscale_factor != 1:
+            raise UserError(
+                "data.normalizer.background=map cannot normalise a super-resolution pair (input "
+                "and target differ in size); use data.normalizer.background=median"
+            )
+
     # ------------------------------------------------------------------ set-up
     def fixed_examples(
         self, dataset: Dataset, seed_sequence: np.random.SeedSequence
@@ -164,10 +201,17 @@ class PairedDataModule(L.LightningDataModule):
         items = [dataset[i] for i in range(len(dataset))]
         batch = {key: torch.stack([item[key] for item in items]) for key in items[0]}
         carried = {
-            key: batch.pop(key) for key in STATISTICS_KEYS + PASSTHROUGH_KEYS if key in batch
+            key: batch.pop(key)
+            for key in STATISTICS_KEYS + PASSTHROUGH_KEYS + MAP_KEYS
+            if key in batch
         }
         seed = int(seed_sequence.generate_state(1, np.uint64)[0])
-        paired = self.pairing(batch, torch.Generator().manual_seed(seed)) | carried
+        paired = self.pairing(batch, torch.Generator().manual_seed(seed))
+        if "background" in carried:
+            carried["background"] = follow_exposure(
+                carried["background"], batch.get("clean"), paired
+            )
+        paired = paired | carried
         return PairedExamples({key: value.contiguous() for key, value in paired.items()})
 
     def setup(self, stage: str | None = None) -> None:
@@ -224,13 +268,17 @@ class PairedDataModule(L.LightningDataModule):
         return self._generator
 
     def normalise(self, paired: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Normalise with the statistics the items carry, else the observed frame's; keep
-        ``offset``/``scale`` so the normalisation can be inverted."""
+        """Normalise with the statistics the items carry, else the observed frame's; an item's
+        sky map (``background``) is the offset; keep ``offset``/``scale`` so the normalisation
+        can be inverted."""
         if "offset" in paired:
             offset, scale = paired["offset"].float(), paired["scale"].float()
         else:
             offset, scale = self.normalizer.stats(paired.get("observed", paired["input"]))
-        out = {key: value for key, value in paired.items() if key not in NORMALISED_KEYS}
+        if "background" in paired:
+            offset = paired["background"].float()
+        drop = NORMALISED_KEYS + MAP_KEYS
+        out = {key: value for key, value in paired.items() if key not in drop}
         for key in NORMALISED_KEYS:
             if key in paired:
                 out[key] = self.normalizer.forward(paired[key].float(), offset, scale)
@@ -258,5 +306,10 @@ class PairedDataModule(L.LightningDataModule):
                             "noise_read": noise["noise_read"] * gain,
                         }
             maps = {key: batch[key] for key in PASSTHROUGH_KEYS if key in batch}
-            batch = self.pairing(batch | noise, rng) | maps | statistics
+            # The sky map went through the augmentation with the images (geometry, brightness).
+            sky = {key: batch.pop(key) for key in MAP_KEYS if key in batch}
+            paired = self.pairing(batch | noise, rng)
+            if sky:
+                sky["background"] = follow_exposure(sky["background"], batch.get("clean"), paired)
+            batch = paired | maps | statistics | sky
         return self.normalise(batch)

@@ -49,7 +49,12 @@ from astrorestore.data.corruption.noise_estimate import FrameNoise
 from astrorestore.data.datamodules.base import PairedDataModule
 from astrorestore.data.pairings.base import Pairing
 from astrorestore.data.preparation.frame_noise import frame_noise_models
-from astrorestore.data.preparation.frame_statistics import frame_statistics, use_frame_stats
+from astrorestore.data.preparation.frame_statistics import (
+    frame_sky_maps,
+    frame_statistics,
+    use_frame_stats,
+    use_sky_maps,
+)
 from astrorestore.data.preparation.manifest import discover_fits
 from astrorestore.data.preparation.prepare import prepare_folder
 from astrorestore.data.preparation.tile_cache import Prepared
@@ -84,12 +89,10 @@ class SourceTileCrops(RandomTileCrops):
         self.softening = float(softening)
 
     def _has_source(self, item: dict[str, Tensor]) -> bool:
-        values = item["noisy"][item["valid"]]
+        # Above the sky map where the crop has one, else above the frame's sky level.
+        values = (item["noisy"] - item.get("background", item["offset"]))[item["valid"]]
         sigma = item["scale"].item() / self.softening
-        return (
-            values.numel() > 0
-            and values.max().item() > item["offset"].item() + SOURCE_SIGMA * sigma
-        )
+        return values.numel() > 0 and values.max().item() > SOURCE_SIGMA * sigma
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         item = super().__getitem__(index)
@@ -126,8 +129,10 @@ class FrameItems(Dataset):
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         item = self.dataset[index]
         if self.deep_as_clean:
-            # The deep frame's own sigma and statistics do not describe the injected noise.
-            return {"clean": item["noisy"], "valid": item["valid"]}
+            # The deep frame's own sigma and statistics do not describe the injected noise; its
+            # sky map does describe the clean scene (scaled with the exposure drawn).
+            keep = {"clean": item["noisy"], "valid": item["valid"]}
+            return keep | ({"background": item["background"]} if "background" in item else {})
         return item
 
 
@@ -163,6 +168,7 @@ class FitsFolderDataModule(PairedDataModule):
     """
 
     channels = 1
+    sky_maps = True
 
     def __init__(
         self,
@@ -326,6 +332,8 @@ class FitsFolderDataModule(PairedDataModule):
                     "PHOTMJSR and an exposure time in the headers) or use noise=gaussian"
                 )
         use_frame_stats(prepared, frame_statistics(prepared, self.normalizer))
+        if getattr(self.normalizer, "per_pixel", False):
+            use_sky_maps(prepared, frame_sky_maps(prepared, self.normalizer))
         if self.wants_frame_noise:
             self.frame_noise = frame_noise_models(prepared, root, self.read_noise)
             for split, models in self.frame_noise.items():

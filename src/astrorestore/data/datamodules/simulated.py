@@ -4,10 +4,13 @@ The clean fields are rendered once in ``setup``. Training items are random crops
 fields; the pairing draws noise (or masks) per batch on the device (see
 :class:`~astrorestore.data.datamodules.base.PairedDataModule`). Validation and test items are fixed crops,
 paired once from ``data.seed``, so every run and every epoch is scored on the same images.
+With ``data.normalizer.background=map`` every field's sky map is measured once, as ``infer.py``
+measures a frame's (on a noise draw of the whole field), and items carry their crop of it.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -26,6 +29,8 @@ from astrorestore.errors import UserError
 SOURCE_THRESHOLD = 100.0
 # Tries at finding a source-bearing crop before settling for the last one drawn.
 SOURCE_TRIES = 10
+
+log = logging.getLogger(__name__)
 
 
 def _render_set(seq: np.random.SeedSequence, n: int, size: int, scene: dict) -> tuple:
@@ -46,6 +51,52 @@ def _pedestals(catalogs: list[dict], *others: list[dict]) -> np.ndarray | None:
     return np.array([c.get("pedestal", 0.0) for c in catalogs], dtype=np.float64)
 
 
+def _with_pedestal(item: dict, pedestals: np.ndarray | None, field: int) -> dict[str, Tensor]:
+    """Add the field's subtracted sky level as a map (see ``render_field``), if it has any."""
+    if pedestals is not None:
+        item["pedestal"] = torch.full_like(item["clean"], float(pedestals[field]))
+    return item
+
+
+def _sky_maps(
+    fields: np.ndarray,
+    normalizer: Any,
+    noise: Any,
+    seed: np.random.SeedSequence,
+    pedestals: np.ndarray | None = None,
+):
+    """``(n, H, W)`` sky maps of the clean ``fields`` at exposure 1, each measured on one noise
+    draw of its whole field (what ``infer.py`` sees), divided by the draw's exposure factor.
+
+    A field too crowded for a map (too few sky boxes: e.g. the default scene on a 128 px field)
+    gets a flat map at its median, as ``background=median`` would, and the count is logged:
+    a simulated field has no other sky to offer, and training on it stays possible.
+    """
+    generator = torch.Generator().manual_seed(int(seed.generate_state(1, np.uint64)[0]))
+    maps, flat = [], 0
+    for i, field in enumerate(fields):
+        clean = torch.from_numpy(np.ascontiguousarray(field, np.float32))[None, None]
+        # A subtracted pedestal: the noise of the photons that arrived (see render_field).
+        pedestal = None if pedestals is None else torch.full_like(clean, float(pedestals[i]))
+        noisy, target = noise(clean, generator, pedestal)
+        exposure = float(target.sum() / clean.sum()) if float(clean.sum()) != 0 else 1.0
+        try:
+            sky = normalizer.sky_map(noisy[0, 0].numpy())
+        except UserError:
+            flat += 1
+            sky = np.full(field.shape, float(noisy.median()), np.float32)
+        maps.append(sky / np.float32(exposure))
+    if flat:
+        log.warning(
+            "data.normalizer.background=map: %d of %d simulated fields are too crowded for a sky "
+            "map (too few sky boxes) and use their median; a smaller data.normalizer.box_size or "
+            "a larger data.field_size gives them maps",
+            flat,
+            len(fields),
+        )
+    return np.stack(maps).astype(np.float32) if maps else np.zeros((0,) + fields.shape[1:])
+
+
 def _grid_positions(field_size: int, patch_size: int, n: int) -> list[tuple[int, int]]:
     """``n`` fixed top-left corners spread over a regular grid covering the field."""
     per_side = int(np.ceil(np.sqrt(n)))
@@ -55,7 +106,8 @@ def _grid_positions(field_size: int, patch_size: int, n: int) -> list[tuple[int,
 
 
 class RandomPatchDataset(PerProcessRng, Dataset):
-    """Random, randomly flipped/rotated crops of the training fields: ``{"clean": (1, P, P)}``,
+    """Random, randomly flipped/rotated crops of the training fields: ``{"clean": (1, P, P)}``
+    (and ``"background"``, the same crop of the field's sky map, when ``sky_maps`` are given),
     drawn from a per-process stream (see :mod:`astrorestore.data.seeding`)."""
 
     def __init__(
@@ -65,10 +117,12 @@ class RandomPatchDataset(PerProcessRng, Dataset):
         patch_size: int,
         length: int,
         source_patch_fraction: float = 0.0,
+        sky_maps: np.ndarray | None = None,
         pedestals: np.ndarray | None = None,
     ) -> None:
         self.fields = fields
         self.skies = skies
+        self.sky_maps = sky_maps
         self.pedestals = pedestals
         self.patch_size = patch_size
         self.length = length
@@ -77,57 +131,69 @@ class RandomPatchDataset(PerProcessRng, Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def _crop(self, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    def _crop(self, rng: np.random.Generator) -> tuple[np.ndarray, int, tuple[slice, slice]]:
         n, h, w = self.fields.shape
         p = self.patch_size
         i = int(rng.integers(n))
         y, x = int(rng.integers(h - p + 1)), int(rng.integers(w - p + 1))
-        return self.fields[i, y : y + p, x : x + p], i
+        window = (slice(y, y + p), slice(x, x + p))
+        return self.fields[i][window], i, window
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         rng = self._generator()
-        patch, field = self._crop(rng)
+        patch, field, window = self._crop(rng)
         if rng.random() < self.source_patch_fraction:
             for _ in range(SOURCE_TRIES - 1):
                 if patch.max() > self.skies[field] + SOURCE_THRESHOLD:
                     break
-                patch, field = self._crop(rng)
-        patch = np.rot90(patch, k=int(rng.integers(4)))
-        if rng.random() < 0.5:
-            patch = patch[:, ::-1]
-        item = {"clean": torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32))[None]}
-        return _with_pedestal(item, self.pedestals, field)
-
-
-def _with_pedestal(item: dict, pedestals: np.ndarray | None, field: int) -> dict[str, Tensor]:
-    """Add the field's subtracted sky level as a map (see ``render_field``), if it has any."""
-    if pedestals is not None:
-        item["pedestal"] = torch.full_like(item["clean"], float(pedestals[field]))
-    return item
+                patch, field, window = self._crop(rng)
+        arrays = {"clean": patch}
+        if self.sky_maps is not None:
+            arrays["background"] = self.sky_maps[field][window]
+        k, flip = int(rng.integers(4)), bool(rng.random() < 0.5)
+        out = {}
+        for key, array in arrays.items():
+            array = np.rot90(array, k=k)
+            array = array[:, ::-1] if flip else array
+            out[key] = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None]
+        return _with_pedestal(out, self.pedestals, field)
 
 
 class FixedCrops(Dataset):
-    """Fixed crops of fields: ``{"clean": (1, P, P)}`` in electrons, the same in every epoch."""
+    """Fixed crops of fields: ``{"clean": (1, P, P)}`` in electrons, the same in every epoch
+    (with ``"background"``, the crops of the fields' sky maps, when ``sky_maps`` are given)."""
 
     def __init__(
         self,
         fields: np.ndarray,
         patch_size: int,
         per_field: int,
+        sky_maps: np.ndarray | None = None,
         pedestals: np.ndarray | None = None,
     ) -> None:
         corners = _grid_positions(fields.shape[-1], patch_size, per_field)
-        p = patch_size
-        crops = [field[y : y + p, x : x + p] for field in fields for (y, x) in corners]
-        self.clean = torch.from_numpy(np.stack(crops)[:, None].copy())
         self.per_field = len(corners)
         self.pedestals = pedestals
+        p = patch_size
+
+        def crops(images: np.ndarray) -> Tensor:
+            cut = [image[y : y + p, x : x + p] for image in images for (y, x) in corners]
+            return torch.from_numpy(np.stack(cut)[:, None].astype(np.float32))
+
+        self.items = {"clean": crops(fields)}
+        if sky_maps is not None:
+            self.items["background"] = crops(sky_maps)
+
+    @property
+    def clean(self) -> Tensor:
+        return self.items["clean"]
 
     def __len__(self) -> int:
         return self.clean.shape[0]
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
-        return _with_pedestal({"clean": self.clean[index]}, self.pedestals, index // self.per_field)
+        item = {key: value[index] for key, value in self.items.items()}
+        return _with_pedestal(item, self.pedestals, index // self.per_field)
 
 
 class SimulatedFieldDataModule(PairedDataModule):
@@ -139,6 +205,7 @@ class SimulatedFieldDataModule(PairedDataModule):
     data_name = "simulated"
     provides = frozenset({"clean"})
     channels = 1
+    sky_maps = True
 
     def __init__(
         self,
@@ -231,6 +298,21 @@ class SimulatedFieldDataModule(PairedDataModule):
         self.test_fields, self.test_catalogs = _render_set(
             test_seq, hp.n_test_fields, hp.field_size, self.scene
         )
+        catalogs = (self.train_catalogs, self.val_catalogs, self.test_catalogs)
+        pedestals = [_pedestals(catalogs[i], *catalogs[:i], *catalogs[i + 1 :]) for i in range(3)]
+        maps: list[np.ndarray | None] = [None, None, None]
+        if getattr(self.normalizer, "per_pixel", False):
+            noise = self.pairing._require_noise()
+            map_seeds = np.random.SeedSequence([hp.seed, 2]).spawn(3)
+            maps = [
+                _sky_maps(fields, self.normalizer, noise, seq, peds)
+                for fields, seq, peds in zip(
+                    (self.train_fields, self.val_fields, self.test_fields),
+                    map_seeds,
+                    pedestals,
+                    strict=True,
+                )
+            ]
         # The clean field's sky is what remains after the pedestal (see render_field).
         skies = np.array(
             [c["sky"] - c.get("pedestal", 0.0) for c in self.train_catalogs], dtype=np.float64
@@ -241,19 +323,10 @@ class SimulatedFieldDataModule(PairedDataModule):
             self.patch_size,
             hp.patches_per_epoch,
             self.source_patch_fraction,
-            _pedestals(self.train_catalogs, self.val_catalogs, self.test_catalogs),
+            sky_maps=maps[0],
+            pedestals=pedestals[0],
         )
         per_field = hp.val_patches_per_field
-        val = FixedCrops(
-            self.val_fields,
-            self.patch_size,
-            per_field,
-            _pedestals(self.val_catalogs, self.train_catalogs, self.test_catalogs),
-        )
-        test = FixedCrops(
-            self.test_fields,
-            self.patch_size,
-            per_field,
-            _pedestals(self.test_catalogs, self.train_catalogs, self.val_catalogs),
-        )
+        val = FixedCrops(self.val_fields, self.patch_size, per_field, maps[1], pedestals[1])
+        test = FixedCrops(self.test_fields, self.patch_size, per_field, maps[2], pedestals[2])
         return train, val, test

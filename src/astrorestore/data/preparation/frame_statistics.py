@@ -3,7 +3,10 @@ as ``infer.py`` normalises the whole image.
 
 ``infer.py`` fits one (offset, scale) per image. The tile cache stores statistics per tile;
 here each frame's are computed once with the normaliser's own definition, saved next to the
-cache entry (keyed on the normaliser), and given to every tile of that frame.
+cache entry (keyed on the normaliser), and given to every tile of that frame. With
+``data.normalizer.background=map`` each frame's sky map is measured once too (as ``infer.py``
+measures it on the whole frame) and saved in the layout of the split's data, so crops cut it
+with their pixels (:func:`frame_sky_maps`, :func:`use_sky_maps`).
 """
 
 from __future__ import annotations
@@ -46,6 +49,36 @@ def frame_statistics(prepared: Prepared, normalizer: Any) -> dict[str, np.ndarra
     np.savez(tmp, **stats)
     os.replace(tmp, path)  # atomic: concurrent ranks write identical files
     return stats
+
+
+def frame_sky_maps(prepared: Prepared, normalizer: Any) -> dict[str, Path]:
+    """``{split: path}`` of flat float32 ``.npy`` files holding every frame's sky map in the
+    layout of the split's data (``normalizer.sky_map`` of the whole frame, invalid pixels
+    ignored); computed once and saved next to the cache entry, keyed on the normaliser."""
+    key = hashlib.sha1(repr(normalizer).encode()).hexdigest()[:12]
+    paths = {}
+    for split in SPLITS:
+        if not prepared.frames[split]:
+            continue  # an empty split (no test frames): nothing to map
+        path = prepared.path / f"frame_sky_{key}_{split}.npy"
+        paths[split] = path
+        data_flat = prepared.arrays(split)[0]
+        if path.exists() and np.load(path, mmap_mode="r").shape == data_flat.shape:
+            continue
+        flat = np.zeros(data_flat.shape, np.float32)
+        for index, slot in enumerate(prepared.frames[split]):
+            data, _, _ = prepared.frame(split, index)  # NaN at invalid pixels
+            sky = normalizer.sky_map(np.asarray(data))
+            flat[slot.start : slot.start + sky.size] = sky.ravel()
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
+        np.save(tmp, flat)
+        os.replace(tmp, path)  # atomic: concurrent ranks write identical files
+    return paths
+
+
+def use_sky_maps(prepared: Prepared, paths: dict[str, Path]) -> None:
+    """Give the prepared folder its frames' sky maps: crops then carry theirs (``background``)."""
+    prepared.sky_files = dict(paths)
 
 
 def _whole_frame_stats(data: np.ndarray, normalizer: Any) -> tuple[float, float]:

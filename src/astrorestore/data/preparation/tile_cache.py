@@ -171,6 +171,9 @@ class Prepared:
         self.frames = {s: [FrameSlot(*slot) for slot in info["frames"].get(s, [])] for s in SPLITS}
         self.tiles = {s: np.load(self.path / f"tiles_{s}.npy", allow_pickle=False) for s in SPLITS}
         self._arrays: dict[str, tuple] = {}
+        #: Per split, a flat float32 ``.npy`` of the frames' sky maps in the data's layout
+        #: (set by ``frame_statistics.use_sky_maps`` for ``data.normalizer.background=map``).
+        self.sky_files: dict[str, Path] = {}
 
     @classmethod
     def load(cls, path: str | Path) -> Prepared:
@@ -218,6 +221,17 @@ class Prepared:
             view = None if flat is None else flat[slot.start : slot.start + n]
             shaped.append(None if view is None else view.reshape(slot.height, slot.width))
         return shaped[0], shaped[1], shaped[2]
+
+    def sky(self, split: str, index: int) -> np.ndarray | None:
+        """The sky map ``(H, W)`` of one frame of a split (memory-mapped), or None without maps."""
+        if split not in self.sky_files:
+            return None
+        key = f"sky:{split}"
+        if key not in self._arrays:
+            self._arrays[key] = (_open_flat(self.sky_files[split]),)
+        slot = self.frames[split][index]
+        n = slot.height * slot.width
+        return self._arrays[key][0][slot.start : slot.start + n].reshape(slot.height, slot.width)
 
     def frame_row(self, split: str, index: int) -> ManifestRow:
         return self.rows[self.frames[split][index].row]

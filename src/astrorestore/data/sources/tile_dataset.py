@@ -8,7 +8,9 @@ the conversion, else the file's units), float32:
 - ``valid`` (1, P, P) bool: pixels that may be used as training targets;
 - ``sigma`` (1, P, P): the per-pixel noise map in the same units, when the cache has one;
 - ``offset``/``scale`` (1, 1, 1): the AsinhNormalizer parameters of the crop's parent tile, so a
-  data module can normalise crops like whole tiles (and inverse them exactly).
+  data module can normalise crops like whole tiles (and inverse them exactly);
+- ``background`` (1, P, P): the crop of its frame's sky map, when the folder has maps
+  (``data.normalizer.background=map``); invalid pixels are then filled with it.
 
 A crop is rejected (and another drawn) when fewer than ``min_valid`` of its pixels are valid.
 """
@@ -77,12 +79,19 @@ def _crop(prepared: Prepared, split: str, rec: np.void, y: int, x: int, p: int):
     data, valid, sigma = prepared.frame(split, int(rec["frame"]))
     v = np.array(valid[y : y + p, x : x + p], dtype=bool)
     d = np.array(data[y : y + p, x : x + p], dtype=np.float32)
-    d[~v] = np.float32(rec["offset"])
+    sky = _sky_crop(prepared, split, rec, y, x, p)
+    d[~v] = sky["background"][~v] if sky else np.float32(rec["offset"])
     s = None
     if sigma is not None:
         s = np.array(sigma[y : y + p, x : x + p], dtype=np.float32)
         s[~v] = 0.0  # zero weight where no target exists; never NaN into a loss
     return d, v, s
+
+
+def _sky_crop(prepared: Prepared, split: str, rec: np.void, y: int, x: int, p: int) -> dict:
+    """``{"background": (P, P)}``, the crop of the frame's sky map, or ``{}`` without maps."""
+    sky = prepared.sky(split, int(rec["frame"]))
+    return {} if sky is None else {"background": np.array(sky[y : y + p, x : x + p], np.float32)}
 
 
 def _norm(rec: np.void) -> dict[str, Tensor]:
@@ -148,12 +157,13 @@ class RandomTileCrops(FrameValues, PerProcessRng, Dataset):
             crop = _crop(self.prepared, self.split, rec, y, x, self.patch_size)
             fraction = float(crop[1].mean())
             if fraction > best_fraction:
-                best, best_fraction = (rec, crop), fraction
+                best, best_fraction = (rec, crop, (y, x)), fraction
             if fraction >= self.min_valid:
                 break
-        rec, (d, v, s) = best
+        rec, (d, v, s), (y, x) = best
         k, flip = (int(rng.integers(4)), bool(rng.random() < 0.5)) if self.augment else (0, False)
         arrays = {"noisy": d, "valid": v} | ({"sigma": s} if s is not None else {})
+        arrays |= _sky_crop(self.prepared, self.split, rec, y, x, self.patch_size)
         return _orient(arrays, k, flip) | _norm(rec) | self.frame_keys(rec)
 
 
@@ -205,6 +215,7 @@ class FixedTileCrops(FrameValues, Dataset):
         rec = self.prepared.tiles[self.split][t]
         d, v, s = _crop(self.prepared, self.split, rec, y, x, self.patch_size)
         arrays = {"noisy": d, "valid": v} | ({"sigma": s} if s is not None else {})
+        arrays |= _sky_crop(self.prepared, self.split, rec, y, x, self.patch_size)
         return _orient(arrays, 0, False) | _norm(rec) | self.frame_keys(rec)
 
 
@@ -301,13 +312,14 @@ class ExposurePairs(PerProcessRng, Dataset):
             valid = va & vb
             if valid.mean() > best_fraction:
                 best, best_fraction = (
-                    (ra, da, db * np.float32(ratio), valid, sa, sb, ratio),
+                    (ra, da, db * np.float32(ratio), valid, sa, sb, ratio, (y, x)),
                     valid.mean(),
                 )
             if valid.mean() >= self.min_valid:
                 break
-        ra, da, db, valid, sa, sb, ratio = best
+        ra, da, db, valid, sa, sb, ratio, (y, x) = best
         arrays = {"noisy": da, "noisy2": db, "valid": valid}
+        arrays |= _sky_crop(self.prepared, self.split, ra, y, x, p)
         if sa is not None:
             arrays |= {"sigma": sa, "sigma2": sb * np.float32(ratio)}
         k, flip = (int(rng.integers(4)), bool(rng.random() < 0.5)) if self.augment else (0, False)
