@@ -45,8 +45,10 @@ WORKS = {
 WORKS |= {
     (m, d)
     for m in ("n2v", "n2v2", "structn2v", "n2n", "r2r")
-    for d in ("simulated", "simulated_randomized")
+    for d in ("simulated", "simulated_randomized", "simulated_realistic")
 }
+# Fields that look like real frames (data=simulated_realistic) serve the supervised models too.
+WORKS |= {(m, "simulated_realistic") for m in ("supervised", "bounded", "supervised_unbounded")}
 # r2r on the JWST-like demo frames recorrupts with their ERR maps.
 WORKS |= {(m, "jwst") for m in ("n2v", "n2v2", "structn2v", "r2r")}
 # The tiny debug preset of each data family (debug=tiny sets keys of the simulated fields).
