@@ -45,7 +45,13 @@ class Case:
 CASES = {
     "bench_self_supervised.py": Case(
         ["--smoke", "--out", "{out}/self_supervised"],
-        {"self_supervised.json": [("n2v", "*", "psnr_e"), ("noisy input", "*", "sky_noise_ratio")]},
+        {
+            "self_supervised.json": [
+                ("n2v", "*", "psnr_e"),
+                ("r2r", "*", "psnr_e"),
+                ("noisy input", "*", "sky_noise_ratio"),
+            ]
+        },
         files=["self_supervised.md"],
     ),
     "bench_simdata.py": Case(

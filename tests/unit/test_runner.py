@@ -541,3 +541,55 @@ def test_a_truth_of_another_kind_than_its_input_is_noted(tmp_path, capsys):
     noted = score("t.png")
     assert "a.fits is a frame in physical units but its truth t.png is a photograph" in noted
     assert "note:" not in score("t.fits")  # the same kind: no note
+
+
+def _report_image(folder):
+    report = json.loads((folder / "report.json").read_text())
+    return report["images"][0] if "images" in report else report["per_image"][0]
+
+
+def test_report_takes_the_frames_read_noise_from_its_header(tmp_path):
+    # A frame whose header says RDNOISE = 3 was judged against read noise 5 (eval.read_noise's
+    # silent default). The header's gain (e-/DN) turns its read noise into frame units.
+    hdu = fits.PrimaryHDU(noisy((64, 64)))
+    hdu.header["GAIN"], hdu.header["RDNOISE"] = 2.0, 3.0
+    hdu.writeto(tmp_path / "a.fits")
+    run_inference(make_cfg(tmp_path / "a.fits", tmp_path / "o.fits", report=str(tmp_path / "r")),
+                  Loader())  # fmt: skip
+    settings = _report_image(tmp_path / "r")["settings"]
+    assert settings["gain"] == 2.0 and settings["read_noise"] == pytest.approx(1.5)
+    assert "read noise 3 e- = 1.5 units (header RDNOISE (e-))" in settings["noise_model"]
+    assert "header GAIN" in settings["noise_model"]
+    summary = (tmp_path / "r" / "summary.md").read_text()
+    assert "noise model: gain 2 e-/unit (header GAIN" in summary
+    # An explicit value still wins, and the report says it was given.
+    cfg = make_cfg(tmp_path / "a.fits", tmp_path / "p.fits", report=str(tmp_path / "s"))
+    cfg.eval = {"read_noise": 4.0}
+    run_inference(cfg, Loader())
+    settings = _report_image(tmp_path / "s")["settings"]
+    assert settings["read_noise"] == 4.0 and "(eval.read_noise)" in settings["noise_model"]
+    assert settings["gain"] == 2.0
+
+
+def test_report_on_a_frame_that_cannot_tell_its_gain_says_so(tmp_path):
+    # No header, 40 px of flat sky: no mean-variance fit is possible. The residual is judged by
+    # the frame's own sky noise (20 here), and the report says the Poisson term is left out.
+    np.save(tmp_path / "a.npy", noisy((40, 40)))
+    run_inference(make_cfg(tmp_path / "a.npy", tmp_path / "o.npy", report=str(tmp_path / "r")),
+                  Loader())  # fmt: skip
+    settings = _report_image(tmp_path / "r")["settings"]
+    assert settings["read_noise"] == pytest.approx(20.0, rel=0.15)
+    assert "Poisson term left out" in settings["noise_model"]
+    assert "sky noise" in settings["noise_model"]
+
+
+def test_a_noise_map_of_the_wrong_shape_is_one_line_and_nothing_is_written(tmp_path):
+    # An ERR extension of another shape than SCI was dropped without a word; the report would
+    # then judge the frame by another noise model than its product's.
+    sci = fits.ImageHDU(noisy((40, 40)), name="SCI")
+    err = fits.ImageHDU(np.ones((20, 40), np.float32), name="ERR")
+    fits.HDUList([fits.PrimaryHDU(), sci, err]).writeto(tmp_path / "a.fits")
+    cfg = make_cfg(tmp_path / "a.fits", tmp_path / "o.fits", report=str(tmp_path / "r"))
+    with pytest.raises(UserError, match=r"its ERR map is 20x40 but the science array is 40x40"):
+        run_inference(cfg, Loader())
+    assert not (tmp_path / "o.fits").exists() and not (tmp_path / "r").exists()

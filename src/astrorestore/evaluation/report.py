@@ -61,6 +61,7 @@ def evaluate_image(
     zeropoint: float = 0.0,
     n_bright: int = 10,
     unit: str = "e-",
+    noise_model: str | None = None,
     sky_map: np.ndarray | None = None,
 ) -> dict:
     """Evaluate one restored frame (electrons) against its noisy input and, if given, its truth.
@@ -71,7 +72,10 @@ def evaluate_image(
     ``zeropoint - 2.5 log10(flux in e-)``. Problems that do not stop the evaluation (NaNs in
     the truth, no sources) are listed in ``warnings``; malformed input raises UserError.
     ``unit`` labels the values (a FITS frame's BUNIT); for frames not in electrons the residual
-    analysis says that its gain/read-noise model does not apply, unless an ERR map is given.
+    analysis says that its gain/read-noise model does not apply, unless an ERR map is given or
+    ``noise_model`` says where ``gain`` and ``read_noise`` (then in the frame's units) came
+    from (``FrameNoise.describe()``: the frame's header, its ERR map or its pixels); the report
+    states it.
     ``sky_map``: the noisy frame's sky map, where the restorer normalised around one
     (``data.normalizer.background=map``): the empty sky is then the truth's pixels near it.
     """
@@ -95,6 +99,7 @@ def evaluate_image(
             "unit": unit,
             "gain": gain,
             "read_noise": read_noise,
+            "noise_model": noise_model or f"given: gain {gain:g}, read noise {read_noise:g}",
             "fwhm": fwhm,
             "threshold_sigma": threshold,
             "match_radius_px": radius,
@@ -126,7 +131,7 @@ def evaluate_image(
         warnings.extend(scored.warnings)
         source_xy = scored.source_xy
     residual, residual_tables, residual_warnings = _residual(
-        noisy, restored, gain, read_noise, err, source_xy, fwhm, unit
+        noisy, restored, gain, read_noise, err, source_xy, fwhm, unit, noise_model
     )
     tables.update(residual_tables)
     warnings.extend(residual_warnings)
@@ -160,7 +165,7 @@ def _mask_missing(
 
 
 def _residual(
-    noisy, restored, gain, read_noise, err, source_xy, fwhm, unit
+    noisy, restored, gain, read_noise, err, source_xy, fwhm, unit, noise_model=None
 ) -> tuple[dict, dict, list[str]]:
     """The residual analysis (input - output against the noise model): its report section, its
     tables (power spectrum, residual map) and its warnings."""
@@ -173,6 +178,7 @@ def _residual(
         source_xy=source_xy,
         fwhm=fwhm,
         unit=unit,
+        noise_source=noise_model,
     )
     tables = {
         "power_spectrum": residual.pop("power_spectrum"),

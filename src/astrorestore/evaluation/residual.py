@@ -67,9 +67,11 @@ def residual_analysis(
     source_xy: np.ndarray | None = None,
     fwhm: float = 2.5,
     unit: str = "e-",
+    noise_source: str | None = None,
 ) -> dict:
     """Statistics of ``noisy - restored`` against the noise model, and warnings (values in
-    ``unit``).
+    ``unit``). ``noise_source`` says where ``gain``/``read_noise`` came from (the frame's
+    header, ERR map or pixels: then they are in the frame's units, whatever ``unit`` is).
 
     Returns ``mean`` (electrons) and ``mean_in_sigma`` (mean / its standard error), the
     ``variance_ratio`` robust variance of residual / sigma (1 = removed exactly the
@@ -102,12 +104,13 @@ def residual_analysis(
         "variance_ratio": variance_ratio,
         "noise_reference": "ERR map"
         if err is not None
-        else f"x/gain + read^2 (gain={gain}, read={read_noise})",
+        else f"x/gain + read^2 (gain={gain:.4g}, read={read_noise:.4g}"
+        + (f"; {noise_source})" if noise_source else ")"),
         "power_spectrum": spectrum,
         "low_high_power_ratio": low_high,
     }
     lo, hi = _VARIANCE_BAND
-    if err is None and not is_electrons(unit):
+    if err is None and noise_source is None and not is_electrons(unit):
         # A gain/read-noise model in electrons says nothing about a frame in other units: say
         # so once instead of judging the residual's variance by it.
         warnings.append(

@@ -49,6 +49,8 @@ def _image_section(result: dict) -> list[str]:
         f"{background['restored']['sigma']:.3g} {unit} "
         f"(ratio {_fmt(background['sky_noise_ratio'])})"
     )
+    if result["settings"].get("noise_model"):
+        lines.append(f"- noise model: {result['settings']['noise_model']}")
     if result["has_truth"]:
         quality = result["quality"]
         lines.append(

@@ -22,7 +22,15 @@ from astrorestore.inference.acceleration import accelerate
 from astrorestore.inference.frames import Fingerprint
 from astrorestore.inference.restore import check_image, fit_overlap, fit_tile, restore_image
 from astrorestore.inference.restorer import Restorer
-from astrorestore.inference.scoring import check_truth, classical_restorer, output_shape, units_note
+from astrorestore.inference.scoring import (
+    NOISE_MODEL_BASELINES,
+    check_truth,
+    classical_restorer,
+    describe_noise,
+    image_noise_model,
+    output_shape,
+    units_note,
+)
 from astrorestore.inference.self_ensemble import self_ensemble
 from astrorestore.inference.settings import InferSettings
 from astrorestore.io.formats import LoadedImage
@@ -72,8 +80,13 @@ class Method:
         the per-pixel standard deviation of the samples (None otherwise)."""
         data, settings = image.data, self.settings
         if self.restorer is None:
-            gain = float(settings.evaluation.get("gain", 1.0))
-            read_noise = float(settings.evaluation.get("read_noise", 5.0))
+            # Only the noise-model-driven baselines need the frame's gain and read noise.
+            gain, read_noise = 1.0, 0.0  # unused by the others (and colour frames are refused)
+            if data.ndim == 2 and self.name in NOISE_MODEL_BASELINES:
+                # The frame's own noise model (eval.gain/eval.read_noise win where given).
+                noise = image_noise_model(image, settings.evaluation)
+                gain, read_noise = noise.gain, noise.read_noise
+                print(f"{image.path}: noise model {describe_noise(noise)}", flush=True)
             restored = classical_restorer(self.name, gain, read_noise)(data)
             history = list(self.history)
             return self._finish(image, restored, history), history, None

@@ -8,14 +8,18 @@ the same path without a checkpoint, so every method is scored the same way.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from astrorestore.data.corruption.noise_estimate import FrameNoise, estimate_frame_noise
 from astrorestore.errors import UserError
-from astrorestore.io.formats import PHOTOGRAPH_FORMATS, image_format
+from astrorestore.io.fits_hdus import frame_keywords, read_noise_map
+from astrorestore.io.formats import PHOTOGRAPH_FORMATS, LoadedImage, image_format
 from astrorestore.io.images import read_image
 
 
@@ -91,16 +95,25 @@ _EVAL_RULES: dict[str, tuple[Callable[[float], bool], str]] = {
     "fwhm": (lambda v: v > 0, "the PSF FWHM in pixels (> 0)"),
     "threshold": (lambda v: v > 0, "the detection threshold in background sigma (> 0)"),
     "match_radius": (lambda v: v > 0, "a radius in pixels (> 0), or null for max(1.5, 0.8 fwhm)"),
-    "gain": (lambda v: v > 0, "the gain in e- per data unit (> 0)"),
-    "read_noise": (lambda v: v >= 0, "the read noise in e- (>= 0)"),
+    "gain": (lambda v: v > 0, "the gain in e- per data unit (> 0), or null: from the frame"),
+    "read_noise": (
+        lambda v: v >= 0,
+        "the read noise in the frame's units (>= 0), or null: from the frame",
+    ),
 }
+#: eval.* settings whose null means "read it from the frame" (see ``frame_noise_model``).
+_FROM_FRAME = ("match_radius", "gain", "read_noise")
+
+
+#: Classical methods whose result depends on the frame's gain and read noise.
+NOISE_MODEL_BASELINES = ("bilateral", "bm3d_vst")
 
 
 def check_eval_settings(settings: dict[str, Any]) -> None:
     """One-line UserError for an ``eval.*`` value that cannot be used."""
     for key, (ok, what) in _EVAL_RULES.items():
         value = settings.get(key)
-        if value is None and (key == "match_radius" or key not in settings):
+        if value is None and (key in _FROM_FRAME or key not in settings):
             continue
         number = not isinstance(value, bool) and isinstance(value, int | float)
         if not (number and np.isfinite(value) and ok(float(value))):
@@ -125,6 +138,79 @@ def classical_restorer(
         return out
 
     return restore
+
+
+def _sky_noise_only(data: np.ndarray, why: str) -> FrameNoise:
+    """The report's last resort when the frame cannot tell its gain (a small or flat frame):
+    its own sky noise (robust sigma of the background) as a constant noise, no Poisson term."""
+    from astrorestore.evaluation.detection import background_stats
+
+    _, sigma = background_stats(np.asarray(data, np.float64))
+    why = why.split(": ", 1)[-1].split("; pass", 1)[0]
+    return FrameNoise(
+        math.inf,
+        float(sigma),
+        f"unknown ({why}): Poisson term left out",
+        "the frame's sky noise (robust sigma of its background)",
+    )
+
+
+def describe_noise(noise: FrameNoise) -> str:
+    """``FrameNoise.describe()``, or what a sky-noise-only model is (no gain to state)."""
+    if math.isinf(noise.gain):
+        return f"constant sigma {noise.read_noise:.4g} units ({noise.read_noise_source}); gain {noise.gain_source}"
+    return noise.describe()
+
+
+def frame_noise_model(
+    data: np.ndarray,
+    keywords: Mapping[str, Any] | None,
+    evaluation: Mapping[str, Any],
+    err: np.ndarray | None = None,
+    strict: bool = False,
+) -> FrameNoise:
+    """The frame's gain and read noise (frame units) for scoring and classical methods.
+
+    ``eval.gain`` / ``eval.read_noise`` (read noise in the frame's units) win where given; the
+    rest comes from the frame (:func:`estimate_frame_noise`: header GAIN/RDNOISE..., the ERR
+    map, else a mean-variance fit on its pixels), never from a default. Each value says where it
+    came from (``describe_noise``). With an ERR map the residual is judged by the map, so a
+    frame whose gain cannot be told is still scored (its gain and read noise marked unused);
+    without one such a frame is scored against its own sky noise (no Poisson term, stated),
+    or refused when ``strict`` (a classical method that needs the gain).
+    """
+    gain, read = evaluation.get("gain"), evaluation.get("read_noise")
+    if gain is not None and read is not None:
+        return FrameNoise(float(gain), float(read), "eval.gain", "eval.read_noise")
+    try:
+        noise = estimate_frame_noise(
+            data, keywords, err=err, gain=None if gain is None else float(gain)
+        )
+    except UserError as error:
+        if err is not None:
+            unused = "not needed: the ERR map is the noise model"
+            return FrameNoise(1.0, 0.0, unused, unused, err, "ERR map")
+        if strict:
+            raise UserError(
+                f"{error} (or eval.gain=<e-/unit> eval.read_noise=<units> for this run)"
+            ) from None
+        return _sky_noise_only(data, str(error))
+    if gain is not None:
+        noise = replace(noise, gain_source="eval.gain")
+    if read is not None:
+        noise = replace(noise, read_noise=float(read), read_noise_source="eval.read_noise")
+    return noise
+
+
+def image_noise_model(image: LoadedImage, evaluation: Mapping[str, Any]) -> FrameNoise:
+    """:func:`frame_noise_model` (strict) of a loaded grey image for a classical method: a FITS
+    frame's header keywords and ERR/VAR map are read from its file."""
+    keywords = err = None
+    if image.format == "fits":
+        keywords = frame_keywords(image.path, image.hdu_index or 0)
+        err = read_noise_map(image.path, image.hdu_index or 0)
+        err = err if err is not None and err.shape == image.data.shape else None
+    return frame_noise_model(image.data, keywords, evaluation, err, strict=True)
 
 
 class Scorer:
@@ -158,10 +244,12 @@ class Scorer:
         std: np.ndarray | None = None,
         n_samples: int = 1,
         normalizer: Any = None,
+        noise: FrameNoise | None = None,
     ) -> None:
         """Score one frame; ``unit`` is its BUNIT (None: assumed electrons, as for non-FITS);
         ``err`` its noise map (a FITS ERR extension), which replaces the gain/read-noise model;
         ``std`` the per-pixel std of ``n_samples`` samples whose mean ``restored`` is;
+        ``noise`` its noise model (``frame_noise_model``; from ``noisy`` alone when None);
         ``normalizer`` the restorer's: one with a sky map (``background=map``) measures the
         frame's, and the empty sky is judged around it."""
         from astrorestore.evaluation import evaluate_image
@@ -185,9 +273,27 @@ class Scorer:
             options["unit"] = unit
         if err is not None and err.shape == noisy.shape:
             options["err"] = err
+        if noise is None:
+            noise = frame_noise_model(noisy, None, self.options, options.get("err"))
+        options |= {
+            "gain": noise.gain,
+            "read_noise": noise.read_noise,
+            "noise_model": describe_noise(noise),
+        }
         if getattr(normalizer, "per_pixel", False) and truth is not None:
             options["sky_map"] = normalizer.sky_map(noisy)
         self.results.append(evaluate_image(restored, noisy, truth, name=name, **options))
+
+    def noise_model(
+        self, noisy: np.ndarray, keywords: Mapping[str, Any] | None, err: np.ndarray | None
+    ) -> FrameNoise | None:
+        """The noise model a frame will be scored with (None for frames not scored: colour),
+        found before its output is written so a frame whose noise cannot be told writes
+        nothing."""
+        if noisy.ndim != 2:
+            return None
+        usable = err if err is not None and err.shape == noisy.shape else None
+        return frame_noise_model(noisy, keywords, self.options, usable)
 
     def write(self, title: str) -> Path | None:
         from astrorestore.evaluation import write_report

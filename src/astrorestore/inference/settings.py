@@ -209,9 +209,11 @@ class InferSettings:
 
     @property
     def gain(self) -> float:
-        """e- per data unit of the input (``eval.gain``): classical methods' noise model and
-        the frame post-processing stages whose own gain is null."""
-        return float(self.evaluation.get("gain", 1.0))
+        """e- per data unit of the input (``eval.gain``) for the frame post-processing stages
+        whose own gain is null; 1 when eval.gain is null (classical methods and the report read
+        the frame's own gain then, see ``scoring.frame_noise_model``)."""
+        gain = self.evaluation.get("gain")
+        return 1.0 if gain is None else float(gain)
 
     def restoration_digest(self) -> str:
         """A short hash of every setting that changes an output's pixels (not speed-only

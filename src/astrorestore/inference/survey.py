@@ -28,7 +28,7 @@ from astrorestore.inference.manifest import (
 )
 from astrorestore.inference.method import Method
 from astrorestore.inference.scoring import Scorer, check_scorable
-from astrorestore.io.fits_hdus import read_noise_map
+from astrorestore.io.fits_hdus import frame_keywords, read_noise_map
 from astrorestore.io.formats import PHOTOGRAPH_FORMATS
 from astrorestore.io.images import read_image, write_image
 
@@ -86,6 +86,15 @@ def write_restoration(method: Method, restoration: Restoration, scorer: Scorer |
     assert image is not None
     keywords = method.keywords(frame.fingerprint)
     samples = method.settings.num_samples
+    noise = err = None
+    if scorer is not None:
+        # A FITS input's noise map (JWST, HST ERR) is its own noise model, in its units; its
+        # gain and read noise come from its header (or its pixels), found before anything is
+        # written: a frame whose noise model cannot be told is refused with nothing written.
+        fits_input = image.format == "fits"
+        err = read_noise_map(image.path, image.hdu_index) if fits_input else None
+        header = frame_keywords(image.path, image.hdu_index or 0) if fits_input else None
+        noise = scorer.noise_model(image.data, header, err)
     write_image(
         frame.job.dst,
         restoration.pixels,
@@ -99,8 +108,6 @@ def write_restoration(method: Method, restoration: Restoration, scorer: Scorer |
     if scorer is not None:
         truth_path = frame.job.truth
         truth = read_image(truth_path, hdu=method.settings.hdu).data if truth_path else None
-        # A FITS input's noise map (JWST, HST ERR) is its own noise model, in its units.
-        err = read_noise_map(image.path, image.hdu_index) if image.format == "fits" else None
         normalizer = getattr(method.restorer, "normalizer", None)
         scorer.add(
             image.path.name,
@@ -111,6 +118,7 @@ def write_restoration(method: Method, restoration: Restoration, scorer: Scorer |
             err,
             std=restoration.std,
             n_samples=samples,
+            noise=noise,
             normalizer=normalizer,
         )
 

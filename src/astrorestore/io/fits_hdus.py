@@ -39,6 +39,10 @@ OTHER_BAD_DQ = -1
 RGB_KEYWORD = "ARCOLOR"
 
 
+class NoiseMapShape(UserError):
+    """A frame's ERR/VAR map is not of its science array's shape (a broken product)."""
+
+
 class NoImageData(UserError):
     """The file, or the HDU asked for, holds no image (a table, an empty primary HDU)."""
 
@@ -275,10 +279,30 @@ class Chip:
         arr = pick_plane(np.asarray(h.data), self.plane, path, name, self.plane_key)
         return arr if arr.shape == self.shape else None
 
+    def _check_noise_shape(self, name: str) -> None:
+        """A 2-D noise extension of another shape than the science array is a broken product:
+        one line naming both shapes (it was dropped without a word)."""
+        try:
+            shape = image_shape(self.hdul[(name, self.extver)])
+        except KeyError:
+            return
+        if shape is not None and len(squeeze_leading(np.empty(shape, bool)).shape) == 2:
+            shape = squeeze_leading(np.empty(shape, bool)).shape
+            if shape != self.shape:
+                path = self.path or Path(self.hdul.filename() or "?")
+                raise NoiseMapShape(
+                    f"{path}: its {name} map is {shape[0]}x{shape[1]} but the science array is "
+                    f"{self.shape[0]}x{self.shape[1]}: pass the noise map of this frame (or "
+                    "remove the extension)"
+                )
+
     def noise_map(self) -> np.ndarray | None:
         """Per-pixel 1-sigma noise in the science array's units (float32): ERR when present
         (the pipeline's total sigma), else sqrt(VAR_POISSON + VAR_RNOISE (+ VAR_FLAT when the
-        product has it)); None without them."""
+        product has it)); None without them. A 2-D map of another shape than the science
+        array is a :class:`NoiseMapShape` error."""
+        for name in ("ERR", "VAR_POISSON", "VAR_RNOISE"):
+            self._check_noise_shape(name)
         err = self.extension("ERR")
         if err is not None:
             return np.array(err, dtype=np.float32)
@@ -306,5 +330,19 @@ def read_noise_map(path: Path, sci_index: int) -> np.ndarray | None:
             return None
         try:
             return Chip(hdul, int(sci.header.get("EXTVER", 1)), shape, path=path).noise_map()
+        except NoiseMapShape:
+            raise
         except UserError:  # a noise cube beside a 2-D science array: no usable map
             return None
+
+
+def frame_keywords(path: Path, sci_index: int) -> dict[str, Any]:
+    """The primary header's keywords overlaid by the science HDU ``sci_index``'s (the science
+    HDU wins): what the frame's noise model reads (GAIN, RDNOISE, BUNIT...)."""
+    from astropy.io import fits
+
+    with fits.open(path, mode="readonly") as hdul:  # headers only: the data is not read
+        keywords = {str(k): v for k, v in hdul[0].header.items() if k}
+        if sci_index:
+            keywords |= {str(k): v for k, v in hdul[sci_index].header.items() if k}
+    return keywords

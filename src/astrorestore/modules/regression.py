@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from astrorestore.modules.base import RestorationModule
+from astrorestore.nets.recorrupted_mean import RecorruptedMean
 
 
 class RegressionModule(RestorationModule):
@@ -32,6 +33,7 @@ class RegressionModule(RestorationModule):
         loss: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
+        recorrupted_mean: dict[str, Any] | None = None,
         **base: Any,
     ) -> None:
         super().__init__(**base)
@@ -44,6 +46,11 @@ class RegressionModule(RestorationModule):
         self.loss = loss
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        # model=r2r: restore with the mean over recorruptions (nets/recorrupted_mean.py);
+        # None: one pass of the network. Checked here, at start.
+        self.recorrupted_mean = None if recorrupted_mean is None else dict(recorrupted_mean)
+        if self.recorrupted_mean is not None:
+            RecorruptedMean(net, **self.recorrupted_mean)
 
     @property
     def size_multiple(self) -> int:
@@ -52,15 +59,22 @@ class RegressionModule(RestorationModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def restoring_fn(self) -> nn.Module:
+        """What restores a normalised input: the inference network, or the mean of its passes
+        over recorruptions (``recorrupted_mean``)."""
+        if self.recorrupted_mean is None:
+            return self.inference_net
+        return RecorruptedMean(self.inference_net, **self.recorrupted_mean)
+
     def restore(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.postprocess.tiles(x, self.inference_net(x))
+        return self.postprocess.tiles(x, self.restoring_fn()(x))
 
     def restorer_spec(self) -> dict[str, Any]:
-        return {
-            "_target_": "astrorestore.inference.restorer.NetForward",
-            "weights": self.exported_weights,
-            "net_config": "net",
-        }
+        spec = {"weights": self.exported_weights, "net_config": "net"}
+        if self.recorrupted_mean is None:
+            return {"_target_": "astrorestore.inference.restorer.NetForward", **spec}
+        target = "astrorestore.nets.recorrupted_mean.RecorruptedMean"
+        return {"_target_": target, **spec, **self.recorrupted_mean}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         pred = self.net(batch["input"])

@@ -195,8 +195,13 @@ class PoissonGaussianNoise(NoiseModel):
             )
         return noisy
 
+    def drawn_gain_read(self, target: Tensor) -> tuple[Tensor | float, Tensor | float]:
+        """``(gain, read_noise)`` of the latest draw (per image where drawn from a range), as
+        a recorrupting pairing needs them to estimate each pixel's variance from the noisy one."""
+        return _matching(self._gain, target), _matching(self._read, target)
+
     def noise_sigma(self, target: Tensor) -> Tensor:
-        gain, read = _matching(self._gain, target), _matching(self._read, target)
+        gain, read = self.drawn_gain_read(target)
         var = target.clamp_min(0.0) / gain + torch.as_tensor(read, device=target.device) ** 2
         return torch.sqrt(var).expand_as(target)
 

@@ -218,18 +218,26 @@ def fit_mean_variance(
     groups = np.array_split(order, min(bins, levels.size // 10))
     x = np.array([np.median(levels[g]) for g in groups])
     y = np.array([np.median(variances[g]) for g in groups])
-    keep = np.ones(x.size, bool)
-    for _ in range(3):
+
+    def line(keep: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray]:
         w = 1.0 / np.maximum(y[keep], 1e-30) ** 2
         design = np.stack([x[keep], np.ones(keep.sum())], axis=1)
         normal = design.T @ (design * w[:, None])
         slope, intercept = np.linalg.solve(normal, design.T @ (w * y[keep]))
+        return float(slope), float(intercept), w, normal
+
+    keep = np.ones(x.size, bool)
+    for _ in range(3):
+        slope, intercept, w, normal = line(keep)
         scaled = (y - (slope * x + intercept)) / np.maximum(slope * x + intercept, 1e-30)
         spread = _MAD_TO_SIGMA * np.median(np.abs(scaled[keep])) + 1e-12
         new_keep = np.abs(scaled) < 4 * spread
         if new_keep.sum() < 4 or np.array_equal(new_keep, keep):
             break
         keep = new_keep
+    else:
+        # The last pass dropped bins: the line (and its weights) must be of the kept ones.
+        slope, intercept, w, normal = line(keep)
     residuals = y[keep] - (slope * x[keep] + intercept)
     dof = max(int(keep.sum()) - 2, 1)
     scale = float(np.sum(w * residuals**2) / dof)

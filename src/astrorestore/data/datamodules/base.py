@@ -34,6 +34,9 @@ NORMALISED_KEYS = ("input", "target", "truth", "observed")
 STATISTICS_KEYS = ("offset", "scale")
 # Per-pixel noise maps the pairing does not use but methods may: carried past it unchanged.
 PASSTHROUGH_KEYS = ("sigma", "sigma2")
+# A frame's noise model per item (gain in e- per unit, read-noise sigma in units; see
+# data.pairings.recorrupted.FRAME_NOISE_KEYS), given to the pairing, not augmented as images.
+FRAME_NOISE_KEYS = ("noise_gain", "noise_read")
 # The sky map of the item's whole frame, cropped with it (data.normalizer.background=map): it
 # follows the item's augmentations and the exposure the noise model draws, and is the offset.
 MAP_KEYS = ("background",)
@@ -286,19 +289,26 @@ class PairedDataModule(L.LightningDataModule):
         if "input" not in batch:  # training batches are paired here; fixed sets already are
             batch = dict(batch)
             statistics = {key: batch.pop(key) for key in STATISTICS_KEYS if key in batch}
+            noise = {key: batch.pop(key) for key in FRAME_NOISE_KEYS if key in batch}
             rng = self.device_generator(next(iter(batch.values())).device)
             if self.augment is not None:
                 # One draw for every image (and noise map) of an item.
                 params = self.augment.sample(next(iter(batch.values())), rng)
                 batch = {key: self.augment.apply(value, params) for key, value in batch.items()}
-                if statistics and self.augment.brightness_range is not None:
-                    # Carried statistics follow a brightness change exactly (linear in flux).
-                    gain = params.gain.view(-1, 1, 1, 1).to(statistics["offset"])
+                if self.augment.brightness_range is not None:
+                    # Carried statistics follow a brightness change exactly (linear in flux);
+                    # so does the noise model: flux x g is g times fewer electrons per unit.
+                    gain = params.gain.view(-1, 1, 1, 1).to(next(iter(batch.values())).device)
                     statistics = {key: value * gain for key, value in statistics.items()}
+                    if noise:
+                        noise = {
+                            "noise_gain": noise["noise_gain"] / gain,
+                            "noise_read": noise["noise_read"] * gain,
+                        }
             maps = {key: batch[key] for key in PASSTHROUGH_KEYS if key in batch}
             # The sky map went through the augmentation with the images (geometry, brightness).
             sky = {key: batch.pop(key) for key in MAP_KEYS if key in batch}
-            paired = self.pairing(batch, rng)
+            paired = self.pairing(batch | noise, rng)
             if sky:
                 sky["background"] = follow_exposure(sky["background"], batch.get("clean"), paired)
             batch = paired | maps | statistics | sky

@@ -26,19 +26,29 @@ frame how little that changes the normalised values.
 Per-pixel noise maps (ERR or VAR_*) travel with the frames as they are: batches carry ``sigma``
 (and ``sigma2`` for pairs) in the same physical units as before normalisation, with ``offset``
 and ``scale`` to map them into the normalised space.
+
+**Each frame's noise model** (``FrameNoise``: gain and read noise from its header, its ERR/VAR
+map or a mean-variance fit on its pixels; ``data.preparation.frame_noise``) is found at set-up
+when the pairing asks for it (``needs_frame_noise``, the recorrupting pairing of ``model=r2r``):
+``frame_noise`` holds it per split, every item carries its frame's ``noise_gain`` and
+``noise_read`` and ``provides`` gains ``frame_noise``. Other pairings never pay for the fit.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from astrorestore.data.corruption.noise_estimate import FrameNoise
 from astrorestore.data.datamodules.base import PairedDataModule
 from astrorestore.data.pairings.base import Pairing
+from astrorestore.data.preparation.frame_noise import frame_noise_models
 from astrorestore.data.preparation.frame_statistics import (
     frame_sky_maps,
     frame_statistics,
@@ -148,6 +158,8 @@ class FitsFolderDataModule(PairedDataModule):
             pairs) in the validation and in the test set.
         min_valid: smallest share of valid pixels in a crop.
         hdu, plane, gain, allow_mixed, val_fraction, test_fraction: see ``prepare_folder``.
+        read_noise: read noise in e- for the pairings that use each frame's noise model
+            (``model=r2r``); None = each frame's own (header, ERR/VAR map or a fit).
         pairs: train on real exposure pairs (Noise2Noise).
         deep_as_clean: treat the frames as clean, high-S/N scenes; the pairing adds the noise.
         source_patch_fraction: share of training crops redrawn until they hold a source.
@@ -176,6 +188,7 @@ class FitsFolderDataModule(PairedDataModule):
         hdu: int | str | None = None,
         plane: int | None = None,
         gain: float | None = None,
+        read_noise: float | None = None,
         allow_mixed: bool = False,
         pairs: bool = False,
         deep_as_clean: bool = False,
@@ -228,13 +241,22 @@ class FitsFolderDataModule(PairedDataModule):
             discover_fits(Path(root))  # a missing or empty folder fails now, in one line
         # What the items hold decides which pairings can use them: known before the base's check.
         self.data_name = name
+        # Frames as they are carry their own noise model when the pairing asks for it.
+        self.wants_frame_noise = bool(getattr(pairing, "needs_frame_noise", False)) and not (
+            pairs or deep_as_clean
+        )
         self.provides = frozenset(
             {"clean", "valid"}
             if deep_as_clean
             else {"noisy", "noisy2", "valid"}
             if pairs
-            else {"noisy", "valid"}
+            else {"noisy", "valid"} | ({"frame_noise"} if self.wants_frame_noise else set())
         )
+        if read_noise is not None and not (math.isfinite(read_noise) and read_noise >= 0):
+            raise UserError(
+                f"data.read_noise={read_noise!r} is invalid: pass the read noise in e- (>= 0), "
+                "or null to read it from each frame"
+            )
         self.pairs, self.deep_as_clean = bool(pairs), bool(deep_as_clean)
         super().__init__(pairing, normalizer, batch_size, num_workers, seed, augment)
         self.root = None if root is None else Path(root)
@@ -246,6 +268,9 @@ class FitsFolderDataModule(PairedDataModule):
         self.val_patches = int(val_patches)
         self.min_valid = float(min_valid)
         self.hdu, self.plane, self.gain = hdu, plane, gain
+        self.read_noise = None if read_noise is None else float(read_noise)
+        #: Each frame's noise model per split (``FrameNoise``), for pairings that use it.
+        self.frame_noise: dict[str, list[FrameNoise]] | None = None
         self.allow_mixed = bool(allow_mixed)
         self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
         self._source_patch_fraction = float(source_patch_fraction)
@@ -309,6 +334,11 @@ class FitsFolderDataModule(PairedDataModule):
         use_frame_stats(prepared, frame_statistics(prepared, self.normalizer))
         if getattr(self.normalizer, "per_pixel", False):
             use_sky_maps(prepared, frame_sky_maps(prepared, self.normalizer))
+        if self.wants_frame_noise:
+            self.frame_noise = frame_noise_models(prepared, root, self.read_noise)
+            for split, models in self.frame_noise.items():
+                for i, noise in enumerate(models):
+                    log.info("data=%s %s frame %d: %s", self.data_name, split, i, noise.describe())
         s = prepared.summary()
         log.info(
             "data=%s: %s frames, %s %s, tiles %s, in %s; the network sees them asinh-normalised "
@@ -358,6 +388,10 @@ class FitsFolderDataModule(PairedDataModule):
         val, test = fixed("val"), None
         if prepared.frames["test"]:
             test = fixed("test")
+        if self.frame_noise is not None:
+            for split, dataset in (("train", train), ("val", val), ("test", test)):
+                if dataset is not None:
+                    dataset.frame_values = self._noise_values(split)
         else:
             # Too few pointings for a test split (split_counts keeps one for training and one
             # for validation first) or data.test_fraction=0: train and validate, skip the test.
@@ -371,6 +405,15 @@ class FitsFolderDataModule(PairedDataModule):
         return tuple(
             FrameItems(d, self.deep_as_clean) if d is not None else None for d in (train, val, test)
         )
+
+    def _noise_values(self, split: str) -> dict[str, np.ndarray]:
+        """The split's frames' gain (e-/unit) and read-noise sigma (units), as the recorrupting
+        pairing reads them (``FRAME_NOISE_KEYS``)."""
+        models = self.frame_noise[split]
+        return {
+            "noise_gain": np.array([m.gain for m in models], np.float64),
+            "noise_read": np.array([m.read_noise for m in models], np.float64),
+        }
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:

@@ -101,7 +101,24 @@ def _norm(rec: np.void) -> dict[str, Tensor]:
     }
 
 
-class RandomTileCrops(PerProcessRng, Dataset):
+class FrameValues:
+    """Per-frame numbers added to every item as ``(1, 1, 1)`` tensors: ``frame_values`` maps a
+    key to one value per frame of the split (e.g. the frame's noise model, which a data module
+    sets for the pairings that ask for it); empty by default, so items are unchanged."""
+
+    frame_values: dict[str, np.ndarray] | None = None
+
+    def frame_keys(self, rec: np.void) -> dict[str, Tensor]:
+        if not self.frame_values:
+            return {}
+        frame = int(rec["frame"])
+        return {
+            key: torch.tensor(float(values[frame]), dtype=torch.float32).view(1, 1, 1)
+            for key, values in self.frame_values.items()
+        }
+
+
+class RandomTileCrops(FrameValues, PerProcessRng, Dataset):
     """``length`` random ``patch_size`` crops of a split's tiles, randomly rotated/flipped."""
 
     def __init__(
@@ -147,10 +164,10 @@ class RandomTileCrops(PerProcessRng, Dataset):
         k, flip = (int(rng.integers(4)), bool(rng.random() < 0.5)) if self.augment else (0, False)
         arrays = {"noisy": d, "valid": v} | ({"sigma": s} if s is not None else {})
         arrays |= _sky_crop(self.prepared, self.split, rec, y, x, self.patch_size)
-        return _orient(arrays, k, flip) | _norm(rec)
+        return _orient(arrays, k, flip) | _norm(rec) | self.frame_keys(rec)
 
 
-class FixedTileCrops(Dataset):
+class FixedTileCrops(FrameValues, Dataset):
     """``n`` deterministic crops spread over a split's tiles (validation/test): a regular grid
     in every tile, crops under ``min_valid`` dropped, ``n`` picked evenly from the rest."""
 
@@ -199,7 +216,7 @@ class FixedTileCrops(Dataset):
         d, v, s = _crop(self.prepared, self.split, rec, y, x, self.patch_size)
         arrays = {"noisy": d, "valid": v} | ({"sigma": s} if s is not None else {})
         arrays |= _sky_crop(self.prepared, self.split, rec, y, x, self.patch_size)
-        return _orient(arrays, 0, False) | _norm(rec)
+        return _orient(arrays, 0, False) | _norm(rec) | self.frame_keys(rec)
 
 
 def _is_rate(units: str) -> bool:
