@@ -45,7 +45,7 @@ def _fit(cfg, tmp_path):
     return datamodule, trainer
 
 
-@pytest.mark.slow  # ~6 s on a quiet 2-core machine (25 s under load 15)
+# ~6 s on a quiet 2-core machine (25 s under load 15)
 def test_r2r_trains_on_simulated_fields_with_the_noise_configs_model(tmp_path):
     cfg = _compose(
         [
@@ -88,7 +88,7 @@ def _fits_cfg(folder, *extra):
     )
 
 
-@pytest.mark.slow  # ~4 s on a quiet 2-core machine (18 s under load 15)
+# ~4 s on a quiet 2-core machine (18 s under load 15)
 def test_r2r_trains_on_fits_frames_with_each_frames_header_noise_model(fits_folder, tmp_path):
     datamodule, _ = _fit(_fits_cfg(fits_folder), tmp_path)
     models = [m for split in datamodule.frame_noise.values() for m in split]
