@@ -32,6 +32,9 @@ frame> init_from=... init_net=checkpoint`` for ``--adapt-epochs`` epochs of
 ``--adapt-patches`` crops (a self-supervised METHOD: n2v, n2v2, ...), then restored by
 ``infer.py`` with the run's best checkpoint (by its validation loss on held-out bands of the
 frame). The row against the pretrained row is what adapting on the target frame gains.
+``--adapt`` repeats, and takes ``METHOD:FROM`` to name the start per row; ``FROM=scratch``
+trains METHOD from random weights on the frame alone (the "self-supervised on the frame itself"
+row), e.g. ``--adapt r2r --adapt r2r:scratch``.
 
 Metrics (truth in electrons): PSNR and SSIM with data range p0.5..p99.5 of the truth; the rms
 error left in source-free sky (background map and source mask of the noisy frame) against the noisy
@@ -63,6 +66,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 READ_NOISE = 3.0
+SCRATCH = "scratch"  # --adapt METHOD:scratch: no init_from
 RATIOS = (3.0, 5.0)
 SEED = 2025
 APERTURE = 3.0
@@ -195,9 +199,12 @@ def adapt_and_restore(adapt: dict, noisy: np.ndarray, workdir: Path, tag: str) -
     folder = workdir / f"{tag}_adapt"
     write_noisy(noisy, folder / "frames" / "frame.fits")
     run = folder / "run"
+    start = (
+        [] if adapt["from"] == SCRATCH else [f"init_from={adapt['from']}", "init_net=checkpoint"]
+    )
     run_script("train.py", [
         f"model={adapt['method']}", "data=fits", f"data.root={folder / 'frames'}",
-        f"init_from={adapt['from']}", "init_net=checkpoint", f"hydra.run.dir={run}",
+        *start, f"hydra.run.dir={run}",
         f"trainer.max_epochs={adapt['epochs']}", f"data.patches_per_epoch={adapt['patches']}",
         "data.test_fraction=0", "test=false", "logger=csv", "data.progress=false",
         "~callbacks.progress_bar", "~callbacks.image_panels", "~callbacks.early_stopping",
@@ -208,7 +215,13 @@ def adapt_and_restore(adapt: dict, noisy: np.ndarray, workdir: Path, tag: str) -
     return restore_with_ckpt(str(best[-1]), noisy, workdir, f"{tag}_adapted")
 
 
-def methods(ckpts: dict[str, str], workdir: Path, adapt: dict | None = None):
+def adapted_label(adapt: dict) -> str:
+    if adapt["from"] == SCRATCH:
+        return f"{adapt['method']} on the frame"
+    return f"adapted ({adapt['method']})"
+
+
+def methods(ckpts: dict[str, str], workdir: Path, adapts: list[dict] = ()):
     """(label, function(noisy, tag) -> restored or None, note) for each row."""
     from astrorestore.evaluation.baselines import bm3d_vst, gaussian
 
@@ -230,24 +243,26 @@ def methods(ckpts: dict[str, str], workdir: Path, adapt: dict | None = None):
             lambda x, tag, path=path, label=label: restore_with_ckpt(path, x, workdir, f"{tag}_{label}"),
             f"infer.py ckpt_path={path}",
         ))  # fmt: skip
-    if adapt:
+    for number, adapt in enumerate(adapts):
         rows.append((
-            f"adapted ({adapt['method']})",
-            lambda x, tag: adapt_and_restore(adapt, x, workdir, tag),
-            f"model={adapt['method']} init_from={adapt['from']} on the frame, "
+            adapted_label(adapt),
+            lambda x, tag, adapt=adapt, number=number: adapt_and_restore(
+                adapt, x, workdir, f"{tag}_{number}"
+            ),
+            f"model={adapt['method']} from {adapt['from']}, trained on the frame, "
             f"{adapt['epochs']} x {adapt['patches']} crops",
         ))  # fmt: skip
     return rows
 
 
-def run(frames: list[str], ckpts: dict[str, str], smoke: bool, adapt: dict | None = None) -> dict:
+def run(frames: list[str], ckpts: dict[str, str], smoke: bool, adapts: list[dict] = ()) -> dict:
     from astrorestore.data.normalization.background import estimate_background
     from astrorestore.metrics.bias import mad_sigma
 
     results: dict = {"frames": {}, "rows": []}
     rng = np.random.default_rng(SEED)
     with tempfile.TemporaryDirectory() as tmp:
-        rows = methods(ckpts, Path(tmp), adapt)
+        rows = methods(ckpts, Path(tmp), adapts)
         for name in frames:
             values, description = load_frame(name)
             if smoke:
@@ -351,9 +366,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--adapt",
-        metavar="METHOD",
-        default=None,
-        help="add a row fine-tuning --adapt-from on each noisy frame with model=METHOD (n2v...)",
+        metavar="METHOD[:FROM]",
+        action="append",
+        default=[],
+        help="add a row training model=METHOD (n2v, r2r...) on each noisy frame, starting from "
+        "FROM (default --adapt-from; scratch = random weights); repeatable",
     )
     parser.add_argument("--adapt-from", default="pretrained", help="checkpoint to adapt")
     parser.add_argument("--adapt-epochs", type=int, default=4, help="epochs of the adaptation")
@@ -374,18 +391,23 @@ def main() -> None:
                 f"--ckpt {spec!r}: give LABEL=PATH of an existing checkpoint, or pretrained"
             )
         ckpts[label] = path
-    adapt = None
-    if args.adapt:
-        source = args.adapt_from
-        if source != PRETRAINED and not Path(source).is_file():
-            parser.error(f"--adapt-from {source!r}: give an existing checkpoint, or pretrained")
-        adapt = {
-            "method": args.adapt,
-            "from": source,
-            "epochs": args.adapt_epochs,
-            "patches": args.adapt_patches,
-        }
-    results = run(args.frames.split(","), ckpts, args.smoke, adapt)
+    adapts = []
+    for spec in args.adapt:
+        method, _, source = spec.partition(":")
+        source = source or args.adapt_from
+        if source not in (PRETRAINED, SCRATCH) and not Path(source).is_file():
+            parser.error(
+                f"--adapt {spec!r}: start from an existing checkpoint, pretrained or scratch"
+            )
+        adapts.append(
+            {
+                "method": method,
+                "from": source,
+                "epochs": args.adapt_epochs,
+                "patches": args.adapt_patches,
+            }
+        )
+    results = run(args.frames.split(","), ckpts, args.smoke, adapts)
     meta = {"command": "python bench/bench_real_frames.py " + " ".join(sys.argv[1:])}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
