@@ -249,3 +249,16 @@ def test_a_field_too_crowded_for_a_map_falls_back_to_its_median(caplog) -> None:
     assert np.ptp(maps[1]) == 0 and 20.0 < maps[1, 0, 0] < 200.0  # flat, at the field's median
     assert abs(float(maps[0].mean()) - 20.0) < 1.0
     assert "1 of 2 simulated fields are too crowded" in caplog.text
+
+
+def test_the_exposure_is_read_back_where_a_crop_sums_to_zero() -> None:
+    from astrorestore.data.datamodules.base import follow_exposure
+
+    clean = torch.full((2, 1, 8, 8), -1.0)  # an over-subtracted sky ...
+    clean[:, 0, 0, 0] = 63.0  # ... and a source: each crop sums to exactly 0
+    clean[1] += 1e-3  # or to almost 0
+    t = torch.tensor([2.0, 0.5]).view(-1, 1, 1, 1)
+    out = follow_exposure(torch.ones_like(clean), clean, {"truth": t * clean})
+    torch.testing.assert_close(out, t.expand_as(clean))
+    flat = torch.zeros_like(clean)  # nothing to read a factor from: the map is kept
+    assert torch.equal(follow_exposure(clean, flat, {"truth": flat}), clean)

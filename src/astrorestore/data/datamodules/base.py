@@ -44,14 +44,17 @@ MAP_KEYS = ("background",)
 
 def follow_exposure(background: Tensor, clean: Tensor | None, paired: dict[str, Tensor]) -> Tensor:
     """The clean scene's sky map at the exposure the pairing drew: noise models scale the clean
-    scene by a factor per image (``truth = t * clean``), which is read back from the sums."""
+    scene by a factor per image (``truth = t * clean``), read back as the least-squares factor
+    ``sum(truth * clean) / sum(clean^2)``: exact for a scaled scene and, unlike a ratio of
+    sums, stable where a crop's pixels sum to ~0 (a source on an over-subtracted sky)."""
     truth = paired.get("truth")
     if clean is None or truth is None or truth.shape != clean.shape:
         return background  # frames as observed: no exposure was drawn
     dims = tuple(range(1, clean.dim()))
-    total = clean.float().sum(dims, keepdim=True)
-    ratio = truth.float().sum(dims, keepdim=True) / torch.where(total != 0, total, 1.0)
-    return background * torch.where(total != 0, ratio, 1.0)
+    clean = clean.float()
+    power = (clean * clean).sum(dims, keepdim=True)
+    factor = (truth.float() * clean).sum(dims, keepdim=True) / torch.where(power > 0, power, 1.0)
+    return background * torch.where(power > 0, factor, 1.0)
 
 
 class PairedExamples(Dataset):
