@@ -79,7 +79,10 @@ def _sky_maps(
         # A subtracted pedestal: the noise of the photons that arrived (see render_field).
         pedestal = None if pedestals is None else torch.full_like(clean, float(pedestals[i]))
         noisy, target = noise(clean, generator, pedestal)
-        exposure = float(target.sum() / clean.sum()) if float(clean.sum()) != 0 else 1.0
+        # The least-squares factor (as follow_exposure): a ratio of sums is unstable on an
+        # over-subtracted field whose pixels sum to about 0.
+        power = float((clean * clean).sum())
+        exposure = float((target * clean).sum()) / power if power > 0 else 1.0
         try:
             sky = normalizer.sky_map(noisy[0, 0].numpy())
         except UserError:
