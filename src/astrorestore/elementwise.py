@@ -3,13 +3,16 @@
 The installed torch (2.14, CPU build) does not vectorise some elementwise functions on this
 machine's CPU: on one thread of the 2-core AVX-512 development machine, over a 2048² float32
 frame, ``torch.asinh`` takes 79 ms and ``np.arcsinh`` 3.6 ms, ``torch.sinh`` 66 ms and
-``np.sinh`` 1.5 ms, ``torch.isfinite`` 10-56 ms and ``np.isfinite`` 0.8 ms (the same values,
+``np.sinh`` 1.5 ms, ``torch.isfinite`` 10-56 ms and ``np.isfinite`` 0.8 ms, ``masked_fill_``
+1.7 ms and ``np.copyto`` 0.7 ms (the same values,
 asinh/sinh within one float32 ulp). On a CPU tensor outside autograd these functions therefore
 work through a zero-copy NumPy view of it; anywhere else (a GPU, a tensor that needs gradients)
 they call torch. Like :mod:`astrorestore.medians`, nothing leaves the tensor's device.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -39,15 +42,24 @@ def sinh(t: Tensor) -> Tensor:
     return torch.sinh(t) if view is None else torch.from_numpy(np.sinh(view))
 
 
-def finite_mask(t: Tensor) -> Tensor:
-    """``torch.isfinite(t)``."""
+def nonfinite(t: Tensor) -> Tensor | None:
+    """``~torch.isfinite(t)``, or None where every value is finite: a finite sum proves that in
+    one cheap pass (NaN and infinities make the sum non-finite), so only a frame whose sum is
+    not finite pays for the mask."""
+    if t.numel() == 0 or math.isfinite(float(t.sum())):
+        return None
     view = _cpu_view(t)
-    return torch.isfinite(t) if view is None else torch.from_numpy(np.isfinite(view))
+    if view is None:
+        bad = ~torch.isfinite(t)
+        return bad if bool(bad.any()) else None
+    bad_view = ~np.isfinite(view)
+    return torch.from_numpy(bad_view) if bad_view.any() else None
 
 
-def all_finite(t: Tensor) -> bool:
-    """Whether every value of ``t`` is finite: a finite sum proves it in one cheap pass (NaN and
-    infinities make the sum non-finite); only a sum that is not finite needs the mask."""
-    if t.numel() == 0 or bool(torch.isfinite(t.sum())):
-        return True
-    return bool(finite_mask(t).all())
+def fill_where_(t: Tensor, mask: Tensor, value: float | Tensor) -> Tensor:
+    """``t.masked_fill_(mask, value)`` (``mask`` broadcast to ``t``)."""
+    view = _cpu_view(t)
+    if view is None or mask.device.type != "cpu":
+        return t.masked_fill_(mask, value)
+    np.copyto(view, np.asarray(float(value), dtype=view.dtype), where=mask.numpy())
+    return t

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from astrorestore.colour import rgb_to_ycbcr, ycbcr_to_rgb
-from astrorestore.elementwise import all_finite, finite_mask
+from astrorestore.elementwise import fill_where_, nonfinite
 from astrorestore.errors import UserError
 from astrorestore.inference.restorer import Restorer
 from astrorestore.inference.tiling import check_overlap, predict_tiled
@@ -101,22 +101,25 @@ def restore_tensor(
     """
     check_overlap(tile, overlap)
     src = image.float()
-    finite = None if all_finite(src) else finite_mask(src)
-    if finite is not None and not bool(finite.any()):
-        raise _no_finite_pixels(*src.shape[-2:])
+    bad = nonfinite(src)
+    fill = None
+    if bad is not None:
+        # Non-finite pixels take np.median's value (mean of the two middle ones) over every
+        # channel's finite pixels; NaN when there are none.
+        fill = nanmedian_hw(src.reshape(1, -1, src.shape[-1]), midpoint=True, finite=True)
+        if torch.isnan(fill).item():
+            raise _no_finite_pixels(*src.shape[-2:])
     norm = restorer.normalizer
     generator = torch.Generator(device=src.device).manual_seed(int(seed))
     with torch.inference_mode():
         offset, scale = norm.stats(src[None])
         # A new buffer: the input is never written to.
         z = norm.forward(src[None], offset, scale)[0]
-        if finite is not None:
-            # Non-finite pixels take np.median's value (mean of the two middle ones) over every
-            # channel's finite pixels, normalised as any pixel of their channel.
-            fill = nanmedian_hw(src.reshape(1, -1, src.shape[-1]), midpoint=True, finite=True)
+        if bad is not None and fill is not None:
+            # The fill, normalised as any pixel of its channel.
             z_fill = norm.forward(fill.reshape(1, 1, 1, 1).expand_as(offset), offset, scale)
             for c in range(z.shape[0]):
-                z[c].masked_fill_(~finite[c], z_fill[0, c, 0, 0])
+                fill_where_(z[c], bad[c], z_fill[0, c, 0, 0])
 
         def predict(tiles: torch.Tensor) -> torch.Tensor:
             return restorer(tiles, generator)
@@ -126,11 +129,11 @@ def restore_tensor(
             # Statistics per input channel cannot be matched to other output channels.
             offset, scale = offset.mean(1, keepdim=True), scale.mean(1, keepdim=True)
         restored = norm.inverse(z_out[None], offset, scale)[0].float()
-        if finite is not None:
-            bad = ~(finite[0] if finite.shape[0] == 1 else finite.all(dim=0))
+        if bad is not None:
+            bad = bad[0] if bad.shape[0] == 1 else bad.any(dim=0)
             if restorer.scale > 1:
                 bad = bad.repeat_interleave(restorer.scale, 0).repeat_interleave(restorer.scale, 1)
-            restored.masked_fill_(bad, float("nan"))
+            fill_where_(restored, bad, float("nan"))
     return restored
 
 
