@@ -117,6 +117,33 @@ def test_rerun_skips_done_frames_and_overwrite_redoes_them(tmp_path, capsys):
     assert set(statuses(out).values()) == {"done"}
 
 
+def test_each_input_is_read_from_disk_once(tmp_path, monkeypatch):
+    # Hashing (ARINSUM), decoding and copying the other HDUs into the output all take the
+    # bytes of one read; a rerun that skips the frame reads it once to hash it.
+    import builtins
+    import io
+
+    paths = write_frames(tmp_path / "in", 2)
+    inputs = {str(p.resolve()) for p in paths}
+    opened: list[str] = []
+    real_open = io.open
+
+    def counting_open(file, *args, **kwargs):
+        if isinstance(file, (str, Path)) and str(Path(file).resolve()) in inputs:
+            opened.append(Path(file).name)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", counting_open)
+    monkeypatch.setattr(builtins, "open", counting_open)
+    cfg = config(tmp_path / "in", tmp_path / "out")
+    assert len(run_inference(cfg, BlurLoader())) == 2
+    assert sorted(opened) == ["frame_00.fits", "frame_01.fits"]
+    opened.clear()
+    run_inference(cfg, BlurLoader())
+    assert set(statuses(tmp_path / "out").values()) == {"skipped"}
+    assert sorted(opened) == ["frame_00.fits", "frame_01.fits"]
+
+
 def test_a_changed_input_is_restored_again(tmp_path):
     paths = write_frames(tmp_path / "in", 2)
     out = tmp_path / "out"

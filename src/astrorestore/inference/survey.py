@@ -90,7 +90,11 @@ def write_restoration(method: Method, restoration: Restoration, scorer: Scorer |
         truth_path = frame.job.truth
         truth = read_image(truth_path, hdu=method.settings.hdu).data if truth_path else None
         # A FITS input's noise map (JWST, HST ERR) is its own noise model, in its units.
-        err = read_noise_map(image.path, image.hdu_index) if image.format == "fits" else None
+        err = (
+            read_noise_map(image.path, image.hdu_index, image.content)
+            if image.format == "fits"
+            else None
+        )
         scorer.add(image.path.name, restoration.pixels, image.data, truth, frame_unit(image), err)
 
 
