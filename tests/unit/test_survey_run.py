@@ -41,6 +41,7 @@ def stamps(folder: Path) -> dict[str, tuple[int, int]]:
         ("overlap", -1, r"overlap=-1 must be at least 0"),
         ("overwrite", "maybe", r"overwrite='maybe' is invalid: pass overwrite=true or"),
         ("workers", -2, r"workers=-2 must be at least 0"),
+        ("batch_frames", 0, r"batch_frames=0 must be at least 1"),
         ("precision", "fp8", r"precision='fp8' is not supported"),
         ("self_ensemble", 3, r"self_ensemble=3 is invalid"),
         ("device", "tpu", r"device='tpu' is not supported"),
@@ -142,6 +143,39 @@ def test_each_input_is_read_from_disk_once(tmp_path, monkeypatch):
     run_inference(cfg, BlurLoader())
     assert set(statuses(tmp_path / "out").values()) == {"skipped"}
     assert sorted(opened) == ["frame_00.fits", "frame_01.fits"]
+
+
+def test_small_frames_of_one_shape_share_network_passes(tmp_path, monkeypatch):
+    # batch_frames gathers one-tile frames of one shape (each with its own statistics and NaN
+    # fill) into shared passes; the outputs equal one-frame-at-a-time outputs, and frames of
+    # other shapes (tiled, or another size) in the same folder are restored as before.
+    from tests.unit.survey_helpers import Blur
+
+    inputs = tmp_path / "in"
+    write_frames(inputs, 5, shape=(32, 32))
+    data = fits.getdata(inputs / "frame_01.fits")
+    data[3:5, 7] = np.nan
+    fits.PrimaryHDU(data * 50.0 + 1e4).writeto(inputs / "frame_01.fits", overwrite=True)
+    for name, shape in (("frame_10.fits", (48, 48)), ("frame_11.fits", (16, 16))):
+        fits.PrimaryHDU(
+            np.random.default_rng(7).normal(5.0, 1.0, shape).astype(np.float32)
+        ).writeto(inputs / name)
+    batches: list[int] = []
+    forward = Blur.forward
+    monkeypatch.setattr(Blur, "forward", lambda self, x: batches.append(len(x)) or forward(self, x))
+    alone, together = tmp_path / "alone", tmp_path / "together"
+    run_inference(config(inputs, alone, batch_frames=1), BlurLoader())
+    passes_alone = list(batches)
+    batches.clear()
+    written = run_inference(config(inputs, together, batch_frames=4), BlurLoader())
+    assert len(written) == 7 and set(statuses(together).values()) == {"done"}
+    # frames 00-03 in one pass of batch_size=4 instead of four; the rest as before
+    assert len(batches) == len(passes_alone) - 3 and batches[0] == 4
+    for path in sorted(alone.glob("frame_*.fits")):
+        np.testing.assert_allclose(
+            fits.getdata(together / path.name), fits.getdata(path), rtol=1e-5, atol=1e-4
+        )
+    assert np.isnan(fits.getdata(together / "frame_01.fits")[3:5, 7]).all()
 
 
 def test_a_changed_input_is_restored_again(tmp_path):

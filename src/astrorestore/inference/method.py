@@ -20,7 +20,13 @@ import astrorestore
 from astrorestore.errors import UserError
 from astrorestore.inference.acceleration import accelerate
 from astrorestore.inference.frames import Fingerprint
-from astrorestore.inference.restore import check_image, fit_overlap, fit_tile, restore_image
+from astrorestore.inference.restore import (
+    check_image,
+    fit_overlap,
+    fit_tile,
+    one_tile,
+    restore_image,
+)
 from astrorestore.inference.restorer import Restorer
 from astrorestore.inference.scoring import check_truth, classical_restorer, output_shape, units_note
 from astrorestore.inference.self_ensemble import self_ensemble
@@ -74,20 +80,47 @@ class Method:
             gain = float(settings.evaluation.get("gain", 1.0))
             read_noise = float(settings.evaluation.get("read_noise", 5.0))
             restored = classical_restorer(self.name, gain, read_noise)(data)
-            history = list(self.history)
-        else:
-            restored = restore_image(
-                data,
-                self.restorer,
-                settings.tile_size,
-                settings.overlap,
-                settings.batch_size,
-                False,
-                settings.seed,
-            )
-            history = [*self.history[:2], self._tiling_line(data.shape), *self.history[2:]]
+            return self._finish(image, restored, list(self.history))
+        return self.restore_group([image])[0]
+
+    def batch_key(self, image: LoadedImage) -> tuple[int, ...] | None:
+        """Frames with the same key can share a network batch (``batch_frames``): small frames
+        of one shape, each one tile, of a deterministic network. None: restored alone."""
+        restorer = self.restorer
+        if restorer is None or self.settings.batch_frames < 2 or restorer.stochastic:
+            return None
+        height, width = image.data.shape[:2]
+        if not one_tile(height, width, self.settings.tile_size, restorer.size_multiple):
+            return None
+        return tuple(image.data.shape)
+
+    def restore_group(self, images: list[LoadedImage]) -> list[tuple[np.ndarray, list[str]]]:
+        """:meth:`restore` of frames of one :meth:`batch_key` (or one frame), the network's
+        passes shared; equal to restoring them one by one to float tolerance."""
+        assert self.restorer is not None
+        settings = self.settings
+        restored = restore_image(
+            [image.data for image in images],
+            self.restorer,
+            settings.tile_size,
+            settings.overlap,
+            settings.batch_size,
+            False,
+            settings.seed,
+        )
+        results = []
+        for image, pixels in zip(images, restored, strict=True):
+            shape = image.data.shape
+            history = [*self.history[:2], self._tiling_line(shape), *self.history[2:]]
+            results.append(self._finish(image, pixels, history))
+        return results
+
+    def _finish(
+        self, image: LoadedImage, restored: np.ndarray, history: list[str]
+    ) -> tuple[np.ndarray, list[str]]:
+        """The frame stages after the network (PSF cores), with their HISTORY lines."""
         if self.stages.on_frames:
-            restored, lines = self.stages.frame(data, restored)
+            restored, lines = self.stages.frame(image.data, restored)
             history.extend(lines)
             for line in lines:
                 print(f"{image.path}: {line}", flush=True)
