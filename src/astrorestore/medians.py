@@ -15,8 +15,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-# Below this many pixels per plane torch's own median is as fast and needs no copy.
-_SELECT_FROM = 1 << 16
+# Below this many pixels per plane torch's own median is as fast and needs no copy. Measured
+# (one thread, loaded 2-core machine, so rough): at 32² NumPy takes 35-45 us for the median,
+# the midpoint and the median + MAD, torch 30, 455 and 410 us; at 128² 70-220 us against
+# 0.7-4 ms (torch sorts for the midpoint).
+_SELECT_FROM = 1 << 10
 
 
 def _kept(plane: np.ndarray, finite: bool) -> tuple[np.ndarray, int]:
