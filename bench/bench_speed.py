@@ -16,9 +16,10 @@ Measured side by side in one run, so the ratios hold even on a busy machine:
    commit (``--baseline-ref``, checked out from git into a temporary folder) against this
    tree's device (torch) path, each in its own process, alternating: an identity network on
    ``--frame`` frames (the path around the network alone) and the default network on
-   ``--net-frame`` frames, with the % of the measured conv peak; then a ``--survey-frames``
-   folder run through ``infer.py`` killed halfway and rerun with the same command (frames
-   written once, manifest complete).
+   ``--net-frame`` frames, with the % of the measured conv peak; small frames (128², one tile
+   each) of the default network restored one at a time and batched (``batch_frames``); then a
+   ``--survey-frames`` folder run through ``infer.py`` killed halfway and rerun with the same
+   command (frames written once, manifest complete).
 
 ``python bench/bench_speed.py [--frame 2048] [--steps 6] [--models supervised] [--device cuda]
 [--out FOLDER]``; ``python bench/bench_speed.py --sections survey`` runs part 4 alone. Results
@@ -417,6 +418,28 @@ def kill_and_rerun(frames: int, size: int) -> dict:
         }
 
 
+def batched_frames(net: torch.nn.Module, count: int, size: int, repeats: int) -> dict:
+    """``count`` small frames (``size``², one tile each) of the default network restored one
+    at a time and together (``batch_frames``: ``restore_image`` of the list, 4 per pass)."""
+    restorer = accelerate(
+        Restorer(NetForward(net), instantiate(compose_model("supervised").data.normalizer),
+                 1, 1, 1, int(getattr(net, "size_multiple", 8)), DEVICE, "default", "(bench)"),
+        channels_last=True,
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    frames = [rng.normal(20.0, 5.0, (size, size)).astype(np.float32) for _ in range(count)]
+    alone = timed(lambda: [restore_image(f, restorer, 256, 32, 4) for f in frames], repeats)
+    together = timed(lambda: restore_image(frames, restorer, 256, 32, 4), repeats)
+    megapixels = count * size * size / 1e6
+    return {
+        "frames": count,
+        "frame": size,
+        "alone_mp_per_s": megapixels / alone,
+        "together_mp_per_s": megapixels / together,
+        "speedup": alone / together,
+    }
+
+
 def survey_section(args, results: dict) -> None:
     """Part 4 (see the module docstring): ratios and gates printed, rows in ``results``."""
     peak = results.get("conv3x3_peak_gflop_per_s") or conv_peak(size=32 if args.smoke else 256)
@@ -446,6 +469,13 @@ def survey_section(args, results: dict) -> None:
         results[f"survey_{kind}_{threads}threads_speedup"] = ratio
         print(f"survey [{kind} net, {threads} thread(s)]: device path / host path = {ratio:.2f}x")
     results["survey_paths"] = rows
+    small = batched_frames(net, 8 if args.smoke else 32, 64 if args.smoke else 128, args.repeats)
+    results["survey_batched_frames"] = small
+    print(
+        f"survey [default net, {small['frames']} frames of {small['frame']}^2]: one at a time "
+        f"{small['alone_mp_per_s']:.2f} MP/s, batched {small['together_mp_per_s']:.2f} MP/s "
+        f"({small['speedup']:.2f}x)"
+    )
     kill = kill_and_rerun(args.survey_frames, args.survey_frame)
     results["survey_kill_and_rerun"] = kill
     print(

@@ -35,13 +35,14 @@ class Blur(torch.nn.Module):
 class BlurLoader:
     """``load_restorer`` stand-in: every checkpoint is the blur."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, **normalizer) -> None:
         self.delay = delay
+        self.normalizer = normalizer  # AsinhNormalizer's options (background=map, box_size=)
 
     def __call__(self, ckpt_path: str, device: str, **options) -> Restorer:
         return Restorer(
             NetForward(Blur(self.delay).eval()),
-            AsinhNormalizer(),
+            AsinhNormalizer(**self.normalizer),
             1,
             1,
             1,

@@ -18,7 +18,7 @@ SOURCE = Path(__file__).resolve().parents[2] / "src" / PACKAGE
 
 # Low -> high. A top-level module or package of astrorestore maps to the layer that names it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "checks", "filters", "colour", "medians"),
+    ("errors", "checks", "filters", "colour", "medians", "elementwise"),
     ("io",),
     ("data",),
     ("metrics", "nets", "losses", "diffusion"),

@@ -41,6 +41,7 @@ def stamps(folder: Path) -> dict[str, tuple[int, int]]:
         ("overlap", -1, r"overlap=-1 must be at least 0"),
         ("overwrite", "maybe", r"overwrite='maybe' is invalid: pass overwrite=true or"),
         ("workers", -2, r"workers=-2 must be at least 0"),
+        ("batch_frames", 0, r"batch_frames=0 must be at least 1"),
         ("precision", "fp8", r"precision='fp8' is not supported"),
         ("self_ensemble", 3, r"self_ensemble=3 is invalid"),
         ("device", "tpu", r"device='tpu' is not supported"),
@@ -115,6 +116,107 @@ def test_rerun_skips_done_frames_and_overwrite_redoes_them(tmp_path, capsys):
         config(tmp_path / "in", out, tile_size=16, overlap=4, overwrite=True), BlurLoader()
     )
     assert set(statuses(out).values()) == {"done"}
+
+
+def test_each_input_is_read_from_disk_once(tmp_path, monkeypatch):
+    # Hashing (ARINSUM), decoding and copying the other HDUs into the output all take the
+    # bytes of one read; a rerun that skips the frame reads it once to hash it.
+    import builtins
+    import io
+
+    paths = write_frames(tmp_path / "in", 2)
+    inputs = {str(p.resolve()) for p in paths}
+    opened: list[str] = []
+    real_open = io.open
+
+    def counting_open(file, *args, **kwargs):
+        if isinstance(file, (str, Path)) and str(Path(file).resolve()) in inputs:
+            opened.append(Path(file).name)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", counting_open)
+    monkeypatch.setattr(builtins, "open", counting_open)
+    cfg = config(tmp_path / "in", tmp_path / "out")
+    assert len(run_inference(cfg, BlurLoader())) == 2
+    assert sorted(opened) == ["frame_00.fits", "frame_01.fits"]
+    opened.clear()
+    run_inference(cfg, BlurLoader())
+    assert set(statuses(tmp_path / "out").values()) == {"skipped"}
+    assert sorted(opened) == ["frame_00.fits", "frame_01.fits"]
+
+
+def test_small_frames_of_one_shape_share_network_passes(tmp_path, monkeypatch):
+    # batch_frames gathers one-tile frames of one shape (each with its own statistics and NaN
+    # fill) into shared passes; the outputs equal one-frame-at-a-time outputs, and frames of
+    # other shapes (tiled, or another size) in the same folder are restored as before.
+    from tests.unit.survey_helpers import Blur
+
+    inputs = tmp_path / "in"
+    write_frames(inputs, 5, shape=(32, 32))
+    data = fits.getdata(inputs / "frame_01.fits")
+    data[3:5, 7] = np.nan
+    fits.PrimaryHDU(data * 50.0 + 1e4).writeto(inputs / "frame_01.fits", overwrite=True)
+    for name, shape in (("frame_10.fits", (48, 48)), ("frame_11.fits", (16, 16))):
+        fits.PrimaryHDU(
+            np.random.default_rng(7).normal(5.0, 1.0, shape).astype(np.float32)
+        ).writeto(inputs / name)
+    batches: list[int] = []
+    forward = Blur.forward
+    monkeypatch.setattr(Blur, "forward", lambda self, x: batches.append(len(x)) or forward(self, x))
+    alone, together = tmp_path / "alone", tmp_path / "together"
+    run_inference(config(inputs, alone, batch_frames=1), BlurLoader())
+    passes_alone = list(batches)
+    batches.clear()
+    written = run_inference(config(inputs, together, batch_frames=4), BlurLoader())
+    assert len(written) == 7 and set(statuses(together).values()) == {"done"}
+    # frames 00-03 in one pass of batch_size=4 instead of four; the rest as before
+    assert len(batches) == len(passes_alone) - 3 and batches[0] == 4
+    for path in sorted(alone.glob("frame_*.fits")):
+        np.testing.assert_allclose(
+            fits.getdata(together / path.name), fits.getdata(path), rtol=1e-5, atol=1e-4
+        )
+    assert np.isnan(fits.getdata(together / "frame_01.fits")[3:5, 7]).all()
+
+
+def test_batched_frames_each_get_their_own_sky_map(tmp_path, monkeypatch):
+    # A background=map checkpoint in a batch: every frame is normalised by its own sky map
+    # (its invalid pixels filled with it), so batched outputs equal one-by-one outputs.
+    from astrorestore.data.normalization.asinh import AsinhNormalizer
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    ramp = np.linspace(0.0, 1.0, 64, dtype=np.float32)
+    for i, (sx, sy) in enumerate(((1, 1), (1, -1), (-1, 1))):
+        noise = np.random.default_rng(i).normal(0.0, 5.0, (64, 64)).astype(np.float32)
+        sky = 15.0 * (sx * ramp[None, :] + sy * ramp[:, None])  # a sky gradient per frame
+        data = 100.0 + sky + noise
+        if i == 1:
+            data[3:5, 7] = np.nan
+        fits.PrimaryHDU(data).writeto(inputs / f"frame_{i:02d}.fits")
+    maps: list[int] = []
+    frame_stats = AsinhNormalizer.frame_stats
+    monkeypatch.setattr(
+        AsinhNormalizer,
+        "frame_stats",
+        lambda self, frames: maps.append(len(frames)) or frame_stats(self, frames),
+    )
+    loader = BlurLoader(background="map", box_size=16)
+    alone, together = tmp_path / "alone", tmp_path / "together"
+    run_inference(config(inputs, alone, tile_size=64, batch_frames=1), loader)
+    assert maps == [1, 1, 1]
+    maps.clear()
+    run_inference(config(inputs, together, tile_size=64, batch_frames=4), loader)
+    assert maps == [3]  # one batch of three frames, a map each
+    for path in sorted(alone.glob("frame_*.fits")):
+        np.testing.assert_allclose(
+            fits.getdata(together / path.name), fits.getdata(path), rtol=1e-5, atol=1e-3
+        )
+    assert np.isnan(fits.getdata(together / "frame_01.fits")[3:5, 7]).all()
+    median = tmp_path / "median"
+    run_inference(config(inputs, median, tile_size=64, batch_frames=4), BlurLoader())
+    assert not np.allclose(
+        fits.getdata(median / "frame_02.fits"), fits.getdata(together / "frame_02.fits")
+    )
 
 
 def test_a_changed_input_is_restored_again(tmp_path):

@@ -31,7 +31,7 @@ INPUT_KEY, CHECKPOINT_KEY, SETTINGS_KEY = "ARINSUM", "ARCKSUM", "ARSETSUM"
 
 
 def file_checksum(path: Path) -> str:
-    """SHA-256 of a file's bytes (hex)."""
+    """SHA-256 of a file's bytes (hex), read in blocks (a checkpoint)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
@@ -148,12 +148,15 @@ class FrameReader(torch.utils.data.Dataset):
         start = time.perf_counter()
         frame = Frame(job)
         try:
-            fingerprint = Fingerprint(file_checksum(job.src), self.checkpoint, self.settings)
+            # Read once: the checksum and the decoder take the same bytes.
+            content = job.src.read_bytes()
+            digest = hashlib.sha256(content).hexdigest()
+            fingerprint = Fingerprint(digest, self.checkpoint, self.settings)
             frame.fingerprint = fingerprint
             if not self.overwrite and self._done(job.dst, fingerprint):
                 frame.done_before = True
             else:
-                frame.image = read_image(job.src, hdu=self.hdu)
+                frame.image = read_image(job.src, hdu=self.hdu, content=content)
         except Exception as exc:
             if self.strict:
                 raise

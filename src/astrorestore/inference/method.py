@@ -20,7 +20,13 @@ import astrorestore
 from astrorestore.errors import UserError
 from astrorestore.inference.acceleration import accelerate
 from astrorestore.inference.frames import Fingerprint
-from astrorestore.inference.restore import check_image, fit_overlap, fit_tile, restore_image
+from astrorestore.inference.restore import (
+    check_image,
+    fit_overlap,
+    fit_tile,
+    one_tile,
+    restore_image,
+)
 from astrorestore.inference.restorer import Restorer
 from astrorestore.inference.scoring import (
     NOISE_MODEL_BASELINES,
@@ -90,15 +96,45 @@ class Method:
             restored = classical_restorer(self.name, gain, read_noise)(data)
             history = list(self.history)
             return self._finish(image, restored, history), history, None
-        history = [*self.history[:2], self._tiling_line(data.shape), *self.history[2:]]
+        return self.restore_group([image])[0]
+
+    def batch_key(self, image: LoadedImage) -> tuple[int, ...] | None:
+        """Frames with the same key can share a network batch (``batch_frames``): small frames
+        of one shape, each one tile, of a deterministic network restoring each frame once
+        (``num_samples=1``). None: restored alone. A sky-map normaliser (``background=map``)
+        batches too: each frame of a batch is given its own map (:func:`restore_tensor`)."""
+        restorer, settings = self.restorer, self.settings
+        if restorer is None or settings.batch_frames < 2 or restorer.stochastic:
+            return None
+        if settings.num_samples != 1:
+            return None
+        height, width = image.data.shape[:2]
+        if not one_tile(height, width, settings.tile_size, restorer.size_multiple):
+            return None
+        return tuple(image.data.shape)
+
+    def restore_group(
+        self, images: list[LoadedImage]
+    ) -> list[tuple[np.ndarray, list[str], np.ndarray | None]]:
+        """:meth:`restore` of frames of one :meth:`batch_key` (or one frame), the network's
+        passes shared; equal to restoring them one by one to float tolerance. With
+        ``num_samples`` > 1 (one frame only) the mean of the samples and their std."""
+        assert self.restorer is not None
+        settings = self.settings
         n = settings.num_samples
+        if n > 1 and len(images) > 1:
+            raise ValueError(f"num_samples={n}: frames are restored one at a time")
+        histories = [
+            [*self.history[:2], self._tiling_line(image.data.shape), *self.history[2:]]
+            for image in images
+        ]
         # Sample k is drawn with seed + k (sample 0 is the num_samples=1 output); the mean and
         # the std are accumulated one sample at a time (Welford), in float64: memory stays
         # three frames whatever N.
         mean = spread = None
         for k in range(n):
-            sample = restore_image(
-                data,
+            samples = restore_image(
+                [image.data for image in images],
                 self.restorer,
                 settings.tile_size,
                 settings.overlap,
@@ -106,20 +142,26 @@ class Method:
                 False,
                 settings.seed + k,
             )
-            sample = self._finish(image, sample, history if k == 0 else None)
+            samples = [
+                self._finish(image, sample, history if k == 0 else None)
+                for image, sample, history in zip(images, samples, histories, strict=True)
+            ]
+            if n == 1:
+                return [(s, h, None) for s, h in zip(samples, histories, strict=True)]
+            sample = samples[0]
             if mean is None:
                 mean, spread = sample.astype(np.float64), np.zeros(sample.shape)
                 continue
             delta = sample - mean
             mean += delta / (k + 1)
             spread += delta * (sample - mean)
-        if n == 1:
-            return mean.astype(np.float32), history, None
+        assert mean is not None and spread is not None
+        history = histories[0]
         history.append(
             f"per-pixel mean of {n} samples (seeds {settings.seed}..{settings.seed + n - 1})"
         )
         std = np.sqrt(spread / (n - 1)).astype(np.float32)
-        return mean.astype(np.float32), history, std
+        return [(mean.astype(np.float32), history, std)]
 
     def _finish(
         self, image: LoadedImage, restored: np.ndarray, history: list[str] | None

@@ -8,13 +8,17 @@ only the array a frame arrives and leaves in.
 
 from __future__ import annotations
 
+from itertools import product
+from typing import Any
+
 import numpy as np
 import torch
 
 from astrorestore.colour import rgb_to_ycbcr, ycbcr_to_rgb
+from astrorestore.elementwise import fill_where_, nonfinite
 from astrorestore.errors import UserError
 from astrorestore.inference.restorer import Restorer
-from astrorestore.inference.tiling import check_overlap, predict_tiled
+from astrorestore.inference.tiling import check_overlap, predict_tiled, tile_positions
 from astrorestore.medians import nanmedian_hw
 
 
@@ -78,6 +82,13 @@ def _no_finite_pixels(height: int, width: int) -> UserError:
     )
 
 
+def one_tile(height: int, width: int, tile: int, multiple: int) -> bool:
+    """Whether a ``height x width`` image is restored as one tile (a square image whose side is
+    the tile :func:`fit_tile` gives it): such frames of one shape can share a network batch."""
+    fitted = fit_tile(height, width, tile, multiple)
+    return height == fitted and width == fitted
+
+
 def restore_tensor(
     image: torch.Tensor,
     restorer: Restorer,
@@ -87,7 +98,8 @@ def restore_tensor(
     progress: bool = False,
     seed: int = 0,
 ) -> torch.Tensor:
-    """Restore a ``(C, H, W)`` tensor whose C is the restorer's input channels, on its device.
+    """Restore a ``(C, H, W)`` tensor whose C is the restorer's input channels, on its device
+    (or a batch of them, below).
 
     Returns float32 ``(C_out, scale·H, scale·W)`` on the same device, NaN where the input was
     not finite (in any channel). Non-finite pixels are filled with the median of the finite
@@ -99,46 +111,68 @@ def restore_tensor(
     frame, cut with the tiles, and invalid pixels are filled with it instead of the median.
     A stochastic restorer draws from one generator seeded with ``seed`` for the whole image.
     Nothing here leaves the device: the caller moves the frame in once and the result out once.
+
+    A ``(B, C, H, W)`` batch of frames gives ``(B, C_out, scale·H, scale·W)``, each frame with
+    its own statistics and NaN fill; more than one frame only where each is one tile
+    (:func:`one_tile`), whose network passes then take ``batch_size`` frames at a time.
     """
+    if image.ndim == 3:
+        return restore_tensor(image[None], restorer, tile, overlap, batch_size, progress, seed)[0]
+    images = image
     check_overlap(tile, overlap)
-    src = image.float()
-    finite = torch.isfinite(src)
-    all_finite = bool(finite.all())
-    if not all_finite and not bool(finite.any()):
-        raise _no_finite_pixels(*src.shape[-2:])
+    frames, channels, height, width = images.shape
+    if frames > 1 and len(tile_positions(height, width, tile, overlap)) != 1:
+        raise ValueError(f"a batch of {frames} frames of {height}x{width} is not one tile each")
+    src = images.float()
+    bad = nonfinite(src)
+    fill = None
+    if bad is not None:
+        # Non-finite pixels take np.median's value (mean of the two middle ones) over each
+        # frame's finite pixels, all channels; NaN when there are none.
+        fill = nanmedian_hw(src.reshape(frames, 1, -1, width), midpoint=True, finite=True)
+        if bool(torch.isnan(fill).any()):
+            raise _no_finite_pixels(height, width)
     norm = restorer.normalizer
     generator = torch.Generator(device=src.device).manual_seed(int(seed))
     with torch.inference_mode():
-        # A normaliser with a per-pixel sky map measures it here, on the whole frame.
-        offset, scale = getattr(norm, "frame_stats", norm.stats)(src[None])
-        filled = src
-        if not all_finite and offset.shape[-2:] == src.shape[-2:]:
-            filled = torch.where(finite, src, offset[0])
-        elif not all_finite:
-            # np.median's value (mean of the two middle ones) over every channel's pixels.
-            masked = torch.where(finite, src, torch.full_like(src, float("nan")))
-            fill = nanmedian_hw(masked.reshape(1, -1, src.shape[-1]), midpoint=True)
-            filled = torch.where(finite, src, fill.reshape(()))
-        z = norm.forward(filled[None], offset, scale)[0]
+        # A normaliser with a per-pixel sky map measures it here, on each whole frame.
+        offset, scale = getattr(norm, "frame_stats", norm.stats)(src)
+        # A new buffer: the input is never written to.
+        z = norm.forward(src, offset, scale)
+        if bad is not None and fill is not None:
+            if offset.shape[-2:] == src.shape[-2:]:
+                # A sky map: invalid pixels take the map's value, which normalises to 0.
+                fill_where_(z, bad, 0.0)
+            else:
+                # The fill, normalised as any pixel of its channel.
+                z_fill = norm.forward(fill.expand_as(offset), offset, scale)
+                for b, c in product(range(frames), range(channels)):
+                    fill_where_(z[b, c], bad[b, c], z_fill[b, c, 0, 0])
 
         def predict(tiles: torch.Tensor) -> torch.Tensor:
             return restorer(tiles, generator)
 
-        z_out = predict_tiled(z, predict, tile, overlap, batch_size, progress, restorer.scale)
-        if offset.shape[1] != 1 and offset.shape[1] != z_out.shape[0]:
+        if frames == 1:
+            z_out = predict_tiled(
+                z[0], predict, tile, overlap, batch_size, progress, restorer.scale
+            )
+            z_out = z_out[None]
+        else:
+            z_out = torch.cat([predict(part).float() for part in z.split(batch_size)])
+        if offset.shape[1] != 1 and offset.shape[1] != z_out.shape[1]:
             # Statistics per input channel cannot be matched to other output channels.
             offset, scale = offset.mean(1, keepdim=True), scale.mean(1, keepdim=True)
-        restored = norm.inverse(z_out[None], offset, scale)[0].float()
-        if not all_finite:
-            bad = ~finite.all(dim=0)
+        restored = norm.inverse(z_out, offset, scale).float()
+        if bad is not None:
+            bad = bad[:, 0] if channels == 1 else bad.any(dim=1)
             if restorer.scale > 1:
-                bad = bad.repeat_interleave(restorer.scale, 0).repeat_interleave(restorer.scale, 1)
-            restored[:, bad] = float("nan")
+                bad = bad.repeat_interleave(restorer.scale, 1).repeat_interleave(restorer.scale, 2)
+            fill_where_(restored, bad[:, None], float("nan"))
     return restored
 
 
 def restore_channels(
-    image: np.ndarray,
+    images: np.ndarray,
     restorer: Restorer,
     tile: int,
     overlap: int,
@@ -146,23 +180,23 @@ def restore_channels(
     progress: bool = False,
     seed: int = 0,
 ) -> np.ndarray:
-    """:func:`restore_tensor` of a ``(C, H, W)`` array: one transfer to the restorer's device
-    and one back."""
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    """:func:`restore_tensor` of a ``(B, C, H, W)`` array: one transfer to the restorer's
+    device and one back."""
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     x = x.to(restorer.device, non_blocking=True)
     out = restore_tensor(x, restorer, tile, overlap, batch_size, progress, seed)
     return out.cpu().numpy()
 
 
 def restore_image(
-    data: np.ndarray,
+    data: np.ndarray | list[np.ndarray],
     restorer: Restorer,
     tile: int,
     overlap: int,
     batch_size: int = 8,
     progress: bool = False,
     seed: int = 0,
-) -> np.ndarray:
+) -> Any:
     """Restore a grey ``(H, W)`` or RGB ``(H, W, 3)`` image; returns ``(sH, sW)`` or ``(sH, sW, 3)``.
 
     ``tile`` is the largest tile: an image smaller than it is restored in the largest tile that
@@ -172,20 +206,35 @@ def restore_image(
       chroma (up-sampled for a scale factor), because chroma noise is far less visible;
     - colouring restorer (1 -> 3) on an RGB image: its luminance is coloured anew;
     - colour restorer (3 -> 3) on a grey image: refused, there is nothing to take colour from.
+
+    ``data`` may be a list of images of one shape, each one tile (:func:`one_tile`) when there
+    are several: they pass the network together and a list of restored images comes back.
     """
-    check_image(data, restorer, tile, finite=False)
+    if not isinstance(data, list):
+        return restore_image([data], restorer, tile, overlap, batch_size, progress, seed)[0]
+    images = data
+    for each in images:
+        check_image(each, restorer, tile, finite=False)
+    data = images[0]
     fitted = fit_tile(data.shape[0], data.shape[1], tile, restorer.size_multiple)
     overlap = fit_overlap(tile, fitted, overlap)
-    run = lambda x: restore_channels(x, restorer, fitted, overlap, batch_size, progress, seed)  # noqa: E731
+    if any(other.shape != data.shape for other in images):
+        raise ValueError("restore_image restores a list of images of one shape")
     rgb, grey_in = data.ndim == 3, restorer.in_channels == 1
+    ycc = [rgb_to_ycbcr(np.asarray(d, dtype=np.float32)) for d in images] if rgb and grey_in else []
     if rgb and grey_in:
-        ycc = rgb_to_ycbcr(np.asarray(data, dtype=np.float32))
-        out = run(ycc[None, ..., 0])
-        if restorer.out_channels != 1:
-            return np.moveaxis(out, 0, -1)
+        x = np.stack([each[None, ..., 0] for each in ycc])
+    elif rgb:
+        x = np.stack([np.moveaxis(np.asarray(d, dtype=np.float32), -1, 0) for d in images])
+    else:
+        x = data[None, None] if len(images) == 1 else np.stack(images)[:, None]
+    outs = restore_channels(x, restorer, fitted, overlap, batch_size, progress, seed)
+    if rgb and grey_in and restorer.out_channels == 1:
         s = restorer.scale
-        chroma = ycc[..., 1:].repeat(s, axis=0).repeat(s, axis=1) if s > 1 else ycc[..., 1:]
-        return ycbcr_to_rgb(np.concatenate([out[0][..., None], chroma], axis=-1)).astype(np.float32)
-    x = data[None] if not rgb else np.moveaxis(np.asarray(data, dtype=np.float32), -1, 0)
-    out = run(x)
-    return out[0] if out.shape[0] == 1 else np.moveaxis(out, 0, -1)
+        results = []
+        for out, each in zip(outs, ycc, strict=True):
+            kept = each[..., 1:].repeat(s, axis=0).repeat(s, axis=1) if s > 1 else each[..., 1:]
+            merged = np.concatenate([out[0][..., None], kept], axis=-1)
+            results.append(ycbcr_to_rgb(merged).astype(np.float32))
+        return results
+    return [out[0] if out.shape[0] == 1 else np.moveaxis(out, 0, -1) for out in outs]

@@ -207,8 +207,8 @@ def image_noise_model(image: LoadedImage, evaluation: Mapping[str, Any]) -> Fram
     frame's header keywords and ERR/VAR map are read from its file."""
     keywords = err = None
     if image.format == "fits":
-        keywords = frame_keywords(image.path, image.hdu_index or 0)
-        err = read_noise_map(image.path, image.hdu_index or 0)
+        keywords = frame_keywords(image.path, image.hdu_index or 0, image.content)
+        err = read_noise_map(image.path, image.hdu_index or 0, image.content)
         err = err if err is not None and err.shape == image.data.shape else None
     return frame_noise_model(image.data, keywords, evaluation, err, strict=True)
 

@@ -127,6 +127,7 @@ class InferSettings:
     tile_size: int = 256
     overlap: int = 32
     batch_size: int = 8
+    batch_frames: int = 8
     device: str = "cpu"
     precision: str = "fp32"
     channels_last: bool = True
@@ -191,6 +192,7 @@ class InferSettings:
             tile_size=tile,
             overlap=overlap,
             batch_size=c.integer("batch_size", 8, 1),
+            batch_frames=c.integer("batch_frames", 8, 1),
             device=resolve_device(c.raw("device", "auto")),
             precision=check_precision(c.raw("precision", "fp32")),
             channels_last=c.boolean("channels_last", True),

@@ -80,6 +80,18 @@ def restore_frame(method: Method, frame: Frame) -> Restoration:
     return Restoration(frame, pixels, history, started, std)
 
 
+def restore_group(method: Method, frames: list[Frame]) -> list[Restoration]:
+    """Restore checked frames of one :meth:`Method.batch_key` in shared network passes."""
+    images = [frame.image for frame in frames]
+    assert all(image is not None for image in images)
+    results = method.restore_group(images)  # type: ignore[arg-type]
+    now = time.perf_counter()
+    return [
+        Restoration(frame, pixels, history, now - frame.read_s, std)
+        for frame, (pixels, history, std) in zip(frames, results, strict=True)
+    ]
+
+
 def write_restoration(method: Method, restoration: Restoration, scorer: Scorer | None) -> None:
     """Write one restored frame (and score it, with ``report=``): the host's part."""
     frame, image = restoration.frame, restoration.frame.image
@@ -92,8 +104,10 @@ def write_restoration(method: Method, restoration: Restoration, scorer: Scorer |
         # gain and read noise come from its header (or its pixels), found before anything is
         # written: a frame whose noise model cannot be told is refused with nothing written.
         fits_input = image.format == "fits"
-        err = read_noise_map(image.path, image.hdu_index) if fits_input else None
-        header = frame_keywords(image.path, image.hdu_index or 0) if fits_input else None
+        # The frame's bytes, read once by the survey's reader, serve both look-ups.
+        content = image.content
+        err = read_noise_map(image.path, image.hdu_index, content) if fits_input else None
+        header = frame_keywords(image.path, image.hdu_index or 0, content) if fits_input else None
         noise = scorer.noise_model(image.data, header, err)
     write_image(
         frame.job.dst,
@@ -224,6 +238,7 @@ def restore_frames(method: Method, plan: RunPlan, reader: FrameReader) -> list[P
     # A single file has nothing to read ahead; its errors are raised as they come.
     workers = 0 if plan.strict else settings.workers
     pending: tuple[Restoration, Future] | None = None
+    group: list[Frame] = []  # checked frames of one batch key, waiting for a shared pass
 
     def finish(item: tuple[Restoration, Future]) -> None:
         restoration, future = item
@@ -236,6 +251,39 @@ def restore_frames(method: Method, plan: RunPlan, reader: FrameReader) -> list[P
             return
         log.done(restoration)
 
+    def write(restoration: Restoration) -> None:
+        nonlocal pending
+        if pending is not None:  # one write in flight: memory stays bounded
+            finish(pending)
+        pending = (restoration, writer.submit(write_restoration, method, restoration, plan.scorer))
+
+    def restore(frame: Frame, checked: bool) -> None:
+        try:
+            if checked:
+                restoration = restore_group(method, [frame])[0]
+            else:
+                restoration = restore_frame(method, frame)
+        except Exception as exc:
+            if plan.strict:
+                raise
+            log.failed(frame, frame_error(frame.job.src, exc))
+            return
+        write(restoration)
+
+    def flush() -> None:
+        if len(group) == 1:
+            restore(group[0], checked=True)
+        elif group:
+            try:
+                restorations = restore_group(method, group)
+            except Exception:  # one frame spoilt the pass: each alone, to name it
+                for frame in group:
+                    restore(frame, checked=True)
+            else:
+                for restoration in restorations:
+                    write(restoration)
+        group.clear()
+
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer") as writer:
             for frame in frame_loader(reader, workers):
@@ -245,19 +293,23 @@ def restore_frames(method: Method, plan: RunPlan, reader: FrameReader) -> list[P
                 if frame.done_before:
                     log.skipped(frame)
                     continue
+                assert frame.image is not None
+                key = None if plan.strict else method.batch_key(frame.image)
+                if key is None:
+                    restore(frame, checked=False)
+                    continue
                 try:
-                    restoration = restore_frame(method, frame)
+                    method.check_frame(frame.image, frame.job.dst, frame.job.truth)
                 except Exception as exc:
-                    if plan.strict:
-                        raise
                     log.failed(frame, frame_error(frame.job.src, exc))
                     continue
-                if pending is not None:  # one write in flight: memory stays two frames
-                    finish(pending)
-                pending = (
-                    restoration,
-                    writer.submit(write_restoration, method, restoration, plan.scorer),
-                )
+                if group and (
+                    method.batch_key(group[0].image) != key  # type: ignore[arg-type]
+                    or len(group) >= settings.batch_frames
+                ):
+                    flush()
+                group.append(frame)
+            flush()
             if pending is not None:
                 finish(pending)
     finally:

@@ -131,6 +131,15 @@ def predict_tiled(
         )
     positions = tile_positions(height, width, tile, overlap)
     out_tile = tile * scale
+    if len(positions) == 1:
+        # One tile is the whole image: its window would be divided out again.
+        out = predict(image[None].float())
+        if out.ndim != 4 or out.shape[0] != 1 or out.shape[-2:] != (out_tile,) * 2:
+            raise ValueError(
+                f"predict returned shape {tuple(out.shape)} for the image {tuple(image.shape)} "
+                f"at scale {scale}"
+            )
+        return out[0].float()
     weight = blend_weights(out_tile, overlap * scale, image.device)
     src = image.float()
     acc: Tensor | None = None  # (C_out, sH, sW), allocated once C_out is known

@@ -23,6 +23,7 @@ from astrorestore.io.fits_hdus import (
     bad_dq_bits,
     cube_message,
     dq_flagged,
+    fits_file,
     image_shape,
     is_rgb_cube,
     open_fits,
@@ -41,12 +42,13 @@ INPUT_SUFFIX = "_IN"
 STD_EXTENSION = "SR_STD"
 
 
-def read_fits(path: Path, hdu: int | str | None) -> LoadedImage:
+def read_fits(path: Path, hdu: int | str | None, content: bytes | None = None) -> LoadedImage:
     """The science image of a FITS file (:func:`~astrorestore.io.fits_hdus.select_image_hdu`)
-    in physical units, float32; a marked RGB cube comes back as (H, W, 3)."""
+    in physical units, float32; a marked RGB cube comes back as (H, W, 3). ``content``: the
+    file's bytes, read already; they are kept on the image for writing its restored copy."""
     from astropy.io import fits
 
-    with open_fits(path) as hdul:
+    with open_fits(path, content) as hdul:
         index = select_image_hdu(hdul, hdu, path)
         sci = hdul[index]
         source_dtype = raw_dtype(sci.header)  # before .data: astropy rewrites BITPIX
@@ -67,6 +69,7 @@ def read_fits(path: Path, hdu: int | str | None) -> LoadedImage:
         hdu_index=index,
         source_dtype=source_dtype,
         extra={"disk_shape": disk_shape, "unit": unit, "compressed": compressed},
+        content=content,
     )
 
 
@@ -128,7 +131,7 @@ def write_fits(
         data = data.reshape(source.extra.get("disk_shape", data.shape))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fits.verify.VerifyWarning)
-        with fits.open(source.path, mode="readonly") as hdul:
+        with fits.open(fits_file(source.path, source.content), mode="readonly") as hdul:
             sci = hdul[source.hdu_index]
             header = sci.header
             for key in _STALE_FITS_CARDS:

@@ -10,6 +10,8 @@ the setting that fixes them (``key``: ``hdu`` for ``infer.py``, ``data.hdu`` for
 
 from __future__ import annotations
 
+import gzip
+import io
 import math
 import warnings
 from collections.abc import Iterator
@@ -47,10 +49,20 @@ class NoImageData(UserError):
     """The file, or the HDU asked for, holds no image (a table, an empty primary HDU)."""
 
 
+def fits_file(path: Path, content: bytes | None = None) -> Any:
+    """What ``fits.open`` reads: ``path``, or the file's ``content`` already read into memory
+    (through gzip for a ``.fits.gz`` archive, which astropy only recognises by a path's name)."""
+    if content is None:
+        return path
+    buffer = io.BytesIO(content)
+    return gzip.GzipFile(fileobj=buffer, mode="rb") if content[:2] == b"\x1f\x8b" else buffer
+
+
 @contextmanager
-def open_fits(path: Path) -> Iterator[Any]:
+def open_fits(path: Path, content: bytes | None = None) -> Iterator[Any]:
     """The file's HDU list, fully read, with astropy's warnings silenced in the ``with`` body;
-    ``OSError`` for a file shorter than its headers say.
+    ``OSError`` for a file shorter than its headers say. ``content``: the file's bytes, read
+    already (:func:`fits_file`); a short file is detected the same way.
 
     astropy only warns about a short file, and its data would be garbage: for ``infer.py`` the
     failure would otherwise surface when the output is written, after a long restoration.
@@ -59,7 +71,7 @@ def open_fits(path: Path) -> Iterator[Any]:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with fits.open(path, mode="readonly") as hdul:
+        with fits.open(fits_file(path, content), mode="readonly") as hdul:
             hdul.readall()
             # Only astropy's short-file warning: catch_warnings is process-wide, so a
             # survey run's writer thread can add its own warnings here ("Card is too long,
@@ -318,12 +330,13 @@ class Chip:
             return np.sqrt(total).astype(np.float32)
 
 
-def read_noise_map(path: Path, sci_index: int) -> np.ndarray | None:
+def read_noise_map(path: Path, sci_index: int, content: bytes | None = None) -> np.ndarray | None:
     """The 1-sigma noise map of the 2-D science HDU ``sci_index`` (:meth:`Chip.noise_map`), or None:
-    what ``infer.py report=`` judges a restoration's residual by when there is no truth."""
+    what ``infer.py report=`` judges a restoration's residual by when there is no truth.
+    ``content``: the file's bytes, if read already (:func:`fits_file`)."""
     from astropy.io import fits
 
-    with fits.open(path, mode="readonly") as hdul:
+    with fits.open(fits_file(path, content), mode="readonly") as hdul:
         sci = hdul[sci_index]
         shape = squeeze_leading(np.empty(sci.shape, dtype=np.bool_)).shape
         if len(shape) != 2:
@@ -336,12 +349,15 @@ def read_noise_map(path: Path, sci_index: int) -> np.ndarray | None:
             return None
 
 
-def frame_keywords(path: Path, sci_index: int) -> dict[str, Any]:
+def frame_keywords(path: Path, sci_index: int, content: bytes | None = None) -> dict[str, Any]:
     """The primary header's keywords overlaid by the science HDU ``sci_index``'s (the science
-    HDU wins): what the frame's noise model reads (GAIN, RDNOISE, BUNIT...)."""
+    HDU wins): what the frame's noise model reads (GAIN, RDNOISE, BUNIT...). ``content``: the
+    file's bytes, if read already (:func:`fits_file`)."""
     from astropy.io import fits
 
-    with fits.open(path, mode="readonly") as hdul:  # headers only: the data is not read
+    with fits.open(
+        fits_file(path, content), mode="readonly"
+    ) as hdul:  # headers only: the data is not read
         keywords = {str(k): v for k, v in hdul[0].header.items() if k}
         if sci_index:
             keywords |= {str(k): v for k, v in hdul[sci_index].header.items() if k}

@@ -40,6 +40,9 @@ class LoadedImage:
     ``data`` is float32, ``(H, W)`` for grey or ``(H, W, 3)`` for RGB. ``source_dtype`` is the
     on-disk pixel type (for FITS the raw BITPIX type before scaling). ``extra`` holds
     format-specific details for writing back (FITS on-disk shape, TIFF channel layout).
+    ``content`` holds a FITS file's bytes when it was read whole into memory (a survey run
+    hashes and decodes the same bytes), so that writing the restored copy takes the other HDUs
+    from them instead of reading the file again.
     """
 
     path: Path
@@ -48,6 +51,7 @@ class LoadedImage:
     hdu_index: int | None = None
     source_dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
     extra: dict[str, Any] = field(default_factory=dict)
+    content: bytes | None = field(default=None, repr=False)
 
     @property
     def is_rgb(self) -> bool:

@@ -35,21 +35,25 @@ _WRITERS = {"png": write_pil, "jpeg": write_pil, "tiff": write_tiff, "npy": writ
 # ----------------------------------------------------------------------------- reading
 
 
-def read_image(path: str | Path, hdu: int | str | None = None) -> LoadedImage:
+def read_image(
+    path: str | Path, hdu: int | str | None = None, content: bytes | None = None
+) -> LoadedImage:
     """Read one image; see the module docstring for the conventions.
 
     ``hdu`` selects the FITS HDU (index or EXTNAME) and is ignored for other formats.
+    ``content``: the file's bytes, read already (a survey run reads each input once, to hash
+    and decode it); ``path`` then only names the file and its format.
     """
     path = Path(path).expanduser()
-    if not path.exists():
+    if content is None and not path.exists():
         raise UserError(f"input file not found: {path}")
-    if path.is_dir():
+    if content is None and path.is_dir():
         raise UserError(f"{path} is a folder, not an image file; pass a file or use a folder input")
     fmt = require_format(path)
     try:
         if fmt == "fits":
-            return read_fits(path, hdu)
-        return _READERS[fmt](path, fmt)
+            return read_fits(path, hdu, content)
+        return _READERS[fmt](path, fmt, content)
     except (UserError, MemoryError):
         raise
     except Exception as exc:  # any decoder failure means the file is not what its name says

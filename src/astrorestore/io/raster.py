@@ -7,6 +7,7 @@ darkest value, since integers have none).
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,17 @@ from astrorestore.errors import UserError
 from astrorestore.io.formats import LoadedImage, as_image_array
 
 
-def _png_is_16bit_colour(path: Path) -> bool:
-    with path.open("rb") as fh:
-        head = fh.read(26)
+def _source(path: Path, content: bytes | None) -> Any:
+    """What a decoder reads: ``path``, or the file's bytes already read into memory."""
+    return path if content is None else io.BytesIO(content)
+
+
+def _png_is_16bit_colour(path: Path, content: bytes | None) -> bool:
+    if content is None:
+        with path.open("rb") as fh:
+            head = fh.read(26)
+    else:
+        head = content[:26]
     # IHDR: bit depth at byte 24, colour type at byte 25 (2 = RGB, 6 = RGBA).
     return (
         len(head) == 26
@@ -32,16 +41,16 @@ def _png_is_16bit_colour(path: Path) -> bool:
 _PIL_KEEP_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
-def read_pil(path: Path, fmt: str) -> LoadedImage:
+def read_pil(path: Path, fmt: str, content: bytes | None = None) -> LoadedImage:
     from PIL import Image
 
-    if fmt == "png" and _png_is_16bit_colour(path):
+    if fmt == "png" and _png_is_16bit_colour(path, content):
         # Pillow silently reduces 16-bit colour PNGs to 8 bits, which would lose the signal.
         raise UserError(
             f"{path} is a 16-bit colour PNG, which cannot be read without losing precision; "
             "convert it to a 16-bit TIFF"
         )
-    with Image.open(path) as im:
+    with Image.open(_source(path, content)) as im:
         im.load()
         mode = im.mode
         alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info
@@ -61,10 +70,10 @@ def read_pil(path: Path, fmt: str) -> LoadedImage:
     return LoadedImage(path=path, format=fmt, data=data, source_dtype=source_dtype, extra=extra)
 
 
-def read_tiff(path: Path, fmt: str) -> LoadedImage:
+def read_tiff(path: Path, fmt: str, content: bytes | None = None) -> LoadedImage:
     import tifffile
 
-    arr = np.asarray(tifffile.imread(path))
+    arr = np.asarray(tifffile.imread(_source(path, content)))
     extra: dict[str, Any] = {"planar": False}
     # Planar (separate) RGB comes back channels-first.
     if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
@@ -81,8 +90,8 @@ def read_tiff(path: Path, fmt: str) -> LoadedImage:
     return LoadedImage(path=path, format="tiff", data=data, source_dtype=source_dtype, extra=extra)
 
 
-def read_npy(path: Path, fmt: str) -> LoadedImage:
-    arr = np.load(path, allow_pickle=False)
+def read_npy(path: Path, fmt: str, content: bytes | None = None) -> LoadedImage:
+    arr = np.load(_source(path, content), allow_pickle=False)
     source_dtype = arr.dtype
     if arr.ndim == 3 and arr.shape[2] == 4:
         raise UserError(

@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from astrorestore.elementwise import asinh_, sinh
 from astrorestore.errors import UserError
-from astrorestore.medians import nanmedian_hw
+from astrorestore.medians import nanmedian_and_mad_hw, nanmedian_hw
 
 # 1.4826 * MAD is the standard deviation of a Gaussian.
 _MAD_TO_SIGMA = 1.4826
@@ -109,15 +110,14 @@ class AsinhNormalizer:
         if noisy.dim() != 4:
             raise ValueError(f"expected a (B, C, H, W) batch, got shape {tuple(noisy.shape)}")
         x = noisy.float()
-        x = torch.where(torch.isfinite(x), x, torch.full_like(x, float("nan")))
-        offset = nanmedian_hw(x)
+        offset = nanmedian_hw(x, finite=True)
         if x.shape[-1] > 1:
             diff = x[..., :, 1:] - x[..., :, :-1]
         else:
             diff = x[..., 1:, :] - x[..., :-1, :]
         if diff.numel() > 0:
-            centre = nanmedian_hw(diff)
-            sigma = _MAD_TO_SIGMA * nanmedian_hw((diff - centre).abs()) / math.sqrt(2.0)
+            _, mad = nanmedian_and_mad_hw(diff, finite=True)
+            sigma = _MAD_TO_SIGMA * mad / math.sqrt(2.0)
         else:
             sigma = torch.zeros_like(offset)
         # An all-NaN image has no statistics: treat it as zero sky, minimum scale.
@@ -129,11 +129,17 @@ class AsinhNormalizer:
 
     def forward(self, x: Tensor, offset: Tensor, scale: Tensor) -> Tensor:
         """Electrons -> normalised: ``asinh((x - offset) / scale)``."""
-        return torch.asinh((x - offset) / scale)
+        shifted = x - offset
+        if shifted.dtype != torch.promote_types(shifted.dtype, scale.dtype):
+            return torch.asinh(shifted / scale)
+        return asinh_(shifted.div_(scale))  # in place: no second frame-sized buffer
 
     def inverse(self, z: Tensor, offset: Tensor, scale: Tensor) -> Tensor:
         """Normalised -> electrons: ``sinh(z) * scale + offset`` (exact inverse of forward)."""
-        return torch.sinh(z) * scale + offset
+        u = sinh(z)
+        if u.dtype != torch.promote_types(u.dtype, torch.promote_types(scale.dtype, offset.dtype)):
+            return u * scale + offset
+        return u.mul_(scale).add_(offset)
 
     __call__ = forward
 
