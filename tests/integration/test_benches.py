@@ -86,6 +86,18 @@ CASES = {
         },
         slow=True,
     ),
+    "bench_colorize_realism.py": Case(
+        ["--smoke", "--out", "{out}"],
+        {
+            "colorize_realism.json": [
+                ("rows", "*", "delta_e2000"),
+                ("rows", "*", "colourfulness_ratio"),
+                ("rows", "*", "chroma_swd"),
+            ]
+        },
+        files=["colorize_realism.md", "colorize_realism.png"],
+        slow=True,
+    ),
     "bench_generative_axes.py": Case(
         ["--smoke", "--out", "{out}/generative_axes"],
         {
