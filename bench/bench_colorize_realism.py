@@ -79,7 +79,7 @@ def scores(rgb: torch.Tensor, truth: torch.Tensor) -> dict:
     }
 
 
-def train(overrides: list[str], seed: int, epochs: int | None) -> tuple[torch.nn.Module, dict]:
+def train(overrides: list[str], seed: int, epochs: int | None) -> tuple:
     cfg = compose(BENCH + [f"seed={seed}", f"data.seed={seed}", *overrides])
     L.seed_everything(seed, verbose=False)
     data, module = build(cfg)
@@ -103,14 +103,46 @@ def train(overrides: list[str], seed: int, epochs: int | None) -> tuple[torch.nn
         "patch_size": cfg.data.patch_size,
         "train_wall_s": round(time.perf_counter() - start, 1),
     }
-    return module.eval(), budget
+    return module.eval(), budget, data
 
 
-def run_one(name: str, overrides: list[str], seed: int, epochs: int | None, space: str) -> dict:
-    """Train one row at one seed and colour the held-out region (a process pool's job)."""
-    module, budget = train(overrides, seed, epochs)
+def diagnose(module, data) -> dict:
+    """How much the adversarial term can act, on one training batch after training: the
+    discriminator's mean logits on true and generated pairs and the fraction of patches where
+    the true one scores higher (0.5 = chance), and the norm of the adversarial term's gradient
+    at the generator's output over the L1 term's."""
+    from astrorestore.modules.adversarial import generator_gan_loss
+
+    batch = data.on_after_batch_transfer(next(iter(data.train_dataloader())), 0)
+    condition, real = batch["input"], batch["target"]
+    hp = module.hparams
+    with torch.no_grad():
+        fake = module.net.train()(condition)
+        true_logits, fake_logits = module.judge(condition, real), module.judge(condition, fake)
+    fake.requires_grad_(True)
+    pixel = hp.reconstruction_weight * module.loss(fake, real, None)[0]
+    (l1_grad,) = torch.autograd.grad(pixel, fake)
+    adversarial = generator_gan_loss(module.judge(condition, fake), hp.gan_loss)
+    (gan_grad,) = torch.autograd.grad(hp.adversarial_weight * adversarial, fake)
+    module.eval()
+    return {
+        "d_logit_true": float(true_logits.mean()),
+        "d_logit_generated": float(fake_logits.mean()),
+        "d_fraction_true_higher": float((true_logits > fake_logits).float().mean()),
+        "gradient_ratio_adversarial_to_l1": float(gan_grad.norm() / l1_grad.norm()),
+    }
+
+
+def run_one(
+    name: str, overrides: list[str], seed: int, epochs: int | None, space: str, why: bool = False
+) -> dict:
+    """Train one row at one seed and colour the held-out region (a process pool's job);
+    ``why``: add :func:`diagnose`'s figures to its scores (cGAN rows)."""
+    module, budget, data = train(overrides, seed, epochs)
     rgb = colourise(module, test_region(), space)
     out = {"scores": scores(rgb, test_region()), "budget": budget, "rgb": rgb}
+    if why and module.hparams.adversarial_weight > 0:
+        out["scores"].update(diagnose(module, data))
     print(name, seed, budget, out["scores"], flush=True)
     return out
 
@@ -133,17 +165,29 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
+COLUMNS = {
+    "delta_e2000": "ΔE2000",
+    "colourfulness_ratio": "colourfulness / truth",
+    "chroma_swd": "chroma SWD",
+    "psnr": "PSNR dB",
+    "ssim": "SSIM",
+    "d_fraction_true_higher": "D: true > generated",
+    "gradient_ratio_adversarial_to_l1": "‖∇ adv‖ / ‖∇ L1‖",
+}
+
+
 def table(result: dict) -> str:
-    cols = ("delta_e2000", "colourfulness_ratio", "chroma_swd", "psnr", "ssim")
+    cols = [c for c in COLUMNS if any(c in row for row in result["rows"].values())]
     lines = [
-        "| row | ΔE2000 | colourfulness / truth | chroma SWD | PSNR dB | SSIM |",
-        "|---|---|---|---|---|---|",
+        "| row | " + " | ".join(COLUMNS[c] for c in cols) + " |",
+        "|---" * (len(cols) + 1) + "|",
     ]
     for name, row in result["rows"].items():
         cells = []
         for c in cols:
             std = row.get(f"{c}_std")
-            cells.append(f"{row[c]:.4g}" + (f" ± {std:.2g}" if std is not None else ""))
+            cell = f"{row[c]:.4g}" if c in row else "–"
+            cells.append(cell + (f" ± {std:.2g}" if std is not None else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -175,6 +219,11 @@ def main() -> None:
         "--common", default="", help="overrides for every row (a reduced budget), comma-separated"
     )
     parser.add_argument("--jobs", type=int, default=1, help="runs trained in parallel processes")
+    parser.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="add the discriminator's separation and the adversarial/L1 gradient ratio",
+    )
     add_output_options(parser, out=OUT)
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -191,7 +240,11 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     space = compose(BENCH).data.pairing.color_space
     result: dict = {"seeds": seeds, "common": extra, "rows": {}, "budget": {}}
-    jobs = [(name, rows[name] + extra, seed, args.epochs, space) for name in rows for seed in seeds]
+    jobs = [
+        (name, rows[name] + extra, seed, args.epochs, space, args.diagnose)
+        for name in rows
+        for seed in seeds
+    ]
     if args.jobs > 1:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:

@@ -87,12 +87,13 @@ CASES = {
         slow=True,
     ),
     "bench_colorize_realism.py": Case(
-        ["--smoke", "--out", "{out}"],
+        ["--smoke", "--diagnose", "--out", "{out}"],
         {
             "colorize_realism.json": [
                 ("rows", "*", "delta_e2000"),
                 ("rows", "*", "colourfulness_ratio"),
                 ("rows", "*", "chroma_swd"),
+                ("rows", "cgan", "gradient_ratio_adversarial_to_l1"),
             ]
         },
         files=["colorize_realism.md", "colorize_realism.png"],
