@@ -270,7 +270,9 @@ def main() -> None:
         result["gate_met"] = all(result["gate"].values())
     (out / "colorize_realism.json").write_text(json.dumps(result, indent=1))
     (out / "colorize_realism.md").write_text(table(result))
-    panel({"grey input": grey, **shown, "truth": truth}, out / "colorize_realism.png")
+    order = sorted(shown, key=lambda name: (name != "l1_only", name != "cgan"))
+    images = {"grey input": grey, **{name: shown[name] for name in order}, "truth": truth}
+    panel(images, out / "colorize_realism.png")
     print(table(result))
 
 
