@@ -91,6 +91,19 @@ CASES = {
             ]
         },
     ),
+    "bench_colorize_realism.py": Case(
+        ["--smoke", "--diagnose", "--out", "{out}"],
+        {
+            "colorize_realism.json": [
+                ("rows", "*", "delta_e2000"),
+                ("rows", "*", "colourfulness_ratio"),
+                ("rows", "*", "chroma_swd"),
+                ("rows", "cgan", "gradient_ratio_adversarial_to_l1"),
+            ]
+        },
+        files=["colorize_realism.md", "colorize_realism.png"],
+        slow=True,
+    ),
     "bench_generative_axes.py": Case(
         ["--smoke", "--out", "{out}/generative_axes"],
         {

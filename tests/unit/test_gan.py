@@ -76,11 +76,11 @@ def test_colour_metrics():
     assert measures["colourfulness"] < 1e-3
 
 
-def _module(adversarial_weight=1.0, **extra):
+def _module(adversarial_weight=1.0, discriminator=None, **extra):
     adam = lambda params: torch.optim.Adam(params, lr=1e-3, betas=(0.5, 0.999))  # noqa: E731
     return AdversarialModule(
         net=ColorizationGenerator("rgb", base_channels=8, image_size=32),
-        discriminator=PatchDiscriminator(4, 8, n_layers=1),
+        discriminator=discriminator or PatchDiscriminator(4, 8, n_layers=1),
         loss=RestorationLoss(1.0, 0.0, 0.0),
         optimizer=adam,
         discriminator_optimizer=adam,
@@ -181,3 +181,28 @@ def test_feature_matching_compares_hidden_features_and_is_zero_for_the_true_imag
     assert torch.isfinite(trainer.callback_metrics["train/g_feature_matching"])
     with pytest.raises(UserError, match="feature_matching_weight=-1"):
         _module(feature_matching_weight=-1.0)
+
+
+def test_chroma_discriminator_sees_scaled_chroma_only():
+    module = _module(
+        discriminator=PatchDiscriminator(3, 8, n_layers=1),
+        discriminator_input="chroma",
+        chroma_gain=10.0,
+    )
+    # A grey image has zero chroma. Known answer for a bluish grey, RGB (0.5, 0.5, 0.6):
+    # Y = 0.5 + 0.114 * 0.1 (BT.601), Cb = (B - Y) / 1.772, Cr = (R - Y) / 1.402, times the gain.
+    grey = from_unit(torch.full((1, 3, 4, 4), 0.5))
+    assert module.judged(grey).shape == (1, 2, 4, 4)
+    assert module.judged(grey).abs().max() < 1e-6
+    blue = from_unit(torch.tensor([0.5, 0.5, 0.6]).view(1, 3, 1, 1).expand(1, 3, 4, 4))
+    y = 0.5 + 0.114 * 0.1
+    expected = torch.tensor([(0.6 - y) / 1.772, (0.5 - y) / 1.402]) * 10.0
+    torch.testing.assert_close(module.judged(blue)[0, :, 0, 0], expected, atol=1e-5, rtol=0)
+    trainer = _fit(module)
+    assert torch.isfinite(trainer.callback_metrics["train/d_loss"])
+    # The RGB view passes the image through; a discriminator of the wrong width is refused.
+    assert torch.equal(_module().judged(blue), blue)
+    with pytest.raises(UserError, match="in_channels=4 does not fit.*use 3"):
+        _module(discriminator_input="chroma")
+    with pytest.raises(UserError, match="discriminator_input='lab'"):
+        _module(discriminator_input="lab")

@@ -34,6 +34,7 @@ class PatchDiscriminator(nn.Module):
             raise ValueError(f"n_layers must be >= 0, got {n_layers}")
         if norm not in ("group", "none"):
             raise UserError(f"model.discriminator.norm={norm!r} is invalid: use group or none")
+        self.in_channels = in_channels
         layers: list[nn.Module] = [
             nn.Conv2d(in_channels, base_channels, 4, stride=2, padding=1),
             nn.LeakyReLU(0.2),
