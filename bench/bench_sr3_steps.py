@@ -91,9 +91,10 @@ def trained(model: str, size: int, variant: str, seed: int, steps: int, cache: P
     return data, module.eval(), budget
 
 
-def test_batch(data) -> dict[str, torch.Tensor]:
+def test_batch(data, n: int | None = None) -> dict[str, torch.Tensor]:
+    """The first ``n`` (all) fixed test crops, paired and normalised."""
     data.setup("test")
-    items = [data.test_set[i] for i in range(len(data.test_set))]
+    items = [data.test_set[i] for i in range(min(n or len(data.test_set), len(data.test_set)))]
     return data.normalise({k: torch.stack([item[k] for item in items]) for k in items[0]})
 
 
@@ -110,8 +111,11 @@ def axes(hr: torch.Tensor, low: torch.Tensor, truth: torch.Tensor, pairing) -> d
     }
 
 
-def draw(module, cond: torch.Tensor, steps: int, sampler: str = "ddim", seed: int = 0):
-    return sr3_sample(module, cond, steps, sampler, seed)
+def draw(module, low: torch.Tensor, steps: int, sampler="ddim", seed=0, back_projection=None):
+    """One SR3 draw from the normalised inputs ``low`` (the module's back-projection, or
+    ``back_projection`` steps)."""
+    cond = upsample(low, 2)
+    return sr3_sample(module, cond, steps, sampler, seed, low, back_projection)
 
 
 class _Raw:
@@ -121,14 +125,12 @@ class _Raw:
         self.hparams, self.schedule, self.inference_net = module.hparams, module.schedule, net
 
 
-def steps_curve(module, batch, pairing, sampler: str, counts) -> list[dict]:
+def steps_curve(module, batch, pairing, sampler: str, counts, back_projection=None) -> list:
     low, truth = to_unit(batch["input"]), to_unit(batch["truth"])
-    cond = upsample(batch["input"], 2)
     rows = []
     for n in counts:
-        rows.append(
-            {"steps": n, **axes(to_unit(draw(module, cond, n, sampler)), low, truth, pairing)}
-        )
+        out = to_unit(draw(module, batch["input"], n, sampler, 0, back_projection))
+        rows.append({"steps": n, **axes(out, low, truth, pairing)})
     return rows
 
 
@@ -136,9 +138,9 @@ def samples_summary(module, batch, pairing, n_samples: int) -> dict:
     """The mean of ``n_samples`` draws at the exported step count on both axes, and the
     coverage of the truth by their per-pixel spread."""
     low, truth = to_unit(batch["input"]), to_unit(batch["truth"])
-    cond = upsample(batch["input"], 2)
     steps = module.hparams.sample_steps
-    draws = torch.stack([to_unit(draw(module, cond, steps, seed=s)) for s in range(n_samples)])
+    draws = [to_unit(draw(module, batch["input"], steps, seed=s)) for s in range(n_samples)]
+    draws = torch.stack(draws)
     return {
         "steps": steps,
         **{f"mean_{k}": v for k, v in axes(draws.mean(0), low, truth, pairing).items()},
@@ -254,7 +256,10 @@ def star_fields(args, cache: Path | None) -> dict:
         with torch.no_grad():
             outputs["sr_regression"] = electrons(regression.net(low))
         for n in args.star_steps:
-            outputs[f"sr3_{n}_steps"] = electrons(draw(sr3, upsample(low, 2), n, seed=seed))
+            outputs[f"sr3_{n}_steps"] = electrons(draw(sr3, low, n, seed=seed))
+            if args.back_projection and not sr3.hparams.back_projection:
+                name = f"sr3_{n}_steps_back_projection_{args.back_projection}"
+                outputs[name] = electrons(draw(sr3, low, n, "ddim", seed, args.back_projection))
         truth = paired["truth"][:, 0].numpy()
         for name, images in outputs.items():
             rows = [
@@ -321,7 +326,7 @@ def run_steps(args, variants: dict[str, str], cache: Path | None) -> dict:
         data, regression, budget = trained(
             "sr_regression", args.size, "", seed, args.train_steps, cache
         )
-        batch = test_batch(data)
+        batch = test_batch(data, args.n_test)
         low, truth = to_unit(batch["input"]), to_unit(batch["truth"])
         bicubic = to_unit(upsample(batch["input"], 2))
         per_seed["bicubic"].append(axes(bicubic, low, truth, data.pairing))
@@ -335,7 +340,7 @@ def run_steps(args, variants: dict[str, str], cache: Path | None) -> dict:
         runs = []
         for seed in seeds:
             data, module, budget = trained("sr3", args.size, variant, seed, args.train_steps, cache)
-            batch = test_batch(data)
+            batch = test_batch(data, args.n_test)
             run = {"budget": budget}
             run["ddim"] = steps_curve(module, batch, data.pairing, "ddim", args.counts)
             run["samples"] = samples_summary(module, batch, data.pairing, args.n_samples)
@@ -345,6 +350,9 @@ def run_steps(args, variants: dict[str, str], cache: Path | None) -> dict:
                 )
                 run["x0_by_level"] = x0_by_level(module, batch)
                 run["trajectory_50"] = trajectory(module, batch)
+                run[f"ddim_back_projection_{args.back_projection}"] = steps_curve(
+                    module, batch, data.pairing, "ddim", args.counts, args.back_projection
+                )
                 raw = module.net  # the trained weights, not their moving average
                 run["raw_weights"] = steps_curve(
                     _Raw(module, raw), batch, data.pairing, "ddim", (1, 50)
@@ -442,11 +450,18 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32, help="low-resolution crop size")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--n-samples", type=int, default=8)
+    parser.add_argument("--n-test", type=int, default=16, help="test crops scored (of 16)")
     parser.add_argument(
         "--variants", default="shipped=", help="LABEL=override;override,... (sr3 overrides)"
     )
     parser.add_argument("--star-steps", default="1,50", help="SR3 DDIM step counts on stars")
     parser.add_argument("--star-variant", default="", help="override;override for the SR3")
+    parser.add_argument(
+        "--back-projection",
+        type=int,
+        default=3,
+        help="diagnose and stars: also sample with this many back-projection steps",
+    )
     parser.add_argument("--cache", default=None, help="folder of trained weights to reuse")
     add_output_options(parser, "20 steps, one seed, 2 step counts")
     args = parser.parse_args()

@@ -180,12 +180,25 @@ def fit_steps(
     }
 
 
-def sr3_sample(module, cond: torch.Tensor, steps: int, sampler: str = "ddim", seed: int = 0):
+def sr3_sample(
+    module,
+    cond: torch.Tensor,
+    steps: int,
+    sampler: str = "ddim",
+    seed: int = 0,
+    low: torch.Tensor | None = None,
+    back_projection: int | None = None,
+):
     """One SR3 draw (normalised units) of a trained ``DiffusionModule`` (its exported weights)
-    from the up-sampled inputs ``cond``, with ``seed``."""
-    from astrorestore.diffusion.sampler import sample
+    from the up-sampled inputs ``cond``, with ``seed``; given the inputs ``low``, with the
+    module's back-projection (or ``back_projection`` steps)."""
+    from astrorestore.diffusion.sampler import projection, sample
 
     hp = module.hparams
+    iterations = hp.get("back_projection", 0) if back_projection is None else back_projection
+    project = None
+    if low is not None:
+        project = projection(low, hp.scale, hp.get("psf_sigma", 0.0), iterations)
     with torch.no_grad():
         return sample(
             module.inference_net,
@@ -197,4 +210,5 @@ def sr3_sample(module, cond: torch.Tensor, steps: int, sampler: str = "ddim", se
             torch.Generator().manual_seed(seed),
             hp.target,
             hp.residual_scale,
+            project,
         )

@@ -79,7 +79,7 @@ class DiffusionModule(RestorationModule):
         psf_sigma: float = 0.0,
         ema_decay: float = 0.999,
         sampler: str = "ddim",
-        sample_steps: int = 50,
+        sample_steps: int = 25,
         sample_every_n_epochs: int = 1,
         n_sample_images: int = 4,
         **base: Any,
