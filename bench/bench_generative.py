@@ -44,12 +44,12 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from common import RESULTS, add_output_options, compose
+from common import RESULTS, add_output_options, compose, fit_steps, sr3_sample
 
 from astrorestore.colour import to_unit
 from astrorestore.data.datamodules.photos import HubbleDataModule
 from astrorestore.data.sources.hubble import held_out_start, hubble_image
-from astrorestore.diffusion.sampler import SuperResolutionSampler, sample, upsample
+from astrorestore.diffusion.sampler import SuperResolutionSampler, upsample
 from astrorestore.inference.restore import restore_image
 from astrorestore.inference.restorer import Restorer
 from astrorestore.metrics.colour import colourfulness, delta_e76
@@ -82,24 +82,9 @@ def fit(module: L.LightningModule, data: HubbleDataModule, steps: int) -> dict:
     """Train for ``steps`` batches; a GAN batch steps two optimisers, which Lightning's
     ``global_step`` counts twice."""
     per_batch = 2 if getattr(module.hparams, "adversarial_weight", 0) > 0 else 1
-    trainer = L.Trainer(
-        max_steps=steps * per_batch,
-        max_epochs=100_000,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator=ACCELERATOR,
-        devices=1,
-        gradient_clip_val=None if not module.automatic_optimization else 1.0,
-    )
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=data)
-    return {
-        "train_steps": int(trainer.global_step) // per_batch,
-        "train_wall_s": round(time.perf_counter() - start, 1),
-    }
+    clip = None if not module.automatic_optimization else 1.0
+    budget = fit_steps(module, data, steps * per_batch, ACCELERATOR, clip)
+    return budget | {"train_steps": budget["train_steps"] // per_batch}
 
 
 def held_out_batch(data: HubbleDataModule, split: str) -> dict[str, torch.Tensor]:
@@ -356,19 +341,7 @@ def _sr3(target: str, prediction: str, size: int = 32) -> DiffusionModule:
 
 
 def _sample(module: DiffusionModule, cond: torch.Tensor, steps: int, sampler: str, seed: int = 0):
-    hp = module.hparams
-    with torch.no_grad():
-        return sample(
-            module.ema,
-            cond,
-            module.schedule,
-            steps,
-            sampler,
-            hp.prediction,
-            torch.Generator().manual_seed(seed),
-            hp.target,
-            hp.residual_scale,
-        )
+    return sr3_sample(module, cond, steps, sampler, seed)
 
 
 def super_resolution(

@@ -148,3 +148,67 @@ def add_output_options(
     that the bench runs: ``tests/integration/test_benches.py``), the same for every bench."""
     parser.add_argument("--out", default=str(out), help=out_help)
     parser.add_argument("--smoke", action="store_true", help=f"tiny budget: {smoke}")
+
+
+def fit_steps(
+    module, datamodule, steps: int, accelerator: str = "cpu", clip: float | None = 1.0
+) -> dict:
+    """Train ``module`` for ``steps`` Lightning steps with no validation, logging or
+    checkpoints (a bench's budget is optimiser steps; ``clip``: the gradient norm clip, None
+    for manual optimisation); returns the steps and the wall time."""
+    import time
+
+    import lightning as L
+
+    trainer = L.Trainer(
+        max_steps=steps,
+        max_epochs=100_000,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator=accelerator,
+        devices=1,
+        gradient_clip_val=clip,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    return {
+        "train_steps": int(trainer.global_step),
+        "train_wall_s": round(time.perf_counter() - start, 1),
+    }
+
+
+def sr3_sample(
+    module,
+    cond: torch.Tensor,
+    steps: int,
+    sampler: str = "ddim",
+    seed: int = 0,
+    low: torch.Tensor | None = None,
+    back_projection: int | None = None,
+):
+    """One SR3 draw (normalised units) of a trained ``DiffusionModule`` (its exported weights)
+    from the up-sampled inputs ``cond``, with ``seed``; given the inputs ``low``, with the
+    module's back-projection (or ``back_projection`` steps)."""
+    from astrorestore.diffusion.sampler import projection, sample
+
+    hp = module.hparams
+    iterations = hp.get("back_projection", 0) if back_projection is None else back_projection
+    project = None
+    if low is not None:
+        project = projection(low, hp.scale, hp.get("psf_sigma", 0.0), iterations)
+    with torch.no_grad():
+        return sample(
+            module.inference_net,
+            cond,
+            module.schedule,
+            steps,
+            sampler,
+            hp.prediction,
+            torch.Generator().manual_seed(seed),
+            hp.target,
+            hp.residual_scale,
+            project,
+        )

@@ -104,6 +104,20 @@ CASES = {
         files=["colorize_realism.md", "colorize_realism.png"],
         slow=True,
     ),
+    "bench_sr3_steps.py": Case(
+        ["--smoke", "--parts", "references,steps,diagnose,stars", "--out", "{out}"],
+        {
+            "sr3_steps.json": [
+                ("variants", "shipped", "ddim", "*", "power_high"),
+                ("variants", "shipped", "samples", "coverage_1sigma"),
+                ("variants", "shipped", "x0_by_level", "*", "x0_rms_error"),
+                ("sr_regression", "consistency"),
+            ],
+            "sr3_star_fields.json": [("*", "centroid_error_px"), ("*", "flux_bias")],
+        },
+        files=["sr3_steps.md", "sr3_steps.png"],
+        slow=True,
+    ),
     "bench_generative_axes.py": Case(
         ["--smoke", "--out", "{out}/generative_axes"],
         {

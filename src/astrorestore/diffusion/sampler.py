@@ -29,10 +29,12 @@ from torch import Tensor, nn
 
 from astrorestore.diffusion.schedule import NoiseSchedule
 from astrorestore.errors import UserError
+from astrorestore.filters import gaussian_blur
 
 SAMPLERS = ("ddim", "ancestral")
 PREDICTIONS = ("eps", "x0", "v")
 TARGETS = ("residual", "image")
+Projection = Callable[[Tensor], Tensor]
 
 
 def check_choice(key: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -74,6 +76,22 @@ def to_image(x0: Tensor, cond: Tensor, target: str, residual_scale: float) -> Te
     return cond.float() + residual_scale * x0
 
 
+def check_back_projection(iterations: int, psf_sigma: float, prefix: str = "model.") -> None:
+    if isinstance(iterations, bool) or int(iterations) != iterations or iterations < 0:
+        raise UserError(
+            f"{prefix}back_projection={iterations!r} is invalid: use an integer >= 0 (0 = off)"
+        )
+    if not (isinstance(psf_sigma, (int, float)) and psf_sigma >= 0 and math.isfinite(psf_sigma)):
+        raise UserError(f"{prefix}psf_sigma={psf_sigma!r} is invalid: use a value >= 0")
+
+
+def projection(low: Tensor, scale: int, psf_sigma: float, iterations: int) -> Projection | None:
+    """:func:`back_project` toward ``low`` as a sampler's ``project`` (None when off)."""
+    if not iterations:
+        return None
+    return lambda image: back_project(image, low, scale, psf_sigma, iterations)
+
+
 def check_residual_scale(value: float, key: str = "model.residual_scale") -> float:
     if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
         raise UserError(f"{key}={value!r} is invalid: use a positive number")
@@ -103,6 +121,22 @@ def step(
     return mean + variance.clamp_min(0.0).sqrt() * noise
 
 
+def back_project(
+    image: Tensor, low: Tensor, scale: int, psf_sigma: float, iterations: int
+) -> Tensor:
+    """Move a high-resolution ``image`` toward agreeing with its low-resolution input ``low``
+    under the training degradation (Gaussian PSF ``psf_sigma``, ``scale`` x ``scale`` area
+    average): ``iterations`` Landweber steps ``image += blur(repeat(low - degrade(image)))``.
+    The degradation's norm is 1 / scale, so a step of scale² (the repeat) converges; without a
+    PSF one step is the exact (least-change) projection onto the images whose footprint means
+    are ``low``."""
+    for _ in range(int(iterations)):
+        degraded = F.avg_pool2d(gaussian_blur(image, psf_sigma), scale)
+        correction = F.interpolate(low.float() - degraded, scale_factor=scale, mode="nearest")
+        image = image + gaussian_blur(correction, psf_sigma)
+    return image
+
+
 Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
@@ -116,9 +150,11 @@ def sample(
     generator: torch.Generator | None = None,
     target: str = "image",
     residual_scale: float = 1.0,
+    project: Projection | None = None,
 ) -> Tensor:
     """Draw one high-resolution image per image of ``cond`` (B, C, H, W), the up-sampled
-    low-resolution frames; returns float32 (B, C, H, W)."""
+    low-resolution frames; returns float32 (B, C, H, W). ``project`` (e.g. :func:`back_project`
+    toward the input) corrects each step's clean estimate, as an image, before the step."""
     check_choice("sampler", sampler, SAMPLERS)
     check_choice("prediction", prediction, PREDICTIONS)
     check_choice("target", target, TARGETS)
@@ -130,6 +166,9 @@ def sample(
         output = net(x, gamma_t.sqrt().expand(batch), cond)
         with torch.autocast(device_type=cond.device.type, enabled=False):
             x0 = predict_x0(output.float(), x, gamma_t, prediction)
+            if project is not None:
+                image = project(to_image(x0, cond, target, residual_scale))
+                x0 = to_target(image, cond, target, residual_scale)
             x = step(x, x0, gamma_t, gamma_s, sampler, generator)
     return to_image(x, cond, target, residual_scale)
 
@@ -141,7 +180,9 @@ class SuperResolutionSampler(nn.Module):
     and ``sampler`` are the fast sampler chosen at training time, which
     :meth:`set_sampling` (``infer.py sample_steps=... sampler=...``) overrides. ``target`` and
     ``residual_scale`` say what the network was trained to diffuse; records written before the
-    residual option lack them and diffused the image. Stochastic: tiles of one image share the
+    residual option lack them and diffused the image. ``back_projection`` Landweber steps per
+    sampling step pull each clean estimate toward the input under the training degradation
+    (``psf_sigma``, :func:`back_project`); older records lack it (0, off). Stochastic: tiles of one image share the
     generator ``infer.py`` passes, so a seed reproduces the whole image.
     """
 
@@ -157,8 +198,12 @@ class SuperResolutionSampler(nn.Module):
         schedule: dict | None = None,
         target: str = "image",
         residual_scale: float = 1.0,
+        back_projection: int = 0,
+        psf_sigma: float = 0.0,
     ) -> None:
         super().__init__()
+        check_back_projection(back_projection, psf_sigma, "")
+        self.back_projection, self.psf_sigma = int(back_projection), float(psf_sigma)
         self.net = net
         self.scale = int(scale)
         self.prediction = check_choice("prediction", prediction, PREDICTIONS)
@@ -195,6 +240,7 @@ class SuperResolutionSampler(nn.Module):
             generator,
             self.target,
             self.residual_scale,
+            projection(low, self.scale, self.psf_sigma, self.back_projection),
         )
 
 

@@ -32,8 +32,10 @@ from astrorestore.diffusion.sampler import (
     SAMPLERS,
     TARGETS,
     SuperResolutionSampler,
+    check_back_projection,
     check_choice,
     check_residual_scale,
+    projection,
     sample,
     to_target,
     training_goal,
@@ -54,6 +56,8 @@ class DiffusionModule(RestorationModule):
     prediction: ``eps``, ``x0`` or ``v``.
     target: ``residual`` (HR - bicubic(LR), divided by ``residual_scale``) or ``image``.
     residual_scale: divides the residual to about unit variance (ignored for ``image``).
+    back_projection, psf_sigma: Landweber steps per sampling step toward the input under the
+        training degradation (PSF sigma ``${data.pairing.psf_sigma}``); 0 = off.
     ema_decay: EMA decay of the exported weights (the shared weight averaging of
         :class:`~astrorestore.modules.base.RestorationModule`; on by default here).
     sampler, sample_steps: the fast sampler used in validation/test and exported for inference.
@@ -71,9 +75,11 @@ class DiffusionModule(RestorationModule):
         prediction: str = "v",
         target: str = "residual",
         residual_scale: float = 0.07,
+        back_projection: int = 0,
+        psf_sigma: float = 0.0,
         ema_decay: float = 0.999,
         sampler: str = "ddim",
-        sample_steps: int = 50,
+        sample_steps: int = 25,
         sample_every_n_epochs: int = 1,
         n_sample_images: int = 4,
         **base: Any,
@@ -83,6 +89,7 @@ class DiffusionModule(RestorationModule):
         check_choice("model.sampler", sampler, SAMPLERS)
         check_choice("model.target", target, TARGETS)
         check_residual_scale(residual_scale)
+        check_back_projection(back_projection, psf_sigma)
         for key, value in (
             ("sample_steps", sample_steps),
             ("sample_every_n_epochs", sample_every_n_epochs),
@@ -120,6 +127,7 @@ class DiffusionModule(RestorationModule):
             generator,
             hp.target,
             hp.residual_scale,
+            projection(x, hp.scale, hp.psf_sigma, hp.back_projection),
         )
 
     def restorer_spec(self) -> dict[str, Any]:
@@ -134,6 +142,8 @@ class DiffusionModule(RestorationModule):
             "prediction": hp.prediction,
             "target": hp.target,
             "residual_scale": float(hp.residual_scale),
+            "back_projection": int(hp.back_projection),
+            "psf_sigma": float(hp.psf_sigma),
             "schedule": self.schedule.config(),
         }
 
