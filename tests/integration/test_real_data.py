@@ -159,8 +159,12 @@ def test_noise2void_on_real_frames_then_infer_with_a_report(run, tmp_path):
     data = json.loads((report / "report.json").read_text())
     text = json.dumps(data).lower()
     assert "residual" in text and "sky" in text
-    # The frames are in MJy/sr: the report says so instead of labelling them electrons.
-    assert '"unit": "mjy/sr"' in text and " e-" not in (report / "summary.md").read_text()
+    # The frames are in MJy/sr: the report says so instead of labelling them electrons (only
+    # the noise model's line speaks of electrons: its gain is in e- per data unit).
+    lines = (report / "summary.md").read_text().splitlines()
+    assert '"unit": "mjy/sr"' in text
+    assert not [line for line in lines if " e-" in line and not line.startswith("- noise model:")]
+    assert any(line.startswith("- noise model:") and "e-/unit" in line for line in lines)
     with fits.open(tmp_path / "restored.fits") as hdul:
         assert hdul["SCI"].header["ARMODEL"] == "n2v"
 

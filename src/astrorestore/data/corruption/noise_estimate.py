@@ -87,6 +87,9 @@ class FrameNoise:
 
     def describe(self) -> str:
         """One line for reports: the values and where each came from."""
+        if self.sigma_map_source and self.gain_source.startswith("not needed"):
+            # The map is the whole model (its own units): no gain or read noise to state.
+            return f"per-pixel sigma from {self.sigma_map_source} (in the frame's units)"
         gain = f"gain {self.gain:.4g} e-/unit ({self.gain_source}"
         if self.gain_uncertainty is not None:
             gain += f", +-{100 * self.gain_uncertainty:.0f} %"
