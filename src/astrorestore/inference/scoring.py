@@ -202,14 +202,21 @@ def frame_noise_model(
     return noise
 
 
+def noise_inputs(image: LoadedImage) -> tuple[dict[str, Any] | None, np.ndarray | None]:
+    """``(header keywords, ERR/VAR noise map)`` of a FITS frame for :func:`frame_noise_model`
+    (``(None, None)`` for other formats), from the bytes the reader already holds, if any."""
+    if image.format != "fits":
+        return None, None
+    index = image.hdu_index or 0
+    keywords = frame_keywords(image.path, index, image.content)
+    return keywords, read_noise_map(image.path, index, image.content)
+
+
 def image_noise_model(image: LoadedImage, evaluation: Mapping[str, Any]) -> FrameNoise:
     """:func:`frame_noise_model` (strict) of a loaded grey image for a classical method: a FITS
     frame's header keywords and ERR/VAR map are read from its file."""
-    keywords = err = None
-    if image.format == "fits":
-        keywords = frame_keywords(image.path, image.hdu_index or 0, image.content)
-        err = read_noise_map(image.path, image.hdu_index or 0, image.content)
-        err = err if err is not None and err.shape == image.data.shape else None
+    keywords, err = noise_inputs(image)
+    err = err if err is not None and err.shape == image.data.shape else None
     return frame_noise_model(image.data, keywords, evaluation, err, strict=True)
 
 

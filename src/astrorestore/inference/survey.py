@@ -27,8 +27,7 @@ from astrorestore.inference.manifest import (
     outcome_line,
 )
 from astrorestore.inference.method import Method
-from astrorestore.inference.scoring import Scorer, check_scorable
-from astrorestore.io.fits_hdus import frame_keywords, read_noise_map
+from astrorestore.inference.scoring import Scorer, check_scorable, noise_inputs
 from astrorestore.io.formats import PHOTOGRAPH_FORMATS
 from astrorestore.io.images import read_image, write_image
 
@@ -103,11 +102,8 @@ def write_restoration(method: Method, restoration: Restoration, scorer: Scorer |
         # A FITS input's noise map (JWST, HST ERR) is its own noise model, in its units; its
         # gain and read noise come from its header (or its pixels), found before anything is
         # written: a frame whose noise model cannot be told is refused with nothing written.
-        fits_input = image.format == "fits"
         # The frame's bytes, read once by the survey's reader, serve both look-ups.
-        content = image.content
-        err = read_noise_map(image.path, image.hdu_index, content) if fits_input else None
-        header = frame_keywords(image.path, image.hdu_index or 0, content) if fits_input else None
+        header, err = noise_inputs(image)
         noise = scorer.noise_model(image.data, header, err)
     write_image(
         frame.job.dst,
