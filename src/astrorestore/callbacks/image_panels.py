@@ -100,7 +100,8 @@ def render_panels(
             if column == 0 and row_labels is not None:
                 axis.set_ylabel(row_labels[row], fontsize=9)
     figure.suptitle(f"{title}  ({units})", fontsize=10)
-    figure.tight_layout()
+    # Room for the title above the column names (a third of an inch).
+    figure.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.33 / figure.get_figheight()))
     return figure
 
 
