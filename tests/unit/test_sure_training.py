@@ -12,6 +12,7 @@ from torch import nn
 from astrorestore.data.corruption.noise import PoissonGaussianNoise
 from astrorestore.data.pairings.frame_noise import FrameNoisePairing
 from astrorestore.errors import UserError
+from astrorestore.losses.noise_model import sure_poisson_gaussian_map
 from astrorestore.modules.sure import SureModule
 from astrorestore.train import build
 from tests.unit.test_r2r_training import ONE_STEP, fits_folder  # noqa: F401
@@ -135,3 +136,26 @@ def test_a_pixel_loss_or_half_precision_is_refused(fits_folder):  # noqa: F811
     model.trainer = type("T", (), {"precision": "bf16-mixed"})()
     with pytest.raises(UserError, match="trainer.precision=32"):
         model.on_fit_start()
+
+
+def test_the_second_order_term_estimates_the_poisson_curvature_with_per_pixel_steps():
+    # F(u) = 0.1 u^2 pixel by pixel: F'' = 0.2, so the term is -2 gamma r F'' = -0.4 gamma r at
+    # every pixel, whatever each pixel's step (steps from 1e-3 to 1e-1 across the frame).
+    generator = torch.Generator().manual_seed(5)
+    noisy = 3.0 + torch.randn((400, 1, 16, 16), generator=generator, dtype=torch.float64)
+    gamma, read = 0.5, 2.0
+    steps = torch.logspace(-3, -1, 16, dtype=torch.float64).view(1, 1, 1, 16)
+    terms = {}
+    for second_order in (True, False):
+        terms[second_order] = sure_poisson_gaussian_map(
+            lambda u: 0.1 * u.square(),
+            noisy,
+            gamma,
+            read,
+            tau=steps,
+            curvature_tau=steps,
+            second_order=second_order,
+            generator=torch.Generator().manual_seed(6),
+        )
+    difference = terms[True] - terms[False]
+    assert float(difference.mean()) == pytest.approx(-0.4 * gamma * read, rel=0.03)
