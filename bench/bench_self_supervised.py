@@ -100,6 +100,8 @@ METHODS: dict[str, list[str]] = {
     "r2r_plain": ["model=r2r", "model.recorrupted_mean=null"],
     "r2r_alpha02": ["model=r2r", "data.pairing.alpha=0.2"],
     "r2r_alpha02_plain": ["model=r2r", "data.pairing.alpha=0.2", "model.recorrupted_mean=null"],
+    # SURE for Poisson-Gaussian noise: the frame as it is, the loss from the network's divergence.
+    "sure": ["model=sure"],
     # The Noise2Noise claim, apples to apples: the same network and loss, clean targets.
     "supervised_se": ["model=n2n", "pairing=supervised", "model.net.bound_sigmas=null"],
     "supervised_se_bounded": ["model=n2n", "pairing=supervised"],
