@@ -28,6 +28,10 @@ for the second derivative), i.e. ``tau * cosh(z)`` in ``u``: a fixed step in ``u
 to float32 rounding in bright cores (``z ~ 10``, whose ulp is 1e-6) or be far larger than the
 sky's noise. So the training step needs float32 (mixed precision is refused).
 
+Why our own: DeepInverse 0.5.0's ``SurePGLoss`` (read from its wheel) takes scalar ``sigma`` and
+``gain`` and its own ``Physics``/model wrappers; frames need per-pixel maps, a pedestal, and the
+asinh network seen in linear units.
+
 Validation scores the same SURE of the restoring network on the fixed validation crops, with a
 fixed probe (``val/loss``, the run's monitor where there is no truth); restoration is one plain
 pass of the network on the frame.
