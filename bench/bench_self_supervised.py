@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,8 @@ METHODS: dict[str, list[str]] = {
     "r2r_plain": ["model=r2r", "model.recorrupted_mean=null"],
     "r2r_alpha02": ["model=r2r", "data.pairing.alpha=0.2"],
     "r2r_alpha02_plain": ["model=r2r", "data.pairing.alpha=0.2", "model.recorrupted_mean=null"],
+    # SURE for Poisson-Gaussian noise: the frame as it is, the loss from the network's divergence.
+    "sure": ["model=sure"],
     # The Noise2Noise claim, apples to apples: the same network and loss, clean targets.
     "supervised_se": ["model=n2n", "pairing=supervised", "model.net.bound_sigmas=null"],
     "supervised_se_bounded": ["model=n2n", "pairing=supervised"],
@@ -124,8 +127,8 @@ def training_config(method: list[str], steps: int, batch: int, extra: list[str] 
 
 def train(cfg, seed: int = 0) -> tuple[torch.nn.Module, Postprocess, float]:
     """One epoch (``data.patches_per_epoch`` patches) of the composed config's network, loss and
-    optimiser, the pairing drawn on each batch as in ``RegressionModule.training_step``;
-    returns the net (eval mode), the config's post-processing (``postprocess``, what
+    optimiser, the pairing drawn on each batch and the loss the module's own ``training_step``
+    (``model=sure``'s needs the network's derivatives, not a pixel loss); returns the net (eval mode), the config's post-processing (``postprocess``, what
     validation and ``infer.py`` apply after the network) and patches/s."""
     from hydra.utils import instantiate
 
@@ -134,15 +137,16 @@ def train(cfg, seed: int = 0) -> tuple[torch.nn.Module, Postprocess, float]:
     torch.manual_seed(seed)
     datamodule, module = build(cfg)
     datamodule.setup("fit")
-    net, loss_fn = module.net, module.loss
+    net = module.net
     optimizer = instantiate(cfg.model.optimizer)(net.parameters())
     net.train()
     patches = 0
     start = time.perf_counter()
-    for raw in datamodule.train_dataloader():
+    for step, raw in enumerate(datamodule.train_dataloader()):
         batch_ = datamodule.on_after_batch_transfer(raw, 0)
-        pred = net(batch_["input"])
-        loss, _ = loss_fn(pred, batch_["target"], batch_.get("loss_mask"))
+        with warnings.catch_warnings():  # its self.log() has no trainer here
+            warnings.simplefilter("ignore")
+            loss = module.training_step(batch_, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -44,13 +44,13 @@ WORKS = {
 # and the blind-spot ones on real frames as they are (data=jwst: demo frames without a root).
 WORKS |= {
     (m, d)
-    for m in ("n2v", "n2v2", "structn2v", "n2n", "r2r")
+    for m in ("n2v", "n2v2", "structn2v", "n2n", "r2r", "sure")
     for d in ("simulated", "simulated_randomized", "simulated_realistic")
 }
 # Fields that look like real frames (data=simulated_realistic) serve the supervised models too.
 WORKS |= {(m, "simulated_realistic") for m in ("supervised", "bounded", "supervised_unbounded")}
-# r2r on the JWST-like demo frames recorrupts with their ERR maps.
-WORKS |= {(m, "jwst") for m in ("n2v", "n2v2", "structn2v", "r2r")}
+# r2r on the JWST-like demo frames recorrupts with their ERR maps; sure uses them as its noise.
+WORKS |= {(m, "jwst") for m in ("n2v", "n2v2", "structn2v", "r2r", "sure")}
 # The tiny debug preset of each data family (debug=tiny sets keys of the simulated fields).
 PHOTO_DATA = {"hubble", "galaxy10"}
 

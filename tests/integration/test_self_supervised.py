@@ -24,7 +24,7 @@ from astrorestore.data.simulation.scene import render_field
 from astrorestore.train import check_parts, resolve_monitor
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-MODELS = ("n2v", "n2v2", "structn2v", "n2n", "r2r")
+MODELS = ("n2v", "n2v2", "structn2v", "n2n", "r2r", "sure")
 
 
 class NoisyCrops(Dataset):

@@ -29,10 +29,10 @@ TINY = [
 ]
 
 
-def _compose(overrides):
+def _compose(overrides, model="r2r"):
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONFIGS), version_base="1.3"):
-        return compose("train", overrides=["model=r2r", *TINY, *overrides])
+        return compose("train", overrides=[f"model={model}", *TINY, *overrides])
 
 
 def _fit(cfg, tmp_path):
@@ -74,7 +74,8 @@ def fits_folder(tmp_path):
     return folder
 
 
-def _fits_cfg(folder, *extra):
+def _fits_cfg(folder, *extra, model="r2r"):
+    """A one-step run of ``model`` on the frames of ``folder`` (also model=sure's tests)."""
     return _compose(
         [
             "data=fits",
@@ -84,7 +85,8 @@ def _fits_cfg(folder, *extra):
             "data.val_patches=2",
             "data.progress=false",
             *extra,
-        ]  # fmt: skip
+        ],  # fmt: skip
+        model,
     )
 
 

@@ -73,7 +73,7 @@ def sure_poisson_gaussian(
     gain: Tensor | float,
     read_variance: Tensor | float,
     *,
-    tau: float | None = None,
+    tau: Tensor | float | None = None,
     second_order: bool = True,
     generator: torch.Generator | None = None,
 ) -> Tensor:
@@ -83,22 +83,55 @@ def sure_poisson_gaussian(
     step of the Monte-Carlo divergence, default 1e-3 of the batch's robust spread (it must be
     small against the signal but large against float rounding). The second-order term corrects
     the first-order divergence for the Poisson part; it vanishes for a linear network.
+    Per image: the mean of :func:`sure_poisson_gaussian_map` over its pixels.
     """
-    gamma = 1.0 / _as_map(gain, noisy, "gain")  # frame units per electron
-    read = _as_map(read_variance, noisy, "read variance")
     if tau is None:
         tau = 1e-3 * float((noisy - noisy.median()).abs().median().clamp_min(1e-6))
+    gamma = 1.0 / _as_map(gain, noisy, "gain")  # frame units per electron
+    sure = sure_poisson_gaussian_map(
+        net, noisy, gamma, read_variance, tau=tau, second_order=second_order, generator=generator
+    )
+    return sure.flatten(1).mean(1)
+
+
+def sure_poisson_gaussian_map(
+    net: Callable[[Tensor], Tensor],
+    noisy: Tensor,
+    gamma: Tensor | float,
+    read_variance: Tensor | float,
+    *,
+    tau: Tensor | float,
+    pedestal: Tensor | float = 0.0,
+    curvature_tau: Tensor | float | None = None,
+    second_order: bool = True,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Per-pixel SURE for ``noisy = gamma * Poisson((x + pedestal) / gamma) - pedestal + N(0, r)``.
+
+    Each pixel's value is an unbiased estimate (first order in ``gamma``, as Le Montagner et al.
+    2014) of ``(net(noisy) - x)^2`` there, so any mean over pixels chosen without looking at the
+    noise (a mask of valid pixels) estimates the supervised MSE over them.
+
+    ``gamma``: units per electron (0 where only a variance is known: Gaussian SURE with
+    variance ``read_variance``). ``pedestal``: what the Poisson counts had on top of ``x`` and
+    was subtracted (a normaliser's sky offset over its scale), so the per-pixel variance
+    estimate is ``gamma * (noisy + pedestal) + read_variance``. ``tau``/``curvature_tau`` (for
+    the second-order term; default ``tau``): finite-difference steps, scalars or per-pixel maps
+    (each pixel's divergence is divided by its own step, so the estimate stays unbiased). All
+    maps broadcast to ``noisy``; one that does not is a UserError.
+    """
+    gamma = _as_map(gamma, noisy, "gain")
+    read = _as_map(read_variance, noisy, "read variance")
+    tau = _as_map(tau, noisy, "finite-difference step")
+    variance = gamma * (noisy + _as_map(pedestal, noisy, "pedestal")) + read
     output = net(noisy)
     signs = torch.randint(0, 2, noisy.shape, generator=generator, device=noisy.device)
     probe = signs.to(noisy.dtype) * 2 - 1
     divergence = probe * (net(noisy + tau * probe) - output) / tau
-    loss = (
-        (output - noisy).square()
-        + 2.0 * (gamma * noisy + read) * divergence
-        - (gamma * noisy + read)
-    )
+    loss = (output - noisy).square() + 2.0 * variance * divergence - variance
     if second_order:
         # Two-point probe with E[c] = 0, E[c^2] = 1, E[c^3] = 1 (Le Montagner et al. 2014).
+        step = tau if curvature_tau is None else _as_map(curvature_tau, noisy, "curvature step")
         p = 0.5 + 0.5 * math.sqrt(0.2)
         draw = torch.rand(noisy.shape, generator=generator, device=noisy.device, dtype=noisy.dtype)
         probe2 = torch.where(
@@ -106,6 +139,7 @@ def sure_poisson_gaussian(
             torch.full_like(noisy, -math.sqrt((1 - p) / p)),
             torch.full_like(noisy, math.sqrt(p / (1 - p))),
         )
-        curvature = net(noisy + tau * probe2) + net(noisy - tau * probe2) - 2.0 * output
-        loss = loss - 2.0 * gamma * read * probe2 * curvature / tau**2
-    return loss.flatten(1).mean(1)
+        shifted = step * probe2
+        curvature = net(noisy + shifted) + net(noisy - shifted) - 2.0 * output
+        loss = loss - 2.0 * gamma * read * probe2 * curvature / step.square()
+    return loss

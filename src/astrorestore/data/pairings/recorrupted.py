@@ -9,14 +9,7 @@ For pure photon counts the split is exact by binomial thinning (GR2R, Monroy, Ba
 2024). The draws are :mod:`astrorestore.data.corruption.recorruption`'s, whose losses
 (:mod:`astrorestore.losses.noise_model`) are unit-tested for unbiasedness.
 
-Where the variance comes from, per batch:
-
-- ``sigma`` (a frame's ERR map, or sqrt of its VAR_* maps): ``v = sigma^2`` pixel by pixel;
-- ``noise_gain``/``noise_read`` (per item, from the frame's :class:`FrameNoise`: header keys or
-  a mean-variance fit, see ``data.datamodules.fits_folder``): ``v = y / gain + read^2``;
-- a clean batch (simulated fields): the pairing's own noise model draws ``y`` and is the model:
-  its gain and read noise of that draw give ``v = y / gain + read^2`` (estimated from ``y``, as on
-  real frames), other noise models their ``noise_sigma``.
+Where the variance comes from, per batch: see :mod:`.frame_noise` (the base class).
 
 ``observed`` is the plain noisy frame: validation restores it, and inference applies the network
 to the frame as it is (measured against averaging over recorruptions in
@@ -26,25 +19,24 @@ docs/methods/self-supervised.md).
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
-from astrorestore.data.corruption.noise import NoiseModel, PoissonGaussianNoise
+from astrorestore.data.corruption.noise import NoiseModel
 from astrorestore.data.corruption.recorruption import (
     recorrupt_gaussian,
     recorrupt_poisson,
     recorrupt_poisson_gaussian,
 )
-from astrorestore.data.pairings.base import Batch, Pairing
+from astrorestore.data.pairings.base import Batch
+from astrorestore.data.pairings.frame_noise import (  # noqa: F401 (re-exported)
+    FRAME_NOISE_KEYS,
+    FrameNoisePairing,
+)
 from astrorestore.errors import UserError
 
 KINDS = ("pg_r2r", "gr2r")
-#: Per-item noise model of real frames (``(1, 1, 1)`` each, the frame's units): gain in
-#: electrons per unit and the read-noise sigma in units. A data module adds them when the
-#: pairing asks (``needs_frame_noise``) and has no per-pixel ``sigma`` map.
-FRAME_NOISE_KEYS = ("noise_gain", "noise_read")
 
 
-class RecorruptedPairing(Pairing):
+class RecorruptedPairing(FrameNoisePairing):
     """Noisy frame -> recorrupted input and target with independent noises (R2R / GR2R).
 
     Args:
@@ -57,7 +49,7 @@ class RecorruptedPairing(Pairing):
             target's ``v / alpha``.
     """
 
-    needs_frame_noise = True
+    method = "recorruption"
 
     def __init__(
         self, noise: NoiseModel | None = None, kind: str = "pg_r2r", alpha: float = 0.5
@@ -72,52 +64,6 @@ class RecorruptedPairing(Pairing):
             )
         self.kind = kind
         self.alpha = float(alpha)
-
-    def check_data(self, channels: int, provides: frozenset[str], data_name: str) -> None:
-        if "noisy2" in provides:
-            raise UserError(
-                f"data={data_name} gives exposure pairs (data.pairs=true); recorruption makes "
-                "its pairs from single frames: drop data.pairs=true, or use model=n2n"
-            )
-        if "clean" in provides:
-            if self.noise is None:
-                raise UserError(
-                    f"data={data_name} provides clean images and the recorrupting pairing has "
-                    "no noise model to draw them with: choose one with noise=<poisson_gaussian|...>"
-                )
-            return
-        if "noisy" not in provides:
-            raise UserError(
-                f"recorruption needs noisy frames (or clean ones to add noise to); "
-                f"data={data_name} provides neither"
-            )
-        if not {"sigma", "frame_noise"} & provides:
-            raise UserError(
-                f"data={data_name} has no noise model for its frames (an ERR/VAR map, or gain "
-                "and read noise): use data=fits or data=jwst, which read it from each frame"
-            )
-
-    def _noise_terms(
-        self, batch: Batch, noisy: Tensor, truth: Tensor | None
-    ) -> tuple[Tensor | None, Tensor | float | None, Tensor | float | None]:
-        """``(variance map or None, gain, read variance)`` of ``noisy`` (see the module doc)."""
-        if truth is not None and "noisy" not in batch:
-            noise = self._require_noise()
-            if isinstance(noise, PoissonGaussianNoise):
-                gain, read = noise.drawn_gain_read(truth)
-                return None, gain, torch.as_tensor(read, device=noisy.device) ** 2
-            sigma = noise.noise_sigma(truth)
-            if sigma is None:
-                raise UserError(
-                    f"the noise model {type(noise).__name__} has no per-pixel sigma to "
-                    "recorrupt with: use noise=poisson_gaussian or noise=gaussian"
-                )
-            return sigma.square(), None, None
-        if "sigma" in batch:
-            return batch["sigma"].float().square(), None, None
-        if "noise_gain" in batch:
-            return None, batch["noise_gain"].float(), batch["noise_read"].float().square()
-        raise ValueError("a noisy batch needs 'sigma' or 'noise_gain'/'noise_read'")
 
     def __call__(self, batch: Batch, rng: torch.Generator | None = None) -> Batch:
         noisy, truth = self.observe(batch, rng)
