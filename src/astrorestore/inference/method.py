@@ -9,6 +9,7 @@ hand it to each process of a multi-GPU run.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,9 @@ from astrorestore.inference.scoring import (
     check_truth,
     classical_restorer,
     describe_noise,
+    frame_noise_model,
     image_noise_model,
+    noise_inputs,
     output_shape,
     units_note,
 )
@@ -132,6 +135,7 @@ class Method:
         # the std are accumulated one sample at a time (Welford), in float64: memory stays
         # three frames whatever N.
         mean = spread = None
+        gains = [self.frame_gain(image) for image in images] if self.restorer.frame_gain else None
         for k in range(n):
             samples = restore_image(
                 [image.data for image in images],
@@ -141,6 +145,7 @@ class Method:
                 settings.batch_size,
                 False,
                 settings.seed + k,
+                gains,
             )
             samples = [
                 self._finish(image, sample, history if k == 0 else None)
@@ -162,6 +167,25 @@ class Method:
         )
         std = np.sqrt(spread / (n - 1)).astype(np.float32)
         return [(mean.astype(np.float32), history, std)]
+
+    def frame_gain(self, image: LoadedImage) -> float:
+        """The gain (e- per unit) a network bounded by each frame's noise is given for
+        ``image``: its frame noise model's (``eval.gain``, header, ERR map or a fit on its
+        pixels, :func:`~astrorestore.inference.scoring.frame_noise_model`); inf (the sky noise
+        alone) where the frame cannot tell. Printed, with where it came from."""
+        if image.data.ndim != 2:  # a colour picture's luminance: no detector gain to read
+            print(f"{image.path}: noise bound by the sky noise (colour image, no gain)")
+            return math.inf
+        keywords, err = noise_inputs(image)
+        err = err if err is not None and err.shape == image.data.shape else None
+        noise = frame_noise_model(image.data, keywords, self.settings.evaluation, err)
+        gain = (
+            noise.gain
+            if noise.gain_source and not noise.gain_source.startswith("not")
+            else math.inf
+        )
+        print(f"{image.path}: noise bound by the frame's noise model: {describe_noise(noise)}")
+        return float(gain)
 
     def _finish(
         self, image: LoadedImage, restored: np.ndarray, history: list[str] | None
