@@ -75,10 +75,6 @@ def test_frame_noise_is_each_images_own_and_refused_without_one():
         torch.testing.assert_close(sigma[i : i + 1], asinh_noise_sigma(z[i : i + 1], SOFTENING, g))
     # Bright pixels of the low-gain image are noisier than the sky alone says.
     assert bool((sigma[0, 0, -1] > asinh_noise_sigma(z[0, 0, -1], SOFTENING) * 2).all())
-    with pytest.raises(UserError, match="model.loss.photons_per_unit"):
-        from astrorestore.data.normalization.asinh import check_noise_model
-
-        check_noise_model(SOFTENING, "frame", group="model.loss")
     with pytest.raises(UserError, match="photons_per_unit"):
         AsinhNoise(SOFTENING, "frames")
 
@@ -202,3 +198,23 @@ def test_recorrupted_mean_recorrupts_with_the_frames_noise_for_a_frame_bound_net
         torch.testing.assert_close(
             torch.sinh(out), u + variance.sqrt() * draws, rtol=1e-4, atol=1e-4
         )
+
+
+def test_the_noise_weighted_loss_uses_each_images_own_noise_too():
+    from astrorestore.losses.pixel import RestorationLoss
+
+    def loss(photons_per_unit):
+        return RestorationLoss(
+            l1_weight=0.0, ssim_weight=0.0, gradient_weight=0.0, l2_weight=1.0,
+            noise_weighting=True, softening=SOFTENING, photons_per_unit=photons_per_unit,
+        )  # fmt: skip
+
+    target = torch.asinh(torch.tensor([0.0, 10.0, 1e3, 1e4]).repeat(2, 1).view(2, 1, 2, 2))
+    pred = target + 0.05
+    with pytest.raises(UserError, match="model.loss.photons_per_unit=frame"):
+        loss("frame")(pred, target)
+    with frame_noise(torch.tensor([4.0, 400.0]).view(2, 1, 1, 1)):
+        both, _ = loss("frame")(pred, target)
+    first, _ = loss(4.0)(pred[:1], target[:1])
+    second, _ = loss(400.0)(pred[1:], target[1:])
+    torch.testing.assert_close(both, (first + second) / 2)

@@ -180,15 +180,15 @@ Z_LIMIT = 40.0
 def check_noise_model(
     softening: float, photons_per_unit: float | str | None, group: str = "model.net.noise"
 ) -> None:
-    """Raise UserError unless ``softening > 0`` and ``photons_per_unit`` is None, > 0 or (for
-    a network's noise) ``"frame"`` (the two facts of :class:`AsinhNoise`; the noise-weighted
-    loss checks them with ``group="model.loss"``)."""
+    """Raise UserError unless ``softening > 0`` and ``photons_per_unit`` is None, > 0 or
+    ``"frame"`` (the two facts of :class:`AsinhNoise`; the noise-weighted loss checks them with
+    ``group="model.loss"``)."""
     if not (math.isfinite(softening) and softening > 0):
         raise UserError(
             f"{group}.softening={softening!r} is invalid: use the normaliser's softening "
             "(> 0), i.e. ${data.normalizer.softening}"
         )
-    if photons_per_unit == FRAME and group == "model.net.noise":
+    if photons_per_unit == FRAME:
         return
     if photons_per_unit is not None and not (
         isinstance(photons_per_unit, (int, float))
@@ -197,8 +197,8 @@ def check_noise_model(
     ):
         raise UserError(
             f"{group}.photons_per_unit={photons_per_unit!r} is invalid: use a value > 0 "
-            "(gain x normaliser scale in electrons), frame (each frame's own gain; a network's "
-            "noise only) or null to bound by the sky noise"
+            "(gain x normaliser scale in electrons), frame (each frame's own gain) or null to "
+            "bound by the sky noise"
         )
 
 
@@ -260,6 +260,24 @@ def photons_per_unit(gain: Tensor, scale: Tensor) -> Tensor:
     return gain.reshape(-1, *([1] * (scale.dim() - 1))) * scale.float()
 
 
+def given_photons(
+    photons_per_unit: float | str | None, group: str = "model.net.noise"
+) -> Tensor | float | None:
+    """``photons_per_unit`` as a number, or for ``"frame"`` the one :func:`frame_noise` gives
+    now (a UserError naming ``group`` where none was given: never a guess)."""
+    if photons_per_unit != FRAME:
+        return photons_per_unit
+    given = _FRAME_PHOTONS.get()
+    if given is None:
+        raise UserError(
+            f"{group}.photons_per_unit=frame, but no frame noise model was given for these "
+            "images: restore with infer.py (it reads each frame's gain) and train on data whose "
+            "items carry one (a noise= model with a gain, or FITS frames); or use "
+            "photons_per_unit=null (sky noise only)"
+        )
+    return given
+
+
 class AsinhNoise:
     """The noise model of the asinh-normalised space: what a bounded network and the give-back
     post-processing need to know of the noise, built from config and passed to them (networks
@@ -287,17 +305,7 @@ class AsinhNoise:
         return self.photons_per_unit == FRAME
 
     def _photons(self) -> Tensor | float | None:
-        if not self.per_frame:
-            return self.photons_per_unit
-        given = _FRAME_PHOTONS.get()
-        if given is None:
-            raise UserError(
-                "model.net.noise.photons_per_unit=frame, but no frame noise model was given for "
-                "these images: restore with infer.py (it reads each frame's gain) and train on "
-                "data whose items carry one (a noise= model with a gain, or data=fits with "
-                "model=r2r); or use photons_per_unit=null (sky noise only)"
-            )
-        return given
+        return given_photons(self.photons_per_unit)
 
     def __call__(self, z: Tensor) -> Tensor:
         """Noise sigma of each pixel of the normalised ``z``."""
