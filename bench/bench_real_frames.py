@@ -10,6 +10,13 @@ injected, so the original is the truth. Frames (both legal to use, both shipped 
 - ``xdf``: scikit-image's ``data.hubble_deep_field()`` (872x1000 RGB JPEG of the Hubble eXtreme
   Deep Field, NASA, public domain as its docstring states): extended galaxies of every size;
   the mean of the three channels is used as one band.
+- ``xdf_vig``: made from the real ``xdf``: its truth in electrons on a 160 e- sky, all of it
+  multiplied by a cos^4 vignetting (1 at the centre, 0.1 in the corners), so the corners (~18 e-)
+  lie ~5 noise sigma below the frame's median sky (~59 e-), as in issue 25's galaxy frame whose
+  dark corners a learned method brightened. The worst 16x16 bias is the measure it is for.
+
+``--frames m13,xdf,xdf_vig`` (the default) picks them; the first noisy draws come from one
+generator in that order, so a frame's draw depends on the frames before it.
 
 Electrons. The values are assumed proportional to photons above a pedestal ``P`` = the frame's
 minimum - 1: ``truth = k (value - P)``. Real frames already carry noise; its sigma ``s`` is
@@ -36,17 +43,35 @@ frame). The row against the pretrained row is what adapting on the target frame 
 trains METHOD from random weights on the frame alone (the "self-supervised on the frame itself"
 row), e.g. ``--adapt r2r --adapt r2r:scratch``.
 
+N2N where pairs can be made: ``--adapt n2n:scratch`` injects a second, independent draw of the
+same truth (its own generator per frame and level, so no other row changes), writes the two
+draws as two registered exposures of one field (header OBJECT, ``data.pairs=true
+data.pair_key=OBJECT``) and trains ``model=n2n`` from random weights on that pair alone with the
+same budget as the other ``--adapt`` rows; the first draw, the one every method restores, is
+restored and scored. The pair holds twice the photons a single-frame method sees.
+
 Metrics (truth in electrons): PSNR and SSIM with data range p0.5..p99.5 of the truth; the rms
 error left in source-free sky (background map and source mask of the noisy frame) against the noisy
 frame's; the worst mean bias over a grid of 16x16 regions in units of the noisy frame's MAD
 sigma (noise alone scores ~3/16 on a large frame); for the 30 brightest isolated compact sources
 of the truth (peak above 10 sigma, no brighter neighbour within 6 px, not at the frame's
 maximum), the median aperture-flux bias (r = 3 px, the noisy frame's sky map subtracted) and the
-median peak ratio restored/true (above the sky map, at the truth's peak pixel).
+median peak ratio restored/true (above the sky map, at the truth's peak pixel); galaxy
+surface-brightness profiles: for the 3 largest extended galaxies of the truth (photutils
+segmentation at 2 sigma, second-moment semi-major sigma >= 3 px), the mean in elliptical annuli
+(catalog shape, other sources left out) out to where the truth falls to 1 noisy sigma above the
+sky map, as the median and the worst relative bias (restored - truth) / (truth - sky) over the
+annuli (``astrorestore.evaluation.profiles``; relative, since the denominator stays >= 1 sigma).
+
+``--figures DIR`` writes ``DIR/<frame>_r<level>.png`` per frame and level: for each method a row
+noisy | output | truth | output - truth | noisy - output, the differences on +-3 noisy MAD
+sigma: a residual noisy - output that is noise looks like grain, one that carries sources or the
+sky's shape shows them.
 
 Usage: ``python bench/bench_real_frames.py [--ckpt default=path.ckpt] [--ckpt pretrained]
-[--adapt n2v [--adapt-epochs 4] [--adapt-patches 256]] [--smoke]
-[--out bench/results/real_frames]``; writes ``<out>.json`` and ``<out>.md``.
+[--adapt n2v [--adapt-epochs 4] [--adapt-patches 256]] [--adapt n2n:scratch]
+[--frames m13,xdf,xdf_vig] [--figures DIR] [--smoke] [--out bench/results/real_frames]``;
+writes ``<out>.json`` and ``<out>.md``.
 """
 
 from __future__ import annotations
@@ -73,22 +98,60 @@ APERTURE = 3.0
 STARS = 30
 #: A bright source peaks this many noisy-frame sigma above the sky (its photometry is clean).
 PEAK_SNR = 10.0
+FRAMES = ("m13", "xdf", "xdf_vig")
+#: xdf_vig: the vignetting at the frame's corners (cos^4 law, 1 at the centre), and the sky
+#: (e-, before vignetting) under the XDF's light.
+VIGNETTE_CORNER = 0.1
+VIGNETTED_SKY_E = 160.0
+#: Methods trained on a pair of exposures (two injected draws of the truth), not on one frame.
+PAIRED = {"n2n"}
+#: The header keyword that names the field of the pair's two exposures (data.pair_key).
+PAIR_KEY = "OBJECT"
+#: Galaxies whose surface-brightness profiles are measured, the largest extended ones.
+GALAXIES = 3
 
 
 def load_frame(name: str) -> tuple[np.ndarray, str]:
-    """The frame's values (float64, 2-D) and a one-line description with its source."""
+    """The frame's values (float64, 2-D) and a one-line description with its source (xdf_vig:
+    the XDF's values; its sky and vignetting are applied to the truth, ``vignetted``)."""
     if name == "m13":
         from astropy.io import fits
         from astropy.utils.data import get_pkg_data_filename
 
         path = get_pkg_data_filename("io/fits/hdu/compressed/tests/data/m13.fits", "astropy")
         return fits.getdata(path).astype(np.float64), "M13, astropy test data (DSS plate)"
-    if name == "xdf":
+    if name in ("xdf", "xdf_vig"):
         from skimage import data
 
-        rgb = data.hubble_deep_field().astype(np.float64)
-        return rgb.mean(axis=-1), "Hubble XDF, scikit-image data (mean of RGB)"
-    raise ValueError(f"unknown frame {name!r}: use m13 or xdf")
+        values = data.hubble_deep_field().astype(np.float64).mean(axis=-1)
+        if name == "xdf":
+            return values, "Hubble XDF, scikit-image data (mean of RGB)"
+        return values, (
+            f"Hubble XDF + {VIGNETTED_SKY_E:g} e- sky, vignetted (cos^4, "
+            f"{VIGNETTE_CORNER:g} at the corners)"
+        )
+    raise ValueError(f"unknown frame {name!r}: use {', '.join(FRAMES)}")
+
+
+def vignetted(name: str, truth: np.ndarray, full_shape: tuple[int, int], crop) -> np.ndarray:
+    """xdf_vig's truth: the XDF's truth on a ``VIGNETTED_SKY_E`` sky, all of its light
+    multiplied by the vignetting of the whole frame (``crop``: the part of it kept); other
+    frames as they are. The XDF picture's own sky is a few e- (~1 noise sigma), so vignetting
+    it alone would dim nothing the noise does not hide; with the added sky the frame's median
+    is ~59 e- (the issue's frame: 63 e-) and its corners ~18 e-, ~5 noise sigma below it."""
+    if name != "xdf_vig":
+        return truth
+    return (truth + VIGNETTED_SKY_E) * vignetting(full_shape)[crop]
+
+
+def vignetting(shape: tuple[int, int], corner: float = VIGNETTE_CORNER) -> np.ndarray:
+    """The natural cos^4 falloff, ``(1 + (r/f)^2)^-2``: 1 at the centre, ``corner`` at the
+    corners (``f`` chosen so)."""
+    h, w = shape
+    y, x = np.mgrid[:h, :w]
+    r2 = (y - (h - 1) / 2) ** 2 + (x - (w - 1) / 2) ** 2
+    f2 = r2.max() / (corner**-0.5 - 1.0)
+    return (1.0 + r2 / f2) ** -2
 
 
 def electrons_scale(sky_above_pedestal: float, own_sigma: float, ratio: float) -> float:
@@ -134,12 +197,14 @@ def star_fidelity(restored: np.ndarray, truth: np.ndarray, sky: np.ndarray, xy: 
     return float(np.median(flux / true_flux - 1.0)), float(np.median(ratios))
 
 
-def score(restored, truth, noisy, sky_map, sky_mask, sigma, xy) -> dict:
+def score(restored, truth, noisy, sky_map, sky_mask, sigma, xy, annuli=()) -> dict:
+    from astrorestore.evaluation.profiles import profile_bias_summary
     from astrorestore.metrics.bias import worst_region_bias
     from astrorestore.metrics.electrons import psnr_electrons, sky_error_rms, ssim_electrons
 
     bias = worst_region_bias(restored, truth, sigma)
     flux_bias, peak_ratio = star_fidelity(restored, truth, sky_map, xy)
+    profile = profile_bias_summary(restored, truth, list(annuli))
     return {
         "psnr": psnr_electrons(restored, truth),
         "ssim": ssim_electrons(restored, truth),
@@ -152,15 +217,17 @@ def score(restored, truth, noisy, sky_map, sky_mask, sigma, xy) -> dict:
         "star_flux_bias": flux_bias,
         "star_peak_ratio": peak_ratio,
         "stars": len(xy),
+        "profile_bias_median": profile["median"],
+        "profile_bias_worst": profile["worst"],
     }
 
 
-def write_noisy(noisy: np.ndarray, path: Path) -> Path:
-    """The noisy frame as FITS in electrons, with its noise model in the header."""
+def write_noisy(noisy: np.ndarray, path: Path, **cards) -> Path:
+    """The noisy frame as FITS in electrons, with its noise model (and ``cards``) in the header."""
     from astropy.io import fits
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = fits.Header({"BUNIT": "electron", "GAIN": 1.0, "RDNOISE": READ_NOISE})
+    header = fits.Header({"BUNIT": "electron", "GAIN": 1.0, "RDNOISE": READ_NOISE, **cards})
     fits.PrimaryHDU(noisy.astype(np.float32), header=header).writeto(path, overwrite=True)
     return path
 
@@ -193,17 +260,25 @@ def restore_with_ckpt(ckpt: str, noisy: np.ndarray, workdir: Path, tag: str) -> 
         return np.asarray(image, dtype=np.float64)
 
 
-def adapt_and_restore(adapt: dict, noisy: np.ndarray, workdir: Path, tag: str) -> np.ndarray:
-    """Fine-tune ``adapt["from"]`` on this noisy frame alone with ``adapt["method"]``, then
-    restore the frame with the run's best checkpoint."""
+def adapt_and_restore(
+    adapt: dict, noisy: np.ndarray, second: np.ndarray, workdir: Path, tag: str
+) -> np.ndarray:
+    """Fine-tune ``adapt["from"]`` on this noisy frame alone with ``adapt["method"]`` (a
+    ``PAIRED`` method: on the pair of ``noisy`` and the ``second`` draw, two registered
+    exposures of one field), then restore ``noisy`` with the run's best checkpoint."""
     folder = workdir / f"{tag}_adapt"
-    write_noisy(noisy, folder / "frames" / "frame.fits")
+    paired = adapt["method"] in PAIRED
+    write_noisy(noisy, folder / "frames" / "frame.fits", **{PAIR_KEY: tag})
+    pairing = []
+    if paired:
+        write_noisy(second, folder / "frames" / "frame2.fits", **{PAIR_KEY: tag})
+        pairing = ["data.pairs=true", f"data.pair_key={PAIR_KEY}"]
     run = folder / "run"
     start = (
         [] if adapt["from"] == SCRATCH else [f"init_from={adapt['from']}", "init_net=checkpoint"]
     )
     run_script("train.py", [
-        f"model={adapt['method']}", "data=fits", f"data.root={folder / 'frames'}",
+        f"model={adapt['method']}", "data=fits", f"data.root={folder / 'frames'}", *pairing,
         *start, f"hydra.run.dir={run}",
         f"trainer.max_epochs={adapt['epochs']}", f"data.patches_per_epoch={adapt['patches']}",
         "data.test_fraction=0", "test=false", "logger=csv", "data.progress=false",
@@ -217,69 +292,124 @@ def adapt_and_restore(adapt: dict, noisy: np.ndarray, workdir: Path, tag: str) -
 
 def adapted_label(adapt: dict) -> str:
     if adapt["from"] == SCRATCH:
-        return f"{adapt['method']} on the frame"
+        pair = " pair" if adapt["method"] in PAIRED else ""
+        return f"{adapt['method']} on the frame{pair}"
     return f"adapted ({adapt['method']})"
 
 
 def methods(ckpts: dict[str, str], workdir: Path, adapts: list[dict] = ()):
-    """(label, function(noisy, tag) -> restored or None, note) for each row."""
+    """(label, function(noisy, second draw, tag) -> restored, or None; note) for each row."""
     from astrorestore.evaluation.baselines import bm3d_vst, gaussian
 
     rows = [
-        ("noisy", lambda x, tag: x.copy(), ""),
-        ("gaussian", lambda x, tag: gaussian(x, sigma=1.0).astype(np.float64), "sigma 1 px"),
+        ("noisy", lambda x, _, tag: x.copy(), ""),
+        ("gaussian", lambda x, _, tag: gaussian(x, sigma=1.0).astype(np.float64), "sigma 1 px"),
     ]
     if importlib.util.find_spec("bm3d") is None:
         rows.append(("bm3d_vst", None, "skipped: pip install bm3d"))
     else:
         rows.append((
             "bm3d_vst",
-            lambda x, tag: bm3d_vst(x, gain=1.0, read_noise=READ_NOISE).astype(np.float64),
+            lambda x, _, tag: bm3d_vst(x, gain=1.0, read_noise=READ_NOISE).astype(np.float64),
             "generalised Anscombe + BM3D",
         ))  # fmt: skip
     for label, path in ckpts.items():
         rows.append((
             label,
-            lambda x, tag, path=path, label=label: restore_with_ckpt(path, x, workdir, f"{tag}_{label}"),
+            lambda x, _, tag, path=path, label=label: restore_with_ckpt(path, x, workdir, f"{tag}_{label}"),
             f"infer.py ckpt_path={path}",
         ))  # fmt: skip
     for number, adapt in enumerate(adapts):
         rows.append((
             adapted_label(adapt),
-            lambda x, tag, adapt=adapt, number=number: adapt_and_restore(
-                adapt, x, workdir, f"{tag}_{number}"
+            lambda x, second, tag, adapt=adapt, number=number: adapt_and_restore(
+                adapt, x, second, workdir, f"{tag}_{number}"
             ),
-            f"model={adapt['method']} from {adapt['from']}, trained on the frame, "
+            f"model={adapt['method']} from {adapt['from']}, trained on the frame"
+            f"{' and a second draw' if adapt['method'] in PAIRED else ''}, "
             f"{adapt['epochs']} x {adapt['patches']} crops",
         ))  # fmt: skip
     return rows
 
 
-def run(frames: list[str], ckpts: dict[str, str], smoke: bool, adapts: list[dict] = ()) -> dict:
+def second_draw(truth: np.ndarray, name: str, level: int) -> np.ndarray:
+    """The second exposure of an N2N pair: its own generator per frame and level, so the first
+    draws (and every existing row) stay as they were and it does not depend on --frames."""
+    return inject(truth, np.random.default_rng([SEED, FRAMES.index(name), level, 2]))
+
+
+def write_figure(path: Path, truth, noisy, outputs: dict, sigma: float, title: str) -> None:
+    """noisy | output | truth | output - truth | noisy - output, one row per method, the
+    differences on +-3 noisy MAD sigma (a residual that is noise looks like the noisy row's)."""
+    import matplotlib
+    import torch
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from astrorestore.callbacks.image_panels import render_panels
+
+    def stack(images):
+        return torch.from_numpy(np.stack([np.asarray(i, np.float32)[None] for i in images]))
+
+    labels = list(outputs)
+    panel = {
+        "input": stack([noisy] * len(labels)),
+        "restored": stack(outputs.values()),
+        "truth": stack([truth] * len(labels)),
+    }
+    figure = render_panels(
+        panel,
+        f"{title}: differences on ±3 σ (noisy MAD σ = {sigma:.2f} e-)",
+        limit=3.0 * sigma,
+        units="e-",
+        row_labels=labels,
+        size=3.2,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial.png")
+    figure.savefig(partial, dpi=110)
+    plt.close(figure)
+    partial.replace(path)
+
+
+def run(
+    frames: list[str],
+    ckpts: dict[str, str],
+    smoke: bool,
+    adapts: list[dict] = (),
+    figures: Path | None = None,
+) -> dict:
     from astrorestore.data.normalization.background import estimate_background
+    from astrorestore.evaluation.profiles import galaxy_annuli
     from astrorestore.metrics.bias import mad_sigma
 
     results: dict = {"frames": {}, "rows": []}
     rng = np.random.default_rng(SEED)
+    pairs = any(adapt["method"] in PAIRED for adapt in adapts)
     with tempfile.TemporaryDirectory() as tmp:
         rows = methods(ckpts, Path(tmp), adapts)
         for name in frames:
             values, description = load_frame(name)
+            full_shape, crop = values.shape, (slice(None), slice(None))
             if smoke:
                 h, w = values.shape
-                values = values[h - 192 :, w - 192 :]  # a corner: the cluster core has no sky
+                crop = (slice(h - 192, None), slice(w - 192, None))
+                values = values[crop]  # a corner: the cluster core has no sky
             pedestal = float(values.min()) - 1.0
             own = mad_sigma(values)
             sky_level = float(np.median(values)) - pedestal
-            for ratio in RATIOS[:1] if smoke else RATIOS:
+            for level_index, ratio in enumerate(RATIOS[:1] if smoke else RATIOS):
                 k = electrons_scale(sky_level, own, ratio)
-                truth = k * (values - pedestal)
+                truth = vignetted(name, k * (values - pedestal), full_shape, crop)
                 noisy = inject(truth, rng)
+                second = second_draw(truth, name, level_index) if pairs else None
                 # The sky map and mask a user would have: measured on the noisy frame.
                 background = estimate_background(noisy)
                 sky_mask = ~background.source_mask
                 sigma = mad_sigma(noisy)
                 xy = bright_sources(truth, background.background, sigma)
+                annuli = galaxy_annuli(truth, background.background, sigma, GALAXIES)
                 level = f"r={ratio:g}"
                 results["frames"][f"{name} {level}"] = {
                     "description": description,
@@ -293,17 +423,25 @@ def run(frames: list[str], ckpts: dict[str, str], smoke: bool, adapts: list[dict
                     "truth_p99_5_e": float(np.percentile(truth, 99.5)),
                     "sky_fraction": float(sky_mask.mean()),
                     "bright_sources": len(xy),
+                    "galaxies": len({a.galaxy for a in annuli}),
+                    "galaxy_annuli": len(annuli),
                 }
+                outputs = {}
                 for label, restore, note in rows:
                     row = {"frame": name, "level": level, "method": label, "note": note}
                     if restore is not None:
                         start = time.perf_counter()
-                        restored = restore(noisy, f"{name}_{ratio:g}")
+                        restored = restore(noisy, second, f"{name}_{ratio:g}")
                         row["seconds"] = time.perf_counter() - start
                         row.update(score(restored, truth, noisy, background.background,
-                                         sky_mask, sigma, xy))  # fmt: skip
+                                         sky_mask, sigma, xy, annuli))  # fmt: skip
+                        if label != "noisy":
+                            outputs[label] = restored
                     results["rows"].append(row)
                     print(_line(row), flush=True)
+                if figures is not None:
+                    write_figure(figures / f"{name}_r{ratio:g}.png", truth, noisy, outputs, sigma,
+                                 f"{name} {level}")  # fmt: skip
     return results
 
 
@@ -318,7 +456,9 @@ def _line(row: dict) -> str:
         f"| {row['frame']} {row['level']} | {row['method']} | {row['psnr']:.2f} | "
         f"{row['ssim']:.3f} | {row['sky_rms']:.2f} ({row['sky_rms_ratio']:.2f}) | "
         f"{row['worst_bias_signed']:+.2f} | {_number(100 * row['star_flux_bias'], '+.1f')} | "
-        f"{_number(row['star_peak_ratio'], '.3f')} | {row.get('seconds', 0):.1f} |"
+        f"{_number(row['star_peak_ratio'], '.3f')} | "
+        f"{_number(100 * row['profile_bias_median'], '+.1f')} / "
+        f"{_number(100 * row['profile_bias_worst'], '+.1f')} | {row.get('seconds', 0):.1f} |"
     )
 
 
@@ -330,25 +470,28 @@ def markdown(results: dict, meta: dict) -> str:
         "wall times are indicative (compare ratios from one run).",
         "",
         "| frame (level) | e-/unit | own noise e- | sky e- | injected sigma at sky e- | "
-        "noisy MAD sigma e- | p99.5 e- | bright sources |",
-        "|---|---|---|---|---|---|---|---|",
+        "noisy MAD sigma e- | p99.5 e- | bright sources | galaxies (annuli) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for key, f in results["frames"].items():
         lines.append(
             f"| {key} | {f['electrons_per_unit']:.3f} | {f['own_noise_e']:.2f} | "
             f"{f['sky_median_e']:.1f} | {f['injected_sigma_at_sky_e']:.2f} | "
-            f"{f['noisy_mad_sigma_e']:.2f} | {f['truth_p99_5_e']:.0f} | {f['bright_sources']} |"
+            f"{f['noisy_mad_sigma_e']:.2f} | {f['truth_p99_5_e']:.0f} | {f['bright_sources']} | "
+            f"{f['galaxies']} ({f['galaxy_annuli']}) |"
         )
     lines += [
         "",
         "PSNR/SSIM: data range p0.5-p99.5 of the truth. Sky rms: error in source-free sky, e- "
         "(ratio to the noisy frame's). Worst bias: worst 16x16 region's mean error in the noisy "
         "frame's MAD sigma (signed). Flux bias: median over bright sources, r = 3 px aperture. "
-        "Peak: median restored/true peak.",
+        "Peak: median restored/true peak. Profile bias: (restored - truth) / (truth - sky) of "
+        f"the mean in elliptical annuli of the {GALAXIES} largest extended galaxies, out to 1 "
+        "sigma above the sky, % (median / worst over the annuli).",
         "",
         "| frame | method | PSNR dB | SSIM | sky rms e- (ratio) | worst bias sigma | "
-        "flux bias % | peak ratio | s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "flux bias % | peak ratio | profile bias % | s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [_line(row) for row in results["rows"]]
     return "\n".join(lines) + "\n"
@@ -375,7 +518,13 @@ def main() -> None:
     parser.add_argument("--adapt-from", default="pretrained", help="checkpoint to adapt")
     parser.add_argument("--adapt-epochs", type=int, default=4, help="epochs of the adaptation")
     parser.add_argument("--adapt-patches", type=int, default=256, help="crops per epoch")
-    parser.add_argument("--frames", default="m13,xdf", help="comma-separated: m13, xdf")
+    parser.add_argument(
+        "--frames", default=",".join(FRAMES), help=f"comma-separated: {', '.join(FRAMES)}"
+    )
+    parser.add_argument(
+        "--figures", metavar="DIR", default=None,
+        help="write one PNG per frame and level: outputs, errors and residuals of every method",
+    )  # fmt: skip
     parser.add_argument("--smoke", action="store_true", help="192 px corner crops, one level")
     parser.add_argument("--out", default=str(RESULTS / "real_frames"), help="output stem")
     args = parser.parse_args()
@@ -407,7 +556,12 @@ def main() -> None:
                 "patches": args.adapt_patches,
             }
         )
-    results = run(args.frames.split(","), ckpts, args.smoke, adapts)
+    frames = [name.strip() for name in args.frames.split(",")]
+    unknown = [name for name in frames if name not in FRAMES]
+    if unknown or not frames:
+        parser.error(f"--frames {args.frames!r}: choose among {', '.join(FRAMES)}")
+    figures = None if args.figures is None else Path(args.figures)
+    results = run(frames, ckpts, args.smoke, adapts, figures)
     meta = {"command": "python bench/bench_real_frames.py " + " ".join(sys.argv[1:])}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

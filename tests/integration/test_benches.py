@@ -180,11 +180,25 @@ CASES = {
             "--smoke",
             "--ckpt",
             "pretrained",
+            "--frames",
+            "m13,xdf_vig",
+            "--figures",
+            "{out}/figures",
             "--out",
             "{out}/real_frames",
         ],  # fmt: skip
-        {"real_frames.json": [("rows", "*", "psnr"), ("rows", "*", "worst_bias_sigma")]},
-        files=["real_frames.md"],
+        {
+            "real_frames.json": [
+                ("rows", "*", "psnr"),
+                ("rows", "*", "worst_bias_sigma"),
+                # m13's noisy and pretrained rows (its corner holds galaxies; xdf_vig's dark
+                # corner none, so its profile biases are n/a).
+                ("rows", 0, "profile_bias_worst"),
+                ("rows", 3, "profile_bias_median"),
+                ("frames", "*", "galaxy_annuli"),
+            ]
+        },
+        files=["real_frames.md", "figures/m13_r3.png", "figures/xdf_vig_r3.png"],
     ),
     "careamics_rows.py": Case(
         [
@@ -302,10 +316,12 @@ def test_bench_runs_at_its_smallest_budget(script, tmp_path, request):
 
 @pytest.mark.slow  # one train.py + infer.py per frame
 def test_real_frames_adapted_row(tmp_path):
-    """``--adapt``: the shipped weights fine-tuned on each noisy frame alone get a scored row."""
+    """``--adapt``: the shipped weights fine-tuned on each noisy frame alone get a scored row;
+    ``--adapt n2n:scratch`` trains Noise2Noise on the frame's pair of draws."""
     out = tmp_path / "out"
-    args = ["--smoke", "--ckpt", "pretrained", "--adapt", "n2v", "--adapt-epochs", "1"]
-    args += ["--adapt-patches", "16", "--out", str(out)]
+    args = ["--smoke", "--ckpt", "pretrained", "--adapt", "n2v", "--adapt", "n2n:scratch"]
+    args += ["--frames", "m13", "--adapt-epochs", "1", "--adapt-patches", "16"]
+    args += ["--out", str(out / "real_frames")]  # (was the stem "out": no out/real_frames.json)
     env = dict(os.environ, PYTHONUNBUFFERED="1", WANDB_MODE="offline")
     result = subprocess.run(
         [sys.executable, str(BENCH / "bench_real_frames.py"), *args],
@@ -315,3 +331,5 @@ def test_real_frames_adapted_row(tmp_path):
     rows = json.loads((out / "real_frames.json").read_text())["rows"]
     adapted = [row for row in rows if row["method"] == "adapted (n2v)"]
     assert adapted and all(math.isfinite(row["psnr"]) for row in adapted)
+    n2n = [row for row in rows if row["method"] == "n2n on the frame pair"]
+    assert n2n and all(math.isfinite(row["psnr"]) for row in n2n)

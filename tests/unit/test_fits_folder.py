@@ -281,3 +281,22 @@ def test_map_with_exposure_pairs_and_no_test_split(folder):
     pairs.setup("fit")
     assert pairs.test_set is None
     assert pairs.val_set.tensors["background"].shape == pairs.val_set.tensors["input"].shape
+
+
+def test_pair_key_trains_noise2noise_on_two_registered_frames_of_one_field(tmp_path):
+    # Two exposures of one field without a WCS (the real-frame bench's N2N pair): data.pairs
+    # found no pair; data.pair_key names the header keyword that says they are one field.
+    two = tmp_path / "pair"
+    two.mkdir()
+    for i in range(2):
+        write_plain(two / f"e{i}.fits", sky((160, 96), seed=i, level=50.0, sigma=5.0), OBJECT="F")
+    with pytest.raises(UserError, match="data.pair_key"):
+        _module(two, Noise2NoisePairing(), pairs=True, gain=None).setup("fit")
+    dm = _module(two, Noise2NoisePairing(), pairs=True, gain=None, pair_key="object")
+    dm.setup("fit")  # one field: each frame cut into aligned training/validation bands
+    item = dm.train_set[0]
+    assert set(item) >= {"noisy", "noisy2", "valid"}
+    assert not torch.equal(item["noisy"], item["noisy2"])  # two exposures, not one twice
+    assert len(dm.val_set) > 0
+    with pytest.raises(UserError, match="data.pair_key"):
+        _module(two, Noise2NoisePairing(), pairs=True, pair_key="NOT A KEYWORD")

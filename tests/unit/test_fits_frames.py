@@ -8,7 +8,7 @@ from astropy.io import fits
 
 from astrorestore.data.sources.fits_frames import FrameSkipped, electrons_factor, read_frame
 from astrorestore.errors import UserError
-from tests.unit.fits_factory import write_hst, write_jwst, write_plain
+from tests.unit.fits_factory import sky, write_hst, write_jwst, write_plain
 
 
 def test_jwst_cal_mask_sigma_units_and_meta(tmp_path) -> None:
@@ -142,3 +142,15 @@ def test_unknown_telescope_drops_any_dq_bit_unless_overridden(tmp_path) -> None:
     assert not frame.valid[1, 1] and not frame.valid[2, 2] and frame.valid.sum() == 64 * 64 - 2
     only_bit0 = read_frame(tmp_path / "other.fits", bad_dq_bits=1)
     assert only_bit0.valid[1, 1] and not only_bit0.valid[2, 2]
+
+
+def test_pair_key_pairs_registered_frames_without_a_wcs(tmp_path) -> None:
+    # Registered exposures without a celestial WCS had no pointing id: never paired.
+    for name, field in (("a", "M13"), ("b", "M13"), ("c", "M92")):
+        write_plain(tmp_path / f"{name}.fits", sky((64, 64), seed=1), OBJECT=field)
+    write_plain(tmp_path / "d.fits", sky((64, 64), seed=2))
+    assert read_frame(tmp_path / "a.fits").meta["pointing_id"] is None
+    ids = [
+        read_frame(tmp_path / f"{n}.fits", pair_key="OBJECT").meta["pointing_id"] for n in "abcd"
+    ]
+    assert ids[0] == ids[1] and ids[0] != ids[2] and ids[3] is None

@@ -95,3 +95,43 @@ def test_star_fidelity_reads_a_known_flux_loss(bench) -> None:
     dimmer = sky + 0.9 * (truth - sky)
     flux_bias, peak = bench.star_fidelity(dimmer, truth, sky, xy)
     assert flux_bias == pytest.approx(-0.1) and peak == pytest.approx(0.9)
+
+
+def test_vignetted_frame_dims_towards_the_corners_only(bench) -> None:
+    falloff = bench.vignetting((101, 141))
+    assert falloff[50, 70] == pytest.approx(1.0)
+    assert falloff[0, 0] == pytest.approx(bench.VIGNETTE_CORNER) == falloff[-1, -1]
+    assert np.all(np.diff(falloff[50, 70:]) < 0)  # falls monotonically outwards
+    truth = np.full((101, 141), 5.0)
+    whole = (slice(None), slice(None))
+    assert bench.vignetted("xdf", truth, truth.shape, whole) is truth
+    vig = bench.vignetted("xdf_vig", truth, truth.shape, whole)
+    assert vig[50, 70] == pytest.approx(5.0 + bench.VIGNETTED_SKY_E)
+    # The corners far below the frame's median sky: > 5 of its Poisson + read noise sigmas.
+    sky = np.median(vig)
+    assert sky - vig[0, 0] > 5 * math.sqrt(sky + bench.READ_NOISE**2)
+    # A crop keeps the whole frame's falloff (the smoke run's corner is its darkest part).
+    corner = bench.vignetted(
+        "xdf_vig", truth[-20:, -20:], truth.shape, (slice(81, None), slice(121, None))
+    )
+    assert np.array_equal(corner, vig[-20:, -20:])
+
+
+def test_the_n2n_pair_is_a_second_independent_draw_of_the_same_truth(bench) -> None:
+    truth = np.full((64, 64), 100.0)
+    first = bench.inject(truth, np.random.default_rng(bench.SEED))
+    second = bench.second_draw(truth, "xdf", 0)
+    assert np.array_equal(second, bench.second_draw(truth, "xdf", 0))  # reproducible
+    assert not np.array_equal(second, bench.second_draw(truth, "xdf", 1))
+    assert abs(np.corrcoef((first - truth).ravel(), (second - truth).ravel())[0, 1]) < 0.05
+    assert (second - truth).std() == pytest.approx(math.sqrt(100.0 + bench.READ_NOISE**2), rel=0.05)
+
+
+def test_the_residual_figure_is_written(bench, tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0, 50, (48, 48))
+    noisy = truth + rng.normal(0, 2.0, truth.shape)
+    path = tmp_path / "figures" / "frame_r3.png"
+    bench.write_figure(path, truth, noisy, {"a": truth, "b": noisy * 0.9}, 2.0, "frame r=3")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in path.parent.iterdir()] == ["frame_r3.png"]  # no partial file left

@@ -31,13 +31,24 @@ def _upsample(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return image
 
 
-def render_panels(panel: dict, title: str = "") -> plt.Figure:
+def render_panels(
+    panel: dict,
+    title: str = "",
+    *,
+    limit: float | None = None,
+    units: str = "normalised units",
+    row_labels: list[str] | None = None,
+    size: float = 2.5,
+) -> plt.Figure:
     """One row per image: input | restored | truth | restored − truth | input − restored.
 
     Columns that cannot exist are left out: no truth on real frames, no residual where the
     output has another shape than the input (colorization). The panels of a row, grey and
     colour, share one display range (the truth's, else the input's, 0.5–99.8 percentiles over
     all channels), so a photograph normalised to [−1, 1] is not shown half black.
+
+    ``limit``: the differences' symmetric colour range (default: twice the row's noise, as
+    measured against the truth); ``row_labels`` name the rows; ``size``: inches per panel.
     """
     truth_all = panel.get("truth")
     rows = panel["restored"].shape[0]
@@ -48,7 +59,7 @@ def render_panels(panel: dict, title: str = "") -> plt.Figure:
     if same_shape:
         columns.append("input − restored")
     figure, axes = plt.subplots(
-        rows, len(columns), figsize=(2.5 * len(columns), 2.6 * rows), squeeze=False
+        rows, len(columns), figsize=(size * len(columns), (size + 0.1) * rows), squeeze=False
     )
     for row in range(rows):
         restored = panel["restored"][row].numpy()
@@ -66,16 +77,16 @@ def render_panels(panel: dict, title: str = "") -> plt.Figure:
             noise = float(np.abs(source - reference).std())
         else:  # colorization: no noise to measure, so errors are shown against the contrast
             noise = float(reference.std())
-        limit = max(noise, float(np.abs(reference).std()) * 0.05, 1e-6) * 2
+        shown = limit or max(noise, float(np.abs(reference).std()) * 0.05, 1e-6) * 2
         for column, name in enumerate(columns):
             axis = axes[row, column]
             image = _display(images[name])
             if "−" in name and image.ndim == 3:
                 # A colour difference shown in colour (mid-grey = none): a colorizer keeps the
                 # luminance, so a mean over the channels would hide every chroma error.
-                axis.imshow(np.clip(0.5 + image / (2 * limit), 0.0, 1.0))
+                axis.imshow(np.clip(0.5 + image / (2 * shown), 0.0, 1.0))
             elif "−" in name:
-                axis.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit)
+                axis.imshow(image, cmap="RdBu_r", vmin=-shown, vmax=shown)
             elif image.ndim == 3:
                 axis.imshow(np.clip((image - low) / max(high - low, 1e-12), 0.0, 1.0))
             else:
@@ -86,8 +97,11 @@ def render_panels(panel: dict, title: str = "") -> plt.Figure:
             axis.set_yticks([])
             if row == 0:
                 axis.set_title(name, fontsize=9)
-    figure.suptitle(title + "  (normalised units)", fontsize=10)
-    figure.tight_layout()
+            if column == 0 and row_labels is not None:
+                axis.set_ylabel(row_labels[row], fontsize=9)
+    figure.suptitle(f"{title}  ({units})", fontsize=10)
+    # Room for the title above the column names (a third of an inch).
+    figure.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.33 / figure.get_figheight()))
     return figure
 
 

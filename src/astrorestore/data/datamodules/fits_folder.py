@@ -161,6 +161,9 @@ class FitsFolderDataModule(PairedDataModule):
         read_noise: read noise in e- for the pairings that use each frame's noise model
             (``model=r2r``); None = each frame's own (header, ERR/VAR map or a fit).
         pairs: train on real exposure pairs (Noise2Noise).
+        pair_key: header keyword naming the field of registered exposures (e.g. OBJECT):
+            frames with equal values (and instrument, filter, shape) are one pointing, for the
+            split and for ``pairs``; None = frames with equal WCS (to 0.1 px).
         deep_as_clean: treat the frames as clean, high-S/N scenes; the pairing adds the noise.
         source_patch_fraction: share of training crops redrawn until they hold a source.
         progress: show a progress bar while preparing.
@@ -191,6 +194,7 @@ class FitsFolderDataModule(PairedDataModule):
         read_noise: float | None = None,
         allow_mixed: bool = False,
         pairs: bool = False,
+        pair_key: str | None = None,
         deep_as_clean: bool = False,
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
@@ -232,6 +236,13 @@ class FitsFolderDataModule(PairedDataModule):
                 f"data.source_patch_fraction={source_patch_fraction} is invalid: use a value in "
                 "[0, 1]"
             )
+        if pair_key is not None and not (
+            isinstance(pair_key, str) and pair_key.strip() and len(pair_key.strip()) <= 8
+        ):
+            raise UserError(
+                f"data.pair_key={pair_key!r} is invalid: give a FITS header keyword (up to 8 "
+                "characters, e.g. OBJECT), or null to pair frames by their WCS"
+            )
         if root is None and demo_dir is None:
             raise UserError(
                 f"data={name} needs data.root=<folder of FITS frames> (data=jwst without a root "
@@ -258,6 +269,7 @@ class FitsFolderDataModule(PairedDataModule):
                 "or null to read it from each frame"
             )
         self.pairs, self.deep_as_clean = bool(pairs), bool(deep_as_clean)
+        self.pair_key = None if pair_key is None else pair_key.strip().upper()
         super().__init__(pairing, normalizer, batch_size, num_workers, seed, augment)
         self.root = None if root is None else Path(root)
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
@@ -323,6 +335,7 @@ class FitsFolderDataModule(PairedDataModule):
             allow_mixed=self.allow_mixed,
             progress=self.progress,
             pairs=self.pairs,
+            pair_key=self.pair_key,
         )
         if self.deep_as_clean and prepared.units != "electron":
             if _counts_photons(self.pairing.noise):

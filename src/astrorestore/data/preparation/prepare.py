@@ -128,6 +128,7 @@ def prepare_folder(
     allow_mixed: bool = False,
     progress: bool = True,
     pairs: bool = False,
+    pair_key: str | None = None,
 ) -> Prepared:
     """Prepare ``root`` into ``cache_dir`` (default ``<root>/.astrorestore-cache``) and return
     the checked cache entry. See the module docstring of ``tile_cache`` for what is written."""
@@ -149,6 +150,8 @@ def prepare_folder(
     }
     if pairs:  # (only then: other caches keep their keys)
         params["pairs"] = True
+    if pair_key is not None:  # the frames' pointing ids come from this header keyword
+        params["pair_key"] = str(pair_key)
     AsinhNormalizer(softening)  # refuses a bad softening before any work
     with _progress(progress) as bar:
         hashes = [(str(p.relative_to(root)), sha1_file(p)) for p in _step(bar, "hashing", files)]
@@ -200,7 +203,13 @@ def prepare_folder(
 
 
 def _read(root: Path, rel: str, params: dict[str, Any]):
-    return read_frame(root / rel, hdu=params["hdu"], plane=params["plane"], gain=params["gain"])
+    return read_frame(
+        root / rel,
+        hdu=params["hdu"],
+        plane=params["plane"],
+        gain=params["gain"],
+        pair_key=params.get("pair_key"),
+    )
 
 
 def _list_frames(root, hashes, params, bar) -> tuple[list[ManifestRow], list[str], bool]:

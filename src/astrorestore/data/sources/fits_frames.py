@@ -133,21 +133,34 @@ def electrons_factor(headers: list[Any], gain: float | None = None) -> tuple[flo
     return None, f"unknown BUNIT {unit!r}"
 
 
-def pointing_id(meta: dict[str, Any], shape: tuple[int, int], wcs: dict[str, float]) -> str | None:
+def pointing_id(
+    meta: dict[str, Any],
+    shape: tuple[int, int],
+    wcs: dict[str, float],
+    field: tuple[str, Any] | None = None,
+) -> str | None:
     """Frames with equal ids cover the same sky on the same pixel grid (to ~0.1 px).
 
     Built from instrument, detector, filter, shape and the WCS centre and rotation quantised to
     0.1 px (0.002 deg in angle), so two exposures of one pointing get the same id and a dithered
     exposure does not. Exposures straddling a quantisation boundary are (rarely) not paired;
     paired frames are never misaligned by more than the quantum. None without a celestial WCS.
+
+    ``field`` = (header keyword, its value) replaces the WCS (``data.pair_key``): the user says
+    which frames are registered exposures of one field; None where the frame lacks the keyword.
     """
+    parts = [meta.get(k) or "-" for k in ("telescope", "instrument", "detector", "filter")]
+    if field is not None:
+        key, value = field
+        if value is None or str(value).strip() == "":
+            return None
+        return "|".join([*map(str, parts), f"{shape[0]}x{shape[1]}", f"{key}={value}"])
     if "pixel_scale" not in wcs:
         return None
     quantum = 0.1 * wcs["pixel_scale"] / 3600.0
     ra_bin = round(wcs["ra"] * math.cos(math.radians(wcs["dec"])) / quantum)
     dec_bin = round(wcs["dec"] / quantum)
     pa_bin = round(wcs["pa"] / 0.002)
-    parts = [meta.get(k) or "-" for k in ("telescope", "instrument", "detector", "filter")]
     grid = [f"{shape[0]}x{shape[1]}", str(ra_bin), str(dec_bin), str(pa_bin)]
     return "|".join([*map(str, parts), *grid])
 
@@ -168,8 +181,13 @@ def read_frame(
     plane: int | None = None,
     gain: float | None = None,
     bad_dq_bits: int | None = None,
+    pair_key: str | None = None,
 ) -> Frame:
     """Read one frame (see ``Frame``); ``plane`` picks a cube's plane, ``gain`` is in e-/DN.
+
+    ``pair_key``: a header keyword whose value names the field; frames with equal values (and
+    instrument, filter, shape) are one pointing instead of frames with equal WCS
+    (``pointing_id``).
 
     ``bad_dq_bits`` overrides the telescope's DQ mask. Raises ``FrameSkipped`` for a file that
     cannot be a frame (unreadable, no image, no valid pixel) and ``UserError`` for settings that
@@ -178,7 +196,7 @@ def read_frame(
     path = Path(path)
     try:
         with open_fits(path) as hdul:
-            return _read_science(path, hdul, hdu, plane, gain, bad_dq_bits)
+            return _read_science(path, hdul, hdu, plane, gain, bad_dq_bits, pair_key)
     except FileNotFoundError:
         raise FrameSkipped(f"{path} does not exist") from None
     except UserError:
@@ -188,7 +206,7 @@ def read_frame(
         raise FrameSkipped(f"{path} is not a readable FITS file ({exc})") from None
 
 
-def _read_science(path, hdul, hdu, plane, gain, dq_override) -> Frame:
+def _read_science(path, hdul, hdu, plane, gain, dq_override, pair_key=None) -> Frame:
     try:
         index = select_image_hdu(hdul, hdu, path, key="data.hdu", cubes=True)
         sci = hdul[index]
@@ -203,10 +221,12 @@ def _read_science(path, hdul, hdu, plane, gain, dq_override) -> Frame:
     data = np.array(data, dtype=np.float32)
     if data.ndim != 2 or min(data.shape) == 0:
         raise FrameSkipped(f"{path} HDU {index} has no 2-D image")
-    return _assemble(path, hdul, index, data, stored, plane, gain, dq_override)
+    return _assemble(path, hdul, index, data, stored, plane, gain, dq_override, pair_key)
 
 
-def _assemble(path, hdul, index, data, stored, plane, gain, bad_dq_bits_override) -> Frame:
+def _assemble(
+    path, hdul, index, data, stored, plane, gain, bad_dq_bits_override, pair_key=None
+) -> Frame:
     sci = hdul[index]
     headers = [sci.header, hdul[0].header]
     shape = (int(data.shape[0]), int(data.shape[1]))
@@ -242,7 +262,8 @@ def _assemble(path, hdul, index, data, stored, plane, gain, bad_dq_bits_override
         "electrons": how,
     }
     meta.update({k: wcs[k] for k in ("ra", "dec", "pa") if k in wcs})
-    meta["pointing_id"] = pointing_id(meta, shape, wcs)
+    field = None if pair_key is None else (pair_key, header_value(headers, pair_key))
+    meta["pointing_id"] = pointing_id(meta, shape, wcs, field)
     return Frame(
         path=path,
         data=data,

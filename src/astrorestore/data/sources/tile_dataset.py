@@ -259,7 +259,8 @@ class ExposurePairs(PerProcessRng, Dataset):
             raise UserError(
                 f"no two {split} frames of {prepared.path} share a pointing id (same "
                 "instrument, filter, detector, shape and WCS to 0.1 px; see its manifest.csv), so "
-                "there are no real exposure pairs; add repeated exposures of a pointing, or drop "
+                "there are no real exposure pairs; add repeated exposures of a pointing, name "
+                "the header keyword of registered exposures' field with data.pair_key, or drop "
                 "data.pairs=true: model=n2v for single frames, data.deep_as_clean=true for deep ones"
             )
 
