@@ -218,3 +218,52 @@ def test_the_noise_weighted_loss_uses_each_images_own_noise_too():
     first, _ = loss(4.0)(pred[:1], target[:1])
     second, _ = loss(400.0)(pred[1:], target[1:])
     torch.testing.assert_close(both, (first + second) / 2)
+
+
+class _SpyNet(torch.nn.Module):
+    """Records the shot noise each pass is given (the identity otherwise)."""
+
+    def __init__(self):
+        super().__init__()
+        self.noise = AsinhNoise(SOFTENING, "frame")
+        self.given = []
+
+    def forward(self, x):
+        from astrorestore.data.normalization.asinh import given_photons
+
+        self.given.append(given_photons("frame"))
+        return x
+
+
+@pytest.mark.parametrize(
+    ("header", "override", "gain"),
+    [
+        ({"GAIN": 2.5}, {}, 2.5),
+        ({"BUNIT": "ELECTRONS"}, {}, 1.0),
+        ({}, {"gain": 4.0}, 4.0),
+        ({}, {}, math.inf),
+    ],
+)
+def test_infer_gives_each_frame_its_headers_gain(tmp_path, capsys, header, override, gain):
+    from astropy.io import fits
+    from omegaconf import OmegaConf
+
+    from astrorestore.inference.runner import run_inference
+
+    src = tmp_path / "flat.fits"
+    data = np.random.default_rng(0).normal(50.0, 5.0, (64, 64)).astype(np.float32)
+    fits.PrimaryHDU(data, header=fits.Header(header)).writeto(src)
+    net = _SpyNet()
+
+    def loader(ckpt_path, device, **postprocess):
+        return _restorer(net, True)
+
+    cfg = {"ckpt_path": "/m.ckpt", "input": str(src), "output": str(tmp_path / "o.fits"),
+           "tile_size": 64, "overlap": 8, "batch_size": 4, "device": "cpu", "hdu": None,
+           "progress": False}  # fmt: skip
+    if override:
+        cfg["eval"] = override
+    run_inference(OmegaConf.create(cfg), loader)
+    scale = AsinhNormalizer(SOFTENING).stats(torch.from_numpy(data)[None, None])[1]
+    torch.testing.assert_close(net.given[0], gain * scale)
+    assert "noise bound" in capsys.readouterr().out

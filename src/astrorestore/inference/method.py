@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 import astrorestore
+from astrorestore.data.corruption.noise_estimate import estimate_frame_noise
 from astrorestore.errors import UserError
 from astrorestore.inference.acceleration import accelerate
 from astrorestore.inference.frames import Fingerprint
@@ -34,7 +35,6 @@ from astrorestore.inference.scoring import (
     check_truth,
     classical_restorer,
     describe_noise,
-    frame_noise_model,
     image_noise_model,
     noise_inputs,
     output_shape,
@@ -176,15 +176,25 @@ class Method:
         if image.data.ndim != 2:  # a colour picture's luminance: no detector gain to read
             print(f"{image.path}: noise bound by the sky noise (colour image, no gain)")
             return math.inf
+        given = self.settings.evaluation.get("gain")
+        if given is not None:  # the bound needs the gain alone
+            print(f"{image.path}: noise bound with gain {float(given):.4g} e-/unit (eval.gain)")
+            return float(given)
         keywords, err = noise_inputs(image)
         err = err if err is not None and err.shape == image.data.shape else None
-        noise = frame_noise_model(image.data, keywords, self.settings.evaluation, err)
-        gain = (
-            noise.gain
-            if noise.gain_source and not noise.gain_source.startswith("not")
-            else math.inf
-        )
-        print(f"{image.path}: noise bound by the frame's noise model: {describe_noise(noise)}")
+        try:
+            # The bound needs the gain alone: a frame that tells its gain but not its read
+            # noise (a header GAIN, a flat sky) is not refused for the read noise.
+            noise = estimate_frame_noise(image.data, keywords, err=err, read_noise_electrons=0.0)
+        except UserError as error:
+            why = str(error).split("; pass", 1)[0]
+            print(
+                f"{image.path}: noise bound by the sky noise alone ({why}; eval.gain=<e-/unit> "
+                "gives the gain)"
+            )
+            return math.inf
+        print(f"{image.path}: noise bound with gain {noise.gain:.4g} e-/unit ({noise.gain_source})")
+        gain = noise.gain
         return float(gain)
 
     def _finish(
