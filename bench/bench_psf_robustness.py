@@ -178,7 +178,7 @@ def load_methods(
         restorer = self_ensemble(load_restorer(path, "cpu", postprocess, gain=GAIN), n)
 
         def restore(noisy: np.ndarray, r=restorer) -> np.ndarray:
-            out = restore_image(noisy, r, tile=256, overlap=32, batch_size=4)
+            out = restore_image(noisy, r, tile=256, overlap=32, batch_size=4, gain=GAIN)
             return r.finish_frame(noisy, out)[0]
 
         methods[label] = restore

@@ -68,8 +68,11 @@ noisy | output | truth | output - truth | noisy - output, the differences on +-3
 sigma: a residual noisy - output that is noise looks like grain, one that carries sources or the
 sky's shape shows them.
 
+``--variant LABEL=BASE:OVERRIDES`` restores a ``--ckpt``'s weights with other infer.py settings
+(e.g. ``raw=pretrained:postprocess=none``: the network without its stored post-processing).
+
 Usage: ``python bench/bench_real_frames.py [--ckpt default=path.ckpt] [--ckpt pretrained]
-[--adapt n2v [--adapt-epochs 4] [--adapt-patches 256]] [--adapt n2n:scratch]
+[--variant raw=pretrained:postprocess=none] [--adapt n2v [--adapt-epochs 4] [--adapt-patches 256]] [--adapt n2n:scratch]
 [--frames m13,xdf,xdf_vig] [--figures DIR] [--smoke] [--out bench/results/real_frames]``;
 writes ``<out>.json`` and ``<out>.md``.
 """
@@ -245,15 +248,18 @@ def run_script(script: str, arguments: list[str]) -> None:
         raise RuntimeError(f"{script} {' '.join(arguments[:3])} ... failed: {last}")
 
 
-def restore_with_ckpt(ckpt: str, noisy: np.ndarray, workdir: Path, tag: str) -> np.ndarray:
-    """Restore through ``infer.py`` in a subprocess (independent of inference internals)."""
+def restore_with_ckpt(
+    ckpt: str, noisy: np.ndarray, workdir: Path, tag: str, extra: tuple[str, ...] = ()
+) -> np.ndarray:
+    """Restore through ``infer.py`` in a subprocess (independent of inference internals), with
+    ``extra`` infer.py overrides (a ``--variant``)."""
     from astropy.io import fits
 
     source = write_noisy(noisy, workdir / f"{tag}_noisy.fits")
     target = workdir / f"{tag}_restored.fits"
     run_script("infer.py", [
         f"ckpt_path={ckpt}", f"input={source}", f"output={target}", "progress=false",
-        "device=cpu",
+        "device=cpu", *extra,
     ])  # fmt: skip
     with fits.open(target) as hdul:
         image = next(h.data for h in hdul if h.data is not None and h.data.ndim == 2)
@@ -313,11 +319,14 @@ def methods(ckpts: dict[str, str], workdir: Path, adapts: list[dict] = ()):
             lambda x, _, tag: bm3d_vst(x, gain=1.0, read_noise=READ_NOISE).astype(np.float64),
             "generalised Anscombe + BM3D",
         ))  # fmt: skip
-    for label, path in ckpts.items():
+    for label, spec in ckpts.items():
+        path, extra = (spec, ()) if isinstance(spec, str) else spec
         rows.append((
             label,
-            lambda x, _, tag, path=path, label=label: restore_with_ckpt(path, x, workdir, f"{tag}_{label}"),
-            f"infer.py ckpt_path={path}",
+            lambda x, _, tag, path=path, label=label, extra=extra: restore_with_ckpt(
+                path, x, workdir, f"{tag}_{label}", tuple(extra)
+            ),
+            " ".join([f"infer.py ckpt_path={path}", *extra]),
         ))  # fmt: skip
     for number, adapt in enumerate(adapts):
         rows.append((
@@ -508,6 +517,13 @@ def main() -> None:
         help="LABEL=PATH (repeatable); `pretrained` alone: the shipped default denoiser",
     )
     parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="LABEL=BASE:OVERRIDES (repeatable): BASE's checkpoint (a --ckpt label) restored "
+        "with these comma-separated infer.py overrides, e.g. raw=pretrained:postprocess=none",
+    )
+    parser.add_argument(
         "--adapt",
         metavar="METHOD[:FROM]",
         action="append",
@@ -540,6 +556,12 @@ def main() -> None:
                 f"--ckpt {spec!r}: give LABEL=PATH of an existing checkpoint, or pretrained"
             )
         ckpts[label] = path
+    for spec in args.variant:
+        label, _, rest = spec.partition("=")
+        base, _, overrides = rest.partition(":")
+        if not label or base not in ckpts or not overrides:
+            parser.error(f"--variant {spec!r}: give LABEL=BASE:OVERRIDES with BASE a --ckpt label")
+        ckpts[label] = (ckpts[base], tuple(overrides.split(",")))
     adapts = []
     for spec in args.adapt:
         method, _, source = spec.partition(":")

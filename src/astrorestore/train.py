@@ -293,6 +293,10 @@ def build(cfg: DictConfig) -> tuple[Any, Any]:
         if key in cfg.model
     }
     check_parts(datamodule, parts)
+    if getattr(getattr(parts.get("net"), "noise", None), "per_frame", False) and hasattr(
+        datamodule, "need_frame_noise"
+    ):
+        datamodule.need_frame_noise()  # a network bounded by each frame's own noise
     extra: dict[str, Any] = {}
     stages = build_stages(cfg, datamodule, parts.get("net"))
     if stages.on_tiles:

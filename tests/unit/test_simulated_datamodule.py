@@ -13,7 +13,8 @@ from astrorestore.data.normalization.asinh import AsinhNormalizer
 from astrorestore.data.pairings.base import SupervisedPairing
 from astrorestore.errors import UserError
 
-KEYS = {"input", "target", "truth", "offset", "scale"}
+# The gain of the noise drawn and its photons per normaliser unit ride along (frame bound).
+KEYS = {"input", "target", "truth", "offset", "scale", "noise_gain", "photons_per_unit"}
 
 
 def _datamodule(**overrides) -> SimulatedFieldDataModule:
@@ -53,7 +54,7 @@ def test_train_and_val_batches_after_transfer() -> None:
     assert not torch.equal(out["input"], again["input"])
 
     val = next(iter(dm.val_dataloader()))
-    assert set(val) == {"input", "target", "truth"}  # paired once, at set-up
+    assert set(val) == {"input", "target", "truth", "noise_gain"}  # paired once, at set-up
     out = dm.on_after_batch_transfer(val, 0)
     assert set(out) == KEYS
     # The normalisation is invertible batch-wise and uses the noisy input's statistics.

@@ -9,6 +9,7 @@ hand it to each process of a multi-GPU run.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 import astrorestore
+from astrorestore.data.corruption.noise_estimate import estimate_frame_noise
 from astrorestore.errors import UserError
 from astrorestore.inference.acceleration import accelerate
 from astrorestore.inference.frames import Fingerprint
@@ -34,6 +36,7 @@ from astrorestore.inference.scoring import (
     classical_restorer,
     describe_noise,
     image_noise_model,
+    noise_inputs,
     output_shape,
     units_note,
 )
@@ -132,6 +135,7 @@ class Method:
         # the std are accumulated one sample at a time (Welford), in float64: memory stays
         # three frames whatever N.
         mean = spread = None
+        gains = [self.frame_gain(image) for image in images] if self.restorer.frame_gain else None
         for k in range(n):
             samples = restore_image(
                 [image.data for image in images],
@@ -141,6 +145,7 @@ class Method:
                 settings.batch_size,
                 False,
                 settings.seed + k,
+                gains,
             )
             samples = [
                 self._finish(image, sample, history if k == 0 else None)
@@ -162,6 +167,35 @@ class Method:
         )
         std = np.sqrt(spread / (n - 1)).astype(np.float32)
         return [(mean.astype(np.float32), history, std)]
+
+    def frame_gain(self, image: LoadedImage) -> float:
+        """The gain (e- per unit) a network bounded by each frame's noise is given for
+        ``image``: its frame noise model's (``eval.gain``, header, ERR map or a fit on its
+        pixels, :func:`~astrorestore.inference.scoring.frame_noise_model`); inf (the sky noise
+        alone) where the frame cannot tell. Printed, with where it came from."""
+        if image.data.ndim != 2:  # a colour picture's luminance: no detector gain to read
+            print(f"{image.path}: noise bound by the sky noise (colour image, no gain)")
+            return math.inf
+        given = self.settings.evaluation.get("gain")
+        if given is not None:  # the bound needs the gain alone
+            print(f"{image.path}: noise bound with gain {float(given):.4g} e-/unit (eval.gain)")
+            return float(given)
+        keywords, err = noise_inputs(image)
+        err = err if err is not None and err.shape == image.data.shape else None
+        try:
+            # The bound needs the gain alone: a frame that tells its gain but not its read
+            # noise (a header GAIN, a flat sky) is not refused for the read noise.
+            noise = estimate_frame_noise(image.data, keywords, err=err, read_noise_electrons=0.0)
+        except UserError as error:
+            why = str(error).split("; pass", 1)[0]
+            print(
+                f"{image.path}: noise bound by the sky noise alone ({why}; eval.gain=<e-/unit> "
+                "gives the gain)"
+            )
+            return math.inf
+        print(f"{image.path}: noise bound with gain {noise.gain:.4g} e-/unit ({noise.gain_source})")
+        gain = noise.gain
+        return float(gain)
 
     def _finish(
         self, image: LoadedImage, restored: np.ndarray, history: list[str] | None

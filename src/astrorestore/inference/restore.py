@@ -8,6 +8,9 @@ only the array a frame arrives and leaves in.
 
 from __future__ import annotations
 
+import logging
+import math
+from collections.abc import Sequence
 from itertools import product
 from typing import Any
 
@@ -15,11 +18,15 @@ import numpy as np
 import torch
 
 from astrorestore.colour import rgb_to_ycbcr, ycbcr_to_rgb
+from astrorestore.data.corruption.noise_estimate import estimate_frame_noise
+from astrorestore.data.normalization.asinh import frame_noise, photons_per_unit
 from astrorestore.elementwise import fill_where_, nonfinite
 from astrorestore.errors import UserError
 from astrorestore.inference.restorer import Restorer
 from astrorestore.inference.tiling import check_overlap, predict_tiled, tile_positions
 from astrorestore.medians import nanmedian_hw
+
+log = logging.getLogger(__name__)
 
 
 def largest_valid_tile(height: int, width: int, multiple: int, requested: int) -> int:
@@ -89,6 +96,17 @@ def one_tile(height: int, width: int, tile: int, multiple: int) -> bool:
     return height == fitted and width == fitted
 
 
+def fitted_gain(plane: np.ndarray) -> float:
+    """A frame's gain (e- per unit) from a mean-variance fit on its own pixels, for a network
+    bounded by each frame's noise when the caller knows no better (no header): inf (the sky
+    noise alone, a lower bound) where the frame cannot tell, with a warning."""
+    try:
+        return float(estimate_frame_noise(plane).gain)
+    except UserError as error:
+        log.warning("noise bound by the sky noise alone: %s", error)
+        return math.inf
+
+
 def restore_tensor(
     image: torch.Tensor,
     restorer: Restorer,
@@ -97,6 +115,7 @@ def restore_tensor(
     batch_size: int = 8,
     progress: bool = False,
     seed: int = 0,
+    gain: Sequence[float] | None = None,
 ) -> torch.Tensor:
     """Restore a ``(C, H, W)`` tensor whose C is the restorer's input channels, on its device
     (or a batch of them, below).
@@ -115,9 +134,16 @@ def restore_tensor(
     A ``(B, C, H, W)`` batch of frames gives ``(B, C_out, scale·H, scale·W)``, each frame with
     its own statistics and NaN fill; more than one frame only where each is one tile
     (:func:`one_tile`), whose network passes then take ``batch_size`` frames at a time.
+
+    ``gain``: each frame's gain in e- per unit, for a network bounded by each frame's noise
+    (``restorer.frame_gain``; ignored otherwise); None: from a mean-variance fit on each frame
+    (:func:`fitted_gain`). ``infer.py`` passes the frame noise model's (header, ERR map, fit).
     """
     if image.ndim == 3:
-        return restore_tensor(image[None], restorer, tile, overlap, batch_size, progress, seed)[0]
+        gain = None if gain is None else list(gain)[:1]
+        return restore_tensor(
+            image[None], restorer, tile, overlap, batch_size, progress, seed, gain
+        )[0]
     images = image
     check_overlap(tile, overlap)
     frames, channels, height, width = images.shape
@@ -137,6 +163,14 @@ def restore_tensor(
     with torch.inference_mode():
         # A normaliser with a per-pixel sky map measures it here, on each whole frame.
         offset, scale = getattr(norm, "frame_stats", norm.stats)(src)
+        photons = None
+        if restorer.frame_gain:
+            if gain is None:
+                planes = src[:, 0].cpu().numpy()
+                gain = [fitted_gain(plane) for plane in planes]
+            if len(gain) != frames:
+                raise ValueError(f"{len(gain)} gains for {frames} frames")
+            photons = photons_per_unit(torch.tensor(list(gain), dtype=torch.float32), scale)
         # A new buffer: the input is never written to.
         z = norm.forward(src, offset, scale)
         if bad is not None and fill is not None:
@@ -149,8 +183,11 @@ def restore_tensor(
                 for b, c in product(range(frames), range(channels)):
                     fill_where_(z[b, c], bad[b, c], z_fill[b, c, 0, 0])
 
-        def predict(tiles: torch.Tensor) -> torch.Tensor:
-            return restorer(tiles, generator)
+        def predict(tiles: torch.Tensor, frame: slice = slice(0, 1)) -> torch.Tensor:
+            # A network bounded by each frame's noise is given the shot noise of the frame(s)
+            # the tiles come from.
+            with frame_noise(None if photons is None else photons[frame]):
+                return restorer(tiles, generator)
 
         if frames == 1:
             z_out = predict_tiled(
@@ -158,7 +195,10 @@ def restore_tensor(
             )
             z_out = z_out[None]
         else:
-            z_out = torch.cat([predict(part).float() for part in z.split(batch_size)])
+            z_out = torch.cat([
+                predict(z[first : first + batch_size], slice(first, first + batch_size)).float()
+                for first in range(0, frames, batch_size)
+            ])  # fmt: skip
         if offset.shape[1] != 1 and offset.shape[1] != z_out.shape[1]:
             # Statistics per input channel cannot be matched to other output channels.
             offset, scale = offset.mean(1, keepdim=True), scale.mean(1, keepdim=True)
@@ -179,12 +219,13 @@ def restore_channels(
     batch_size: int = 8,
     progress: bool = False,
     seed: int = 0,
+    gain: Sequence[float] | None = None,
 ) -> np.ndarray:
     """:func:`restore_tensor` of a ``(B, C, H, W)`` array: one transfer to the restorer's
     device and one back."""
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     x = x.to(restorer.device, non_blocking=True)
-    out = restore_tensor(x, restorer, tile, overlap, batch_size, progress, seed)
+    out = restore_tensor(x, restorer, tile, overlap, batch_size, progress, seed, gain)
     return out.cpu().numpy()
 
 
@@ -196,6 +237,7 @@ def restore_image(
     batch_size: int = 8,
     progress: bool = False,
     seed: int = 0,
+    gain: Sequence[float] | None = None,
 ) -> Any:
     """Restore a grey ``(H, W)`` or RGB ``(H, W, 3)`` image; returns ``(sH, sW)`` or ``(sH, sW, 3)``.
 
@@ -209,9 +251,12 @@ def restore_image(
 
     ``data`` may be a list of images of one shape, each one tile (:func:`one_tile`) when there
     are several: they pass the network together and a list of restored images comes back.
+    ``gain``: each image's gain for a network bounded by each frame's noise (see
+    :func:`restore_tensor`).
     """
     if not isinstance(data, list):
-        return restore_image([data], restorer, tile, overlap, batch_size, progress, seed)[0]
+        gain = None if gain is None else [gain] if np.isscalar(gain) else list(gain)
+        return restore_image([data], restorer, tile, overlap, batch_size, progress, seed, gain)[0]
     images = data
     for each in images:
         check_image(each, restorer, tile, finite=False)
@@ -228,7 +273,7 @@ def restore_image(
         x = np.stack([np.moveaxis(np.asarray(d, dtype=np.float32), -1, 0) for d in images])
     else:
         x = data[None, None] if len(images) == 1 else np.stack(images)[:, None]
-    outs = restore_channels(x, restorer, fitted, overlap, batch_size, progress, seed)
+    outs = restore_channels(x, restorer, fitted, overlap, batch_size, progress, seed, gain)
     if rgb and grey_in and restorer.out_channels == 1:
         s = restorer.scale
         results = []

@@ -62,6 +62,9 @@ class Restorer:
     #: the training pairing's config (``data.pairing`` of the checkpoint's run): how its inputs
     #: were made from the truth, for the consistency check of ``report=``; None if unknown
     pairing: dict | None = None
+    #: whether the network is bounded by each frame's own noise (``photons_per_unit=frame``):
+    #: every restoration then gives it the frame's gain (``restore_tensor``'s ``gain``)
+    frame_gain: bool = False
 
     @property
     def stochastic(self) -> bool:
@@ -161,7 +164,8 @@ def load_restorer(
     fn = instantiate(OmegaConf.create(meta["restorer"]), net=net)
     normalizer = instantiate(OmegaConf.create(meta["normalizer"]))
     io = meta["io"]
-    stages = build_postprocess(settings, noise_of(net, normalizer), gain)
+    noise = noise_of(net, normalizer)
+    stages = build_postprocess(settings, noise, gain)
     if (stages.on_tiles or stages.on_frames) and (
         int(io["scale"]) != 1 or int(io["in_channels"]) != int(io["out_channels"])
     ):
@@ -195,4 +199,5 @@ def load_restorer(
         ckpt_path=str(path.resolve()),
         postprocess=stages,
         pairing=(meta.get("config") or {}).get("data", {}).get("pairing"),
+        frame_gain=bool(getattr(noise, "per_frame", False)),
     )

@@ -32,8 +32,13 @@ import torch.nn.functional as F
 from pytorch_msssim import ssim
 from torch import nn
 
+from astrorestore.data.normalization.asinh import (
+    FRAME,
+    asinh_noise_sigma,
+    check_noise_model,
+    given_photons,
+)
 from astrorestore.data.normalization.asinh import Z_LIMIT as _Z_LIMIT
-from astrorestore.data.normalization.asinh import asinh_noise_sigma, check_noise_model
 from astrorestore.errors import UserError
 from astrorestore.filters import gaussian_kernel
 
@@ -69,7 +74,7 @@ def l2_loss(
 
 
 def noise_weights(
-    target: torch.Tensor, softening: float, photons_per_unit: float | None
+    target: torch.Tensor, softening: float, photons_per_unit: float | torch.Tensor | None
 ) -> torch.Tensor:
     """``sigma_sky / sigma(target)`` per pixel: 1 on the sky, ~1/noise-fraction in bright cores.
 
@@ -98,7 +103,7 @@ def local_flux_error(
     target: torch.Tensor,
     scale: float,
     softening: float,
-    photons_per_unit: float | None,
+    photons_per_unit: float | torch.Tensor | None,
 ) -> torch.Tensor:
     """Difference of Gaussian-weighted local fluxes, in units of the local flux's noise.
 
@@ -154,7 +159,8 @@ class RestorationLoss(nn.Module):
         softening: the normaliser's softening (needed by ``noise_weighting``).
         photons_per_unit: ``gain * normaliser scale`` for the shot noise in sigma (as in
             :class:`~astrorestore.data.normalization.asinh.AsinhNoise`); ``None`` = sky
-            noise only, i.e. an error in electrons (cores then weigh ~``u`` times a sky pixel).
+            noise only, i.e. an error in electrons (cores then weigh ~``u`` times a sky pixel);
+            ``"frame"``: each image's own, given with its batch.
             The local-flux term uses the same noise model.
         flux_weight: weight of the squared local-flux error (0 = off; see the module
             docstring); needs ``softening``.
@@ -170,7 +176,7 @@ class RestorationLoss(nn.Module):
         l2_weight: float = 0.0,
         noise_weighting: bool = False,
         softening: float | None = None,
-        photons_per_unit: float | None = None,
+        photons_per_unit: float | str | None = None,
         flux_weight: float = 0.0,
         flux_scale: float = 1.5,
     ) -> None:
@@ -211,7 +217,11 @@ class RestorationLoss(nn.Module):
         self.flux_weight = flux_weight
         self.flux_scale = float(flux_scale)
         self.softening = None if softening is None else float(softening)
-        self.photons_per_unit = None if photons_per_unit is None else float(photons_per_unit)
+        self.photons_per_unit = (
+            photons_per_unit
+            if photons_per_unit is None or photons_per_unit == FRAME
+            else float(photons_per_unit)
+        )
 
     @property
     def supports_mask(self) -> bool:
@@ -235,8 +245,12 @@ class RestorationLoss(nn.Module):
         if mask is not None:
             self.check_mask_support()
         weights = None
+        photons = None
+        if self.noise_weighting or self.flux_weight > 0:
+            # photons_per_unit=frame: each image's own, given with the batch (frame_noise).
+            photons = given_photons(self.photons_per_unit, "model.loss")
         if self.noise_weighting and self.l1_weight + self.l2_weight > 0:
-            weights = noise_weights(target, self.softening, self.photons_per_unit)
+            weights = noise_weights(target, self.softening, photons)
         weighted = {}
         if self.l1_weight > 0:
             weighted["l1"] = (self.l1_weight, l1_loss(pred, target, mask, weights))
@@ -247,9 +261,7 @@ class RestorationLoss(nn.Module):
         if self.gradient_weight > 0:
             weighted["gradient"] = (self.gradient_weight, gradient_loss(pred, target))
         if self.flux_weight > 0:
-            error = local_flux_error(
-                pred, target, self.flux_scale, self.softening, self.photons_per_unit
-            )
+            error = local_flux_error(pred, target, self.flux_scale, self.softening, photons)
             weighted["flux"] = (self.flux_weight, error.square().mean())
         total = sum(weight * value for weight, value in weighted.values())
         return total, {name: value for name, (_, value) in weighted.items()}

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from astrorestore.data.normalization.asinh import frame_noise
 from astrorestore.errors import UserError
 from astrorestore.metrics.image_quality import RestorationMetrics
 from astrorestore.metrics.lpips_metric import build_lpips, lpips_distance
@@ -146,7 +147,9 @@ class RestorationModule(L.LightningModule):
 
     # ------------------------------------------------------------------ shared evaluation
     def _evaluate(self, batch: dict[str, torch.Tensor], stage: str) -> None:
-        loss, restored = self.evaluate_batch(batch)
+        # A network bounded by each frame's noise is given the batch's (None: not known).
+        with frame_noise(batch.get("photons_per_unit")):
+            loss, restored = self.evaluate_batch(batch)
         observed = batch.get("observed", batch["input"])
         size = observed.shape[0]
         self.log(f"{stage}/loss", loss, batch_size=size, sync_dist=True, prog_bar=stage == "val")

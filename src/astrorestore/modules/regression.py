@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from astrorestore.data.normalization.asinh import frame_noise
 from astrorestore.modules.base import RestorationModule
 from astrorestore.nets.recorrupted_mean import RecorruptedMean
 
@@ -77,8 +78,10 @@ class RegressionModule(RestorationModule):
         return {"_target_": target, **spec, **self.recorrupted_mean}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        pred = self.net(batch["input"])
-        total, terms = self.loss(pred, batch["target"], batch.get("loss_mask"))
+        # A network (or loss) using each frame's noise is given the batch's (None: not known).
+        with frame_noise(batch.get("photons_per_unit")):
+            pred = self.net(batch["input"])
+            total, terms = self.loss(pred, batch["target"], batch.get("loss_mask"))
         size = pred.shape[0]
         self.log("train/loss", total, prog_bar=True, batch_size=size)
         for name, value in terms.items():

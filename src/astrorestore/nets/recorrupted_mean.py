@@ -8,11 +8,11 @@ the plain frame left 0.32 of the sky noise and gave 75.4 dB at FWHM 2.5 px; one 
 recorruption 0.19 and 77.1 dB; the mean over 8 recorruptions 0.11 and 79.4 dB (as Pang et al.
 2021 restore). So validation, ``infer.py`` and the checkpoint restore with this mean.
 
-At inference the frame's gain is not known to the network, so the recorruption uses the noise
-the normalised space knows: the sky's (``sigma_u = 1 / softening`` in the linear units
-``u = sinh(z)``, :mod:`astrorestore.data.normalization.asinh`), exact on the sky and an
-under-estimate on bright sources, which carry more shot noise but are changed little by a
-bounded network. The passes share the caller's generator, so a seeded restoration repeats.
+The recorruption uses the noise the normalised space knows: the sky's (``sigma_u = 1 /
+softening`` in the linear units ``u = sinh(z)``, :mod:`astrorestore.data.normalization.asinh`),
+exact on the sky and an under-estimate on bright sources, which carry more shot noise; or, for a
+network bounded by each frame's noise (``photons_per_unit=frame``), that noise, shot noise
+included, as at training (the network's ``noise.linear_variance``). The passes share the caller's generator, so a seeded restoration repeats.
 """
 
 from __future__ import annotations
@@ -62,6 +62,9 @@ class RecorruptedMean(nn.Module):
     def forward(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
         u = torch.sinh(z.clamp(-_Z_LIMIT, _Z_LIMIT))
         step = math.sqrt(self.alpha / (1.0 - self.alpha)) / self.softening
+        noise = getattr(self.net, "noise", None)
+        if getattr(noise, "per_frame", False):
+            step = math.sqrt(self.alpha / (1.0 - self.alpha)) * noise.linear_variance(u).sqrt()
         total = torch.zeros_like(u)
         for _ in range(self.passes):
             draw = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)

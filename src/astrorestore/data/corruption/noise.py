@@ -101,6 +101,12 @@ class NoiseModel:
         latest parameters; ``None`` for artefacts that have no sigma (drop-outs, cosmic rays)."""
         return None
 
+    def shot_gain(self, target: Tensor) -> Tensor | float | None:
+        """Photons per unit of the latest draw's shot noise (one per image, or a number): what
+        a network bounded by each frame's noise (``photons_per_unit=frame``) is given; inf for
+        noise without shot noise; None where the model does not say."""
+        return None
+
     def _scaled(
         self, clean: Tensor, rng: torch.Generator | None, pedestal: Tensor | None
     ) -> tuple[Tensor, Tensor | float]:
@@ -200,6 +206,9 @@ class PoissonGaussianNoise(NoiseModel):
         a recorrupting pairing needs them to estimate each pixel's variance from the noisy one."""
         return _matching(self._gain, target), _matching(self._read, target)
 
+    def shot_gain(self, target: Tensor) -> Tensor | float:
+        return self.drawn_gain_read(target)[0]
+
     def noise_sigma(self, target: Tensor) -> Tensor:
         gain, read = self.drawn_gain_read(target)
         var = target.clamp_min(0.0) / gain + torch.as_tensor(read, device=target.device) ** 2
@@ -263,6 +272,9 @@ class GaussianNoise(NoiseModel):
             image.shape, generator=rng, device=image.device, dtype=image.dtype
         )
 
+    def shot_gain(self, target: Tensor) -> float:
+        return math.inf  # no shot noise
+
     def noise_sigma(self, target: Tensor) -> Tensor:
         sigma = torch.as_tensor(_matching(self._sigma, target), device=target.device)
         return sigma.expand_as(target).float()
@@ -308,6 +320,10 @@ class CompositeNoise(NoiseModel):
         for m in self.models:
             image = m.corrupt(image, rng)
         return image
+
+    def shot_gain(self, target: Tensor) -> Tensor | float | None:
+        """Only the first model counts photons (see the class docstring)."""
+        return self.models[0].shot_gain(target)
 
     def noise_sigma(self, target: Tensor) -> Tensor | None:
         """Independent noises add in variance; artefacts without a sigma add nothing."""

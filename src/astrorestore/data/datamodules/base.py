@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from astrorestore.data.normalization.asinh import photons_per_unit
 from astrorestore.data.pairings.base import Pairing
 from astrorestore.errors import UserError
 
@@ -209,7 +210,7 @@ class PairedDataModule(L.LightningDataModule):
             if key in batch
         }
         seed = int(seed_sequence.generate_state(1, np.uint64)[0])
-        paired = self.pairing(batch, torch.Generator().manual_seed(seed))
+        paired = self.with_gain(self.pairing(batch, torch.Generator().manual_seed(seed)), batch)
         if "background" in carried:
             carried["background"] = follow_exposure(
                 carried["background"], batch.get("clean"), paired
@@ -270,10 +271,30 @@ class PairedDataModule(L.LightningDataModule):
             self._generator = torch.Generator(device=device).manual_seed(seed)
         return self._generator
 
+    def with_gain(self, paired: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``paired`` with each item's ``noise_gain`` (photons per unit of its input's shot
+        noise): its frame's noise model where the items carry one (``FRAME_NOISE_KEYS``), else
+        the gain of the noise the pairing drew; left out where neither says. With ``scale`` it
+        becomes the batch's ``photons_per_unit`` (:meth:`normalise`), the shot noise a network
+        bounded by each frame's noise is given (``model.net.noise.photons_per_unit=frame``)."""
+        if "noise_gain" in paired or "input" not in paired:
+            return paired
+        size, device = paired["input"].shape[0], paired["input"].device
+        if "noise_gain" in batch:
+            gain = batch["noise_gain"]
+        elif "noisy" not in batch and "clean" in batch and getattr(self.pairing, "noise", None):
+            gain = self.pairing.noise.shot_gain(paired["input"])
+            if gain is None:
+                return paired
+        else:
+            return paired
+        gain = torch.as_tensor(gain, dtype=torch.float32, device=device).reshape(-1)
+        return paired | {"noise_gain": gain.expand(size) if gain.numel() == 1 else gain}
+
     def normalise(self, paired: dict[str, Tensor]) -> dict[str, Tensor]:
         """Normalise with the statistics the items carry, else the observed frame's; an item's
         sky map (``background``) is the offset; keep ``offset``/``scale`` so the normalisation
-        can be inverted."""
+        can be inverted, and, where the items' gain is known, ``photons_per_unit``."""
         if "offset" in paired:
             offset, scale = paired["offset"].float(), paired["scale"].float()
         else:
@@ -286,6 +307,8 @@ class PairedDataModule(L.LightningDataModule):
             if key in paired:
                 out[key] = self.normalizer.forward(paired[key].float(), offset, scale)
         out["offset"], out["scale"] = offset, scale
+        if "noise_gain" in paired:
+            out["photons_per_unit"] = photons_per_unit(paired["noise_gain"], scale)
         return out
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> dict[str, Tensor]:
@@ -311,7 +334,7 @@ class PairedDataModule(L.LightningDataModule):
             maps = {key: batch[key] for key in PASSTHROUGH_KEYS if key in batch}
             # The sky map went through the augmentation with the images (geometry, brightness).
             sky = {key: batch.pop(key) for key in MAP_KEYS if key in batch}
-            paired = self.pairing(batch | noise, rng)
+            paired = self.with_gain(self.pairing(batch | noise, rng), batch | noise)
             if sky:
                 sky["background"] = follow_exposure(sky["background"], batch.get("clean"), paired)
             batch = paired | maps | statistics | sky

@@ -419,6 +419,14 @@ class FitsFolderDataModule(PairedDataModule):
             FrameItems(d, self.deep_as_clean) if d is not None else None for d in (train, val, test)
         )
 
+    def need_frame_noise(self) -> None:
+        """Find each frame's noise model at set-up even where the pairing does not ask: a
+        network bounded by each frame's noise (``model.net.noise.photons_per_unit=frame``)
+        is given it per batch. Frames with a truth or a pair draw or carry their own noise."""
+        if not (self.pairs or self.deep_as_clean):
+            self.wants_frame_noise = True
+            self.provides = self.provides | {"frame_noise"}
+
     def _noise_values(self, split: str) -> dict[str, np.ndarray]:
         """The split's frames' gain (e-/unit) and read-noise sigma (units), as the recorrupting
         pairing reads them (``FRAME_NOISE_KEYS``)."""

@@ -19,6 +19,9 @@ median.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 import torch
@@ -163,9 +166,11 @@ class AsinhNormalizer:
 #
 # and through ``dz/du = 1 / sqrt(1 + u^2) = 1 / cosh z`` in the normalised space
 # ``sigma_z = sqrt(var_u) / cosh(z)``. ``G`` depends on the gain and on the frame's own sky noise
-# in electrons, which a normalised tile no longer carries, so it is a setting (None drops the
-# shot-noise term: a lower bound on the noise of any detector, so what is bounded by it holds
-# without knowing the gain; a number lets star cores be denoised too).
+# in electrons, which a normalised tile no longer carries, so it is a setting: None drops the
+# shot-noise term (a lower bound on the noise of any detector, so what is bounded by it holds
+# without knowing the gain); a number lets star cores be denoised too, at one gain and sky for
+# every frame; ``frame`` takes each frame's own ``G`` (its gain from the frame noise model times
+# its scale), handed to the passes that restore it by :func:`frame_noise`.
 
 #: |z| beyond which sinh/cosh are clamped: asinh-normalised frames stay well below it (z = 12 is
 #: 8e4 normaliser scales above the sky); the clamp only keeps them finite in float32 for garbage.
@@ -173,27 +178,32 @@ Z_LIMIT = 40.0
 
 
 def check_noise_model(
-    softening: float, photons_per_unit: float | None, group: str = "model.net.noise"
+    softening: float, photons_per_unit: float | str | None, group: str = "model.net.noise"
 ) -> None:
-    """Raise UserError unless ``softening > 0`` and ``photons_per_unit`` is None or > 0 (the
-    two facts of :class:`AsinhNoise`; the noise-weighted loss checks them with
+    """Raise UserError unless ``softening > 0`` and ``photons_per_unit`` is None, > 0 or
+    ``"frame"`` (the two facts of :class:`AsinhNoise`; the noise-weighted loss checks them with
     ``group="model.loss"``)."""
     if not (math.isfinite(softening) and softening > 0):
         raise UserError(
             f"{group}.softening={softening!r} is invalid: use the normaliser's softening "
             "(> 0), i.e. ${data.normalizer.softening}"
         )
+    if photons_per_unit == FRAME:
+        return
     if photons_per_unit is not None and not (
-        math.isfinite(photons_per_unit) and photons_per_unit > 0
+        isinstance(photons_per_unit, (int, float))
+        and math.isfinite(photons_per_unit)
+        and photons_per_unit > 0
     ):
         raise UserError(
             f"{group}.photons_per_unit={photons_per_unit!r} is invalid: use a value > 0 "
-            "(gain x normaliser scale in electrons) or null to bound by the sky noise"
+            "(gain x normaliser scale in electrons), frame (each frame's own gain) or null to "
+            "bound by the sky noise"
         )
 
 
 def linear_noise_variance(
-    u: Tensor, softening: float, photons_per_unit: float | None = None
+    u: Tensor, softening: float, photons_per_unit: float | Tensor | None = None
 ) -> Tensor:
     """Noise variance of each pixel in the linear units ``u = sinh(z)`` (see above)."""
     variance = torch.full_like(u, 1.0 / softening**2)
@@ -202,17 +212,70 @@ def linear_noise_variance(
     return variance
 
 
-def asinh_noise_sigma(z: Tensor, softening: float, photons_per_unit: float | None = None) -> Tensor:
+def asinh_noise_sigma(
+    z: Tensor, softening: float, photons_per_unit: float | Tensor | None = None
+) -> Tensor:
     """Noise sigma of each pixel of the normalised image ``z = asinh((x - offset) / scale)``.
 
     Args:
         softening: the normaliser's softening (``scale = softening * sigma_sky``).
-        photons_per_unit: ``gain * scale``; ``None`` ignores shot noise (a lower bound).
+        photons_per_unit: ``gain * scale`` (a number, or one per image broadcasting to ``z``);
+            ``None`` ignores shot noise (a lower bound).
     """
     z = z.clamp(-Z_LIMIT, Z_LIMIT)
     return torch.sqrt(
         linear_noise_variance(torch.sinh(z), softening, photons_per_unit)
     ) / torch.cosh(z)
+
+
+#: ``model.net.noise.photons_per_unit=frame``: the shot noise is each frame's own, given per
+#: batch by :func:`frame_noise` (the data modules' ``photons_per_unit``, ``infer.py``'s frame
+#: noise model), not one number for every frame.
+FRAME = "frame"
+
+# Photons per normaliser unit of the images being restored now (``(B, C, 1, 1)``, or None when
+# no frame noise model was given): set by :func:`frame_noise` around a network's passes, read by
+# ``AsinhNoise(photons_per_unit="frame")``. A context variable, not an argument, so the noise
+# reaches the bound inside a network (and the tile post-processing) through every wrapper a
+# restorer has (self-ensemble, autocast, recorrupted means) without each passing it on.
+_FRAME_PHOTONS: ContextVar[Tensor | None] = ContextVar("frame_photons_per_unit", default=None)
+
+
+@contextmanager
+def frame_noise(photons_per_unit: Tensor | None) -> Iterator[None]:
+    """Within the block, a frame-noise :class:`AsinhNoise` uses ``photons_per_unit`` (gain in
+    photons per data unit times the normaliser's scale, one per image: ``(B, 1 or C, 1, 1)``,
+    matching the batch the network sees; inf where a frame has no shot noise to add)."""
+    token = _FRAME_PHOTONS.set(photons_per_unit)
+    try:
+        yield
+    finally:
+        _FRAME_PHOTONS.reset(token)
+
+
+def photons_per_unit(gain: Tensor, scale: Tensor) -> Tensor:
+    """``G = gain * scale`` per image: ``gain`` (photons per data unit, one per image, any
+    shape with the batch first) times the normaliser's ``scale`` (``(B, C, 1, 1)``)."""
+    gain = torch.as_tensor(gain).to(scale.device, torch.float32)
+    return gain.reshape(-1, *([1] * (scale.dim() - 1))) * scale.float()
+
+
+def given_photons(
+    photons_per_unit: float | str | None, group: str = "model.net.noise"
+) -> Tensor | float | None:
+    """``photons_per_unit`` as a number, or for ``"frame"`` the one :func:`frame_noise` gives
+    now (a UserError naming ``group`` where none was given: never a guess)."""
+    if photons_per_unit != FRAME:
+        return photons_per_unit
+    given = _FRAME_PHOTONS.get()
+    if given is None:
+        raise UserError(
+            f"{group}.photons_per_unit=frame, but no frame noise model was given for these "
+            "images: restore with infer.py (it reads each frame's gain) and train on data whose "
+            "items carry one (a noise= model with a gain, or FITS frames); or use "
+            "photons_per_unit=null (sky noise only)"
+        )
+    return given
 
 
 class AsinhNoise:
@@ -222,21 +285,35 @@ class AsinhNoise:
 
     Args:
         softening: the normaliser's softening (``${data.normalizer.softening}``).
-        photons_per_unit: ``gain * normaliser scale`` to add shot noise, or None (sky only).
+        photons_per_unit: ``gain * normaliser scale`` to add shot noise; None (sky only); or
+            ``"frame"``: each frame's own, given by :func:`frame_noise` around every pass (the
+            data modules and ``infer.py`` do; a pass without one is refused, never guessed).
     """
 
-    def __init__(self, softening: float = 3.0, photons_per_unit: float | None = None) -> None:
+    def __init__(self, softening: float = 3.0, photons_per_unit: float | str | None = None) -> None:
         check_noise_model(softening, photons_per_unit)
         self.softening = float(softening)
-        self.photons_per_unit = None if photons_per_unit is None else float(photons_per_unit)
+        self.photons_per_unit = (
+            photons_per_unit
+            if photons_per_unit is None or photons_per_unit == FRAME
+            else float(photons_per_unit)
+        )
+
+    @property
+    def per_frame(self) -> bool:
+        """Whether the shot noise is each frame's own (``photons_per_unit=frame``)."""
+        return self.photons_per_unit == FRAME
+
+    def _photons(self) -> Tensor | float | None:
+        return given_photons(self.photons_per_unit)
 
     def __call__(self, z: Tensor) -> Tensor:
         """Noise sigma of each pixel of the normalised ``z``."""
-        return asinh_noise_sigma(z, self.softening, self.photons_per_unit)
+        return asinh_noise_sigma(z, self.softening, self._photons())
 
     def linear_variance(self, u: Tensor) -> Tensor:
         """Noise variance of each pixel in the linear units ``u = sinh(z)``."""
-        return linear_noise_variance(u, self.softening, self.photons_per_unit)
+        return linear_noise_variance(u, self.softening, self._photons())
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, AsinhNoise) and vars(self) == vars(other)
