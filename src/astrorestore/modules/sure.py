@@ -46,7 +46,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from astrorestore.data.normalization.asinh import Z_LIMIT
+from astrorestore.data.normalization.asinh import Z_LIMIT, frame_noise
 from astrorestore.data.pairings.frame_noise import NOISE_MODEL_KEYS
 from astrorestore.errors import UserError
 from astrorestore.losses.noise_model import sure_poisson_gaussian_map
@@ -136,7 +136,9 @@ class SureModule(RegressionModule):
         )
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = masked_mean(self.sure(self.net, batch), batch.get("loss_mask"))
+        # A network bounded by each frame's noise (the shipped one, adapted) is given the batch's.
+        with frame_noise(batch.get("photons_per_unit")):
+            loss = masked_mean(self.sure(self.net, batch), batch.get("loss_mask"))
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input"].shape[0])
         return loss
 
