@@ -341,10 +341,11 @@ def methods(ckpts: dict[str, str], workdir: Path, adapts: list[dict] = ()):
     return rows
 
 
-def second_draw(truth: np.ndarray, name: str, level: int) -> np.ndarray:
-    """The second exposure of an N2N pair: its own generator per frame and level, so the first
-    draws (and every existing row) stay as they were and it does not depend on --frames."""
-    return inject(truth, np.random.default_rng([SEED, FRAMES.index(name), level, 2]))
+def draw(truth: np.ndarray, name: str, level: int, exposure: int = 1) -> np.ndarray:
+    """One noisy exposure of ``truth``: its own generator per frame, level and exposure (the
+    second makes the N2N pair), so no draw depends on ``--frames`` or on which rows run, and
+    frames can be scored by separate runs of the bench."""
+    return inject(truth, np.random.default_rng([SEED, FRAMES.index(name), level, exposure]))
 
 
 def write_figure(path: Path, truth, noisy, outputs: dict, sigma: float, title: str) -> None:
@@ -394,7 +395,6 @@ def run(
     from astrorestore.metrics.bias import mad_sigma
 
     results: dict = {"frames": {}, "rows": []}
-    rng = np.random.default_rng(SEED)
     pairs = any(adapt["method"] in PAIRED for adapt in adapts)
     with tempfile.TemporaryDirectory() as tmp:
         rows = methods(ckpts, Path(tmp), adapts)
@@ -411,8 +411,8 @@ def run(
             for level_index, ratio in enumerate(RATIOS[:1] if smoke else RATIOS):
                 k = electrons_scale(sky_level, own, ratio)
                 truth = vignetted(name, k * (values - pedestal), full_shape, crop)
-                noisy = inject(truth, rng)
-                second = second_draw(truth, name, level_index) if pairs else None
+                noisy = draw(truth, name, level_index)
+                second = draw(truth, name, level_index, exposure=2) if pairs else None
                 # The sky map and mask a user would have: measured on the noisy frame.
                 background = estimate_background(noisy)
                 sky_mask = ~background.source_mask

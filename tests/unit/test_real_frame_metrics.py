@@ -119,10 +119,11 @@ def test_vignetted_frame_dims_towards_the_corners_only(bench) -> None:
 
 def test_the_n2n_pair_is_a_second_independent_draw_of_the_same_truth(bench) -> None:
     truth = np.full((64, 64), 100.0)
-    first = bench.inject(truth, np.random.default_rng(bench.SEED))
-    second = bench.second_draw(truth, "xdf", 0)
-    assert np.array_equal(second, bench.second_draw(truth, "xdf", 0))  # reproducible
-    assert not np.array_equal(second, bench.second_draw(truth, "xdf", 1))
+    first = bench.draw(truth, "xdf", 0)
+    second = bench.draw(truth, "xdf", 0, exposure=2)
+    assert np.array_equal(second, bench.draw(truth, "xdf", 0, exposure=2))  # reproducible
+    assert not np.array_equal(second, bench.draw(truth, "xdf", 1, exposure=2))
+    assert not np.array_equal(first, bench.draw(truth, "m13", 0))  # each frame its own draw
     assert abs(np.corrcoef((first - truth).ravel(), (second - truth).ravel())[0, 1]) < 0.05
     assert (second - truth).std() == pytest.approx(math.sqrt(100.0 + bench.READ_NOISE**2), rel=0.05)
 
