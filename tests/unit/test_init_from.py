@@ -16,6 +16,7 @@ from astrorestore.checkpoint import (
     pretrained_path,
     read_checkpoint,
 )
+from astrorestore.data.normalization.asinh import frame_noise
 from astrorestore.errors import UserError
 from astrorestore.inference.restorer import load_restorer
 from astrorestore.train import _train, build, check_config, init_weights, read_init
@@ -165,6 +166,8 @@ def test_infer_without_a_checkpoint_restores_with_the_shipped_weights(capsys):
     restorer = load_restorer(None)
     assert "shipped pretrained default" in capsys.readouterr().out
     assert restorer.name == "supervised" and restorer.ckpt_path == str(pretrained_path().resolve())
+    # Its bound takes each frame's own noise: infer.py gives it (test_frame_noise_bound.py).
+    assert restorer.frame_gain
     x = torch.rand(1, 1, 32, 32)
-    with torch.no_grad():
+    with torch.no_grad(), frame_noise(torch.full((1, 1, 1, 1), 20.0)):
         assert not torch.equal(restorer(x), x)
