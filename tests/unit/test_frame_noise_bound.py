@@ -267,3 +267,37 @@ def test_infer_gives_each_frame_its_headers_gain(tmp_path, capsys, header, overr
     scale = AsinhNormalizer(SOFTENING).stats(torch.from_numpy(data)[None, None])[1]
     torch.testing.assert_close(net.given[0], gain * scale)
     assert "noise bound" in capsys.readouterr().out
+
+
+def test_a_crowded_frame_refused_for_its_sky_map_is_restored_with_smaller_boxes(tmp_path):
+    # The shipped denoiser normalises around a sky map: a frame crowded with stars is one line
+    # naming sky_box_size, nothing written; sky_box_size=8 restores it.
+    from astropy.io import fits
+    from omegaconf import OmegaConf
+
+    from astrorestore.inference.restorer import load_restorer
+    from astrorestore.inference.runner import run_inference
+    from astrorestore.inference.settings import InferSettings
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:192, :192]
+    truth = np.full((192, 192), 20.0)
+    for y, x in rng.uniform(0, 192, (300, 2)):
+        truth += 400.0 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 8.0)
+    src, out = tmp_path / "crowded.fits", tmp_path / "out.fits"
+    noisy = (rng.poisson(truth) + rng.normal(0, 3.0, truth.shape)).astype(np.float32)
+    fits.PrimaryHDU(noisy, header=fits.Header({"GAIN": 1.0})).writeto(src)
+    cfg = {"input": str(src), "output": str(out), "progress": False, "device": "cpu"}
+    with pytest.raises(UserError, match="sky_box_size=8"):
+        run_inference(OmegaConf.create(cfg), load_restorer)
+    assert not out.exists()
+    run_inference(OmegaConf.create(cfg | {"sky_box_size": 8}), load_restorer)
+    assert fits.getdata(out).shape == (192, 192)
+    # The box size changes the pixels: resumed surveys redo outputs made with another one.
+    digest = InferSettings.from_config(OmegaConf.create(cfg)).restoration_digest()
+    assert (
+        digest
+        != InferSettings.from_config(
+            OmegaConf.create(cfg | {"sky_box_size": 8})
+        ).restoration_digest()
+    )

@@ -289,6 +289,13 @@ def _checkpoint_method(settings: InferSettings, load_restorer: LoadRestorer) -> 
     # Under trainer= each process moves the network to its own device (from the CPU copy).
     device = "cpu" if settings.trainer is not None else settings.device
     restorer = load_restorer(settings.ckpt_path, device, **options)
+    if settings.sky_box_size is not None:
+        if not getattr(restorer.normalizer, "per_pixel", False):
+            raise UserError(
+                f"sky_box_size={settings.sky_box_size}: model {restorer.name} normalises around "
+                "one sky level per frame, not a sky map; drop sky_box_size"
+            )
+        restorer.normalizer.box_size = settings.sky_box_size
     stages = restorer.postprocess
     restorer.set_sampling(settings.sample_steps, settings.sampler)
     restorer = accelerate(

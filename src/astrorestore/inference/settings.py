@@ -133,6 +133,8 @@ class InferSettings:
     channels_last: bool = True
     compile: bool = False
     self_ensemble: int = 1
+    #: box size (px) of the sky map of a checkpoint normalising around one (None: its own)
+    sky_box_size: int | None = None
     hdu: int | str | None = None
     progress: bool = False
     seed: int = 0
@@ -198,6 +200,7 @@ class InferSettings:
             channels_last=c.boolean("channels_last", True),
             compile=c.boolean("compile", False),
             self_ensemble=passes,
+            sky_box_size=c.integer("sky_box_size", None, 4),
             hdu=c.raw("hdu"),
             progress=c.boolean("progress", False),
             seed=c.integer("seed", 0, 0),
@@ -221,7 +224,6 @@ class InferSettings:
         """A short hash of every setting that changes an output's pixels (not speed-only
         ones such as batch_size or workers): an output made with other values is redone.
         The checkpoint's own stored post-processing is covered by the checkpoint's id."""
-        frame_stages = self.postprocess.get("psf_cores") is not None
         keys = {
             "tile_size": self.tile_size,
             "overlap": self.overlap,
@@ -233,9 +235,12 @@ class InferSettings:
             "sampler": self.sampler,
             "postprocess": self.postprocess,
             "method": self.method,
-            "gain": self.evaluation.get("gain") if self.method or frame_stages else None,
+            # eval.gain also sets the bound of a network bounded by each frame's noise.
+            "gain": self.evaluation.get("gain"),
             "read_noise": self.evaluation.get("read_noise") if self.method else None,
         }
+        if self.sky_box_size is not None:  # only then: other outputs keep their digest
+            keys["sky_box_size"] = self.sky_box_size
         if self.num_samples > 1:  # only then: outputs of one sample keep their earlier digest
             keys["num_samples"] = self.num_samples
         text = json.dumps(keys, sort_keys=True, default=str)

@@ -286,6 +286,7 @@ def _too_little_sky(shape: tuple[int, ...], box: int, mask: np.ndarray, why: str
     sky = 100.0 * (1.0 - float(np.mean(mask)))
     return UserError(
         f"cannot estimate the background of this {shape[0]}x{shape[1]} frame: {sky:.0f}% of "
-        f"its pixels are sky ({why}); pass a smaller box_size (now {box}), "
-        "a valid mask that keeps more sky, or a frame with empty sky"
+        f"its pixels are sky ({why}); pass a smaller box size (now {box}: infer.py "
+        "sky_box_size=8, training data.normalizer.box_size=8), a valid mask that keeps more "
+        "sky, or a frame with empty sky"
     )
