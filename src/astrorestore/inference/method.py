@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 import astrorestore
-from astrorestore.data.corruption.noise_estimate import estimate_frame_noise
 from astrorestore.errors import UserError
 from astrorestore.inference.acceleration import accelerate
 from astrorestore.inference.frames import Fingerprint
 from astrorestore.inference.restore import (
+    bound_gain,
     check_image,
     fit_overlap,
     fit_tile,
@@ -170,9 +170,9 @@ class Method:
 
     def frame_gain(self, image: LoadedImage) -> float:
         """The gain (e- per unit) a network bounded by each frame's noise is given for
-        ``image``: its frame noise model's (``eval.gain``, header, ERR map or a fit on its
-        pixels, :func:`~astrorestore.inference.scoring.frame_noise_model`); inf (the sky noise
-        alone) where the frame cannot tell. Printed, with where it came from."""
+        ``image``: ``eval.gain``, else the frame's own (:func:`bound_gain`: header, ERR map or a
+        fit on its pixels); inf (the sky noise alone) where it cannot tell. Printed, with where
+        it came from."""
         if image.data.ndim != 2:  # a colour picture's luminance: no detector gain to read
             print(f"{image.path}: noise bound by the sky noise (colour image, no gain)")
             return math.inf
@@ -182,20 +182,15 @@ class Method:
             return float(given)
         keywords, err = noise_inputs(image)
         err = err if err is not None and err.shape == image.data.shape else None
-        try:
-            # The bound needs the gain alone: a frame that tells its gain but not its read
-            # noise (a header GAIN, a flat sky) is not refused for the read noise.
-            noise = estimate_frame_noise(image.data, keywords, err=err, read_noise_electrons=0.0)
-        except UserError as error:
-            why = str(error).split("; pass", 1)[0]
+        gain, source = bound_gain(image.data, keywords, err)
+        if math.isinf(gain):
             print(
-                f"{image.path}: noise bound by the sky noise alone ({why}; eval.gain=<e-/unit> "
+                f"{image.path}: noise bound by the sky noise alone ({source}; eval.gain=<e-/unit> "
                 "gives the gain)"
             )
-            return math.inf
-        print(f"{image.path}: noise bound with gain {noise.gain:.4g} e-/unit ({noise.gain_source})")
-        gain = noise.gain
-        return float(gain)
+        else:
+            print(f"{image.path}: noise bound with gain {gain:.4g} e-/unit ({source})")
+        return gain
 
     def _finish(
         self, image: LoadedImage, restored: np.ndarray, history: list[str] | None

@@ -96,15 +96,28 @@ def one_tile(height: int, width: int, tile: int, multiple: int) -> bool:
     return height == fitted and width == fitted
 
 
-def fitted_gain(plane: np.ndarray) -> float:
-    """A frame's gain (e- per unit) from a mean-variance fit on its own pixels, for a network
-    bounded by each frame's noise when the caller knows no better (no header): inf (the sky
-    noise alone, a lower bound) where the frame cannot tell, with a warning."""
+def bound_gain(
+    plane: np.ndarray, keywords: dict[str, Any] | None = None, err: np.ndarray | None = None
+) -> tuple[float, str]:
+    """``(gain in e- per unit, where it came from)`` for a network bounded by each frame's
+    noise: the frame noise model's (header GAIN/BUNIT, ``err`` map, else a mean-variance fit on
+    the pixels). The bound needs the gain alone, so a frame that tells its gain but not its read
+    noise is not refused for it. Where the frame cannot tell: inf (the sky noise alone, a lower
+    bound) and the reason."""
     try:
-        return float(estimate_frame_noise(plane).gain)
+        noise = estimate_frame_noise(plane, keywords, err=err, read_noise_electrons=0.0)
     except UserError as error:
-        log.warning("noise bound by the sky noise alone: %s", error)
-        return math.inf
+        return math.inf, str(error).split("; pass", 1)[0]
+    return float(noise.gain), noise.gain_source
+
+
+def fitted_gain(plane: np.ndarray) -> float:
+    """:func:`bound_gain` from the pixels alone, for callers that know no header; a frame that
+    cannot tell is bounded by its sky noise, with a warning."""
+    gain, source = bound_gain(plane)
+    if math.isinf(gain):
+        log.warning("noise bound by the sky noise alone: %s", source)
+    return gain
 
 
 def restore_tensor(

@@ -32,13 +32,13 @@ import torch.nn.functional as F
 from pytorch_msssim import ssim
 from torch import nn
 
+from astrorestore.data.normalization.asinh import Z_LIMIT as _Z_LIMIT
 from astrorestore.data.normalization.asinh import (
-    FRAME,
     asinh_noise_sigma,
     check_noise_model,
     given_photons,
+    photons_setting,
 )
-from astrorestore.data.normalization.asinh import Z_LIMIT as _Z_LIMIT
 from astrorestore.errors import UserError
 from astrorestore.filters import gaussian_kernel
 
@@ -217,11 +217,7 @@ class RestorationLoss(nn.Module):
         self.flux_weight = flux_weight
         self.flux_scale = float(flux_scale)
         self.softening = None if softening is None else float(softening)
-        self.photons_per_unit = (
-            photons_per_unit
-            if photons_per_unit is None or photons_per_unit == FRAME
-            else float(photons_per_unit)
-        )
+        self.photons_per_unit = photons_setting(photons_per_unit)
 
     @property
     def supports_mask(self) -> bool:

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from astrorestore.data.normalization.asinh import photons_per_unit
 from astrorestore.data.pairings.base import Pairing
+from astrorestore.data.pairings.frame_noise import FRAME_NOISE_KEYS
 from astrorestore.errors import UserError
 
 NORMALISED_KEYS = ("input", "target", "truth", "observed")
@@ -35,9 +36,8 @@ NORMALISED_KEYS = ("input", "target", "truth", "observed")
 STATISTICS_KEYS = ("offset", "scale")
 # Per-pixel noise maps the pairing does not use but methods may: carried past it unchanged.
 PASSTHROUGH_KEYS = ("sigma", "sigma2")
-# A frame's noise model per item (gain in e- per unit, read-noise sigma in units; see
-# data.pairings.recorrupted.FRAME_NOISE_KEYS), given to the pairing, not augmented as images.
-FRAME_NOISE_KEYS = ("noise_gain", "noise_read")
+# A frame's noise model per item (FRAME_NOISE_KEYS: gain in e- per unit, read-noise sigma in
+# units; data.pairings.frame_noise) is given to the pairing, not augmented as images.
 # The sky map of the item's whole frame, cropped with it (data.normalizer.background=map): it
 # follows the item's augmentations and the exposure the noise model draws, and is the offset.
 MAP_KEYS = ("background",)

@@ -260,6 +260,13 @@ def photons_per_unit(gain: Tensor, scale: Tensor) -> Tensor:
     return gain.reshape(-1, *([1] * (scale.dim() - 1))) * scale.float()
 
 
+def photons_setting(photons_per_unit: float | str | None) -> float | str | None:
+    """A checked ``photons_per_unit`` setting as it is kept: None, ``"frame"`` or a float."""
+    if photons_per_unit is None or photons_per_unit == FRAME:
+        return photons_per_unit
+    return float(photons_per_unit)
+
+
 def given_photons(
     photons_per_unit: float | str | None, group: str = "model.net.noise"
 ) -> Tensor | float | None:
@@ -293,11 +300,7 @@ class AsinhNoise:
     def __init__(self, softening: float = 3.0, photons_per_unit: float | str | None = None) -> None:
         check_noise_model(softening, photons_per_unit)
         self.softening = float(softening)
-        self.photons_per_unit = (
-            photons_per_unit
-            if photons_per_unit is None or photons_per_unit == FRAME
-            else float(photons_per_unit)
-        )
+        self.photons_per_unit = photons_setting(photons_per_unit)
 
     @property
     def per_frame(self) -> bool:
